@@ -1,0 +1,142 @@
+// Package deviceid computes devid's device identifiers.
+//
+// A device is identified by its TPM's RSA Endorsement Key (EK). Its device ID
+// is
+//
+//	urn:ek:sha256:<standard base64 of SHA-256 of the PKIX DER EK public key>
+//
+// the form step's TPM tooling already uses in the URI SAN of attestation
+// certificates. The same string is the key ID of every SSH certificate the
+// device holds and its principal in user certificates, so one KRL key-ID entry
+// revokes all of them.
+//
+// The package has no dependencies beyond the standard library: the CA, the
+// host daemon and the principals helper all use it.
+package deviceid
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Prefix starts every device ID.
+const Prefix = "urn:ek:sha256:"
+
+// FromPublicKey returns the device ID of an EK public key.
+func FromPublicKey(pub crypto.PublicKey) (string, error) {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return "", fmt.Errorf("deviceid: marshal EK public key: %w", err)
+	}
+	return fromPKIX(der), nil
+}
+
+func fromPKIX(der []byte) string {
+	sum := sha256.Sum256(der)
+	return Prefix + base64.StdEncoding.EncodeToString(sum[:])
+}
+
+// EK is an Endorsement Key as given at registration: its public key, and its
+// certificate when one was given.
+type EK struct {
+	Public      crypto.PublicKey
+	PublicDER   []byte            // PKIX DER of Public
+	Certificate *x509.Certificate // nil when only the public key was given
+}
+
+// ID returns the device ID of the EK.
+func (ek *EK) ID() string { return fromPKIX(ek.PublicDER) }
+
+// ParseEK reads an EK public key or EK certificate, PEM ("PUBLIC KEY" or
+// "CERTIFICATE") or DER. Trailing data after a PEM block or DER value is an
+// error, as is a key that is not RSA (2048 bits or more).
+func ParseEK(data []byte) (*EK, error) {
+	data = bytes.TrimSpace(data)
+	if len(data) == 0 {
+		return nil, errors.New("deviceid: empty EK")
+	}
+	der := data
+	kind := ""
+	if bytes.HasPrefix(data, []byte("-----BEGIN")) {
+		block, rest := pem.Decode(data)
+		if block == nil {
+			return nil, errors.New("deviceid: EK: malformed PEM")
+		}
+		if len(bytes.TrimSpace(rest)) != 0 {
+			return nil, errors.New("deviceid: EK: trailing data after the PEM block")
+		}
+		switch block.Type {
+		case "PUBLIC KEY":
+			kind = "key"
+		case "CERTIFICATE":
+			kind = "cert"
+		default:
+			return nil, fmt.Errorf("deviceid: EK: PEM block %q is neither PUBLIC KEY nor CERTIFICATE", block.Type)
+		}
+		der = block.Bytes
+	}
+	if kind != "cert" {
+		if pub, err := x509.ParsePKIXPublicKey(der); err == nil {
+			return newEK(pub, nil)
+		} else if kind == "key" {
+			return nil, fmt.Errorf("deviceid: EK public key: %w", err)
+		}
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		if kind == "cert" {
+			return nil, fmt.Errorf("deviceid: EK certificate: %w", err)
+		}
+		return nil, errors.New("deviceid: EK is neither a PKIX public key nor an X.509 certificate (PEM or DER)")
+	}
+	return newEK(cert.PublicKey, cert)
+}
+
+// ParseEKText is ParseEK for text fields (CSV cells, JSON strings): PEM, or
+// standard or URL-safe base64 of the DER.
+func ParseEKText(s string) (*EK, error) {
+	s = strings.TrimSpace(s)
+	if strings.HasPrefix(s, "-----BEGIN") {
+		return ParseEK([]byte(s))
+	}
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if der, err := enc.DecodeString(s); err == nil {
+			return ParseEK(der)
+		}
+	}
+	return nil, errors.New("deviceid: EK is neither PEM nor base64 DER")
+}
+
+func newEK(pub crypto.PublicKey, cert *x509.Certificate) (*EK, error) {
+	rsaPub, ok := pub.(*rsa.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("deviceid: EK is a %T; devid identifies devices by their RSA EK", pub)
+	}
+	if rsaPub.N.BitLen() < 2048 {
+		return nil, fmt.Errorf("deviceid: EK is RSA-%d; at least 2048 bits required", rsaPub.N.BitLen())
+	}
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return nil, fmt.Errorf("deviceid: EK public key: %w", err)
+	}
+	return &EK{Public: pub, PublicDER: der, Certificate: cert}, nil
+}
+
+// Valid reports whether s has the form of a device ID: the prefix followed by
+// the standard base64 encoding of 32 bytes.
+func Valid(s string) bool {
+	rest, ok := strings.CutPrefix(s, Prefix)
+	if !ok || len(rest) != 44 {
+		return false
+	}
+	b, err := base64.StdEncoding.Strict().DecodeString(rest)
+	return err == nil && len(b) == sha256.Size
+}

@@ -1,0 +1,93 @@
+package deviceid_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/pem"
+	"math/big"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/devid-ssh/devid/deviceid"
+)
+
+func TestParseEK(t *testing.T) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	sum := sha256.Sum256(der)
+	want := "urn:ek:sha256:" + base64.StdEncoding.EncodeToString(sum[:])
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "ek"}, NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour)}
+	certDER, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inputs := map[string][]byte{
+		"pkix der":  der,
+		"pkix pem":  pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}),
+		"cert der":  certDER,
+		"cert pem":  pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: certDER}),
+		"pem+space": append([]byte("\n  "), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})...),
+	}
+	for name, in := range inputs {
+		ek, err := deviceid.ParseEK(in)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if ek.ID() != want || !deviceid.Valid(ek.ID()) {
+			t.Fatalf("%s: ID = %s, want %s", name, ek.ID(), want)
+		}
+		if (ek.Certificate != nil) != strings.HasPrefix(name, "cert") {
+			t.Fatalf("%s: certificate presence wrong", name)
+		}
+	}
+	if ek, err := deviceid.ParseEKText(base64.StdEncoding.EncodeToString(certDER)); err != nil || ek.ID() != want {
+		t.Fatalf("base64 cert: %v", err)
+	}
+	if id, _ := deviceid.FromPublicKey(&key.PublicKey); id != want {
+		t.Fatalf("FromPublicKey = %s", id)
+	}
+
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ecDER, _ := x509.MarshalPKIXPublicKey(&ec.PublicKey)
+	small, _ := rsa.GenerateKey(rand.Reader, 1024)
+	smallDER, _ := x509.MarshalPKIXPublicKey(&small.PublicKey)
+	bad := map[string][]byte{
+		"empty":     nil,
+		"garbage":   []byte("hello"),
+		"ecdsa":     ecDER,
+		"rsa-1024":  smallDER,
+		"pem type":  pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: der}),
+		"pem trail": append(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), "junk"...),
+		"der trail": append(append([]byte{}, der...), 0),
+	}
+	for name, in := range bad {
+		if _, err := deviceid.ParseEK(in); err == nil {
+			t.Errorf("%s: accepted", name)
+		} else if !strings.HasPrefix(err.Error(), "deviceid: ") {
+			t.Errorf("%s: error %q lacks the package prefix", name, err)
+		}
+	}
+}
+
+func TestValid(t *testing.T) {
+	for s, want := range map[string]bool{
+		"urn:ek:sha256:" + base64.StdEncoding.EncodeToString(make([]byte, 32)): true,
+		"urn:ek:sha256:" + base64.StdEncoding.EncodeToString(make([]byte, 31)): false,
+		"urn:ek:sha1:AAAA": false,
+		"urn:ek:sha256:" + strings.Repeat("!", 44): false,
+	} {
+		if deviceid.Valid(s) != want {
+			t.Errorf("Valid(%q) != %v", s, want)
+		}
+	}
+}

@@ -1,0 +1,378 @@
+package inventory
+
+import (
+	"bytes"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+)
+
+// Import results, per row.
+const (
+	Added     = "added"
+	Updated   = "updated"
+	Unchanged = "unchanged"
+	// Held: the row asked to bring a quarantined or retired device back to
+	// active, which an import never does (use an explicit activate), so the
+	// device kept its status. Its other fields were still applied.
+	Held = "held"
+)
+
+// ImportResult says what an import did with one row.
+type ImportResult struct {
+	Line    int      `json:"line"`
+	Subject string   `json:"subject"` // device ID or user email
+	Name    string   `json:"name,omitempty"`
+	Result  string   `json:"result"`            // Added, Updated, Unchanged or Held
+	Changes []string `json:"changes,omitempty"` // field: old → new
+	Note    string   `json:"note,omitempty"`
+}
+
+// ImportReport is the outcome of an import.
+type ImportReport struct {
+	DryRun  bool           `json:"dryRun"` // nothing was written
+	Counts  map[string]int `json:"counts"` // by result
+	Results []ImportResult `json:"results"`
+}
+
+func (r *ImportReport) add(res ImportResult) {
+	r.Results = append(r.Results, res)
+	r.Counts[res.Result]++
+}
+
+func newReport(dryRun bool) *ImportReport {
+	return &ImportReport{DryRun: dryRun, Counts: map[string]int{Added: 0, Updated: 0, Unchanged: 0, Held: 0}}
+}
+
+// row is one parsed record of an import and the line it starts on.
+type row[T any] struct {
+	line int
+	v    T
+}
+
+// rowFormat describes an import's columns (CSV) and fields (JSON).
+type rowFormat[T any] struct {
+	columns  []string // allowed CSV header names, lower case
+	required []string
+	fromCSV  func(map[string]string) T
+}
+
+var deviceFormat = rowFormat[NewDevice]{
+	columns:  []string{"id", "ek", "name", "kind", "collection", "owner", "status"},
+	required: []string{"ek", "name", "kind"},
+	fromCSV: func(m map[string]string) NewDevice {
+		return NewDevice{ID: m["id"], EK: m["ek"], Name: m["name"], Kind: m["kind"],
+			Collection: m["collection"], Owner: m["owner"], Status: m["status"]}
+	},
+}
+
+var userFormat = rowFormat[NewUser]{
+	columns:  []string{"email", "login", "groups"},
+	required: []string{"email", "login"},
+	fromCSV: func(m map[string]string) NewUser {
+		return NewUser{Email: m["email"], Login: m["login"], Groups: strings.FieldsFunc(m["groups"], func(r rune) bool {
+			return r == ';' || r == ' ' || r == '\t'
+		})}
+	},
+}
+
+// parseRows reads a CSV file with a header line, or a JSON array of objects:
+// a file whose first non-blank byte is '[' is JSON. Unknown columns or fields
+// are errors.
+func parseRows[T any](file string, data []byte, f rowFormat[T]) ([]row[T], error) {
+	fail := func(line int, format string, args ...any) error {
+		return &Error{Kind: ErrInvalid, File: file, Line: line, Msg: fmt.Sprintf(format, args...)}
+	}
+	if !isText(data) {
+		return nil, fail(0, "not UTF-8 text")
+	}
+	trimmed := bytes.TrimLeft(data, " \t\r\n\ufeff")
+	if len(trimmed) == 0 {
+		return nil, fail(0, "empty import")
+	}
+	if trimmed[0] == '[' {
+		return parseJSONRows[T](data, fail)
+	}
+	return parseCSVRows(data, f, fail)
+}
+
+func isText(b []byte) bool {
+	return !bytes.ContainsRune(b, 0) && strings.ToValidUTF8(string(b), "\x00") == string(b)
+}
+
+func parseCSVRows[T any](data []byte, f rowFormat[T], fail func(int, string, ...any) error) ([]row[T], error) {
+	r := csv.NewReader(bytes.NewReader(bytes.TrimPrefix(data, []byte("\ufeff"))))
+	r.Comment = '#'
+	r.TrimLeadingSpace = true
+	header, err := r.Read()
+	if err != nil {
+		return nil, csvError(err, fail)
+	}
+	hline, _ := r.FieldPos(0)
+	cols := make([]string, len(header))
+	for i, h := range header {
+		h = strings.ToLower(strings.TrimSpace(h))
+		switch {
+		case !slices.Contains(f.columns, h):
+			return nil, fail(hline, "unknown column %q (known: %s)", h, strings.Join(f.columns, ", "))
+		case slices.Contains(cols[:i], h):
+			return nil, fail(hline, "column %q appears twice", h)
+		}
+		cols[i] = h
+	}
+	for _, req := range f.required {
+		if !slices.Contains(cols, req) {
+			return nil, fail(hline, "missing column %q (required: %s)", req, strings.Join(f.required, ", "))
+		}
+	}
+	var rows []row[T]
+	for {
+		rec, err := r.Read()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, csvError(err, fail)
+		}
+		line, _ := r.FieldPos(0)
+		m := make(map[string]string, len(cols))
+		for i, c := range cols {
+			m[c] = strings.TrimSpace(rec[i])
+		}
+		rows = append(rows, row[T]{line, f.fromCSV(m)})
+	}
+	if len(rows) == 0 {
+		return nil, fail(0, "no rows after the header")
+	}
+	return rows, nil
+}
+
+func csvError(err error, fail func(int, string, ...any) error) error {
+	var pe *csv.ParseError
+	if errors.As(err, &pe) {
+		return fail(pe.Line, "%v", pe.Err)
+	}
+	if err == io.EOF {
+		return fail(0, "empty import")
+	}
+	return fail(0, "%v", err)
+}
+
+func parseJSONRows[T any](data []byte, fail func(int, string, ...any) error) ([]row[T], error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	lineAt := func(off int64) int { return 1 + bytes.Count(data[:off], []byte("\n")) }
+	if _, err := dec.Token(); err != nil { // '['
+		return nil, fail(lineAt(dec.InputOffset()), "%v", err)
+	}
+	var rows []row[T]
+	for dec.More() {
+		off := dec.InputOffset()
+		for off < int64(len(data)) && strings.IndexByte(" \t\r\n,", data[off]) >= 0 {
+			off++
+		}
+		var v T
+		if err := dec.Decode(&v); err != nil {
+			var se *json.SyntaxError
+			if errors.As(err, &se) {
+				return nil, fail(lineAt(se.Offset), "%v", err)
+			}
+			return nil, fail(lineAt(off), "%v", err)
+		}
+		rows = append(rows, row[T]{lineAt(off), v})
+	}
+	if _, err := dec.Token(); err != nil { // ']'
+		return nil, fail(lineAt(dec.InputOffset()), "%v", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fail(lineAt(dec.InputOffset()), "trailing data after the JSON array")
+	}
+	if len(rows) == 0 {
+		return nil, fail(0, "empty JSON array")
+	}
+	return rows, nil
+}
+
+// ImportDevices registers or updates devices from an export (file names it
+// in errors). Rows are matched to devices by device ID. Every row is checked
+// against the inventory as it would be after the import before anything is
+// written: a bad row fails the whole import and nothing changes. With dryRun
+// nothing is written either way.
+//
+// An import never brings a quarantined or retired device back to active (see
+// Held); an empty status keeps a device's current status.
+func (s *Store) ImportDevices(actor, file string, data []byte, dryRun bool) (*ImportReport, error) {
+	rows, err := parseRows(file, data, deviceFormat)
+	if err != nil {
+		return nil, err
+	}
+	fail := func(line int, e *Error) error {
+		e.File, e.Line = file, line
+		return e
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	snap, err := s.snapshot()
+	if err != nil {
+		return nil, err
+	}
+	now := s.clock()
+	report := newReport(dryRun)
+	var w writer
+	seenID := map[string]int{}
+	final := maps.Clone(snap.byName) // name → device after the import
+	for _, r := range rows {
+		f, ferr := checkNewDevice(r.v)
+		if ferr != nil {
+			return nil, fail(r.line, ferr)
+		}
+		id := f.ek.ID()
+		if r.v.ID != "" && r.v.ID != id {
+			return nil, fail(r.line, invalid("id", "%s does not match the EK, whose device ID is %s", r.v.ID, id))
+		}
+		if prev, dup := seenID[id]; dup {
+			return nil, fail(r.line, &Error{Kind: ErrInvalid, Field: "ek", Msg: fmt.Sprintf("same device as line %d (%s)", prev, id)})
+		}
+		seenID[id] = r.line
+		if old, ok := snap.byID[id]; ok && final[old.Name] != nil && final[old.Name].ID == id {
+			delete(final, old.Name)
+		}
+		if other, ok := final[f.name]; ok && other.ID != id {
+			return nil, fail(r.line, &Error{Kind: ErrConflict, Field: "name", Msg: fmt.Sprintf("%q is already the name of device %s", f.name, other.ID)})
+		}
+		if err := snap.checkRefs(&deviceFields{owner: f.owner}, id); err != nil {
+			return nil, fail(r.line, err)
+		}
+		res := ImportResult{Line: r.line, Subject: id, Name: f.name}
+		old, exists := snap.byID[id]
+		if !exists {
+			d := f.newDevice(now)
+			final[d.Name] = d
+			res.Result = Added
+			w.putDevice(nil, d, "device.add", "import "+file)
+			report.add(res)
+			continue
+		}
+		d := *old
+		d.Name, d.Kind, d.Collection, d.Owner = f.name, f.kind, f.collection, f.owner
+		if f.ek.Certificate != nil {
+			d.EKCert = f.ek.Certificate.Raw
+		}
+		switch {
+		case f.status == "" || f.status == old.Status:
+		case f.status == StatusActive || old.Status == StatusRetired:
+			res.Note = fmt.Sprintf("kept %s: an import does not bring a device back from %s (use devid device activate)", old.Status, old.Status)
+		default:
+			d.Status, d.StatusReason, d.StatusChanged = f.status, "import "+file, now
+		}
+		final[d.Name] = &d
+		res.Changes = deviceChanges(old, &d)
+		switch {
+		case len(res.Changes) > 0:
+			d.Updated = now
+			res.Result = Updated
+			w.putDevice(old, &d, "device.update", "import "+file)
+		case res.Note != "":
+			res.Result = Held
+		default:
+			res.Result = Unchanged
+		}
+		if res.Note != "" && res.Result == Updated {
+			res.Result = Held
+		}
+		report.add(res)
+	}
+	if dryRun {
+		return report, nil
+	}
+	return report, s.commit(actor, now, &w)
+}
+
+func deviceChanges(a, b *Device) []string {
+	var out []string
+	diff := func(field, x, y string) {
+		if x != y {
+			out = append(out, fmt.Sprintf("%s: %q → %q", field, x, y))
+		}
+	}
+	diff("name", a.Name, b.Name)
+	diff("kind", string(a.Kind), string(b.Kind))
+	diff("collection", a.Collection, b.Collection)
+	diff("owner", a.Owner, b.Owner)
+	diff("status", string(a.Status), string(b.Status))
+	if !bytes.Equal(a.EKCert, b.EKCert) {
+		out = append(out, "ekCert: replaced")
+	}
+	return out
+}
+
+// ImportUsers adds or updates users from an export, matched by email, with
+// the same all-or-nothing checking as ImportDevices. Users not in the file
+// are left alone.
+func (s *Store) ImportUsers(actor, file string, data []byte, dryRun bool) (*ImportReport, error) {
+	rows, err := parseRows(file, data, userFormat)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	snap, err := s.snapshot()
+	if err != nil {
+		return nil, err
+	}
+	now := s.clock()
+	report := newReport(dryRun)
+	var w writer
+	seen := map[string]int{}
+	logins := maps.Clone(snap.logins)
+	for _, r := range rows {
+		nu, ferr := checkNewUser(r.v)
+		if ferr != nil {
+			ferr.File, ferr.Line = file, r.line
+			return nil, ferr
+		}
+		if prev, dup := seen[nu.Email]; dup {
+			return nil, &Error{Kind: ErrInvalid, File: file, Line: r.line, Field: "email", Msg: fmt.Sprintf("same user as line %d", prev)}
+		}
+		seen[nu.Email] = r.line
+		old, exists := snap.users[nu.Email]
+		if exists && logins[old.Login] == old.Email {
+			delete(logins, old.Login)
+		}
+		if other, ok := logins[nu.Login]; ok && other != nu.Email {
+			return nil, &Error{Kind: ErrConflict, File: file, Line: r.line, Field: "login", Msg: fmt.Sprintf("login %q already belongs to %s", nu.Login, other)}
+		}
+		logins[nu.Login] = nu.Email
+		res := ImportResult{Line: r.line, Subject: nu.Email, Name: nu.Login}
+		if !exists {
+			res.Result = Added
+			w.putUser(nil, &User{Email: nu.Email, Login: nu.Login, Groups: nu.Groups, Created: now, Updated: now}, "user.add")
+			report.add(res)
+			continue
+		}
+		u := *old
+		u.Login, u.Groups = nu.Login, nu.Groups
+		if old.Login != u.Login {
+			res.Changes = append(res.Changes, fmt.Sprintf("login: %q → %q", old.Login, u.Login))
+		}
+		if !slices.Equal(old.Groups, u.Groups) {
+			res.Changes = append(res.Changes, fmt.Sprintf("groups: %v → %v", old.Groups, u.Groups))
+		}
+		res.Result = Unchanged
+		if len(res.Changes) > 0 {
+			u.Updated = now
+			res.Result = Updated
+			w.putUser(old, &u, "user.update")
+		}
+		report.add(res)
+	}
+	if dryRun {
+		return report, nil
+	}
+	return report, s.commit(actor, now, &w)
+}

@@ -1,0 +1,385 @@
+package inventory
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/smallstep/nosql/database"
+)
+
+// Tables the inventory keeps in the CA's database.
+var (
+	devicesTable = []byte("devid_devices")
+	usersTable   = []byte("devid_users")
+	auditTable   = []byte("devid_audit")
+)
+
+// Store is the inventory kept in a step-ca nosql database. Its methods are
+// safe for concurrent use; writes are serialised, and each write commits the
+// change and its audit entry in one transaction.
+type Store struct {
+	db  database.DB
+	now func() time.Time
+
+	mu      sync.Mutex // serialises read-modify-write
+	lastSeq uint64
+}
+
+// Open prepares the inventory tables in db. now is the clock (time.Now in
+// production).
+func Open(db database.DB, now func() time.Time) (*Store, error) {
+	for _, t := range [][]byte{devicesTable, usersTable, auditTable} {
+		if err := db.CreateTable(t); err != nil {
+			return nil, fmt.Errorf("inventory: create table %s: %w", t, err)
+		}
+	}
+	return &Store{db: db, now: now}, nil
+}
+
+func (s *Store) clock() time.Time { return s.now().UTC().Round(0) }
+
+// Device returns a device by device ID or by name.
+func (s *Store) Device(ref string) (*Device, error) {
+	if strings.HasPrefix(ref, "urn:") {
+		var d Device
+		if err := s.get(devicesTable, ref, &d); err != nil {
+			return nil, err
+		}
+		return &d, nil
+	}
+	all, err := s.Devices()
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range all {
+		if d.Name == ref {
+			return d, nil
+		}
+	}
+	return nil, &Error{Kind: ErrNotFound, Msg: fmt.Sprintf("no device with name %q", ref)}
+}
+
+// Devices lists every device, sorted by name.
+func (s *Store) Devices() ([]*Device, error) {
+	var out []*Device
+	if err := s.list(devicesTable, func(b []byte) error {
+		var d Device
+		if err := json.Unmarshal(b, &d); err != nil {
+			return err
+		}
+		out = append(out, &d)
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	slices.SortFunc(out, func(a, b *Device) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+// User returns a user by email.
+func (s *Store) User(email string) (*User, error) {
+	var u User
+	if err := s.get(usersTable, email, &u); err != nil {
+		return nil, err
+	}
+	return &u, nil
+}
+
+// Users lists every user, sorted by email.
+func (s *Store) Users() ([]*User, error) {
+	var out []*User
+	if err := s.list(usersTable, func(b []byte) error {
+		var u User
+		if err := json.Unmarshal(b, &u); err != nil {
+			return err
+		}
+		out = append(out, &u)
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	slices.SortFunc(out, func(a, b *User) int { return strings.Compare(a.Email, b.Email) })
+	return out, nil
+}
+
+// Audit lists the audit trail, oldest first. A non-empty subject keeps only
+// the entries about that device ID or user email.
+func (s *Store) Audit(subject string) ([]AuditEntry, error) {
+	var out []AuditEntry
+	err := s.list(auditTable, func(b []byte) error {
+		var e AuditEntry
+		if err := json.Unmarshal(b, &e); err != nil {
+			return err
+		}
+		if subject == "" || e.Subject == subject {
+			out = append(out, e)
+		}
+		return nil
+	})
+	slices.SortFunc(out, func(a, b AuditEntry) int { return strings.Compare(a.ID, b.ID) })
+	return out, err
+}
+
+// AddDevice registers a device. Registering an EK that is already in the
+// inventory is a conflict, whatever its status.
+func (s *Store) AddDevice(actor string, nd NewDevice) (*Device, error) {
+	f, ferr := checkNewDevice(nd)
+	if ferr != nil {
+		return nil, ferr
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	snap, err := s.snapshot()
+	if err != nil {
+		return nil, err
+	}
+	if old, ok := snap.byID[f.ek.ID()]; ok {
+		return nil, &Error{Kind: ErrConflict, Field: "ek", Msg: fmt.Sprintf("already registered as device %q (%s, %s)", old.Name, old.ID, old.Status)}
+	}
+	if err := snap.checkRefs(f, ""); err != nil {
+		return nil, err
+	}
+	now := s.clock()
+	d := f.newDevice(now)
+	var w writer
+	w.putDevice(nil, d, "device.add", "")
+	return d, s.commit(actor, now, &w)
+}
+
+// SetStatus changes a device's status (quarantine, retire, activate). The
+// change is refused unless it is one the status machine allows: retired is
+// final, and setting the current status again is an error so that a script
+// notices it did nothing.
+func (s *Store) SetStatus(actor, ref string, to Status, reason string) (*Device, error) {
+	if _, err := ParseStatus(string(to)); err != nil {
+		return nil, invalid("status", "%s", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old, err := s.Device(ref)
+	if err != nil {
+		return nil, err
+	}
+	if !allowedTransition(old.Status, to) {
+		return nil, &Error{Kind: ErrConflict, Field: "status", Msg: transitionMsg(old, to)}
+	}
+	now := s.clock()
+	d := *old
+	d.Status, d.StatusReason, d.StatusChanged, d.Updated = to, reason, now, now
+	var w writer
+	w.putDevice(old, &d, "device."+verb(to), reason)
+	return &d, s.commit(actor, now, &w)
+}
+
+func transitionMsg(d *Device, to Status) string {
+	switch {
+	case d.Status == to:
+		return fmt.Sprintf("device %q is already %s", d.Name, to)
+	case d.Status == StatusRetired:
+		return fmt.Sprintf("device %q is retired, and retirement is final", d.Name)
+	}
+	return fmt.Sprintf("device %q cannot go from %s to %s", d.Name, d.Status, to)
+}
+
+func verb(st Status) string {
+	switch st {
+	case StatusActive:
+		return "activate"
+	case StatusQuarantined:
+		return "quarantine"
+	}
+	return "retire"
+}
+
+// AddUser adds a user. A user with the same email or login is a conflict
+// (use an import to update users).
+func (s *Store) AddUser(actor string, nu NewUser) (*User, error) {
+	nu, ferr := checkNewUser(nu)
+	if ferr != nil {
+		return nil, ferr
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	snap, err := s.snapshot()
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := snap.users[nu.Email]; ok {
+		return nil, &Error{Kind: ErrConflict, Field: "email", Msg: fmt.Sprintf("user %s already exists", nu.Email)}
+	}
+	if other, ok := snap.logins[nu.Login]; ok {
+		return nil, &Error{Kind: ErrConflict, Field: "login", Msg: fmt.Sprintf("login %q already belongs to %s", nu.Login, other)}
+	}
+	now := s.clock()
+	u := &User{Email: nu.Email, Login: nu.Login, Groups: nu.Groups, Created: now, Updated: now}
+	var w writer
+	w.putUser(nil, u, "user.add")
+	return u, s.commit(actor, now, &w)
+}
+
+func (f *deviceFields) newDevice(now time.Time) *Device {
+	st := f.status
+	if st == "" {
+		st = StatusActive
+	}
+	d := &Device{
+		ID: f.ek.ID(), Name: f.name, Kind: f.kind, Collection: f.collection, Owner: f.owner,
+		Status: st, StatusChanged: now, EKPublic: f.ek.PublicDER, Created: now, Updated: now,
+	}
+	if f.ek.Certificate != nil {
+		d.EKCert = f.ek.Certificate.Raw
+	}
+	return d
+}
+
+// snapshot is the inventory read whole, for checks that span records.
+type snapshot struct {
+	byID   map[string]*Device
+	byName map[string]*Device
+	users  map[string]*User
+	logins map[string]string // login → email
+}
+
+func (s *Store) snapshot() (*snapshot, error) {
+	devs, err := s.Devices()
+	if err != nil {
+		return nil, err
+	}
+	users, err := s.Users()
+	if err != nil {
+		return nil, err
+	}
+	snap := &snapshot{byID: map[string]*Device{}, byName: map[string]*Device{}, users: map[string]*User{}, logins: map[string]string{}}
+	for _, d := range devs {
+		snap.byID[d.ID] = d
+		snap.byName[d.Name] = d
+	}
+	for _, u := range users {
+		snap.users[u.Email] = u
+		snap.logins[u.Login] = u.Email
+	}
+	return snap, nil
+}
+
+// checkRefs checks that a device's name is free (but for the device itself,
+// self) and that its owner exists.
+func (snap *snapshot) checkRefs(f *deviceFields, self string) *Error {
+	if other, ok := snap.byName[f.name]; ok && other.ID != self {
+		return &Error{Kind: ErrConflict, Field: "name", Msg: fmt.Sprintf("%q is already the name of device %s", f.name, other.ID)}
+	}
+	if f.owner != "" {
+		if _, ok := snap.users[f.owner]; !ok {
+			return &Error{Kind: ErrInvalid, Field: "owner", Msg: fmt.Sprintf("no user %s (add or import the user first)", f.owner)}
+		}
+	}
+	return nil
+}
+
+// writer collects the records and audit entries of one transaction.
+type writer struct {
+	puts   []put
+	audits []AuditEntry
+}
+
+type put struct {
+	table []byte
+	key   string
+	value []byte
+}
+
+func (w *writer) putDevice(before, after *Device, action, reason string) {
+	a := mustJSON(after)
+	w.puts = append(w.puts, put{devicesTable, after.ID, a})
+	w.audits = append(w.audits, AuditEntry{Action: action, Subject: after.ID, Reason: reason, Before: optJSON(before), After: a})
+}
+
+func (w *writer) putUser(before, after *User, action string) {
+	a := mustJSON(after)
+	w.puts = append(w.puts, put{usersTable, after.Email, a})
+	w.audits = append(w.audits, AuditEntry{Action: action, Subject: after.Email, Before: optJSON(before), After: a})
+}
+
+func optJSON[T any](v *T) json.RawMessage {
+	if v == nil {
+		return nil
+	}
+	return mustJSON(v)
+}
+
+func mustJSON(v any) json.RawMessage {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("inventory: marshal %T: %v", v, err)) // plain structs: cannot fail
+	}
+	return b
+}
+
+// commit writes w's records and audit entries in one transaction. Callers
+// hold s.mu.
+func (s *Store) commit(actor string, now time.Time, w *writer) error {
+	if len(w.puts) == 0 {
+		return nil
+	}
+	tx := new(database.Tx)
+	for _, p := range w.puts {
+		tx.Set(p.table, []byte(p.key), p.value)
+	}
+	for _, e := range w.audits {
+		key := s.nextAuditKey(now)
+		e.ID, e.Time, e.Actor = hex.EncodeToString(key), now, actor
+		tx.Set(auditTable, key, mustJSON(e))
+	}
+	if err := s.db.Update(tx); err != nil {
+		return fmt.Errorf("inventory: write: %w", err)
+	}
+	return nil
+}
+
+// nextAuditKey returns a key that sorts after every earlier one: the time in
+// nanoseconds, made strictly increasing.
+func (s *Store) nextAuditKey(now time.Time) []byte {
+	seq := uint64(now.UnixNano())
+	if seq <= s.lastSeq {
+		seq = s.lastSeq + 1
+	}
+	s.lastSeq = seq
+	return binary.BigEndian.AppendUint64(nil, seq)
+}
+
+func (s *Store) get(table []byte, key string, v any) error {
+	b, err := s.db.Get(table, []byte(key))
+	if database.IsErrNotFound(err) {
+		what := "device"
+		if bytes.Equal(table, usersTable) {
+			what = "user"
+		}
+		return &Error{Kind: ErrNotFound, Msg: fmt.Sprintf("no %s %s", what, key)}
+	}
+	if err != nil {
+		return fmt.Errorf("inventory: read %s/%s: %w", table, key, err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("inventory: decode %s/%s: %w", table, key, err)
+	}
+	return nil
+}
+
+func (s *Store) list(table []byte, each func([]byte) error) error {
+	entries, err := s.db.List(table)
+	if err != nil && !database.IsErrNotFound(err) {
+		return fmt.Errorf("inventory: list %s: %w", table, err)
+	}
+	for _, e := range entries {
+		if err := each(e.Value); err != nil {
+			return fmt.Errorf("inventory: decode %s/%s: %w", table, e.Key, err)
+		}
+	}
+	return nil
+}

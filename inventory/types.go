@@ -1,0 +1,166 @@
+// Package inventory is devid's device and user inventory: which machines
+// exist, who owns them, and whether they may get certificates.
+//
+// A Device is identified by its device ID (package deviceid), computed from
+// the RSA Endorsement Key given at registration. Its Status decides every
+// issuance: only an active device gets certificates. A User carries the
+// identity an IdP gives them (email, login name, groups); the CA copies it into
+// the principals of the user certificates of the devices they own.
+//
+// Every change is recorded in an audit trail (who, what, when, before and
+// after), written in the same transaction as the change itself. The Store
+// keeps everything in a step-ca nosql database (bbolt by default), beside
+// step-ca's own tables.
+//
+// Imports (CSV or JSON exports from an MDM or asset system) are idempotent and
+// all-or-nothing: every row is checked first, and a bad row fails the whole
+// import with its line number before anything is written.
+package inventory
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Kind is what a device is for.
+type Kind string
+
+// Device kinds.
+const (
+	KindHost        Kind = "host"        // a server: gets SSH host certificates
+	KindWorkstation Kind = "workstation" // a user's machine: gets SSH user certificates
+)
+
+// Status decides whether a device may get certificates.
+type Status string
+
+// Device statuses. Only StatusActive devices get certificates.
+const (
+	StatusActive      Status = "active"
+	StatusQuarantined Status = "quarantined"
+	StatusRetired     Status = "retired"
+)
+
+// ParseKind checks a kind given as text.
+func ParseKind(s string) (Kind, error) {
+	switch k := Kind(s); k {
+	case KindHost, KindWorkstation:
+		return k, nil
+	}
+	return "", fmt.Errorf("unknown kind %q (want host or workstation)", s)
+}
+
+// ParseStatus checks a status given as text.
+func ParseStatus(s string) (Status, error) {
+	switch st := Status(s); st {
+	case StatusActive, StatusQuarantined, StatusRetired:
+		return st, nil
+	}
+	return "", fmt.Errorf("unknown status %q (want active, quarantined or retired)", s)
+}
+
+// Device is one registered machine.
+type Device struct {
+	ID         string `json:"id"`                   // urn:ek:sha256:…, from the EK
+	Name       string `json:"name"`                 // unique in the inventory
+	Kind       Kind   `json:"kind"`                 // host or workstation
+	Collection string `json:"collection,omitempty"` // named group of like devices
+	Owner      string `json:"owner,omitempty"`      // email of the owning user
+	Status     Status `json:"status"`
+	// StatusReason is what the operator gave for the last status change.
+	StatusReason string `json:"statusReason,omitempty"`
+	// StatusChanged is when the status last changed (creation at first).
+	// Certificates issued before a quarantine stay revoked when the device
+	// is brought back: revocation keys on this time.
+	StatusChanged time.Time `json:"statusChanged"`
+	EKPublic      []byte    `json:"ekPublic"`         // PKIX DER of the RSA EK
+	EKCert        []byte    `json:"ekCert,omitempty"` // DER, when one was given
+	Created       time.Time `json:"created"`
+	Updated       time.Time `json:"updated"`
+}
+
+// User is a person who may own devices.
+type User struct {
+	Email   string    `json:"email"`  // IdP identity, unique
+	Login   string    `json:"login"`  // login name, unique
+	Groups  []string  `json:"groups"` // IdP groups, sorted
+	Created time.Time `json:"created"`
+	Updated time.Time `json:"updated"`
+}
+
+// AuditEntry records one change to the inventory.
+type AuditEntry struct {
+	ID      string    `json:"id"` // sortable: entries list oldest first
+	Time    time.Time `json:"time"`
+	Actor   string    `json:"actor"`  // the authenticated admin
+	Action  string    `json:"action"` // e.g. device.add, device.quarantine
+	Subject string    `json:"subject"`
+	Reason  string    `json:"reason,omitempty"`
+	Before  json.RawMessage `json:"before,omitempty"` // the Device or User; absent on creation
+	After   json.RawMessage `json:"after,omitempty"`
+}
+
+// NewDevice is what an operator gives to register a device.
+type NewDevice struct {
+	// ID, when given, must equal the device ID computed from EK: a check
+	// that an export and the EK in it belong together.
+	ID         string `json:"id,omitempty"`
+	EK         string `json:"ek"` // PEM, or base64 of the DER, public key or certificate
+	Name       string `json:"name"`
+	Kind       string `json:"kind"`
+	Collection string `json:"collection,omitempty"`
+	Owner      string `json:"owner,omitempty"`
+	Status     string `json:"status,omitempty"` // default active
+}
+
+// NewUser is what an operator gives to add or update a user.
+type NewUser struct {
+	Email  string   `json:"email"`
+	Login  string   `json:"login"`
+	Groups []string `json:"groups,omitempty"`
+}
+
+// Errors callers branch on (with errors.Is).
+var (
+	ErrNotFound = errors.New("not found")
+	ErrConflict = errors.New("conflict")
+	ErrInvalid  = errors.New("invalid")
+)
+
+// Error is an inventory error that names the field, and for imports the
+// line, it is about.
+type Error struct {
+	Kind  error  // ErrNotFound, ErrConflict or ErrInvalid
+	File  string // import file name, if any
+	Line  int    // 1-based line in the import, 0 if none
+	Field string // the offending field, if any
+	Msg   string
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString("inventory: ")
+	switch {
+	case e.File != "" && e.Line > 0:
+		fmt.Fprintf(&b, "%s:%d: ", e.File, e.Line)
+	case e.File != "":
+		b.WriteString(e.File + ": ")
+	case e.Line > 0:
+		fmt.Fprintf(&b, "line %d: ", e.Line)
+	}
+	if e.Field != "" {
+		b.WriteString(e.Field + ": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// Unwrap lets errors.Is match the error kind.
+func (e *Error) Unwrap() error { return e.Kind }
+
+func invalid(field, format string, args ...any) *Error {
+	return &Error{Kind: ErrInvalid, Field: field, Msg: fmt.Sprintf(format, args...)}
+}
