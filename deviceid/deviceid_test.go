@@ -83,7 +83,7 @@ func TestValid(t *testing.T) {
 	for s, want := range map[string]bool{
 		"urn:ek:sha256:" + base64.StdEncoding.EncodeToString(make([]byte, 32)): true,
 		"urn:ek:sha256:" + base64.StdEncoding.EncodeToString(make([]byte, 31)): false,
-		"urn:ek:sha1:AAAA": false,
+		"urn:ek:sha1:AAAA":                         false,
 		"urn:ek:sha256:" + strings.Repeat("!", 44): false,
 	} {
 		if deviceid.Valid(s) != want {

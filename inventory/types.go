@@ -93,12 +93,12 @@ type User struct {
 
 // AuditEntry records one change to the inventory.
 type AuditEntry struct {
-	ID      string    `json:"id"` // sortable: entries list oldest first
-	Time    time.Time `json:"time"`
-	Actor   string    `json:"actor"`  // the authenticated admin
-	Action  string    `json:"action"` // e.g. device.add, device.quarantine
-	Subject string    `json:"subject"`
-	Reason  string    `json:"reason,omitempty"`
+	ID      string          `json:"id"` // sortable: entries list oldest first
+	Time    time.Time       `json:"time"`
+	Actor   string          `json:"actor"`  // the authenticated admin
+	Action  string          `json:"action"` // e.g. device.add, device.quarantine
+	Subject string          `json:"subject"`
+	Reason  string          `json:"reason,omitempty"`
 	Before  json.RawMessage `json:"before,omitempty"` // the Device or User; absent on creation
 	After   json.RawMessage `json:"after,omitempty"`
 }
