@@ -1,0 +1,193 @@
+package adminapi
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/devid-ssh/devid/inventory"
+)
+
+// Client calls the admin API over TLS, trusting only the pinned roots.
+type Client struct {
+	base string
+	hc   *http.Client
+}
+
+// NewClient returns a client for the CA at caURL (https://host:port),
+// trusting only roots, authenticating with cert (the admin certificate).
+func NewClient(caURL string, roots *x509.CertPool, cert *tls.Certificate) (*Client, error) {
+	u, err := url.Parse(caURL)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return nil, fmt.Errorf("adminapi: CA URL %q: want https://host[:port]", caURL)
+	}
+	tc := &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	if cert != nil {
+		tc.Certificates = []tls.Certificate{*cert}
+	}
+	return &Client{
+		base: strings.TrimRight(u.String(), "/"),
+		hc: &http.Client{
+			Timeout:   60 * time.Second,
+			Transport: &http.Transport{TLSClientConfig: tc, ForceAttemptHTTP2: true},
+		},
+	}, nil
+}
+
+// APIError is an error the CA answered with.
+type APIError struct {
+	Status  int    // HTTP status
+	Message string // the CA's error text
+	Field   string // the field it is about, if any
+	Line    int    // the import line it is about, if any
+}
+
+func (e *APIError) Error() string {
+	return fmt.Sprintf("%s (HTTP %d)", e.Message, e.Status)
+}
+
+func (c *Client) do(method, path string, query url.Values, body io.Reader, contentType string, out any) error {
+	u := c.base + path
+	if len(query) > 0 {
+		u += "?" + query.Encode()
+	}
+	req, err := http.NewRequest(method, u, body)
+	if err != nil {
+		return fmt.Errorf("adminapi: %w", err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("adminapi: %s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	if err != nil {
+		return fmt.Errorf("adminapi: %s %s: reading response: %w", method, path, err)
+	}
+	if resp.StatusCode >= 300 {
+		var e apiError
+		if json.Unmarshal(b, &e) != nil || e.Error == "" {
+			e.Error = strings.TrimSpace(string(b))
+			if e.Error == "" {
+				e.Error = resp.Status
+			}
+		}
+		return &APIError{Status: resp.StatusCode, Message: e.Error, Field: e.Field, Line: e.Line}
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("adminapi: %s %s: decoding response: %w", method, path, err)
+	}
+	return nil
+}
+
+func (c *Client) doJSON(method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	return c.do(method, path, nil, body, "application/json", out)
+}
+
+// WhoAmI returns the admin name the CA sees.
+func (c *Client) WhoAmI() (string, error) {
+	var out map[string]string
+	err := c.doJSON("GET", Prefix+"whoami", nil, &out)
+	return out["admin"], err
+}
+
+// Devices lists devices; filter may hold status, kind, collection, owner.
+func (c *Client) Devices(filter url.Values) ([]*inventory.Device, error) {
+	var out DeviceList
+	err := c.do("GET", Prefix+"devices", filter, nil, "", &out)
+	return out.Devices, err
+}
+
+// Device returns a device by ID or name.
+func (c *Client) Device(ref string) (*inventory.Device, error) {
+	var d inventory.Device
+	err := c.doJSON("GET", Prefix+"devices/"+url.PathEscape(ref), nil, &d)
+	return &d, err
+}
+
+// AddDevice registers a device.
+func (c *Client) AddDevice(nd inventory.NewDevice) (*inventory.Device, error) {
+	var d inventory.Device
+	err := c.doJSON("POST", Prefix+"devices", nd, &d)
+	return &d, err
+}
+
+// SetStatus quarantines, retires or activates a device.
+func (c *Client) SetStatus(ref string, st inventory.Status, reason string) (*inventory.Device, error) {
+	var d inventory.Device
+	err := c.doJSON("POST", Prefix+"devices/"+url.PathEscape(ref)+"/status", StatusRequest{Status: st, Reason: reason}, &d)
+	return &d, err
+}
+
+// ImportDevices sends an export (CSV or JSON) to import; file names it in
+// errors.
+func (c *Client) ImportDevices(file string, data []byte, dryRun bool) (*inventory.ImportReport, error) {
+	return c.doImport("devices", file, data, dryRun)
+}
+
+// ImportUsers sends a user export (CSV or JSON) to import.
+func (c *Client) ImportUsers(file string, data []byte, dryRun bool) (*inventory.ImportReport, error) {
+	return c.doImport("users", file, data, dryRun)
+}
+
+func (c *Client) doImport(what, file string, data []byte, dryRun bool) (*inventory.ImportReport, error) {
+	var rep inventory.ImportReport
+	q := url.Values{"file": {file}, "dry_run": {strconv.FormatBool(dryRun)}}
+	err := c.do("POST", Prefix+"import/"+what, q, bytes.NewReader(data), "application/octet-stream", &rep)
+	return &rep, err
+}
+
+// Users lists users.
+func (c *Client) Users() ([]*inventory.User, error) {
+	var out UserList
+	err := c.doJSON("GET", Prefix+"users", nil, &out)
+	return out.Users, err
+}
+
+// User returns a user by email.
+func (c *Client) User(email string) (*inventory.User, error) {
+	var u inventory.User
+	err := c.doJSON("GET", Prefix+"users/"+url.PathEscape(email), nil, &u)
+	return &u, err
+}
+
+// AddUser adds a user.
+func (c *Client) AddUser(nu inventory.NewUser) (*inventory.User, error) {
+	var u inventory.User
+	err := c.doJSON("POST", Prefix+"users", nu, &u)
+	return &u, err
+}
+
+// Audit returns the audit trail, optionally for one subject (device ID or
+// name, or user email).
+func (c *Client) Audit(subject string) ([]inventory.AuditEntry, error) {
+	var out AuditList
+	var q url.Values
+	if subject != "" {
+		q = url.Values{"subject": {subject}}
+	}
+	err := c.do("GET", Prefix+"audit", q, nil, "", &out)
+	return out.Entries, err
+}

@@ -1,0 +1,318 @@
+// Package adminapi is devid-ca's admin API, under /devid/v1/, and the client
+// the devid CLI uses to call it.
+//
+// Authentication is mutual TLS: the caller presents a client certificate
+// that chains to the CA's admin root (created by `devid-ca init`, separate
+// from the root that devices and hosts trust). The certificate's common name
+// is the admin's name in the audit trail. No certificate: 401. A certificate
+// that chains to the CA's other roots (a device's, say): 403. A certificate
+// that chains to nothing the CA knows fails the TLS handshake.
+//
+// Requests and responses are JSON. Errors are
+//
+//	{"error": "...", "field": "...", "line": N}
+//
+// with 400 for invalid input, 404 for an unknown device or user, 409 for a
+// conflict (a duplicate, a status change the status machine refuses).
+package adminapi
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+
+	"github.com/devid-ssh/devid/inventory"
+)
+
+// Prefix is where the admin API lives.
+const Prefix = "/devid/v1/"
+
+// maxBody bounds request bodies (imports included).
+const maxBody = 32 << 20
+
+// AdminName returns the admin a request is authenticated as: the common
+// name of a verified client certificate chaining to adminRoot.
+func AdminName(r *http.Request, adminRoot *x509.Certificate) (string, bool) {
+	if r.TLS == nil {
+		return "", false
+	}
+	for _, chain := range r.TLS.VerifiedChains {
+		if len(chain) > 1 && bytes.Equal(chain[len(chain)-1].Raw, adminRoot.Raw) {
+			return chain[0].Subject.CommonName, chain[0].Subject.CommonName != ""
+		}
+	}
+	return "", false
+}
+
+type actorKey struct{}
+
+// Handler serves the admin API.
+type Handler struct {
+	store     *inventory.Store
+	adminRoot *x509.Certificate
+	log       *slog.Logger
+	mux       *http.ServeMux
+}
+
+// NewHandler returns the admin API over store, for admins whose client
+// certificates chain to adminRoot.
+func NewHandler(store *inventory.Store, adminRoot *x509.Certificate, log *slog.Logger) *Handler {
+	h := &Handler{store: store, adminRoot: adminRoot, log: log, mux: http.NewServeMux()}
+	h.mux.HandleFunc("GET /devid/v1/devices", h.listDevices)
+	h.mux.HandleFunc("POST /devid/v1/devices", h.addDevice)
+	h.mux.HandleFunc("GET /devid/v1/devices/{ref}", h.getDevice)
+	h.mux.HandleFunc("POST /devid/v1/devices/{ref}/status", h.setStatus)
+	h.mux.HandleFunc("POST /devid/v1/import/devices", h.importDevices)
+	h.mux.HandleFunc("GET /devid/v1/users", h.listUsers)
+	h.mux.HandleFunc("POST /devid/v1/users", h.addUser)
+	h.mux.HandleFunc("GET /devid/v1/users/{email}", h.getUser)
+	h.mux.HandleFunc("POST /devid/v1/import/users", h.importUsers)
+	h.mux.HandleFunc("GET /devid/v1/audit", h.audit)
+	h.mux.HandleFunc("GET /devid/v1/whoami", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"admin": actor(r)})
+	})
+	return h
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	name, ok := AdminName(r, h.adminRoot)
+	switch {
+	case ok:
+	case r.TLS == nil || len(r.TLS.PeerCertificates) == 0:
+		writeError(w, http.StatusUnauthorized, &apiError{Error: "authentication required: present an admin client certificate"})
+		return
+	default:
+		writeError(w, http.StatusForbidden, &apiError{Error: "this client certificate is not an admin certificate"})
+		return
+	}
+	h.mux.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), actorKey{}, name)))
+}
+
+func actor(r *http.Request) string {
+	s, _ := r.Context().Value(actorKey{}).(string)
+	return s
+}
+
+// StatusRequest is the body of POST /devid/v1/devices/{ref}/status.
+type StatusRequest struct {
+	Status inventory.Status `json:"status"`
+	Reason string           `json:"reason,omitempty"`
+}
+
+// DeviceList, UserList and AuditList are the list responses.
+type (
+	DeviceList struct {
+		Devices []*inventory.Device `json:"devices"`
+	}
+	UserList struct {
+		Users []*inventory.User `json:"users"`
+	}
+	AuditList struct {
+		Entries []inventory.AuditEntry `json:"entries"`
+	}
+)
+
+func (h *Handler) listDevices(w http.ResponseWriter, r *http.Request) {
+	devs, err := h.store.Devices()
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	q := r.URL.Query()
+	out := []*inventory.Device{}
+	for _, d := range devs {
+		if s := q.Get("status"); s != "" && string(d.Status) != s {
+			continue
+		}
+		if k := q.Get("kind"); k != "" && string(d.Kind) != k {
+			continue
+		}
+		if c := q.Get("collection"); c != "" && d.Collection != c {
+			continue
+		}
+		if o := q.Get("owner"); o != "" && d.Owner != o {
+			continue
+		}
+		out = append(out, d)
+	}
+	writeJSON(w, http.StatusOK, DeviceList{out})
+}
+
+func (h *Handler) addDevice(w http.ResponseWriter, r *http.Request) {
+	var nd inventory.NewDevice
+	if !h.decode(w, r, &nd) {
+		return
+	}
+	d, err := h.store.AddDevice(actor(r), nd)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	h.log.Info("device registered", "admin", actor(r), "device", d.ID, "name", d.Name, "kind", d.Kind, "status", d.Status)
+	writeJSON(w, http.StatusCreated, d)
+}
+
+func (h *Handler) getDevice(w http.ResponseWriter, r *http.Request) {
+	d, err := h.store.Device(r.PathValue("ref"))
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, d)
+}
+
+func (h *Handler) setStatus(w http.ResponseWriter, r *http.Request) {
+	var req StatusRequest
+	if !h.decode(w, r, &req) {
+		return
+	}
+	d, err := h.store.SetStatus(actor(r), r.PathValue("ref"), req.Status, req.Reason)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	h.log.Warn("device status changed", "admin", actor(r), "device", d.ID, "name", d.Name, "status", d.Status, "reason", req.Reason)
+	writeJSON(w, http.StatusOK, d)
+}
+
+func (h *Handler) importDevices(w http.ResponseWriter, r *http.Request) {
+	h.doImport(w, r, h.store.ImportDevices)
+}
+
+func (h *Handler) importUsers(w http.ResponseWriter, r *http.Request) {
+	h.doImport(w, r, h.store.ImportUsers)
+}
+
+func (h *Handler) doImport(w http.ResponseWriter, r *http.Request, imp func(actor, file string, data []byte, dryRun bool) (*inventory.ImportReport, error)) {
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		writeError(w, http.StatusRequestEntityTooLarge, &apiError{Error: "import: " + err.Error()})
+		return
+	}
+	q := r.URL.Query()
+	file := q.Get("file")
+	if file == "" {
+		file = "import"
+	}
+	dryRun, _ := strconv.ParseBool(q.Get("dry_run"))
+	rep, err := imp(actor(r), file, data, dryRun)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	h.log.Info("import", "admin", actor(r), "path", r.URL.Path, "file", file, "dry_run", dryRun, "counts", rep.Counts)
+	writeJSON(w, http.StatusOK, rep)
+}
+
+func (h *Handler) listUsers(w http.ResponseWriter, r *http.Request) {
+	users, err := h.store.Users()
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	if users == nil {
+		users = []*inventory.User{}
+	}
+	writeJSON(w, http.StatusOK, UserList{users})
+}
+
+func (h *Handler) addUser(w http.ResponseWriter, r *http.Request) {
+	var nu inventory.NewUser
+	if !h.decode(w, r, &nu) {
+		return
+	}
+	u, err := h.store.AddUser(actor(r), nu)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	h.log.Info("user added", "admin", actor(r), "user", u.Email)
+	writeJSON(w, http.StatusCreated, u)
+}
+
+func (h *Handler) getUser(w http.ResponseWriter, r *http.Request) {
+	u, err := h.store.User(r.PathValue("email"))
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, u)
+}
+
+func (h *Handler) audit(w http.ResponseWriter, r *http.Request) {
+	subject := r.URL.Query().Get("subject")
+	if subject != "" && !isID(subject) {
+		// A device name: audit entries are by device ID.
+		if d, err := h.store.Device(subject); err == nil {
+			subject = d.ID
+		}
+	}
+	entries, err := h.store.Audit(subject)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	if entries == nil {
+		entries = []inventory.AuditEntry{}
+	}
+	writeJSON(w, http.StatusOK, AuditList{entries})
+}
+
+func isID(s string) bool { return len(s) > 4 && s[:4] == "urn:" || bytes.ContainsRune([]byte(s), '@') }
+
+// apiError is the body of every error response.
+type apiError struct {
+	Error string `json:"error"`
+	Field string `json:"field,omitempty"`
+	Line  int    `json:"line,omitempty"`
+}
+
+func (h *Handler) decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		writeError(w, http.StatusBadRequest, &apiError{Error: "request body: " + err.Error()})
+		return false
+	}
+	if dec.More() {
+		writeError(w, http.StatusBadRequest, &apiError{Error: "request body: trailing data"})
+		return false
+	}
+	return true
+}
+
+func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var ie *inventory.Error
+	if errors.As(err, &ie) {
+		code := http.StatusBadRequest
+		switch {
+		case errors.Is(err, inventory.ErrNotFound):
+			code = http.StatusNotFound
+		case errors.Is(err, inventory.ErrConflict):
+			code = http.StatusConflict
+		}
+		writeError(w, code, &apiError{Error: err.Error(), Field: ie.Field, Line: ie.Line})
+		return
+	}
+	h.log.Error("admin API", "path", r.URL.Path, "err", err)
+	writeError(w, http.StatusInternalServerError, &apiError{Error: "internal error; see the CA's log"})
+}
+
+func writeError(w http.ResponseWriter, code int, e *apiError) { writeJSON(w, code, e) }
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		code, b = http.StatusInternalServerError, []byte(fmt.Sprintf(`{"error": %q}`, err.Error()))
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	w.Write(append(b, '\n'))
+}

@@ -1,0 +1,149 @@
+package caserver
+
+import (
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/devid-ssh/devid/internal/conffile"
+)
+
+// ConfigVersion is the configuration format this package reads.
+const ConfigVersion = 1
+
+// Config is devid-ca's configuration file (JSON, written by Init). Relative
+// paths are relative to the directory holding the file. Unknown fields are
+// errors.
+type Config struct {
+	// Version of the format: 1.
+	Version int `json:"version"`
+	// Address to listen on for HTTPS, host:port. Default ":8443".
+	Address string `json:"address"`
+	// DNSNames (and IP addresses) in the CA's TLS certificate: the names
+	// clients use in the CA URL. At least one.
+	DNSNames []string `json:"dnsNames"`
+	// Root is the X.509 root certificate (PEM) clients pin.
+	Root string `json:"root"`
+	// Intermediate certificate and key (PEM) that sign X.509 certificates.
+	Intermediate    string `json:"intermediate"`
+	IntermediateKey string `json:"intermediateKey"`
+	// SSHHostKey and SSHUserKey are the private keys (PEM) that sign SSH host
+	// and user certificates.
+	SSHHostKey string `json:"sshHostKey"`
+	SSHUserKey string `json:"sshUserKey"`
+	// AdminRoot is the certificate (PEM) of the CA that issues admin client
+	// certificates. Only a TLS client certificate that chains to it may use
+	// the admin API (/devid/v1/), and such a certificate may use nothing else.
+	AdminRoot string `json:"adminRoot"`
+	// DB is the store: step-ca's tables and devid's inventory.
+	DB DBConfig `json:"db"`
+	// Lifetimes of the certificates the CA issues.
+	Lifetimes Lifetimes `json:"lifetimes"`
+	// Log sets the format of devid-ca's own log on standard error.
+	Log LogConfig `json:"log"`
+
+	dir string // directory of the config file
+}
+
+// DBConfig selects the store.
+type DBConfig struct {
+	// Type is "bbolt" (embedded, the default) or "postgresql".
+	Type string `json:"type"`
+	// DataSource is the bbolt file path, or a PostgreSQL connection string.
+	DataSource string `json:"dataSource"`
+	// Database is the PostgreSQL database name.
+	Database string `json:"database,omitempty"`
+}
+
+// Lifetimes of issued certificates. Short, since renewal is automatic.
+type Lifetimes struct {
+	Host   conffile.Duration `json:"host"`   // SSH host certificates, default 24h
+	User   conffile.Duration `json:"user"`   // SSH user certificates, default 16h
+	Device conffile.Duration `json:"device"` // X.509 device certificates, default 24h
+}
+
+// LogConfig sets devid-ca's log.
+type LogConfig struct {
+	// Format is "text" (the default) or "json".
+	Format string `json:"format,omitempty"`
+	// Level is "debug", "info" (the default), "warn" or "error".
+	Level string `json:"level,omitempty"`
+}
+
+// ConfigVersion implements conffile's version check.
+func (c *Config) ConfigVersion() int { return c.Version }
+
+// LoadConfig reads and checks a configuration file.
+func LoadConfig(file string) (*Config, error) {
+	var c Config
+	if err := conffile.Load(file, &c, ConfigVersion); err != nil {
+		return nil, fmt.Errorf("devid-ca config: %w", err)
+	}
+	abs, err := filepath.Abs(file)
+	if err != nil {
+		return nil, err
+	}
+	c.dir = filepath.Dir(abs)
+	c.setDefaults()
+	if err := c.check(file); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func (c *Config) setDefaults() {
+	if c.Address == "" {
+		c.Address = ":8443"
+	}
+	if c.DB.Type == "" {
+		c.DB.Type = "bbolt"
+	}
+	def := func(d *conffile.Duration, v time.Duration) {
+		if d.Duration == 0 {
+			d.Duration = v
+		}
+	}
+	def(&c.Lifetimes.Host, 24*time.Hour)
+	def(&c.Lifetimes.User, 16*time.Hour)
+	def(&c.Lifetimes.Device, 24*time.Hour)
+}
+
+func (c *Config) check(file string) error {
+	req := map[string]string{
+		"root": c.Root, "intermediate": c.Intermediate, "intermediateKey": c.IntermediateKey,
+		"sshHostKey": c.SSHHostKey, "sshUserKey": c.SSHUserKey, "adminRoot": c.AdminRoot,
+		"db.dataSource": c.DB.DataSource,
+	}
+	for _, k := range []string{"root", "intermediate", "intermediateKey", "sshHostKey", "sshUserKey", "adminRoot", "db.dataSource"} {
+		if req[k] == "" {
+			return fmt.Errorf("devid-ca config: %s: %s is required", file, k)
+		}
+	}
+	if len(c.DNSNames) == 0 {
+		return fmt.Errorf("devid-ca config: %s: dnsNames needs at least one name", file)
+	}
+	switch c.DB.Type {
+	case "bbolt", "postgresql":
+	default:
+		return fmt.Errorf("devid-ca config: %s: db.type %q: want bbolt or postgresql", file, c.DB.Type)
+	}
+	switch c.Log.Format {
+	case "", "text", "json":
+	default:
+		return fmt.Errorf("devid-ca config: %s: log.format %q: want text or json", file, c.Log.Format)
+	}
+	switch c.Log.Level {
+	case "", "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("devid-ca config: %s: log.level %q: want debug, info, warn or error", file, c.Log.Level)
+	}
+	return nil
+}
+
+// path resolves a path from the config file.
+func (c *Config) path(p string) string {
+	if p == "" || filepath.IsAbs(p) || c.DB.Type == "postgresql" && p == c.DB.DataSource {
+		return p
+	}
+	return filepath.Join(c.dir, p)
+}

@@ -1,0 +1,291 @@
+// Package caserver is devid-ca: the compact CA service.
+//
+// It composes step-ca's authority (github.com/smallstep/certificates) as a
+// library, so signing, provisioners, templates and storage are step-ca's own,
+// and adds devid's device inventory and admin API beside step-ca's endpoints
+// on one HTTPS listener:
+//
+//   - /health, /roots, /root/{sha}, /ssh/roots, /ssh/sign, /ssh/renew, …
+//     (also under /1.0/) answer exactly as step-ca's do;
+//   - /devid/v1/… is the admin API (package adminapi), for admin client
+//     certificates only.
+//
+// Init creates a new CA directory; LoadConfig reads its configuration; New
+// builds the server and Serve runs it.
+package caserver
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/devid-ssh/devid/adminapi"
+	"github.com/devid-ssh/devid/inventory"
+	"github.com/go-chi/chi/v5"
+	"github.com/smallstep/certificates/api"
+	"github.com/smallstep/certificates/authority"
+	"github.com/smallstep/certificates/authority/config"
+	"github.com/smallstep/certificates/authority/provisioner"
+	stepca "github.com/smallstep/certificates/ca"
+	"github.com/smallstep/certificates/db"
+	"github.com/smallstep/certificates/logging"
+	"github.com/smallstep/nosql"
+	"go.step.sm/crypto/pemutil"
+)
+
+// DeviceProvisioner is the name of the X5C provisioner through which
+// devices holding a certificate from this CA ask for SSH certificates.
+const DeviceProvisioner = "devid-devices"
+
+// Options are the run-time dependencies of a Server.
+type Options struct {
+	Logger *slog.Logger     // required
+	Now    func() time.Time // default time.Now
+}
+
+// Server is a running CA's state.
+type Server struct {
+	cfg       *Config
+	log       *slog.Logger
+	auth      *authority.Authority
+	inv       *inventory.Store
+	adminRoot *x509.Certificate
+	root      *x509.Certificate
+	handler   http.Handler
+	renewer   *stepca.TLSRenewer
+	tls       *tls.Config
+}
+
+// New opens the store and builds the CA from cfg.
+func New(cfg *Config, opts Options) (*Server, error) {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	s := &Server{cfg: cfg, log: opts.Logger}
+	var err error
+	if s.root, err = readCert(cfg.path(cfg.Root)); err != nil {
+		return nil, err
+	}
+	if s.adminRoot, err = readCert(cfg.path(cfg.AdminRoot)); err != nil {
+		return nil, err
+	}
+	if bytes.Equal(s.root.Raw, s.adminRoot.Raw) {
+		return nil, errors.New("devid-ca: adminRoot must not be the root devices trust")
+	}
+	stepCfg, err := s.stepConfig()
+	if err != nil {
+		return nil, err
+	}
+	s.auth, err = authority.New(stepCfg, authority.WithQuietInit())
+	if err != nil {
+		return nil, fmt.Errorf("devid-ca: step-ca authority: %w", err)
+	}
+	ndb, ok := s.auth.GetDatabase().(nosql.DB)
+	if !ok {
+		s.auth.Shutdown()
+		return nil, errors.New("devid-ca: the store is not a nosql database")
+	}
+	if s.inv, err = inventory.Open(ndb, opts.Now); err != nil {
+		s.auth.Shutdown()
+		return nil, fmt.Errorf("devid-ca: %w", err)
+	}
+	s.handler = s.routes()
+	return s, nil
+}
+
+func readCert(path string) (*x509.Certificate, error) {
+	c, err := pemutil.ReadCertificate(path)
+	if err != nil {
+		return nil, fmt.Errorf("devid-ca: %w", err)
+	}
+	return c, nil
+}
+
+// stepConfig is the step-ca configuration devid-ca runs with: built here,
+// never written, so that devid's config file stays the only one.
+func (s *Server) stepConfig() (*config.Config, error) {
+	c := s.cfg
+	rootPEM, err := os.ReadFile(c.path(c.Root))
+	if err != nil {
+		return nil, fmt.Errorf("devid-ca: %w", err)
+	}
+	yes := true
+	dur := func(d time.Duration) *provisioner.Duration { return &provisioner.Duration{Duration: d} }
+	minDur := 10 * time.Second
+	devices := &provisioner.X5C{
+		Type:  "X5C",
+		Name:  DeviceProvisioner,
+		Roots: rootPEM,
+		Claims: &provisioner.Claims{
+			EnableSSHCA:       &yes,
+			MinHostSSHDur:     dur(minDur),
+			MaxHostSSHDur:     dur(c.Lifetimes.Host.Duration),
+			DefaultHostSSHDur: dur(c.Lifetimes.Host.Duration),
+			MinUserSSHDur:     dur(minDur),
+			MaxUserSSHDur:     dur(c.Lifetimes.User.Duration),
+			DefaultUserSSHDur: dur(c.Lifetimes.User.Duration),
+			MinTLSDur:         dur(minDur),
+			MaxTLSDur:         dur(c.Lifetimes.Device.Duration),
+			DefaultTLSDur:     dur(c.Lifetimes.Device.Duration),
+		},
+	}
+	return &config.Config{
+		Root:             []string{c.path(c.Root)},
+		IntermediateCert: c.path(c.Intermediate),
+		IntermediateKey:  c.path(c.IntermediateKey),
+		Address:          c.Address,
+		DNSNames:         c.DNSNames,
+		SSH:              &config.SSHConfig{HostKey: c.path(c.SSHHostKey), UserKey: c.path(c.SSHUserKey)},
+		DB:               &db.Config{Type: c.DB.Type, DataSource: c.path(c.DB.DataSource), Database: c.DB.Database},
+		AuthorityConfig: &config.AuthConfig{
+			Provisioners: provisioner.List{devices},
+		},
+		TLS: &config.DefaultTLSOptions,
+	}, nil
+}
+
+// Inventory is the device inventory.
+func (s *Server) Inventory() *inventory.Store { return s.inv }
+
+// Authority is the step-ca authority devid-ca runs.
+func (s *Server) Authority() *authority.Authority { return s.auth }
+
+// Handler is the whole HTTP API: step-ca's endpoints and devid's.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+func (s *Server) routes() http.Handler {
+	mux := chi.NewRouter()
+	api.Route(mux)
+	mux.Route("/1.0", func(r chi.Router) { api.Route(r) })
+	mux.Handle(adminapi.Prefix+"*", adminapi.NewHandler(s.inv, s.adminRoot, s.log))
+	auth := s.auth
+	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// An admin certificate is for the admin API only: step-ca would
+		// otherwise renew it (/renew accepts certificates without a
+		// provisioner) into one that devices' provisioners trust.
+		if _, isAdmin := adminapi.AdminName(r, s.adminRoot); isAdmin && !strings.HasPrefix(r.URL.Path, adminapi.Prefix) {
+			http.Error(w, `{"error": "admin certificates may only be used with the admin API"}`, http.StatusForbidden)
+			return
+		}
+		ctx := authority.NewContext(r.Context(), auth)
+		if adb := auth.GetDatabase(); adb != nil {
+			ctx = db.NewContext(ctx, adb)
+		}
+		mux.ServeHTTP(w, r.WithContext(ctx))
+	})
+	return s.accessLog(h)
+}
+
+// accessLog logs every request. It wraps the response in step-ca's
+// ResponseLogger, in which step-ca's handlers leave the detail of an error
+// they answer with only a generic message.
+func (s *Server) accessLog(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rw := logging.NewResponseLogger(w)
+		next.ServeHTTP(rw, r)
+		code := rw.StatusCode()
+		attrs := []any{"method", r.Method, "path", r.URL.Path, "status", code,
+			"duration", time.Since(start).Round(time.Microsecond), "remote", r.RemoteAddr}
+		if name, ok := adminapi.AdminName(r, s.adminRoot); ok {
+			attrs = append(attrs, "admin", name)
+		}
+		if e, ok := rw.Fields()["error"]; ok {
+			msg, _, _ := strings.Cut(fmt.Sprint(e), "\n") // step-ca appends a stack trace
+			attrs = append(attrs, "error", msg)
+		}
+		level := slog.LevelInfo
+		switch {
+		case code >= 500:
+			level = slog.LevelError
+		case code >= 400:
+			level = slog.LevelWarn
+		}
+		s.log.Log(r.Context(), level, "request", attrs...)
+	})
+}
+
+// TLSConfig is the server's TLS configuration: a certificate for the
+// configured names from step-ca, renewed before it expires, and client
+// certificates verified against the CA's roots and the admin root.
+func (s *Server) TLSConfig() (*tls.Config, error) {
+	if s.tls != nil {
+		return s.tls, nil
+	}
+	crt, err := s.auth.GetTLSCertificate()
+	if err != nil {
+		return nil, fmt.Errorf("devid-ca: TLS certificate: %w", err)
+	}
+	if s.renewer, err = stepca.NewTLSRenewer(crt, s.auth.GetTLSCertificate); err != nil {
+		return nil, fmt.Errorf("devid-ca: TLS renewer: %w", err)
+	}
+	s.renewer.Run()
+	pool := x509.NewCertPool()
+	for _, c := range s.auth.GetRootCertificates() {
+		pool.AddCert(c)
+	}
+	for _, der := range crt.Certificate[1:] {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, err
+		}
+		pool.AddCert(c)
+	}
+	pool.AddCert(s.adminRoot)
+	s.tls = &tls.Config{
+		MinVersion:     tls.VersionTLS12,
+		GetCertificate: s.renewer.GetCertificateForCA,
+		ClientAuth:     tls.VerifyClientCertIfGiven,
+		ClientCAs:      pool,
+		NextProtos:     []string{"h2", "http/1.1"},
+	}
+	return s.tls, nil
+}
+
+// Serve serves HTTPS on ln until ctx is done, then shuts down gracefully.
+// ready, if not nil, is called once the listener serves.
+func (s *Server) Serve(ctx context.Context, ln net.Listener, ready func()) error {
+	tc, err := s.TLSConfig()
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           s.handler,
+		TLSConfig:         tc,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(tls.NewListener(ln, tc)) }()
+	s.log.Info("devid-ca serving", "address", ln.Addr().String(), "dnsNames", s.cfg.DNSNames,
+		"root_fingerprint", Fingerprint(s.root))
+	if ready != nil {
+		ready()
+	}
+	select {
+	case err := <-errc:
+		return fmt.Errorf("devid-ca: serve: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return srv.Shutdown(sctx)
+}
+
+// Close stops the TLS renewer and closes the store.
+func (s *Server) Close() error {
+	if s.renewer != nil {
+		s.renewer.Stop()
+	}
+	return s.auth.Shutdown()
+}
