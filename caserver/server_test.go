@@ -64,13 +64,13 @@ func TestInitLayout(t *testing.T) {
 func TestLoadConfigStrict(t *testing.T) {
 	dir := t.TempDir()
 	cases := map[string]string{
-		`{"version": 1, "adress": ":8443"}`:                              `:1: unknown field "adress"`,
-		"{\n\"version\": 2\n}":                                           "version 2 is not supported",
-		"{\n \"version\": 1,\n \"dnsNames\": \"x\"\n}":                   `:3: field "dnsNames"`,
-		"{\"version\": 1,\n\"lifetimes\": {\"host\": 86400}}":            ":2: ",
-		`{"version": 1} {}`:                                              "trailing data",
-		`{"version": 1, "dnsNames": ["a"]}`:                              "root is required",
-		"{\n\n\"version\": 1,,}":                                         ":3: invalid character",
+		`{"version": 1, "adress": ":8443"}`:                   `:1: unknown field "adress"`,
+		"{\n\"version\": 2\n}":                                "version 2 is not supported",
+		"{\n \"version\": 1,\n \"dnsNames\": \"x\"\n}":        `:3: field "dnsNames"`,
+		"{\"version\": 1,\n\"lifetimes\": {\"host\": 86400}}": ":2: ",
+		`{"version": 1} {}`:                                   "trailing data",
+		`{"version": 1, "dnsNames": ["a"]}`:                   "root is required",
+		"{\n\n\"version\": 1,,}":                              ":3: invalid character",
 	}
 	for in, want := range cases {
 		p := filepath.Join(dir, "c.json")
