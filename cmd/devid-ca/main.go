@@ -1,0 +1,10 @@
+// Command devid-ca is devid's CA service. See package cacli.
+package main
+
+import (
+	"os"
+
+	"github.com/devid-ssh/devid/internal/cacli"
+)
+
+func main() { os.Exit(cacli.Main(os.Args[1:], cacli.Env())) }

@@ -1,0 +1,209 @@
+// Package cacli is the devid-ca command: create a CA, serve it, and issue
+// admin certificates.
+package cacli
+
+import (
+	"context"
+	"crypto"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/devid-ssh/devid/caserver"
+	"github.com/devid-ssh/devid/internal/atomicfile"
+	"github.com/devid-ssh/devid/internal/cliutil"
+	"go.step.sm/crypto/pemutil"
+)
+
+// Main runs devid-ca with args (without the program name) and returns its
+// exit code.
+func Main(args []string, env *cliutil.Env) int {
+	return cliutil.Run(root(), env, args)
+}
+
+// Env returns the process environment.
+func Env() *cliutil.Env {
+	return &cliutil.Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv}
+}
+
+func root() *cliutil.Command {
+	return &cliutil.Command{
+		Name:    "devid-ca",
+		Summary: "devid-ca is devid's CA: device inventory and SSH certificates, built on step-ca.",
+		Sub:     []*cliutil.Command{initCmd(), serveCmd(), {Name: "admin", Summary: "admin certificates", Sub: []*cliutil.Command{adminIssueCmd()}}},
+	}
+}
+
+func initCmd() *cliutil.Command {
+	var o caserver.InitOptions
+	var dns string
+	return &cliutil.Command{
+		Name: "init", Summary: "create a new CA: root, intermediate, SSH CA keys, admin CA and certificate, config file",
+		Usage: "--dir DIR [--dns NAMES] [--address HOST:PORT] [--name NAME] [--admin NAME]",
+		Flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&o.Dir, "dir", "", "directory for the CA (required; must not hold a CA)")
+			fs.StringVar(&dns, "dns", "", "comma-separated DNS names and IP addresses clients use to reach the CA (default: this host's name, localhost, 127.0.0.1)")
+			fs.StringVar(&o.Address, "address", ":8443", "address to listen on")
+			fs.StringVar(&o.Name, "name", "devid", "CA name, in certificate subjects")
+			fs.StringVar(&o.AdminName, "admin", "admin", "name of the first admin")
+		},
+		Run: func(env *cliutil.Env, args []string) error {
+			if err := cliutil.Args(args, 0, 0, "no arguments"); err != nil {
+				return err
+			}
+			if o.Dir == "" {
+				return cliutil.Usagef("--dir is required")
+			}
+			if dns != "" {
+				o.DNSNames = strings.Split(dns, ",")
+			} else {
+				if h, err := os.Hostname(); err == nil {
+					o.DNSNames = append(o.DNSNames, h)
+				}
+				o.DNSNames = append(o.DNSNames, "localhost", "127.0.0.1")
+			}
+			o.Now = time.Now()
+			res, err := caserver.Init(o)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(env.Stdout, `Created a devid CA in %s.
+
+  Config:            %s
+  Root fingerprint:  %s
+  Admin certificate: %s
+  Admin key:         %s
+
+Keep %s offline: serving does not need it.
+Start the CA:   devid-ca serve --config %s
+Then, as an admin:
+  devid bootstrap --ca-url https://%s%s --fingerprint %s \
+    --admin-cert %s --admin-key %s
+`, o.Dir, res.Config, res.RootFingerprint, res.AdminCert, res.AdminKey,
+				filepath.Join(o.Dir, "secrets", "root_ca.key"), res.Config,
+				o.DNSNames[0], portSuffix(o.Address), res.RootFingerprint, res.AdminCert, res.AdminKey)
+			return nil
+		},
+	}
+}
+
+func portSuffix(addr string) string {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil || port == "443" || port == "" {
+		return ""
+	}
+	return ":" + port
+}
+
+func serveCmd() *cliutil.Command {
+	var cfgFile string
+	return &cliutil.Command{
+		Name: "serve", Summary: "serve the CA over HTTPS until SIGINT or SIGTERM", Usage: "--config FILE",
+		Flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&cfgFile, "config", "", "config file written by devid-ca init (required)")
+		},
+		Run: func(env *cliutil.Env, args []string) error {
+			if err := cliutil.Args(args, 0, 0, "no arguments"); err != nil {
+				return err
+			}
+			if cfgFile == "" {
+				return cliutil.Usagef("--config is required")
+			}
+			cfg, err := caserver.LoadConfig(cfgFile)
+			if err != nil {
+				return err
+			}
+			log := newLogger(env, cfg.Log)
+			srv, err := caserver.New(cfg, caserver.Options{Logger: log})
+			if err != nil {
+				return err
+			}
+			defer srv.Close()
+			ln, err := net.Listen("tcp", cfg.Address)
+			if err != nil {
+				return fmt.Errorf("listen on %s: %w", cfg.Address, err)
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			err = srv.Serve(ctx, ln, nil)
+			log.Info("devid-ca stopped")
+			return err
+		},
+	}
+}
+
+func newLogger(env *cliutil.Env, c caserver.LogConfig) *slog.Logger {
+	var level slog.Level
+	level.UnmarshalText([]byte(c.Level)) // checked by LoadConfig; "" is info
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(env.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(env.Stderr, opts))
+}
+
+func adminIssueCmd() *cliutil.Command {
+	var dir, name, out string
+	var lifetime time.Duration
+	return &cliutil.Command{
+		Name: "issue", Summary: "issue an admin client certificate with the admin CA key",
+		Usage: "--dir DIR --name NAME [--lifetime 8760h] [--out PREFIX]",
+		Flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&dir, "dir", "", "the CA directory (required)")
+			fs.StringVar(&name, "name", "", "the admin's name, recorded in the audit trail (required)")
+			fs.DurationVar(&lifetime, "lifetime", 365*24*time.Hour, "certificate lifetime")
+			fs.StringVar(&out, "out", "", "write PREFIX.crt and PREFIX.key (default DIR/admin/NAME)")
+		},
+		Run: func(env *cliutil.Env, args []string) error {
+			if err := cliutil.Args(args, 0, 0, "no arguments"); err != nil {
+				return err
+			}
+			if dir == "" || name == "" {
+				return cliutil.Usagef("--dir and --name are required")
+			}
+			if lifetime <= 0 {
+				return cliutil.Usagef("--lifetime must be positive")
+			}
+			adminCA, err := pemutil.ReadCertificate(filepath.Join(dir, "certs", "admin_ca.crt"))
+			if err != nil {
+				return err
+			}
+			k, err := pemutil.Read(filepath.Join(dir, "secrets", "admin_ca.key"))
+			if err != nil {
+				return err
+			}
+			signer, ok := k.(crypto.Signer)
+			if !ok {
+				return errors.New("admin CA key is not a signing key")
+			}
+			certPEM, keyPEM, err := caserver.IssueAdmin(adminCA, signer, name, lifetime, time.Now())
+			if err != nil {
+				return err
+			}
+			if out == "" {
+				out = filepath.Join(dir, "admin", name)
+			}
+			for _, f := range []string{out + ".crt", out + ".key"} {
+				if _, err := os.Stat(f); err == nil {
+					return fmt.Errorf("%s exists: not overwriting", f)
+				}
+			}
+			if err := atomicfile.WriteFile(out+".key", keyPEM, 0o600); err != nil {
+				return err
+			}
+			if err := atomicfile.WriteFile(out+".crt", certPEM, 0o644); err != nil {
+				return err
+			}
+			fmt.Fprintf(env.Stdout, "admin %s: %s.crt and %s.key, valid for %s\n", name, out, out, lifetime)
+			return nil
+		},
+	}
+}

@@ -1,0 +1,146 @@
+package clitest
+
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/devid-ssh/devid/internal/cacli"
+	"github.com/devid-ssh/devid/internal/devidcli"
+	"github.com/rogpeppe/go-internal/testscript"
+)
+
+func TestMain(m *testing.M) {
+	testscript.Main(m, map[string]func(){
+		"devid":    func() { os.Exit(devidcli.Main(os.Args[1:], devidcli.Env())) },
+		"devid-ca": func() { os.Exit(cacli.Main(os.Args[1:], cacli.Env())) },
+	})
+}
+
+func TestScripts(t *testing.T) {
+	testscript.Run(t, testscript.Params{
+		Dir:                 "../../testdata/script",
+		RequireExplicitExec: true,
+		Setup: func(env *testscript.Env) error {
+			env.Setenv("DEVID_CONFIG", env.WorkDir+"/.config/devid/config.json")
+			return nil
+		},
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			"freeport":    freeport,
+			"waitca":      waitCA,
+			"genek":       genEK,
+			"fingerprint": fingerprint,
+			"stdout2env":  stdoutToEnv,
+			"subst":       subst,
+		},
+	})
+}
+
+// freeport VAR: set VAR to a free loopback TCP port.
+func freeport(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 1 {
+		ts.Fatalf("usage: freeport VAR")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ts.Check(err)
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	ln.Close()
+	ts.Setenv(args[0], port)
+}
+
+// waitca URL: wait, up to 20 s, until the CA at URL answers /health.
+func waitCA(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 1 {
+		ts.Fatalf("usage: waitca URL")
+	}
+	c := &http.Client{Timeout: time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	deadline := time.Now().Add(20 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for range tick.C {
+		resp, err := c.Get(args[0] + "/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			ts.Fatalf("CA at %s did not answer /health within 20s: %v", args[0], err)
+		}
+	}
+}
+
+// genek FILE [VAR] [cert]: write a new RSA-2048 EK public key (or, with
+// "cert", a self-signed EK certificate) as PEM, and set VAR to its DER in
+// base64.
+func genEK(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) < 1 || len(args) > 3 {
+		ts.Fatalf("usage: genek FILE [VAR] [cert]")
+	}
+	asCert := args[len(args)-1] == "cert"
+	if asCert {
+		args = args[:len(args)-1]
+	}
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	ts.Check(err)
+	var block *pem.Block
+	if asCert {
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test EK"},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+		ts.Check(err)
+		block = &pem.Block{Type: "CERTIFICATE", Bytes: der}
+	} else {
+		der, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+		ts.Check(err)
+		block = &pem.Block{Type: "PUBLIC KEY", Bytes: der}
+	}
+	ts.Check(os.WriteFile(ts.MkAbs(args[0]), pem.EncodeToMemory(block), 0o644))
+	if len(args) == 2 {
+		ts.Setenv(args[1], base64.StdEncoding.EncodeToString(block.Bytes))
+	}
+}
+
+// subst IN OUT: copy IN to OUT with $VARs expanded.
+func subst(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 2 {
+		ts.Fatalf("usage: subst IN OUT")
+	}
+	ts.Check(os.WriteFile(ts.MkAbs(args[1]), []byte(os.Expand(ts.ReadFile(args[0]), ts.Getenv)), 0o644))
+}
+
+// fingerprint VAR CERT: set VAR to the SHA-256 fingerprint of a PEM
+// certificate.
+func fingerprint(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 2 {
+		ts.Fatalf("usage: fingerprint VAR CERT")
+	}
+	block, _ := pem.Decode([]byte(ts.ReadFile(args[1])))
+	if block == nil {
+		ts.Fatalf("%s: no PEM", args[1])
+	}
+	sum := sha256.Sum256(block.Bytes)
+	ts.Setenv(args[0], hex.EncodeToString(sum[:]))
+}
+
+// stdout2env VAR: set VAR to the last command's standard output, trimmed.
+func stdoutToEnv(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 1 {
+		ts.Fatalf("usage: stdout2env VAR")
+	}
+	ts.Setenv(args[0], strings.TrimSpace(ts.ReadFile("stdout")))
+}

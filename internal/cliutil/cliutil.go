@@ -1,0 +1,149 @@
+// Package cliutil holds what devid's commands share: subcommand dispatch,
+// flags that may follow positional arguments, usage errors and exit codes.
+package cliutil
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// Exit codes of every devid command.
+const (
+	ExitOK    = 0 // success
+	ExitError = 1 // the operation failed
+	ExitUsage = 2 // the command line was wrong
+)
+
+// UsageError is a command-line mistake: exit code 2.
+type UsageError struct{ Msg string }
+
+func (e *UsageError) Error() string { return e.Msg }
+
+// Usagef returns a UsageError.
+func Usagef(format string, args ...any) error {
+	return &UsageError{Msg: fmt.Sprintf(format, args...)}
+}
+
+// Env is what a command runs with.
+type Env struct {
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+	Getenv         func(string) string
+}
+
+// Command is one subcommand.
+type Command struct {
+	Name    string
+	Summary string // one line, for the parent's help
+	Usage   string // argument synopsis, after the command path
+	// Flags, if set, adds the command's flags.
+	Flags func(fs *flag.FlagSet)
+	// Run runs the command with its positional arguments, after flags.
+	Run func(env *Env, args []string) error
+	// Sub holds subcommands, for a command that only dispatches.
+	Sub []*Command
+}
+
+// Run dispatches args through root and returns the exit code. Errors are
+// printed as "prog: error" on stderr.
+func Run(root *Command, env *Env, args []string) int {
+	err := run(root, root.Name, env, args)
+	var ue *UsageError
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.Is(err, flag.ErrHelp):
+		return ExitOK
+	case errors.As(err, &ue):
+		fmt.Fprintf(env.Stderr, "%s: %s\n", root.Name, ue.Msg)
+		return ExitUsage
+	default:
+		fmt.Fprintf(env.Stderr, "%s: %v\n", root.Name, err)
+		return ExitError
+	}
+}
+
+func run(c *Command, path string, env *Env, args []string) error {
+	if len(c.Sub) > 0 {
+		if len(args) == 0 {
+			printSubs(c, path, env.Stderr)
+			return Usagef("%s needs a subcommand", path)
+		}
+		if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+			printSubs(c, path, env.Stdout)
+			return flag.ErrHelp
+		}
+		for _, s := range c.Sub {
+			if s.Name == args[0] {
+				return run(s, path+" "+s.Name, env, args[1:])
+			}
+		}
+		return Usagef("unknown command %q (see %s --help)", path+" "+args[0], path)
+	}
+	fs := flag.NewFlagSet(path, flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	if c.Flags != nil {
+		c.Flags(fs)
+	}
+	fs.Usage = func() {
+		fmt.Fprintf(env.Stderr, "Usage: %s %s\n\n%s\n", path, c.Usage, c.Summary)
+		hasFlags := false
+		fs.VisitAll(func(*flag.Flag) { hasFlags = true })
+		if hasFlags {
+			fmt.Fprintln(env.Stderr, "\nFlags:")
+			fs.PrintDefaults()
+		}
+	}
+	pos, err := ParseInterleaved(fs, args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return &UsageError{Msg: err.Error()}
+	}
+	return c.Run(env, pos)
+}
+
+func printSubs(c *Command, path string, w io.Writer) {
+	fmt.Fprintf(w, "Usage: %s COMMAND [flags] [args]\n\n", path)
+	if c.Summary != "" {
+		fmt.Fprintf(w, "%s\n\n", c.Summary)
+	}
+	fmt.Fprintln(w, "Commands:")
+	for _, s := range c.Sub {
+		fmt.Fprintf(w, "  %-12s %s\n", s.Name, s.Summary)
+	}
+	fmt.Fprintf(w, "\nRun '%s COMMAND --help' for a command's flags.\n", path)
+}
+
+// ParseInterleaved parses flags that may come before, between or after
+// positional arguments ("devid device show NAME --json"). A "--" ends flags.
+func ParseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		// flag stops at the first non-flag, or after "--".
+		if len(args) > len(rest) && args[len(args)-len(rest)-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+// Args checks the number of positional arguments.
+func Args(args []string, min, max int, names string) error {
+	if len(args) < min || (max >= 0 && len(args) > max) {
+		return Usagef("want %s, got %d argument(s): %s", names, len(args), strings.Join(args, " "))
+	}
+	return nil
+}

@@ -1,0 +1,368 @@
+// Package devidcli is the devid operator command: register, list,
+// quarantine and retire devices, import inventories, manage users, read the
+// audit trail, and bootstrap trust in a CA.
+package devidcli
+
+import (
+	"flag"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/devid-ssh/devid/inventory"
+	"github.com/devid-ssh/devid/internal/cliutil"
+)
+
+// Main runs the devid command with args (without the program name) and
+// returns its exit code.
+func Main(args []string, env *cliutil.Env) int {
+	return cliutil.Run(root(), env, args)
+}
+
+// Env returns the process environment.
+func Env() *cliutil.Env {
+	return &cliutil.Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv}
+}
+
+func root() *cliutil.Command {
+	return &cliutil.Command{
+		Name:    "devid",
+		Summary: "devid manages which machines may reach company hosts over SSH.",
+		Sub: []*cliutil.Command{
+			bootstrapCmd(),
+			{Name: "device", Summary: "register, list, quarantine, retire and import devices", Sub: deviceCmds()},
+			{Name: "user", Summary: "add, list and import users", Sub: userCmds()},
+			auditCmd(),
+		},
+	}
+}
+
+func deviceCmds() []*cliutil.Command {
+	var c conn
+	var nd inventory.NewDevice
+	var ekFile string
+	add := &cliutil.Command{
+		Name: "add", Summary: "register a device by its TPM's EK", Usage: "--ek FILE --name NAME --kind host|workstation [flags]",
+		Flags: func(fs *flag.FlagSet) {
+			c.flags(fs)
+			fs.StringVar(&ekFile, "ek", "", "EK public key or EK certificate `file` (PEM or DER; - for standard input)")
+			fs.StringVar(&nd.Name, "name", "", "device name, unique (required)")
+			fs.StringVar(&nd.Kind, "kind", "", "host or workstation (required)")
+			fs.StringVar(&nd.Collection, "collection", "", "collection (named group of like devices)")
+			fs.StringVar(&nd.Owner, "owner", "", "owner's email (a user added before)")
+			fs.StringVar(&nd.Status, "status", "", "initial status (default active)")
+		},
+		Run: func(env *cliutil.Env, args []string) error {
+			if err := cliutil.Args(args, 0, 0, "no arguments"); err != nil {
+				return err
+			}
+			if ekFile == "" || nd.Name == "" || nd.Kind == "" {
+				return cliutil.Usagef("--ek, --name and --kind are required")
+			}
+			b, err := readInput(env, ekFile)
+			if err != nil {
+				return err
+			}
+			nd.EK = string(b)
+			if !strings.HasPrefix(strings.TrimSpace(nd.EK), "-----BEGIN") {
+				nd.EK = b64(b) // DER
+			}
+			cl, err := c.client(env)
+			if err != nil {
+				return err
+			}
+			d, err := cl.AddDevice(nd)
+			if err != nil {
+				return err
+			}
+			if c.json {
+				return writeJSON(env, d)
+			}
+			fmt.Fprintf(env.Stdout, "registered %s (%s) as %s\n", d.Name, d.ID, d.Status)
+			return nil
+		},
+	}
+	var filter struct{ status, kind, collection, owner string }
+	list := &cliutil.Command{
+		Name: "list", Summary: "list devices", Usage: "[--status S] [--kind K] [--collection C] [--owner EMAIL]",
+		Flags: func(fs *flag.FlagSet) {
+			c.flags(fs)
+			fs.StringVar(&filter.status, "status", "", "only devices with this status")
+			fs.StringVar(&filter.kind, "kind", "", "only devices of this kind")
+			fs.StringVar(&filter.collection, "collection", "", "only devices in this collection")
+			fs.StringVar(&filter.owner, "owner", "", "only devices of this owner")
+		},
+		Run: func(env *cliutil.Env, args []string) error {
+			if err := cliutil.Args(args, 0, 0, "no arguments"); err != nil {
+				return err
+			}
+			cl, err := c.client(env)
+			if err != nil {
+				return err
+			}
+			q := url.Values{}
+			for k, v := range map[string]string{"status": filter.status, "kind": filter.kind, "collection": filter.collection, "owner": filter.owner} {
+				if v != "" {
+					q.Set(k, v)
+				}
+			}
+			devs, err := cl.Devices(q)
+			if err != nil {
+				return err
+			}
+			if c.json {
+				return writeJSON(env, devs)
+			}
+			tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tKIND\tSTATUS\tCOLLECTION\tOWNER\tDEVICE ID")
+			for _, d := range devs {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", d.Name, d.Kind, d.Status, dash(d.Collection), dash(d.Owner), d.ID)
+			}
+			return tw.Flush()
+		},
+	}
+	show := &cliutil.Command{
+		Name: "show", Summary: "show one device", Usage: "NAME|DEVICE-ID",
+		Flags: c.flags,
+		Run: func(env *cliutil.Env, args []string) error {
+			if err := cliutil.Args(args, 1, 1, "one device name or ID"); err != nil {
+				return err
+			}
+			cl, err := c.client(env)
+			if err != nil {
+				return err
+			}
+			d, err := cl.Device(args[0])
+			if err != nil {
+				return err
+			}
+			if c.json {
+				return writeJSON(env, d)
+			}
+			printDevice(env, d)
+			return nil
+		},
+	}
+	cmds := []*cliutil.Command{add, list, show}
+	for _, st := range []struct {
+		name   string
+		status inventory.Status
+		what   string
+	}{
+		{"quarantine", inventory.StatusQuarantined, "stop a device getting certificates and revoke those it holds (reversible)"},
+		{"retire", inventory.StatusRetired, "retire a device for good"},
+		{"activate", inventory.StatusActive, "bring a quarantined device back (its earlier certificates stay revoked)"},
+	} {
+		var reason string
+		cmds = append(cmds, &cliutil.Command{
+			Name: st.name, Summary: st.what, Usage: "NAME|DEVICE-ID [--reason TEXT]",
+			Flags: func(fs *flag.FlagSet) {
+				c.flags(fs)
+				fs.StringVar(&reason, "reason", "", "why, for the audit trail")
+			},
+			Run: func(env *cliutil.Env, args []string) error {
+				if err := cliutil.Args(args, 1, 1, "one device name or ID"); err != nil {
+					return err
+				}
+				cl, err := c.client(env)
+				if err != nil {
+					return err
+				}
+				d, err := cl.SetStatus(args[0], st.status, reason)
+				if err != nil {
+					return err
+				}
+				if c.json {
+					return writeJSON(env, d)
+				}
+				fmt.Fprintf(env.Stdout, "%s (%s) is now %s\n", d.Name, d.ID, d.Status)
+				return nil
+			},
+		})
+	}
+	return append(cmds, importCmd("devices", &c))
+}
+
+func importCmd(what string, c *conn) *cliutil.Command {
+	var dryRun bool
+	return &cliutil.Command{
+		Name: "import", Usage: "FILE [--dry-run]",
+		Summary: "add or update " + what + " from a CSV or JSON export; all or nothing",
+		Flags: func(fs *flag.FlagSet) {
+			c.flags(fs)
+			fs.BoolVar(&dryRun, "dry-run", false, "check and report, change nothing")
+		},
+		Run: func(env *cliutil.Env, args []string) error {
+			if err := cliutil.Args(args, 1, 1, "one file (- for standard input)"); err != nil {
+				return err
+			}
+			data, err := readInput(env, args[0])
+			if err != nil {
+				return err
+			}
+			cl, err := c.client(env)
+			if err != nil {
+				return err
+			}
+			imp := cl.ImportDevices
+			if what == "users" {
+				imp = cl.ImportUsers
+			}
+			rep, err := imp(args[0], data, dryRun)
+			if err != nil {
+				return err
+			}
+			if c.json {
+				return writeJSON(env, rep)
+			}
+			for _, r := range rep.Results {
+				if r.Result == inventory.Unchanged {
+					continue
+				}
+				fmt.Fprintf(env.Stdout, "line %d: %s %s (%s)", r.Line, r.Result, r.Name, r.Subject)
+				if len(r.Changes) > 0 {
+					fmt.Fprintf(env.Stdout, ": %s", strings.Join(r.Changes, ", "))
+				}
+				if r.Note != "" {
+					fmt.Fprintf(env.Stdout, "; %s", r.Note)
+				}
+				fmt.Fprintln(env.Stdout)
+			}
+			verb := "imported"
+			if rep.DryRun {
+				verb = "dry run, nothing written"
+			}
+			fmt.Fprintf(env.Stdout, "%s: %d added, %d updated, %d unchanged, %d held\n", verb,
+				rep.Counts[inventory.Added], rep.Counts[inventory.Updated], rep.Counts[inventory.Unchanged], rep.Counts[inventory.Held])
+			return nil
+		},
+	}
+}
+
+func userCmds() []*cliutil.Command {
+	var c conn
+	var nu inventory.NewUser
+	var groups string
+	add := &cliutil.Command{
+		Name: "add", Summary: "add a user", Usage: "--email EMAIL --login NAME [--groups G1,G2]",
+		Flags: func(fs *flag.FlagSet) {
+			c.flags(fs)
+			fs.StringVar(&nu.Email, "email", "", "the user's IdP email (required)")
+			fs.StringVar(&nu.Login, "login", "", "login name (required)")
+			fs.StringVar(&groups, "groups", "", "comma-separated IdP groups")
+		},
+		Run: func(env *cliutil.Env, args []string) error {
+			if err := cliutil.Args(args, 0, 0, "no arguments"); err != nil {
+				return err
+			}
+			if nu.Email == "" || nu.Login == "" {
+				return cliutil.Usagef("--email and --login are required")
+			}
+			if groups != "" {
+				nu.Groups = strings.Split(groups, ",")
+			}
+			cl, err := c.client(env)
+			if err != nil {
+				return err
+			}
+			u, err := cl.AddUser(nu)
+			if err != nil {
+				return err
+			}
+			if c.json {
+				return writeJSON(env, u)
+			}
+			fmt.Fprintf(env.Stdout, "added %s (login %s, groups %s)\n", u.Email, u.Login, dash(strings.Join(u.Groups, ",")))
+			return nil
+		},
+	}
+	list := &cliutil.Command{
+		Name: "list", Summary: "list users", Flags: c.flags,
+		Run: func(env *cliutil.Env, args []string) error {
+			if err := cliutil.Args(args, 0, 0, "no arguments"); err != nil {
+				return err
+			}
+			cl, err := c.client(env)
+			if err != nil {
+				return err
+			}
+			users, err := cl.Users()
+			if err != nil {
+				return err
+			}
+			if c.json {
+				return writeJSON(env, users)
+			}
+			tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "EMAIL\tLOGIN\tGROUPS")
+			for _, u := range users {
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", u.Email, u.Login, dash(strings.Join(u.Groups, ",")))
+			}
+			return tw.Flush()
+		},
+	}
+	return []*cliutil.Command{add, list, importCmd("users", &c)}
+}
+
+func auditCmd() *cliutil.Command {
+	var c conn
+	var subject string
+	return &cliutil.Command{
+		Name: "audit", Summary: "show the inventory's audit trail, oldest first", Usage: "[--subject NAME|DEVICE-ID|EMAIL]",
+		Flags: func(fs *flag.FlagSet) {
+			c.flags(fs)
+			fs.StringVar(&subject, "subject", "", "only entries about this device or user")
+		},
+		Run: func(env *cliutil.Env, args []string) error {
+			if err := cliutil.Args(args, 0, 0, "no arguments"); err != nil {
+				return err
+			}
+			cl, err := c.client(env)
+			if err != nil {
+				return err
+			}
+			entries, err := cl.Audit(subject)
+			if err != nil {
+				return err
+			}
+			if c.json {
+				return writeJSON(env, entries)
+			}
+			tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "TIME\tADMIN\tACTION\tSUBJECT\tCHANGE")
+			for _, e := range entries {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Time.Format(time.RFC3339), e.Actor, e.Action, e.Subject, auditChange(e))
+			}
+			return tw.Flush()
+		},
+	}
+}
+
+func printDevice(env *cliutil.Env, d *inventory.Device) {
+	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 1, ' ', 0)
+	row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
+	row("Name", d.Name)
+	row("Device ID", d.ID)
+	row("Kind", string(d.Kind))
+	row("Status", string(d.Status))
+	if d.StatusReason != "" {
+		row("Status reason", d.StatusReason)
+	}
+	row("Status changed", d.StatusChanged.Format(time.RFC3339))
+	row("Collection", dash(d.Collection))
+	row("Owner", dash(d.Owner))
+	row("EK certificate", map[bool]string{true: "yes", false: "no"}[len(d.EKCert) > 0])
+	row("Created", d.Created.Format(time.RFC3339))
+	row("Updated", d.Updated.Format(time.RFC3339))
+	tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
