@@ -12,8 +12,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/devid-ssh/devid/inventory"
 	"github.com/devid-ssh/devid/internal/cliutil"
+	"github.com/devid-ssh/devid/inventory"
 )
 
 // Main runs the devid command with args (without the program name) and

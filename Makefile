@@ -1,0 +1,30 @@
+# devid — see README.md.
+GO      ?= go
+BIN     := bin
+CMDS    := $(notdir $(wildcard cmd/*))
+GOFLAGS ?= -trimpath
+
+.PHONY: all build test demo lint clean
+
+all: build
+
+## build: build every command into bin/
+build:
+	$(GO) build $(GOFLAGS) -o $(BIN)/ ./cmd/...
+
+## test: every test: unit, script and end-to-end (needs swtpm and OpenSSH; see .ci/run)
+test: lint
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+## demo: run the whole story locally, told step by step, then clean up
+demo: build
+	$(BIN)/devid-demo --bin $(BIN)
+
+## lint: formatting and vet
+lint:
+	@out="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+clean:
+	rm -rf $(BIN) .demo

@@ -1,0 +1,68 @@
+package cliutil
+
+import (
+	"bytes"
+	"flag"
+	"strings"
+	"testing"
+)
+
+func TestParseInterleaved(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		pos  string
+		json bool
+		name string
+	}{
+		{[]string{"a", "--json", "b"}, "a b", true, ""},
+		{[]string{"--name", "x", "a"}, "a", false, "x"},
+		{[]string{"a", "--", "--json"}, "a --json", false, ""},
+		{nil, "", false, ""},
+	} {
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		j := fs.Bool("json", false, "")
+		n := fs.String("name", "", "")
+		pos, err := ParseInterleaved(fs, c.args)
+		if err != nil || strings.Join(pos, " ") != c.pos || *j != c.json || *n != c.name {
+			t.Errorf("%q: pos %q json %v name %q err %v", c.args, pos, *j, *n, err)
+		}
+	}
+}
+
+func TestRunExitCodes(t *testing.T) {
+	var ran []string
+	root := &Command{Name: "prog", Sub: []*Command{{
+		Name: "do", Usage: "ARG",
+		Run: func(env *Env, args []string) error {
+			ran = append(ran, args...)
+			if len(args) == 0 {
+				return Usagef("want ARG")
+			}
+			if args[0] == "fail" {
+				return bytes.ErrTooLarge
+			}
+			return nil
+		},
+	}}}
+	var out, errb bytes.Buffer
+	env := &Env{Stdout: &out, Stderr: &errb}
+	for _, c := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"do", "x"}, ExitOK},
+		{[]string{"do", "fail"}, ExitError},
+		{[]string{"do"}, ExitUsage},
+		{[]string{"nope"}, ExitUsage},
+		{nil, ExitUsage},
+		{[]string{"--help"}, ExitOK},
+		{[]string{"do", "--bogus"}, ExitUsage},
+	} {
+		if got := Run(root, env, c.args); got != c.code {
+			t.Errorf("%q: exit %d, want %d (stderr %q)", c.args, got, c.code, errb.String())
+		}
+	}
+	if !strings.Contains(errb.String(), "prog: "+bytes.ErrTooLarge.Error()) {
+		t.Errorf("error not printed: %q", errb.String())
+	}
+}
