@@ -1,0 +1,449 @@
+// Package attestca is devid's TPM Attestation CA: it proves that an
+// Attestation Key (AK) lives in the same TPM as a registered, active
+// device's Endorsement Key (EK), and certifies the AK.
+//
+// The protocol is the one of go.step.sm/crypto/tpm/attestation, so step's
+// TPM tooling can enrol against devid too:
+//
+//  1. POST /attest with the EK (and EK certificate) and the AK's attestation
+//     parameters. The CA checks that the device is registered and active,
+//     that the EK certificate chains to a manufacturer root (when roots are
+//     configured), and that the AK is a restricted RSA signing key created in
+//     a TPM (go-attestation's ActivationParameters). It answers with a
+//     one-time secret encrypted to the EK, bound to the AK (credential
+//     activation).
+//  2. The device decrypts it with TPM2_ActivateCredential, which only the TPM
+//     holding both the EK and the AK can do.
+//  3. POST /secret with the decrypted secret. The CA finds the pending
+//     attestation by the secret's hash, uses it up, checks the device's
+//     status again, and issues an AK certificate: empty subject, first
+//     extended key usage tcg-kp-AIKCertificate (2.23.133.8.3), and a critical
+//     subject alternative name with the TPM's manufacturer, model and
+//     version, the device ID as a PermanentIdentifier, and the device ID as a
+//     URI — the profile step-ca's ACME device-attest-01 accepts.
+//
+// Pending attestations live in the CA's database, so a restart or another
+// replica can finish one. They expire (60 s by default) and are single-use.
+package attestca
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/x509"
+	"encoding/asn1"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/devid-ssh/devid/deviceid"
+	"github.com/devid-ssh/devid/inventory"
+	"github.com/google/go-attestation/attest"
+	"github.com/smallstep/nosql/database"
+	"go.step.sm/crypto/x509util"
+)
+
+// Devices is the part of the inventory the Attestation CA needs.
+type Devices interface {
+	Device(ref string) (*inventory.Device, error)
+}
+
+// Config configures the Attestation CA.
+type Config struct {
+	// Cert and Signer are the Attestation CA's certificate and key, which
+	// sign AK certificates. Required.
+	Cert   *x509.Certificate
+	Signer crypto.Signer
+	// EKRoots, if not nil, are the TPM manufacturers' roots (with
+	// EKIntermediates): a device must then present an EK certificate that
+	// chains to them. If nil, EK certificates are not required, and the
+	// registered EK alone identifies the device.
+	EKRoots, EKIntermediates *x509.CertPool
+	// SecretTTL is how long a pending attestation waits for its secret.
+	// Default 60 s.
+	SecretTTL time.Duration
+	// AKCertLifetime is the lifetime of AK certificates. Default 24 h.
+	AKCertLifetime time.Duration
+	Now            func() time.Time // default time.Now
+	Log            *slog.Logger     // required
+}
+
+// CA is the Attestation CA.
+type CA struct {
+	cfg     Config
+	devices Devices
+	db      database.DB
+}
+
+var pendingTable = []byte("devid_attest_pending")
+
+// New returns an Attestation CA keeping pending attestations in db.
+func New(cfg Config, devices Devices, db database.DB) (*CA, error) {
+	if cfg.Cert == nil || cfg.Signer == nil || cfg.Log == nil {
+		return nil, errors.New("attestca: Cert, Signer and Log are required")
+	}
+	if cfg.SecretTTL <= 0 {
+		cfg.SecretTTL = 60 * time.Second
+	}
+	if cfg.AKCertLifetime <= 0 {
+		cfg.AKCertLifetime = 24 * time.Hour
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if err := db.CreateTable(pendingTable); err != nil {
+		return nil, fmt.Errorf("attestca: create table: %w", err)
+	}
+	return &CA{cfg: cfg, devices: devices, db: db}, nil
+}
+
+// Error is a refusal, with the HTTP status to answer with.
+type Error struct {
+	Status int
+	Msg    string
+}
+
+func (e *Error) Error() string { return "attestca: " + e.Msg }
+
+func refuse(status int, format string, args ...any) *Error {
+	return &Error{Status: status, Msg: fmt.Sprintf(format, args...)}
+}
+
+// pending is an attestation waiting for its secret.
+type pending struct {
+	SecretHash []byte    `json:"secretHash"`
+	DeviceID   string    `json:"deviceId"`
+	AKPublic   []byte    `json:"akPublic"` // TPMT_PUBLIC
+	TPM        TPMInfo   `json:"tpm"`
+	Expires    time.Time `json:"expires"`
+	Used       bool      `json:"used"`
+}
+
+// Attest checks an attestation request and returns the encrypted
+// challenge.
+func (ca *CA) Attest(req *AttestRequest) (*AttestResponse, error) {
+	now := ca.cfg.Now()
+	ca.prune(now)
+	ekPub, err := ca.ekPublic(req)
+	if err != nil {
+		return nil, err
+	}
+	id, err := deviceid.FromPublicKey(ekPub)
+	if err != nil {
+		return nil, refuse(http.StatusBadRequest, "EK: %v", err)
+	}
+	if err := ca.checkDevice(id); err != nil {
+		return nil, err
+	}
+	if req.TPMInfo.Version != 0 && req.TPMInfo.Version != 2 {
+		return nil, refuse(http.StatusBadRequest, "device %s: TPM version %d: only TPM 2.0 is supported", id, req.TPMInfo.Version)
+	}
+	akPub, err := attest.ParseAKPublic(req.AttestParams.Public)
+	if err != nil {
+		return nil, refuse(http.StatusBadRequest, "device %s: AK public area: %v", id, err)
+	}
+	if _, ok := akPub.Public.(*rsa.PublicKey); !ok {
+		return nil, refuse(http.StatusBadRequest, "device %s: the AK is a %T: devid needs an RSA AK (step-ca's device-attest-01 verifies only RSA AKs)", id, akPub.Public)
+	}
+	params := attest.ActivationParameters{
+		EK: ekPub,
+		AK: attest.AttestationParameters{
+			Public:                  req.AttestParams.Public,
+			UseTCSDActivationFormat: req.AttestParams.UseTCSDActivationFormat,
+			CreateData:              req.AttestParams.CreateData,
+			CreateAttestation:       req.AttestParams.CreateAttestation,
+			CreateSignature:         req.AttestParams.CreateSignature,
+		},
+	}
+	secret, ec, err := params.Generate()
+	if err != nil {
+		return nil, refuse(http.StatusBadRequest, "device %s: AK parameters: %v", id, err)
+	}
+	sum := sha256.Sum256(secret)
+	rec := pending{SecretHash: sum[:], DeviceID: id, AKPublic: req.AttestParams.Public, TPM: req.TPMInfo, Expires: now.Add(ca.cfg.SecretTTL)}
+	b, _ := json.Marshal(rec)
+	if err := ca.db.Set(pendingTable, sum[:], b); err != nil {
+		return nil, fmt.Errorf("attestca: store pending attestation: %w", err)
+	}
+	ca.cfg.Log.Info("attestation challenge issued", "device", id, "expires", rec.Expires)
+	return &AttestResponse{Credential: ec.Credential, Secret: ec.Secret}, nil
+}
+
+// ekPublic takes the EK from the request, checks it against the EK
+// certificate, and the certificate against the manufacturer roots.
+func (ca *CA) ekPublic(req *AttestRequest) (crypto.PublicKey, error) {
+	var ekPub crypto.PublicKey
+	if len(req.EKPub) > 0 {
+		ek, err := deviceid.ParseEK(req.EKPub)
+		if err != nil {
+			return nil, refuse(http.StatusBadRequest, "EK: %v", err)
+		}
+		ekPub = ek.Public
+	}
+	var ekCert *x509.Certificate
+	if len(req.EKCerts) > 0 {
+		c, err := x509.ParseCertificate(req.EKCerts[0])
+		if err != nil {
+			return nil, refuse(http.StatusBadRequest, "EK certificate: %v", err)
+		}
+		ekCert = c
+		if ekPub == nil {
+			ekPub = c.PublicKey
+		} else if !publicKeysEqual(ekPub, c.PublicKey) {
+			return nil, refuse(http.StatusBadRequest, "the EK certificate is not for the EK sent")
+		}
+	}
+	if ekPub == nil {
+		return nil, refuse(http.StatusBadRequest, "no EK: send the EK public key or its certificate")
+	}
+	if ca.cfg.EKRoots != nil {
+		if ekCert == nil {
+			return nil, refuse(http.StatusForbidden, "an EK certificate is required (manufacturer roots are configured)")
+		}
+		inter := x509.NewCertPool()
+		if ca.cfg.EKIntermediates != nil {
+			inter = ca.cfg.EKIntermediates.Clone()
+		}
+		for _, der := range req.EKCerts[1:] {
+			if c, err := x509.ParseCertificate(der); err == nil {
+				inter.AddCert(c)
+			}
+		}
+		if err := VerifyEKCertificate(ekCert, x509.VerifyOptions{Roots: ca.cfg.EKRoots, Intermediates: inter, CurrentTime: ca.cfg.Now()}); err != nil {
+			return nil, refuse(http.StatusForbidden, "EK certificate does not chain to a configured manufacturer root: %v", err)
+		}
+	}
+	return ekPub, nil
+}
+
+func publicKeysEqual(a, b crypto.PublicKey) bool {
+	ea, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && ea.Equal(b)
+}
+
+// checkDevice refuses unknown, quarantined and retired devices.
+func (ca *CA) checkDevice(id string) error {
+	d, err := ca.devices.Device(id)
+	if errors.Is(err, inventory.ErrNotFound) {
+		return refuse(http.StatusForbidden, "device %s is not registered", id)
+	}
+	if err != nil {
+		return fmt.Errorf("attestca: inventory: %w", err)
+	}
+	if d.Status != inventory.StatusActive {
+		return refuse(http.StatusForbidden, "device %s (%s) is %s", d.Name, id, d.Status)
+	}
+	return nil
+}
+
+// Secret finishes an attestation: it uses up the pending attestation the
+// secret belongs to and returns the AK certificate chain.
+func (ca *CA) Secret(req *SecretRequest) (*SecretResponse, error) {
+	now := ca.cfg.Now()
+	if len(req.Secret) == 0 {
+		return nil, refuse(http.StatusBadRequest, "no secret")
+	}
+	sum := sha256.Sum256(req.Secret)
+	old, err := ca.db.Get(pendingTable, sum[:])
+	if database.IsErrNotFound(err) {
+		return nil, refuse(http.StatusForbidden, "wrong secret, or its attestation expired: start again with /attest")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("attestca: read pending attestation: %w", err)
+	}
+	var rec pending
+	if err := json.Unmarshal(old, &rec); err != nil {
+		return nil, fmt.Errorf("attestca: decode pending attestation: %w", err)
+	}
+	if subtle.ConstantTimeCompare(rec.SecretHash, sum[:]) != 1 {
+		return nil, refuse(http.StatusForbidden, "wrong secret")
+	}
+	switch {
+	case rec.Used:
+		return nil, refuse(http.StatusForbidden, "device %s: this secret was already used: start again with /attest", rec.DeviceID)
+	case !now.Before(rec.Expires):
+		ca.db.Del(pendingTable, sum[:])
+		return nil, refuse(http.StatusForbidden, "device %s: the attestation expired at %s: start again with /attest", rec.DeviceID, rec.Expires.Format(time.RFC3339))
+	case req.DeviceID != "" && req.DeviceID != rec.DeviceID:
+		return nil, refuse(http.StatusForbidden, "this secret belongs to another device's attestation, not %s's", req.DeviceID)
+	}
+	used := rec
+	used.Used = true
+	nb, _ := json.Marshal(used)
+	if _, swapped, err := ca.db.CmpAndSwap(pendingTable, sum[:], old, nb); err != nil {
+		return nil, fmt.Errorf("attestca: use pending attestation: %w", err)
+	} else if !swapped {
+		return nil, refuse(http.StatusForbidden, "device %s: this secret was already used: start again with /attest", rec.DeviceID)
+	}
+	if err := ca.checkDevice(rec.DeviceID); err != nil {
+		return nil, err
+	}
+	akPub, err := attest.ParseAKPublic(rec.AKPublic)
+	if err != nil {
+		return nil, fmt.Errorf("attestca: stored AK: %w", err)
+	}
+	der, err := ca.akCertificate(rec, akPub.Public, now)
+	if err != nil {
+		return nil, err
+	}
+	ca.cfg.Log.Info("AK certified", "device", rec.DeviceID)
+	return &SecretResponse{Chain: [][]byte{der, ca.cfg.Cert.Raw}}, nil
+}
+
+// TCG OIDs.
+var (
+	oidTCGKpAIKCertificate = asn1.ObjectIdentifier{2, 23, 133, 8, 3}
+	oidTPMManufacturer     = asn1.ObjectIdentifier{2, 23, 133, 2, 1}
+	oidTPMModel            = asn1.ObjectIdentifier{2, 23, 133, 2, 2}
+	oidTPMVersion          = asn1.ObjectIdentifier{2, 23, 133, 2, 3}
+	oidSubjectAltName      = asn1.ObjectIdentifier{2, 5, 29, 17}
+)
+
+// akCertificate issues the AK certificate in the profile step-ca checks.
+func (ca *CA) akCertificate(rec pending, akPub crypto.PublicKey, now time.Time) ([]byte, error) {
+	san, err := akSAN(rec)
+	if err != nil {
+		return nil, err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return nil, err
+	}
+	notAfter := now.Add(ca.cfg.AKCertLifetime)
+	if notAfter.After(ca.cfg.Cert.NotAfter) {
+		notAfter = ca.cfg.Cert.NotAfter
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial.Add(serial, big.NewInt(1)),
+		NotBefore:             now.Add(-time.Minute),
+		NotAfter:              notAfter,
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		UnknownExtKeyUsage:    []asn1.ObjectIdentifier{oidTCGKpAIKCertificate},
+		BasicConstraintsValid: true,
+		ExtraExtensions:       []pkixExtension{{Id: oidSubjectAltName, Critical: true, Value: san}},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cfg.Cert, akPub, ca.cfg.Signer)
+	if err != nil {
+		return nil, fmt.Errorf("attestca: sign AK certificate: %w", err)
+	}
+	return der, nil
+}
+
+// akSAN is the subject alternative name of an AK certificate: the TPM's
+// manufacturer, model and version (directoryName), the device ID as a
+// PermanentIdentifier and as a URI.
+func akSAN(rec pending) ([]byte, error) {
+	manufacturer := "id:00000000"
+	if n, err := strconv.ParseUint(rec.TPM.Manufacturer, 10, 32); err == nil {
+		manufacturer = fmt.Sprintf("id:%08X", n)
+	}
+	model := strings.TrimSpace(rec.TPM.Model)
+	if model == "" {
+		model = "unknown"
+	}
+	version := rec.TPM.FirmwareVersion
+	if version == "" {
+		version = "unknown"
+	}
+	dn, err := json.Marshal(x509util.Name{ExtraNames: []x509util.DistinguishedName{
+		{Type: x509util.ObjectIdentifier(oidTPMManufacturer), Value: manufacturer},
+		{Type: x509util.ObjectIdentifier(oidTPMModel), Value: model},
+		{Type: x509util.ObjectIdentifier(oidTPMVersion), Value: version},
+	}})
+	if err != nil {
+		return nil, err
+	}
+	var names []asn1.RawValue
+	for _, s := range []x509util.SubjectAlternativeName{
+		{Type: x509util.DirectoryNameType, ASN1Value: dn},
+		{Type: x509util.PermanentIdentifierType, Value: rec.DeviceID},
+		{Type: x509util.URIType, Value: rec.DeviceID},
+	} {
+		rv, err := s.RawValue()
+		if err != nil {
+			return nil, fmt.Errorf("attestca: AK certificate SAN %s: %w", s.Type, err)
+		}
+		names = append(names, rv)
+	}
+	return asn1.Marshal(names)
+}
+
+// prune drops pending attestations that expired.
+func (ca *CA) prune(now time.Time) {
+	entries, err := ca.db.List(pendingTable)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		var rec pending
+		if json.Unmarshal(e.Value, &rec) != nil || !now.Before(rec.Expires) {
+			ca.db.Del(pendingTable, e.Key)
+		}
+	}
+}
+
+// ServeHTTP answers POST …/attest and POST …/secret (the last path
+// element decides).
+func (ca *CA) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": "use POST"})
+		return
+	}
+	var resp any
+	var err error
+	switch {
+	case strings.HasSuffix(r.URL.Path, "/attest"):
+		var req AttestRequest
+		if err = decode(r, &req); err == nil {
+			resp, err = ca.Attest(&req)
+		}
+	case strings.HasSuffix(r.URL.Path, "/secret"):
+		var req SecretRequest
+		if err = decode(r, &req); err == nil {
+			resp, err = ca.Secret(&req)
+		}
+	default:
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "not found"})
+		return
+	}
+	var ae *Error
+	switch {
+	case err == nil:
+		writeJSON(w, http.StatusOK, resp)
+	case errors.As(err, &ae):
+		ca.cfg.Log.Warn("attestation refused", "path", r.URL.Path, "reason", ae.Msg)
+		writeJSON(w, ae.Status, map[string]string{"error": ae.Msg})
+	default:
+		ca.cfg.Log.Error("attestation failed", "path", r.URL.Path, "err", err)
+		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "internal error; see the CA's log"})
+	}
+}
+
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return refuse(http.StatusBadRequest, "request body: %v", err)
+	}
+	if dec.More() {
+		return refuse(http.StatusBadRequest, "request body: trailing data")
+	}
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	var buf bytes.Buffer
+	json.NewEncoder(&buf).Encode(v)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	w.Write(buf.Bytes())
+}
