@@ -198,8 +198,11 @@ func listHandles(tr *Channel, first uint32) ([]uint32, error) {
 		}
 		// Loaded policy sessions may be listed with their own type
 		// (0x03), so continue within the type asked for.
-		next := uint32(hl.Handle[len(hl.Handle)-1]) + 1
-		first = first&0xff000000 | next&0x00ffffff
+		next := (uint32(hl.Handle[len(hl.Handle)-1]) + 1) & 0x00ffffff
+		if next == 0 {
+			return handles, nil
+		}
+		first = first&0xff000000 | next
 	}
 }
 
