@@ -34,6 +34,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/json"
 	"errors"
@@ -47,6 +48,7 @@ import (
 
 	"github.com/devid-ssh/devid/deviceid"
 	"github.com/devid-ssh/devid/inventory"
+	"github.com/devid-ssh/devid/tpm"
 	"github.com/google/go-attestation/attest"
 	"github.com/smallstep/nosql/database"
 	"go.step.sm/crypto/x509util"
@@ -218,7 +220,7 @@ func (ca *CA) ekPublic(req *AttestRequest) (crypto.PublicKey, error) {
 				inter.AddCert(c)
 			}
 		}
-		if err := VerifyEKCertificate(ekCert, x509.VerifyOptions{Roots: ca.cfg.EKRoots, Intermediates: inter, CurrentTime: ca.cfg.Now()}); err != nil {
+		if _, err := tpm.VerifyEKCertificate(ekCert, x509.VerifyOptions{Roots: ca.cfg.EKRoots, Intermediates: inter, CurrentTime: ca.cfg.Now()}); err != nil {
 			return nil, refuse(http.StatusForbidden, "EK certificate does not chain to a configured manufacturer root: %v", err)
 		}
 	}
@@ -329,7 +331,7 @@ func (ca *CA) akCertificate(rec pending, akPub crypto.PublicKey, now time.Time) 
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		UnknownExtKeyUsage:    []asn1.ObjectIdentifier{oidTCGKpAIKCertificate},
 		BasicConstraintsValid: true,
-		ExtraExtensions:       []pkixExtension{{Id: oidSubjectAltName, Critical: true, Value: san}},
+		ExtraExtensions:       []pkix.Extension{{Id: oidSubjectAltName, Critical: true, Value: san}},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cfg.Cert, akPub, ca.cfg.Signer)
 	if err != nil {

@@ -11,6 +11,8 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"math/big"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -90,4 +92,54 @@ func TestValid(t *testing.T) {
 			t.Errorf("Valid(%q) != %v", s, want)
 		}
 	}
+}
+
+// testdata/ek.* hold one RSA-2048 key made with openssl; ek.id is its
+// device ID computed by openssl too:
+//
+//	echo "urn:ek:sha256:$(openssl dgst -sha256 -binary ek.pub.der | base64 -w0)"
+func TestMatchesOpenSSL(t *testing.T) {
+	want, err := os.ReadFile(filepath.Join("testdata", "ek.id"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"ek.pub.pem", "ek.pub.der", "ek.crt.pem", "ek.crt.der"} {
+		b, err := os.ReadFile(filepath.Join("testdata", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ek, err := deviceid.ParseEK(b)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if ek.ID() != strings.TrimSpace(string(want)) {
+			t.Errorf("%s: %s, want %s", name, ek.ID(), want)
+		}
+	}
+}
+
+// FuzzParseEK: ParseEK never panics, and what it accepts has a valid ID
+// that ParseEK of the re-encoded public key agrees with.
+func FuzzParseEK(f *testing.F) {
+	for _, name := range []string{"ek.pub.pem", "ek.pub.der", "ek.crt.pem", "ek.crt.der"} {
+		b, err := os.ReadFile(filepath.Join("testdata", name))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte("-----BEGIN PUBLIC KEY-----\n-----END PUBLIC KEY-----\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ek, err := deviceid.ParseEK(data)
+		if err != nil {
+			return
+		}
+		if !deviceid.Valid(ek.ID()) {
+			t.Fatalf("invalid ID %q", ek.ID())
+		}
+		again, err := deviceid.ParseEK(ek.PublicDER)
+		if err != nil || again.ID() != ek.ID() {
+			t.Fatalf("re-parse: %v", err)
+		}
+	})
 }

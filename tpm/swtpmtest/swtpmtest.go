@@ -1,0 +1,323 @@
+// Package swtpmtest manufactures and runs a fresh software TPM (swtpm) for
+// tests and demos: a TPM 2.0 with its own endorsement keys and an EK
+// certificate issued by a private local CA.
+//
+// In a test:
+//
+//	sw := swtpmtest.New(t)         // skips if swtpm is not installed (fails under CI=true)
+//	ek, err := sw.TPM.EK()
+//	_, err = tpm.VerifyEKCertificate(ek.Certificate, x509.VerifyOptions{
+//		Roots: sw.EKRoots(), Intermediates: sw.EKIntermediates(),
+//	})
+//
+// Elsewhere (a demo command): [Start] in a directory of your own, and
+// [Instance.Close] when done.
+//
+// What it does: swtpm_setup manufactures the TPM state in a directory
+// (about 0.65 s: an RSA-2048 EK at 0x81010001 with its certificate at NV
+// index 0x1c00002, and an ECC P-384 EK). Its certificates come from
+// swtpm_localca using a CA made in the same directory (an ECDSA P-256 root
+// and issuer), through private swtpm_setup.conf and swtpm-localca.conf files:
+// nothing reads or writes /etc/swtpm* or /var/lib/swtpm-localca. Then
+//
+//	swtpm socket --tpm2 --tpmstate dir=STATE --fd 3 --flags not-need-init,startup-clear
+//
+// serves the TPM on one end of a socketpair, the other end of which is the
+// returned [tpm.TPM]'s channel: no TCP port, no socket path, and swtpm exits
+// when the connection closes.
+//
+// swtpm has no resource manager and room for three loaded objects: close
+// AKs and keys when done with them.
+package swtpmtest
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/devid-ssh/devid/tpm"
+)
+
+// Instance is a manufactured software TPM and the swtpm process serving it.
+type Instance struct {
+	// TPM is connected to the running swtpm. [Instance.Restart] replaces
+	// it.
+	TPM *tpm.TPM
+	// StateDir holds the TPM's state; CADir the EK CA's certificates and
+	// signing key, and the swtpm_setup and swtpm_localca configuration.
+	StateDir, CADir string
+	// EKRoot is the EK CA's self-signed root, EKIssuer the intermediate
+	// certificate (signed by EKRoot) that signs the EK certificates.
+	EKRoot, EKIssuer *x509.Certificate
+
+	tools map[string]string // program name to path
+	proc  *process
+}
+
+// EKRoots returns a pool holding EKRoot.
+func (i *Instance) EKRoots() *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(i.EKRoot)
+	return p
+}
+
+// EKIntermediates returns a pool holding EKIssuer.
+func (i *Instance) EKIntermediates() *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(i.EKIssuer)
+	return p
+}
+
+// New manufactures a TPM in a directory of t's and connects to a swtpm
+// serving it; t's cleanup stops swtpm. Without swtpm installed it skips t,
+// or fails it when the environment has CI=true.
+func New(t testing.TB) *Instance {
+	t.Helper()
+	if _, err := lookTools(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("swtpmtest: %v (CI=true: install the swtpm and swtpm-tools packages)", err)
+		}
+		t.Skipf("swtpmtest: %v", err)
+	}
+	i, err := Start(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := i.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return i
+}
+
+// Start manufactures a TPM in dir (which must exist; Start makes dir/state
+// and dir/ca in it) and connects to a swtpm serving it.
+func Start(dir string) (*Instance, error) {
+	tools, err := lookTools()
+	if err != nil {
+		return nil, fmt.Errorf("swtpmtest: %w", err)
+	}
+	i := &Instance{StateDir: filepath.Join(dir, "state"), CADir: filepath.Join(dir, "ca"), tools: tools}
+	if err := i.manufacture(); err != nil {
+		return nil, err
+	}
+	if err := i.start(); err != nil {
+		return nil, err
+	}
+	return i, nil
+}
+
+// Restart closes the connection, waits for swtpm to exit, and starts a new
+// swtpm on the same state, connected to a new i.TPM: the TPM's persistent
+// keys and NV memory remain, its loaded objects and sessions are gone, as
+// after a reboot.
+func (i *Instance) Restart() error {
+	if err := i.Close(); err != nil {
+		return err
+	}
+	return i.start()
+}
+
+// Close closes the connection (unless already closed) and waits for swtpm to
+// exit. The directories remain.
+func (i *Instance) Close() error {
+	if i.proc == nil {
+		return nil
+	}
+	var errs []error
+	if err := i.TPM.Close(); err != nil && !errors.Is(err, tpm.ErrClosed) {
+		errs = append(errs, err)
+	}
+	errs = append(errs, i.proc.wait())
+	i.proc = nil
+	return errors.Join(errs...)
+}
+
+// lookTools finds the programs swtpmtest runs on PATH.
+func lookTools() (map[string]string, error) {
+	paths := make(map[string]string)
+	var missing []string
+	for _, name := range []string{"swtpm", "swtpm_setup", "swtpm_localca"} {
+		p, err := exec.LookPath(name)
+		if err != nil {
+			missing = append(missing, name)
+			continue
+		}
+		paths[name] = p
+	}
+	if len(missing) != 0 {
+		return nil, fmt.Errorf("%s not found on PATH: %w", strings.Join(missing, ", "), exec.ErrNotFound)
+	}
+	return paths, nil
+}
+
+// manufacture makes the EK CA in i.CADir and the TPM state in i.StateDir.
+func (i *Instance) manufacture() error {
+	for _, d := range []string{i.StateDir, i.CADir} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			return fmt.Errorf("swtpmtest: %w", err)
+		}
+	}
+	if err := i.makeCA(); err != nil {
+		return fmt.Errorf("swtpmtest: making EK CA in %s: %w", i.CADir, err)
+	}
+	ca := func(name string) string { return filepath.Join(i.CADir, name) }
+	files := map[string]string{
+		"swtpm-localca.conf": fmt.Sprintf("statedir = %s\nsigningkey = %s\nissuercert = %s\ncertserial = %s\n",
+			i.CADir, ca("signkey.pem"), ca("issuercert.pem"), ca("certserial")),
+		// Used only for platform certificates, which are not made;
+		// written so the system's file is not read.
+		"swtpm-localca.options": "--platform-manufacturer devid\n--platform-version 2.1\n--platform-model swtpmtest\n",
+		"swtpm_setup.conf": fmt.Sprintf("create_certs_tool = %s\ncreate_certs_tool_config = %s\ncreate_certs_tool_options = %s\nactive_pcr_banks = sha256\n",
+			i.tools["swtpm_localca"], ca("swtpm-localca.conf"), ca("swtpm-localca.options")),
+	}
+	for name, content := range files {
+		if err := os.WriteFile(ca(name), []byte(content), 0o600); err != nil {
+			return fmt.Errorf("swtpmtest: %w", err)
+		}
+	}
+	cmd := exec.Command(i.tools["swtpm_setup"], "--tpm2", "--tpmstate", i.StateDir,
+		"--create-ek-cert", "--config", ca("swtpm_setup.conf"))
+	// swtpm_setup keeps its scratch files under TMPDIR: keep them here.
+	cmd.Env = append(os.Environ(), "TMPDIR="+i.CADir)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("swtpmtest: %s: %w\n%s", cmd, err, out)
+	}
+	return nil
+}
+
+// makeCA writes the EK CA: a root certificate, and an issuer certificate and
+// key for swtpm_localca. The root's key is not kept.
+func (i *Instance) makeCA() error {
+	rootKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	issuerKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	ca := func(serial int64, cn string, maxPathLen int) *x509.Certificate {
+		return &x509.Certificate{
+			SerialNumber:          big.NewInt(serial),
+			Subject:               pkix.Name{Organization: []string{"devid swtpmtest"}, CommonName: cn},
+			NotBefore:             now.Add(-time.Hour),
+			NotAfter:              now.AddDate(10, 0, 0),
+			KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+			BasicConstraintsValid: true,
+			IsCA:                  true,
+			MaxPathLen:            maxPathLen,
+			MaxPathLenZero:        maxPathLen == 0,
+		}
+	}
+	rootTmpl := ca(1, "swtpmtest EK root", 1)
+	rootDER, err := x509.CreateCertificate(rand.Reader, rootTmpl, rootTmpl, &rootKey.PublicKey, rootKey)
+	if err != nil {
+		return err
+	}
+	if i.EKRoot, err = x509.ParseCertificate(rootDER); err != nil {
+		return err
+	}
+	issuerDER, err := x509.CreateCertificate(rand.Reader, ca(2, "swtpmtest EK issuer", 0), i.EKRoot, &issuerKey.PublicKey, rootKey)
+	if err != nil {
+		return err
+	}
+	if i.EKIssuer, err = x509.ParseCertificate(issuerDER); err != nil {
+		return err
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(issuerKey)
+	if err != nil {
+		return err
+	}
+	for name, block := range map[string]*pem.Block{
+		"swtpm-localca-rootca-cert.pem": {Type: "CERTIFICATE", Bytes: rootDER},
+		"issuercert.pem":                {Type: "CERTIFICATE", Bytes: issuerDER},
+		"signkey.pem":                   {Type: "PRIVATE KEY", Bytes: keyDER},
+	} {
+		if err := os.WriteFile(filepath.Join(i.CADir, name), pem.EncodeToMemory(block), 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// start starts swtpm on a socketpair and connects i.TPM to it.
+func (i *Instance) start() error {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("swtpmtest: socketpair: %w", err)
+	}
+	ours := os.NewFile(uintptr(fds[0]), "swtpm "+i.StateDir)
+	theirs := os.NewFile(uintptr(fds[1]), "swtpm fd 3")
+	p, err := startProcess(theirs, i.tools["swtpm"], "socket", "--tpm2",
+		"--tpmstate", "dir="+i.StateDir,
+		"--fd", "3",
+		"--flags", "not-need-init,startup-clear")
+	theirs.Close() // swtpm holds its copy
+	if err != nil {
+		ours.Close()
+		return err
+	}
+	t, err := tpm.New(tpm.NewChannel(ours), nil)
+	if err != nil {
+		return errors.Join(err, p.wait())
+	}
+	i.TPM, i.proc = t, p
+	return nil
+}
+
+// process is a running swtpm.
+type process struct {
+	cmd    *exec.Cmd
+	output bytes.Buffer // stdout and stderr
+	done   chan error   // cmd.Wait's result
+}
+
+// startProcess starts a swtpm with fd3 as its file descriptor 3.
+func startProcess(fd3 *os.File, path string, args ...string) (*process, error) {
+	p := &process{cmd: exec.Command(path, args...), done: make(chan error, 1)}
+	p.cmd.ExtraFiles = []*os.File{fd3}
+	p.cmd.Stdout, p.cmd.Stderr = &p.output, &p.output
+	if err := p.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("swtpmtest: starting %s: %w", p.cmd, err)
+	}
+	go func() { p.done <- p.cmd.Wait() }()
+	return p, nil
+}
+
+// exitTimeout bounds how long wait lets swtpm take to exit once its
+// connection is closed before killing it.
+const exitTimeout = 10 * time.Second
+
+// wait waits for swtpm to exit, which it does once the connection closes,
+// and kills it if it takes longer than exitTimeout.
+func (p *process) wait() error {
+	var err error
+	select {
+	case err = <-p.done:
+	case <-time.After(exitTimeout):
+		p.cmd.Process.Kill()
+		<-p.done
+		err = fmt.Errorf("did not exit within %v of its connection closing; killed", exitTimeout)
+	}
+	if err != nil {
+		return fmt.Errorf("swtpmtest: %s: %w\n%s", p.cmd, err, p.output.Bytes())
+	}
+	return nil
+}
