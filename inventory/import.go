@@ -10,6 +10,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Import results, per row.
@@ -207,46 +208,36 @@ func parseJSONRows[T any](data []byte, fail func(int, string, ...any) error) ([]
 // An import never brings a quarantined or retired device back to active (see
 // Held); an empty status keeps a device's current status.
 func (s *Store) ImportDevices(actor, file string, data []byte, dryRun bool) (*ImportReport, error) {
-	rows, err := parseRows(file, data, deviceFormat)
-	if err != nil {
-		return nil, err
-	}
 	fail := func(line int, e *Error) error {
 		e.File, e.Line = file, line
 		return e
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	snap, err := s.snapshot()
-	if err != nil {
-		return nil, err
-	}
-	now := s.clock()
-	report := newReport(dryRun)
-	var w writer
-	seenID := map[string]int{}
-	final := maps.Clone(snap.byName) // name → device after the import
-	for _, r := range rows {
+	var seenID map[string]int
+	var final map[string]*Device // name → device after the import
+	return runImport(s, actor, file, data, dryRun, deviceFormat, func(snap *snapshot, r row[NewDevice], now time.Time, report *ImportReport, w *writer) error {
+		if seenID == nil {
+			seenID, final = map[string]int{}, maps.Clone(snap.byName)
+		}
 		f, ferr := checkNewDevice(r.v)
 		if ferr != nil {
-			return nil, fail(r.line, ferr)
+			return fail(r.line, ferr)
 		}
 		id := f.ek.ID()
 		if r.v.ID != "" && r.v.ID != id {
-			return nil, fail(r.line, invalid("id", "%s does not match the EK, whose device ID is %s", r.v.ID, id))
+			return fail(r.line, invalid("id", "%s does not match the EK, whose device ID is %s", r.v.ID, id))
 		}
 		if prev, dup := seenID[id]; dup {
-			return nil, fail(r.line, &Error{Kind: ErrInvalid, Field: "ek", Msg: fmt.Sprintf("same device as line %d (%s)", prev, id)})
+			return fail(r.line, &Error{Kind: ErrInvalid, Field: "ek", Msg: fmt.Sprintf("same device as line %d (%s)", prev, id)})
 		}
 		seenID[id] = r.line
 		if old, ok := snap.byID[id]; ok && final[old.Name] != nil && final[old.Name].ID == id {
 			delete(final, old.Name)
 		}
 		if other, ok := final[f.name]; ok && other.ID != id {
-			return nil, fail(r.line, &Error{Kind: ErrConflict, Field: "name", Msg: fmt.Sprintf("%q is already the name of device %s", f.name, other.ID)})
+			return fail(r.line, &Error{Kind: ErrConflict, Field: "name", Msg: fmt.Sprintf("%q is already the name of device %s", f.name, other.ID)})
 		}
 		if err := snap.checkRefs(&deviceFields{owner: f.owner}, id); err != nil {
-			return nil, fail(r.line, err)
+			return fail(r.line, err)
 		}
 		res := ImportResult{Line: r.line, Subject: id, Name: f.name}
 		old, exists := snap.byID[id]
@@ -256,7 +247,7 @@ func (s *Store) ImportDevices(actor, file string, data []byte, dryRun bool) (*Im
 			res.Result = Added
 			w.putDevice(nil, d, "device.add", "import "+file)
 			report.add(res)
-			continue
+			return nil
 		}
 		d := *old
 		d.Name, d.Kind, d.Collection, d.Owner = f.name, f.kind, f.collection, f.owner
@@ -286,6 +277,32 @@ func (s *Store) ImportDevices(actor, file string, data []byte, dryRun bool) (*Im
 			res.Result = Held
 		}
 		report.add(res)
+		return nil
+	})
+}
+
+// runImport parses an import, then, holding the store's lock, applies each
+// row to a snapshot of the inventory with apply, and commits everything in
+// one transaction unless a row failed or dryRun is set.
+func runImport[T any](s *Store, actor, file string, data []byte, dryRun bool, f rowFormat[T],
+	apply func(snap *snapshot, r row[T], now time.Time, report *ImportReport, w *writer) error) (*ImportReport, error) {
+	rows, err := parseRows(file, data, f)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	snap, err := s.snapshot()
+	if err != nil {
+		return nil, err
+	}
+	now := s.clock()
+	report := newReport(dryRun)
+	var w writer
+	for _, r := range rows {
+		if err := apply(snap, r, now, report, &w); err != nil {
+			return nil, err
+		}
 	}
 	if dryRun {
 		return report, nil
@@ -315,29 +332,19 @@ func deviceChanges(a, b *Device) []string {
 // the same all-or-nothing checking as ImportDevices. Users not in the file
 // are left alone.
 func (s *Store) ImportUsers(actor, file string, data []byte, dryRun bool) (*ImportReport, error) {
-	rows, err := parseRows(file, data, userFormat)
-	if err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	snap, err := s.snapshot()
-	if err != nil {
-		return nil, err
-	}
-	now := s.clock()
-	report := newReport(dryRun)
-	var w writer
-	seen := map[string]int{}
-	logins := maps.Clone(snap.logins)
-	for _, r := range rows {
+	var seen map[string]int
+	var logins map[string]string
+	return runImport(s, actor, file, data, dryRun, userFormat, func(snap *snapshot, r row[NewUser], now time.Time, report *ImportReport, w *writer) error {
+		if seen == nil {
+			seen, logins = map[string]int{}, maps.Clone(snap.logins)
+		}
 		nu, ferr := checkNewUser(r.v)
 		if ferr != nil {
 			ferr.File, ferr.Line = file, r.line
-			return nil, ferr
+			return ferr
 		}
 		if prev, dup := seen[nu.Email]; dup {
-			return nil, &Error{Kind: ErrInvalid, File: file, Line: r.line, Field: "email", Msg: fmt.Sprintf("same user as line %d", prev)}
+			return &Error{Kind: ErrInvalid, File: file, Line: r.line, Field: "email", Msg: fmt.Sprintf("same user as line %d", prev)}
 		}
 		seen[nu.Email] = r.line
 		old, exists := snap.users[nu.Email]
@@ -345,7 +352,7 @@ func (s *Store) ImportUsers(actor, file string, data []byte, dryRun bool) (*Impo
 			delete(logins, old.Login)
 		}
 		if other, ok := logins[nu.Login]; ok && other != nu.Email {
-			return nil, &Error{Kind: ErrConflict, File: file, Line: r.line, Field: "login", Msg: fmt.Sprintf("login %q already belongs to %s", nu.Login, other)}
+			return &Error{Kind: ErrConflict, File: file, Line: r.line, Field: "login", Msg: fmt.Sprintf("login %q already belongs to %s", nu.Login, other)}
 		}
 		logins[nu.Login] = nu.Email
 		res := ImportResult{Line: r.line, Subject: nu.Email, Name: nu.Login}
@@ -353,7 +360,7 @@ func (s *Store) ImportUsers(actor, file string, data []byte, dryRun bool) (*Impo
 			res.Result = Added
 			w.putUser(nil, &User{Email: nu.Email, Login: nu.Login, Groups: nu.Groups, Created: now, Updated: now}, "user.add")
 			report.add(res)
-			continue
+			return nil
 		}
 		u := *old
 		u.Login, u.Groups = nu.Login, nu.Groups
@@ -370,9 +377,6 @@ func (s *Store) ImportUsers(actor, file string, data []byte, dryRun bool) (*Impo
 			w.putUser(old, &u, "user.update")
 		}
 		report.add(res)
-	}
-	if dryRun {
-		return report, nil
-	}
-	return report, s.commit(actor, now, &w)
+		return nil
+	})
 }

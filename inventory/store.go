@@ -68,19 +68,7 @@ func (s *Store) Device(ref string) (*Device, error) {
 
 // Devices lists every device, sorted by name.
 func (s *Store) Devices() ([]*Device, error) {
-	var out []*Device
-	if err := s.list(devicesTable, func(b []byte) error {
-		var d Device
-		if err := json.Unmarshal(b, &d); err != nil {
-			return err
-		}
-		out = append(out, &d)
-		return nil
-	}); err != nil {
-		return nil, err
-	}
-	slices.SortFunc(out, func(a, b *Device) int { return strings.Compare(a.Name, b.Name) })
-	return out, nil
+	return listSorted(s, devicesTable, func(d *Device) string { return d.Name })
 }
 
 // User returns a user by email.
@@ -94,36 +82,19 @@ func (s *Store) User(email string) (*User, error) {
 
 // Users lists every user, sorted by email.
 func (s *Store) Users() ([]*User, error) {
-	var out []*User
-	if err := s.list(usersTable, func(b []byte) error {
-		var u User
-		if err := json.Unmarshal(b, &u); err != nil {
-			return err
-		}
-		out = append(out, &u)
-		return nil
-	}); err != nil {
-		return nil, err
-	}
-	slices.SortFunc(out, func(a, b *User) int { return strings.Compare(a.Email, b.Email) })
-	return out, nil
+	return listSorted(s, usersTable, func(u *User) string { return u.Email })
 }
 
 // Audit lists the audit trail, oldest first. A non-empty subject keeps only
 // the entries about that device ID or user email.
 func (s *Store) Audit(subject string) ([]AuditEntry, error) {
+	all, err := listSorted(s, auditTable, func(e *AuditEntry) string { return e.ID })
 	var out []AuditEntry
-	err := s.list(auditTable, func(b []byte) error {
-		var e AuditEntry
-		if err := json.Unmarshal(b, &e); err != nil {
-			return err
-		}
+	for _, e := range all {
 		if subject == "" || e.Subject == subject {
-			out = append(out, e)
+			out = append(out, *e)
 		}
-		return nil
-	})
-	slices.SortFunc(out, func(a, b AuditEntry) int { return strings.Compare(a.ID, b.ID) })
+	}
 	return out, err
 }
 
@@ -371,15 +342,20 @@ func (s *Store) get(table []byte, key string, v any) error {
 	return nil
 }
 
-func (s *Store) list(table []byte, each func([]byte) error) error {
+// listSorted decodes every record of a table, sorted by key(record).
+func listSorted[T any](s *Store, table []byte, key func(*T) string) ([]*T, error) {
 	entries, err := s.db.List(table)
 	if err != nil && !database.IsErrNotFound(err) {
-		return fmt.Errorf("inventory: list %s: %w", table, err)
+		return nil, fmt.Errorf("inventory: list %s: %w", table, err)
 	}
+	out := make([]*T, 0, len(entries))
 	for _, e := range entries {
-		if err := each(e.Value); err != nil {
-			return fmt.Errorf("inventory: decode %s/%s: %w", table, e.Key, err)
+		v := new(T)
+		if err := json.Unmarshal(e.Value, v); err != nil {
+			return nil, fmt.Errorf("inventory: decode %s/%s: %w", table, e.Key, err)
 		}
+		out = append(out, v)
 	}
-	return nil
+	slices.SortFunc(out, func(a, b *T) int { return strings.Compare(key(a), key(b)) })
+	return out, nil
 }

@@ -2,9 +2,10 @@
 package main
 
 import (
+	"github.com/devid-ssh/devid/internal/cliutil"
 	"os"
 
 	"github.com/devid-ssh/devid/internal/cacli"
 )
 
-func main() { os.Exit(cacli.Main(os.Args[1:], cacli.Env())) }
+func main() { os.Exit(cacli.Main(os.Args[1:], cliutil.OSEnv())) }

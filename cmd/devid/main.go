@@ -2,9 +2,10 @@
 package main
 
 import (
+	"github.com/devid-ssh/devid/internal/cliutil"
 	"os"
 
 	"github.com/devid-ssh/devid/internal/devidcli"
 )
 
-func main() { os.Exit(devidcli.Main(os.Args[1:], devidcli.Env())) }
+func main() { os.Exit(devidcli.Main(os.Args[1:], cliutil.OSEnv())) }

@@ -29,11 +29,6 @@ func Main(args []string, env *cliutil.Env) int {
 	return cliutil.Run(root(), env, args)
 }
 
-// Env returns the process environment.
-func Env() *cliutil.Env {
-	return &cliutil.Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv}
-}
-
 func root() *cliutil.Command {
 	return &cliutil.Command{
 		Name:    "devid-ca",

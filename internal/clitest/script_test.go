@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/pem"
+	"github.com/devid-ssh/devid/internal/cliutil"
 	"math/big"
 	"net"
 	"net/http"
@@ -25,8 +26,8 @@ import (
 
 func TestMain(m *testing.M) {
 	testscript.Main(m, map[string]func(){
-		"devid":    func() { os.Exit(devidcli.Main(os.Args[1:], devidcli.Env())) },
-		"devid-ca": func() { os.Exit(cacli.Main(os.Args[1:], cacli.Env())) },
+		"devid":    func() { os.Exit(devidcli.Main(os.Args[1:], cliutil.OSEnv())) },
+		"devid-ca": func() { os.Exit(cacli.Main(os.Args[1:], cliutil.OSEnv())) },
 	})
 }
 

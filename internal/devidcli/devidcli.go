@@ -7,11 +7,11 @@ import (
 	"flag"
 	"fmt"
 	"net/url"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/devid-ssh/devid/adminapi"
 	"github.com/devid-ssh/devid/internal/cliutil"
 	"github.com/devid-ssh/devid/inventory"
 )
@@ -20,11 +20,6 @@ import (
 // returns its exit code.
 func Main(args []string, env *cliutil.Env) int {
 	return cliutil.Run(root(), env, args)
-}
-
-// Env returns the process environment.
-func Env() *cliutil.Env {
-	return &cliutil.Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv}
 }
 
 func root() *cliutil.Command {
@@ -70,19 +65,10 @@ func deviceCmds() []*cliutil.Command {
 			if !strings.HasPrefix(strings.TrimSpace(nd.EK), "-----BEGIN") {
 				nd.EK = b64(b) // DER
 			}
-			cl, err := c.client(env)
-			if err != nil {
-				return err
-			}
-			d, err := cl.AddDevice(nd)
-			if err != nil {
-				return err
-			}
-			if c.json {
-				return writeJSON(env, d)
-			}
-			fmt.Fprintf(env.Stdout, "registered %s (%s) as %s\n", d.Name, d.ID, d.Status)
-			return nil
+			return call(env, &c, func(cl *adminapi.Client) (*inventory.Device, error) { return cl.AddDevice(nd) }, func(d *inventory.Device) error {
+				fmt.Fprintf(env.Stdout, "registered %s (%s) as %s\n", d.Name, d.ID, d.Status)
+				return nil
+			})
 		},
 	}
 	var filter struct{ status, kind, collection, owner string }
@@ -99,29 +85,20 @@ func deviceCmds() []*cliutil.Command {
 			if err := cliutil.Args(args, 0, 0, "no arguments"); err != nil {
 				return err
 			}
-			cl, err := c.client(env)
-			if err != nil {
-				return err
-			}
 			q := url.Values{}
 			for k, v := range map[string]string{"status": filter.status, "kind": filter.kind, "collection": filter.collection, "owner": filter.owner} {
 				if v != "" {
 					q.Set(k, v)
 				}
 			}
-			devs, err := cl.Devices(q)
-			if err != nil {
-				return err
-			}
-			if c.json {
-				return writeJSON(env, devs)
-			}
-			tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tKIND\tSTATUS\tCOLLECTION\tOWNER\tDEVICE ID")
-			for _, d := range devs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", d.Name, d.Kind, d.Status, dash(d.Collection), dash(d.Owner), d.ID)
-			}
-			return tw.Flush()
+			return call(env, &c, func(cl *adminapi.Client) ([]*inventory.Device, error) { return cl.Devices(q) }, func(devs []*inventory.Device) error {
+				tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "NAME\tKIND\tSTATUS\tCOLLECTION\tOWNER\tDEVICE ID")
+				for _, d := range devs {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", d.Name, d.Kind, d.Status, dash(d.Collection), dash(d.Owner), d.ID)
+				}
+				return tw.Flush()
+			})
 		},
 	}
 	show := &cliutil.Command{
@@ -131,19 +108,10 @@ func deviceCmds() []*cliutil.Command {
 			if err := cliutil.Args(args, 1, 1, "one device name or ID"); err != nil {
 				return err
 			}
-			cl, err := c.client(env)
-			if err != nil {
-				return err
-			}
-			d, err := cl.Device(args[0])
-			if err != nil {
-				return err
-			}
-			if c.json {
-				return writeJSON(env, d)
-			}
-			printDevice(env, d)
-			return nil
+			return call(env, &c, func(cl *adminapi.Client) (*inventory.Device, error) { return cl.Device(args[0]) }, func(d *inventory.Device) error {
+				printDevice(env, d)
+				return nil
+			})
 		},
 	}
 	cmds := []*cliutil.Command{add, list, show}
@@ -167,19 +135,10 @@ func deviceCmds() []*cliutil.Command {
 				if err := cliutil.Args(args, 1, 1, "one device name or ID"); err != nil {
 					return err
 				}
-				cl, err := c.client(env)
-				if err != nil {
-					return err
-				}
-				d, err := cl.SetStatus(args[0], st.status, reason)
-				if err != nil {
-					return err
-				}
-				if c.json {
-					return writeJSON(env, d)
-				}
-				fmt.Fprintf(env.Stdout, "%s (%s) is now %s\n", d.Name, d.ID, d.Status)
-				return nil
+				return call(env, &c, func(cl *adminapi.Client) (*inventory.Device, error) { return cl.SetStatus(args[0], st.status, reason) }, func(d *inventory.Device) error {
+					fmt.Fprintf(env.Stdout, "%s (%s) is now %s\n", d.Name, d.ID, d.Status)
+					return nil
+				})
 			},
 		})
 	}
@@ -203,41 +162,34 @@ func importCmd(what string, c *conn) *cliutil.Command {
 			if err != nil {
 				return err
 			}
-			cl, err := c.client(env)
-			if err != nil {
-				return err
-			}
-			imp := cl.ImportDevices
-			if what == "users" {
-				imp = cl.ImportUsers
-			}
-			rep, err := imp(args[0], data, dryRun)
-			if err != nil {
-				return err
-			}
-			if c.json {
-				return writeJSON(env, rep)
-			}
-			for _, r := range rep.Results {
-				if r.Result == inventory.Unchanged {
-					continue
+			imp := func(cl *adminapi.Client) (*inventory.ImportReport, error) {
+				if what == "users" {
+					return cl.ImportUsers(args[0], data, dryRun)
 				}
-				fmt.Fprintf(env.Stdout, "line %d: %s %s (%s)", r.Line, r.Result, r.Name, r.Subject)
-				if len(r.Changes) > 0 {
-					fmt.Fprintf(env.Stdout, ": %s", strings.Join(r.Changes, ", "))
-				}
-				if r.Note != "" {
-					fmt.Fprintf(env.Stdout, "; %s", r.Note)
-				}
-				fmt.Fprintln(env.Stdout)
+				return cl.ImportDevices(args[0], data, dryRun)
 			}
-			verb := "imported"
-			if rep.DryRun {
-				verb = "dry run, nothing written"
-			}
-			fmt.Fprintf(env.Stdout, "%s: %d added, %d updated, %d unchanged, %d held\n", verb,
-				rep.Counts[inventory.Added], rep.Counts[inventory.Updated], rep.Counts[inventory.Unchanged], rep.Counts[inventory.Held])
-			return nil
+			return call(env, c, imp, func(rep *inventory.ImportReport) error {
+				for _, r := range rep.Results {
+					if r.Result == inventory.Unchanged {
+						continue
+					}
+					fmt.Fprintf(env.Stdout, "line %d: %s %s (%s)", r.Line, r.Result, r.Name, r.Subject)
+					if len(r.Changes) > 0 {
+						fmt.Fprintf(env.Stdout, ": %s", strings.Join(r.Changes, ", "))
+					}
+					if r.Note != "" {
+						fmt.Fprintf(env.Stdout, "; %s", r.Note)
+					}
+					fmt.Fprintln(env.Stdout)
+				}
+				verb := "imported"
+				if rep.DryRun {
+					verb = "dry run, nothing written"
+				}
+				fmt.Fprintf(env.Stdout, "%s: %d added, %d updated, %d unchanged, %d held\n", verb,
+					rep.Counts[inventory.Added], rep.Counts[inventory.Updated], rep.Counts[inventory.Unchanged], rep.Counts[inventory.Held])
+				return nil
+			})
 		},
 	}
 }
@@ -264,19 +216,10 @@ func userCmds() []*cliutil.Command {
 			if groups != "" {
 				nu.Groups = strings.Split(groups, ",")
 			}
-			cl, err := c.client(env)
-			if err != nil {
-				return err
-			}
-			u, err := cl.AddUser(nu)
-			if err != nil {
-				return err
-			}
-			if c.json {
-				return writeJSON(env, u)
-			}
-			fmt.Fprintf(env.Stdout, "added %s (login %s, groups %s)\n", u.Email, u.Login, dash(strings.Join(u.Groups, ",")))
-			return nil
+			return call(env, &c, func(cl *adminapi.Client) (*inventory.User, error) { return cl.AddUser(nu) }, func(u *inventory.User) error {
+				fmt.Fprintf(env.Stdout, "added %s (login %s, groups %s)\n", u.Email, u.Login, dash(strings.Join(u.Groups, ",")))
+				return nil
+			})
 		},
 	}
 	list := &cliutil.Command{
@@ -285,23 +228,14 @@ func userCmds() []*cliutil.Command {
 			if err := cliutil.Args(args, 0, 0, "no arguments"); err != nil {
 				return err
 			}
-			cl, err := c.client(env)
-			if err != nil {
-				return err
-			}
-			users, err := cl.Users()
-			if err != nil {
-				return err
-			}
-			if c.json {
-				return writeJSON(env, users)
-			}
-			tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "EMAIL\tLOGIN\tGROUPS")
-			for _, u := range users {
-				fmt.Fprintf(tw, "%s\t%s\t%s\n", u.Email, u.Login, dash(strings.Join(u.Groups, ",")))
-			}
-			return tw.Flush()
+			return call(env, &c, func(cl *adminapi.Client) ([]*inventory.User, error) { return cl.Users() }, func(users []*inventory.User) error {
+				tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "EMAIL\tLOGIN\tGROUPS")
+				for _, u := range users {
+					fmt.Fprintf(tw, "%s\t%s\t%s\n", u.Email, u.Login, dash(strings.Join(u.Groups, ",")))
+				}
+				return tw.Flush()
+			})
 		},
 	}
 	return []*cliutil.Command{add, list, importCmd("users", &c)}
@@ -320,23 +254,14 @@ func auditCmd() *cliutil.Command {
 			if err := cliutil.Args(args, 0, 0, "no arguments"); err != nil {
 				return err
 			}
-			cl, err := c.client(env)
-			if err != nil {
-				return err
-			}
-			entries, err := cl.Audit(subject)
-			if err != nil {
-				return err
-			}
-			if c.json {
-				return writeJSON(env, entries)
-			}
-			tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "TIME\tADMIN\tACTION\tSUBJECT\tCHANGE")
-			for _, e := range entries {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Time.Format(time.RFC3339), e.Actor, e.Action, e.Subject, auditChange(e))
-			}
-			return tw.Flush()
+			return call(env, &c, func(cl *adminapi.Client) ([]inventory.AuditEntry, error) { return cl.Audit(subject) }, func(entries []inventory.AuditEntry) error {
+				tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "TIME\tADMIN\tACTION\tSUBJECT\tCHANGE")
+				for _, e := range entries {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Time.Format(time.RFC3339), e.Actor, e.Action, e.Subject, auditChange(e))
+				}
+				return tw.Flush()
+			})
 		},
 	}
 }
@@ -365,4 +290,21 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// call runs fn with an admin API client and prints its result: as JSON
+// with --json, else with human.
+func call[T any](env *cliutil.Env, c *conn, fn func(*adminapi.Client) (T, error), human func(T) error) error {
+	cl, err := c.client(env)
+	if err != nil {
+		return err
+	}
+	v, err := fn(cl)
+	if err != nil {
+		return err
+	}
+	if c.json {
+		return writeJSON(env, v)
+	}
+	return human(v)
 }
