@@ -35,6 +35,8 @@ type Config struct {
 	// certificates. Only a TLS client certificate that chains to it may use
 	// the admin API (/devid/v1/), and such a certificate may use nothing else.
 	AdminRoot string `json:"adminRoot"`
+	// Attestation configures the TPM Attestation CA.
+	Attestation AttestationConfig `json:"attestation"`
 	// DB is the store: step-ca's tables and devid's inventory.
 	DB DBConfig `json:"db"`
 	// Lifetimes of the certificates the CA issues.
@@ -43,6 +45,22 @@ type Config struct {
 	Log LogConfig `json:"log"`
 
 	dir string // directory of the config file
+}
+
+// AttestationConfig configures the TPM Attestation CA (package attestca).
+type AttestationConfig struct {
+	// Cert and Key are the Attestation CA's certificate and key (PEM): they
+	// sign AK certificates, and only AK certificates under Cert are accepted
+	// for device certificates (ACME device-attest-01).
+	Cert string `json:"cert"`
+	Key  string `json:"key"`
+	// EKRoots is a PEM bundle of TPM manufacturer root (and intermediate)
+	// certificates. When set, a device must present an EK certificate that
+	// chains to one of them. When empty, EK certificates are not checked:
+	// the EK registered in the inventory alone identifies the device.
+	EKRoots string `json:"ekRoots,omitempty"`
+	// SecretTTL is how long an attestation waits for its secret. Default 60s.
+	SecretTTL conffile.Duration `json:"secretTTL"`
 }
 
 // DBConfig selects the store.
@@ -106,15 +124,16 @@ func (c *Config) setDefaults() {
 	def(&c.Lifetimes.Host, 24*time.Hour)
 	def(&c.Lifetimes.User, 16*time.Hour)
 	def(&c.Lifetimes.Device, 24*time.Hour)
+	def(&c.Attestation.SecretTTL, 60*time.Second)
 }
 
 func (c *Config) check(file string) error {
 	req := map[string]string{
 		"root": c.Root, "intermediate": c.Intermediate, "intermediateKey": c.IntermediateKey,
 		"sshHostKey": c.SSHHostKey, "sshUserKey": c.SSHUserKey, "adminRoot": c.AdminRoot,
-		"db.dataSource": c.DB.DataSource,
+		"db.dataSource": c.DB.DataSource, "attestation.cert": c.Attestation.Cert, "attestation.key": c.Attestation.Key,
 	}
-	for _, k := range []string{"root", "intermediate", "intermediateKey", "sshHostKey", "sshUserKey", "adminRoot", "db.dataSource"} {
+	for _, k := range []string{"root", "intermediate", "intermediateKey", "sshHostKey", "sshUserKey", "adminRoot", "attestation.cert", "attestation.key", "db.dataSource"} {
 		if req[k] == "" {
 			return fmt.Errorf("devid-ca config: %s: %s is required", file, k)
 		}

@@ -89,6 +89,9 @@ func Init(opts InitOptions) (*InitResult, error) {
 	rootKey, root := w.ca(opts.Name+" Root CA", nil, nil, 1)
 	intKey, intermediate := w.ca(opts.Name+" Intermediate CA", root, rootKey, 0)
 	adminKey, adminCA := w.ca(opts.Name+" Admin CA", nil, nil, 0)
+	attKey, attCA := w.ca(opts.Name+" TPM Attestation CA", nil, nil, 0)
+	w.key("secrets/attestation_ca.key", attKey)
+	w.cert("certs/attestation_ca.crt", attCA)
 	w.key("secrets/root_ca.key", rootKey)
 	w.key("secrets/intermediate_ca.key", intKey)
 	w.key("secrets/admin_ca.key", adminKey)
@@ -120,7 +123,8 @@ func Init(opts InitOptions) (*InitResult, error) {
 		Version: ConfigVersion, Address: opts.Address, DNSNames: opts.DNSNames,
 		Root: "certs/root_ca.crt", Intermediate: "certs/intermediate_ca.crt", IntermediateKey: "secrets/intermediate_ca.key",
 		SSHHostKey: "secrets/ssh_host_ca.key", SSHUserKey: "secrets/ssh_user_ca.key", AdminRoot: "certs/admin_ca.crt",
-		DB: DBConfig{Type: "bbolt", DataSource: "db/devid.db"},
+		DB:          DBConfig{Type: "bbolt", DataSource: "db/devid.db"},
+		Attestation: AttestationConfig{Cert: "certs/attestation_ca.crt", Key: "secrets/attestation_ca.key"},
 	}
 	cfg.setDefaults()
 	b, err := json.MarshalIndent(cfg, "", "  ")

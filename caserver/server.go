@@ -17,8 +17,11 @@ package caserver
 import (
 	"bytes"
 	"context"
+	"crypto"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,8 +32,13 @@ import (
 	"time"
 
 	"github.com/devid-ssh/devid/adminapi"
+	"github.com/devid-ssh/devid/attestca"
 	"github.com/devid-ssh/devid/inventory"
+	"github.com/devid-ssh/devid/issuance"
 	"github.com/go-chi/chi/v5"
+	"github.com/smallstep/certificates/acme"
+	acmeapi "github.com/smallstep/certificates/acme/api"
+	acmenosql "github.com/smallstep/certificates/acme/db/nosql"
 	"github.com/smallstep/certificates/api"
 	"github.com/smallstep/certificates/authority"
 	"github.com/smallstep/certificates/authority/config"
@@ -42,9 +50,28 @@ import (
 	"go.step.sm/crypto/pemutil"
 )
 
-// DeviceProvisioner is the name of the X5C provisioner through which
-// devices holding a certificate from this CA ask for SSH certificates.
-const DeviceProvisioner = "devid-devices"
+// Provisioners devid-ca configures in step-ca.
+const (
+	// DeviceProvisioner (X5C) is how a device, holding its device
+	// certificate, asks for SSH certificates.
+	DeviceProvisioner = "devid-devices"
+	// AttestProvisioner (ACME, device-attest-01, format tpm) issues device
+	// certificates to TPM-attested devices.
+	AttestProvisioner = "devid-tpm"
+	// AttestationPath is the Attestation CA's base path: POST
+	// AttestationPath+"/attest" and AttestationPath+"/secret".
+	AttestationPath = "/attestation"
+)
+
+// sshTemplate makes SSH certificates from what package issuance decided,
+// never from what the device asked for.
+const sshTemplate = `{
+	"type": {{ toJson .Type }},
+	"keyId": {{ toJson .Webhooks.devid.keyId }},
+	"principals": {{ toJson .Webhooks.devid.principals }},
+	"extensions": {{ toJson .Extensions }},
+	"criticalOptions": {{ toJson .CriticalOptions }}
+}`
 
 // Options are the run-time dependencies of a Server.
 type Options struct {
@@ -63,6 +90,11 @@ type Server struct {
 	handler   http.Handler
 	renewer   *stepca.TLSRenewer
 	tls       *tls.Config
+	attest    *attestca.CA
+	policy    *issuance.Policy
+	whSecret  []byte
+	acmeDB    acme.DB
+	linker    acme.Linker
 }
 
 // New opens the store and builds the CA from cfg.
@@ -81,25 +113,87 @@ func New(cfg *Config, opts Options) (*Server, error) {
 	if bytes.Equal(s.root.Raw, s.adminRoot.Raw) {
 		return nil, errors.New("devid-ca: adminRoot must not be the root devices trust")
 	}
+	s.whSecret = make([]byte, 32)
+	if _, err := rand.Read(s.whSecret); err != nil {
+		return nil, err
+	}
 	stepCfg, err := s.stepConfig()
 	if err != nil {
 		return nil, err
 	}
-	s.auth, err = authority.New(stepCfg, authority.WithQuietInit())
+	// step-ca calls devid's issuance policy as webhooks, in process; the
+	// policy needs the inventory, which needs step-ca's database: it is set
+	// below, before anything is served.
+	webhooks := issuance.Client{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.policy.ServeHTTP(w, r)
+	})}
+	s.auth, err = authority.New(stepCfg, authority.WithQuietInit(), authority.WithWebhookClient(webhooks))
 	if err != nil {
 		return nil, fmt.Errorf("devid-ca: step-ca authority: %w", err)
 	}
-	ndb, ok := s.auth.GetDatabase().(nosql.DB)
-	if !ok {
+	if err := s.open(opts); err != nil {
 		s.auth.Shutdown()
-		return nil, errors.New("devid-ca: the store is not a nosql database")
-	}
-	if s.inv, err = inventory.Open(ndb, opts.Now); err != nil {
-		s.auth.Shutdown()
-		return nil, fmt.Errorf("devid-ca: %w", err)
+		return nil, err
 	}
 	s.handler = s.routes()
 	return s, nil
+}
+
+// open opens devid's parts of the store and the Attestation CA.
+func (s *Server) open(opts Options) error {
+	ndb, ok := s.auth.GetDatabase().(nosql.DB)
+	if !ok {
+		return errors.New("devid-ca: the store is not a nosql database")
+	}
+	var err error
+	if s.inv, err = inventory.Open(ndb, opts.Now); err != nil {
+		return fmt.Errorf("devid-ca: %w", err)
+	}
+	s.policy = issuance.New(s.inv, s.whSecret, s.log)
+	c := s.cfg
+	attCert, err := readCert(c.path(c.Attestation.Cert))
+	if err != nil {
+		return err
+	}
+	k, err := pemutil.Read(c.path(c.Attestation.Key))
+	if err != nil {
+		return fmt.Errorf("devid-ca: attestation key: %w", err)
+	}
+	signer, ok := k.(crypto.Signer)
+	if !ok {
+		return fmt.Errorf("devid-ca: %s is not a signing key", c.Attestation.Key)
+	}
+	acfg := attestca.Config{Cert: attCert, Signer: signer, SecretTTL: c.Attestation.SecretTTL.Duration,
+		AKCertLifetime: c.Lifetimes.Device.Duration, Now: opts.Now, Log: s.log}
+	if c.Attestation.EKRoots != "" {
+		certs, err := pemutil.ReadCertificateBundle(c.path(c.Attestation.EKRoots))
+		if err != nil {
+			return fmt.Errorf("devid-ca: attestation.ekRoots: %w", err)
+		}
+		acfg.EKRoots, acfg.EKIntermediates = x509.NewCertPool(), x509.NewCertPool()
+		for _, ec := range certs {
+			if bytes.Equal(ec.RawIssuer, ec.RawSubject) {
+				acfg.EKRoots.AddCert(ec)
+			} else {
+				acfg.EKIntermediates.AddCert(ec)
+			}
+		}
+	}
+	if s.attest, err = attestca.New(acfg, s.inv, ndb); err != nil {
+		return err
+	}
+	if s.acmeDB, err = acmenosql.New(ndb); err != nil {
+		return fmt.Errorf("devid-ca: ACME store: %w", err)
+	}
+	dns := c.DNSNames[0]
+	if strings.Contains(dns, ":") {
+		dns = "[" + dns + "]"
+	}
+	if _, port, err := net.SplitHostPort(c.Address); err == nil && port != "443" && port != "" {
+		dns += ":" + port
+	}
+	s.linker = acme.NewLinker(dns, "acme")
+	return nil
 }
 
 func readCert(path string) (*x509.Certificate, error) {
@@ -118,13 +212,28 @@ func (s *Server) stepConfig() (*config.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("devid-ca: %w", err)
 	}
+	attPEM, err := os.ReadFile(c.path(c.Attestation.Cert))
+	if err != nil {
+		return nil, fmt.Errorf("devid-ca: %w", err)
+	}
 	yes := true
 	dur := func(d time.Duration) *provisioner.Duration { return &provisioner.Duration{Duration: d} }
 	minDur := 10 * time.Second
+	secret := base64.StdEncoding.EncodeToString(s.whSecret)
+	hook := func(kind, certType, path string) *provisioner.Webhook {
+		return &provisioner.Webhook{ID: "devid-" + path, Name: "devid", URL: issuance.Base + path, Kind: kind, CertType: certType, Secret: secret}
+	}
 	devices := &provisioner.X5C{
 		Type:  "X5C",
 		Name:  DeviceProvisioner,
 		Roots: rootPEM,
+		Options: &provisioner.Options{
+			SSH: &provisioner.SSHOptions{Template: sshTemplate},
+			Webhooks: []*provisioner.Webhook{
+				hook("ENRICHING", "SSH", issuance.PathSSH),
+				hook("AUTHORIZING", "X509", issuance.PathDeny),
+			},
+		},
 		Claims: &provisioner.Claims{
 			EnableSSHCA:       &yes,
 			MinHostSSHDur:     dur(minDur),
@@ -138,6 +247,22 @@ func (s *Server) stepConfig() (*config.Config, error) {
 			DefaultTLSDur:     dur(c.Lifetimes.Device.Duration),
 		},
 	}
+	tpmACME := &provisioner.ACME{
+		Type:               "ACME",
+		Name:               AttestProvisioner,
+		Challenges:         []provisioner.ACMEChallenge{provisioner.DEVICE_ATTEST_01},
+		AttestationFormats: []provisioner.ACMEAttestationFormat{provisioner.TPM},
+		AttestationRoots:   attPEM,
+		Options: &provisioner.Options{
+			Webhooks: []*provisioner.Webhook{hook("AUTHORIZING", "X509", issuance.PathDevice)},
+		},
+		Claims: &provisioner.Claims{
+			MinTLSDur:      dur(minDur),
+			MaxTLSDur:      dur(c.Lifetimes.Device.Duration),
+			DefaultTLSDur:  dur(c.Lifetimes.Device.Duration),
+			DisableRenewal: &yes, // a device certificate comes only from a fresh attestation
+		},
+	}
 	return &config.Config{
 		Root:             []string{c.path(c.Root)},
 		IntermediateCert: c.path(c.Intermediate),
@@ -147,7 +272,7 @@ func (s *Server) stepConfig() (*config.Config, error) {
 		SSH:              &config.SSHConfig{HostKey: c.path(c.SSHHostKey), UserKey: c.path(c.SSHUserKey)},
 		DB:               &db.Config{Type: c.DB.Type, DataSource: c.path(c.DB.DataSource), Database: c.DB.Database},
 		AuthorityConfig: &config.AuthConfig{
-			Provisioners: provisioner.List{devices},
+			Provisioners: provisioner.List{devices, tpmACME},
 		},
 		TLS: &config.DefaultTLSOptions,
 	}, nil
@@ -166,7 +291,9 @@ func (s *Server) routes() http.Handler {
 	mux := chi.NewRouter()
 	api.Route(mux)
 	mux.Route("/1.0", func(r chi.Router) { api.Route(r) })
+	mux.Route("/acme", func(r chi.Router) { acmeapi.Route(r) })
 	mux.Handle(adminapi.Prefix+"*", adminapi.NewHandler(s.inv, s.adminRoot, s.log))
+	mux.Handle(AttestationPath+"/*", s.attest)
 	auth := s.auth
 	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// An admin certificate is for the admin API only: step-ca would
@@ -180,6 +307,7 @@ func (s *Server) routes() http.Handler {
 		if adb := auth.GetDatabase(); adb != nil {
 			ctx = db.NewContext(ctx, adb)
 		}
+		ctx = acme.NewContext(ctx, s.acmeDB, acme.NewClient(), s.linker, nil)
 		mux.ServeHTTP(w, r.WithContext(ctx))
 	})
 	return s.accessLog(h)

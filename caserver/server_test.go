@@ -6,9 +6,11 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/base64"
 	"encoding/json"
 	"io"
@@ -23,8 +25,10 @@ import (
 
 	"github.com/devid-ssh/devid/caserver"
 	"github.com/devid-ssh/devid/caserver/catest"
+	"github.com/devid-ssh/devid/inventory"
 	"go.step.sm/crypto/jose"
 	"go.step.sm/crypto/pemutil"
+	"go.step.sm/crypto/x509util"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -125,6 +129,12 @@ func TestStepEndpoints(t *testing.T) {
 // leaf issues a client certificate from the CA's intermediate, as step-ca
 // would for a device.
 func leaf(t *testing.T, ca *catest.CA, cn string) (tls.Certificate, *ecdsa.PrivateKey, []*x509.Certificate) {
+	return deviceLeaf(t, ca, cn, "")
+}
+
+// deviceLeaf is leaf with the device ID as its PermanentIdentifier, as a
+// device certificate has.
+func deviceLeaf(t *testing.T, ca *catest.CA, cn, deviceID string) (tls.Certificate, *ecdsa.PrivateKey, []*x509.Certificate) {
 	t.Helper()
 	intCert, err := pemutil.ReadCertificate(filepath.Join(ca.Dir, "certs/intermediate_ca.crt"))
 	if err != nil {
@@ -141,6 +151,14 @@ func leaf(t *testing.T, ca *catest.CA, cn string) (tls.Certificate, *ecdsa.Priva
 		// outlive the 24h default.
 		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(48 * time.Hour),
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	if deviceID != "" {
+		rv, err := x509util.SubjectAlternativeName{Type: x509util.PermanentIdentifierType, Value: deviceID}.RawValue()
+		if err != nil {
+			t.Fatal(err)
+		}
+		san, _ := asn1.Marshal([]asn1.RawValue{rv})
+		tmpl.ExtraExtensions = []pkix.Extension{{Id: asn1.ObjectIdentifier{2, 5, 29, 17}, Value: san}}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, intCert, key.Public(), k.(crypto.Signer))
 	if err != nil {
@@ -188,7 +206,13 @@ func TestAdminAuthentication(t *testing.T) {
 // an X5C token, and checks it with x/crypto/ssh and ssh-keygen -L.
 func TestSSHSign(t *testing.T) {
 	ca := catest.Start(t, nil)
-	_, key, chain := leaf(t, ca, "host-1")
+	ekKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	ekDER, _ := x509.MarshalPKIXPublicKey(&ekKey.PublicKey)
+	dev, err := ca.Server.Inventory().AddDevice("test", inventory.NewDevice{EK: base64.StdEncoding.EncodeToString(ekDER), Name: "host-1", Kind: "host"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, key, chain := deviceLeaf(t, ca, "host-1", dev.ID)
 	var x5c []string
 	for _, c := range chain {
 		x5c = append(x5c, base64.StdEncoding.EncodeToString(c.Raw))
@@ -199,7 +223,7 @@ func TestSSHSign(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Now()
-	keyID := "urn:ek:sha256:" + base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))
+	keyID := dev.ID
 	claims := map[string]any{
 		"iss": caserver.DeviceProvisioner, "sub": keyID, "aud": "https://127.0.0.1/1.0/ssh/sign#x5c/" + caserver.DeviceProvisioner,
 		"nbf": now.Add(-time.Minute).Unix(), "iat": now.Unix(), "exp": now.Add(5 * time.Minute).Unix(), "jti": "t1",
