@@ -1,0 +1,131 @@
+package enroll_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/pem"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/devid-ssh/devid/caserver/catest"
+	"github.com/devid-ssh/devid/enroll"
+	"github.com/devid-ssh/devid/inventory"
+	"github.com/devid-ssh/devid/tpm/swtpmtest"
+	"go.step.sm/crypto/x509util"
+	"golang.org/x/crypto/ssh"
+)
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// device manufactures a swtpm and registers it in ca's inventory.
+func device(t *testing.T, ca *catest.CA, name string, kind inventory.Kind, owner, collection string) (*swtpmtest.Instance, string) {
+	t.Helper()
+	sw := swtpmtest.New(t)
+	ek, err := sw.TPM.EK()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := ca.Server.Inventory().AddDevice("test", inventory.NewDevice{
+		EK:   string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ek.Certificate.Raw})),
+		Name: name, Kind: string(kind), Owner: owner, Collection: collection,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.ID != ek.DeviceID {
+		t.Fatalf("inventory device ID %s, TPM device ID %s", d.ID, ek.DeviceID)
+	}
+	return sw, d.ID
+}
+
+func sshKey(t *testing.T) ssh.PublicKey {
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	pub, err := ssh.NewPublicKey(k.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pub
+}
+
+func sshKeygenL(t *testing.T, cert *ssh.Certificate) string {
+	t.Helper()
+	bin, err := exec.LookPath("ssh-keygen")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("ssh-keygen not found, and CI=true")
+		}
+		t.Skip("ssh-keygen not found")
+	}
+	f := filepath.Join(t.TempDir(), "cert.pub")
+	if err := os.WriteFile(f, ssh.MarshalAuthorizedKey(cert), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(bin, "-L", "-f", f).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ssh-keygen -L: %v\n%s", err, out)
+	}
+	return string(out)
+}
+
+// TestEnrolHost: a registered host gets an AK certificate, a device
+// certificate and an SSH host certificate.
+func TestEnrolHost(t *testing.T) {
+	ca := catest.Start(t, nil)
+	sw, id := device(t, ca, "web-1", inventory.KindHost, "", "web")
+	ctx := context.Background()
+	c := enroll.New(ca.URL, ca.Roots, quiet())
+
+	att, err := c.Attest(ctx, sw.TPM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer att.Close()
+	ak := att.Chain[0]
+	sans, err := x509util.ParseSubjectAlternativeNames(ak)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ak.Subject.String() != "" || len(sans.PermanentIdentifiers) != 1 || sans.PermanentIdentifiers[0].Identifier != id ||
+		len(ak.URIs) != 1 || ak.URIs[0].String() != id || sans.TPMHardwareDetails.Manufacturer != "id:49424D00" {
+		t.Fatalf("AK certificate: subject %q, SANs %+v, URIs %v", ak.Subject, sans, ak.URIs)
+	}
+
+	dc, err := c.DeviceCertificate(ctx, att)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dc.Close()
+	dsans, err := x509util.ParseSubjectAlternativeNames(dc.Chain[0])
+	if err != nil || len(dsans.PermanentIdentifiers) != 1 || dsans.PermanentIdentifiers[0].Identifier != id {
+		t.Fatalf("device certificate SANs %+v, %v", dsans, err)
+	}
+	if life := dc.Chain[0].NotAfter.Sub(dc.Chain[0].NotBefore); life < 23*time.Hour || life > 25*time.Hour {
+		t.Fatalf("device certificate lifetime %v, want 24h", life)
+	}
+
+	cert, err := c.SSHCertificate(ctx, dc, "host", []string{"web-1.example.com", "10.1.2.3"}, sshKey(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cert.KeyId != id || cert.CertType != ssh.HostCert || strings.Join(cert.ValidPrincipals, ",") != "web-1.example.com,10.1.2.3" {
+		t.Fatalf("SSH certificate: key ID %q type %d principals %v", cert.KeyId, cert.CertType, cert.ValidPrincipals)
+	}
+	out := sshKeygenL(t, cert)
+	for _, want := range []string{"host certificate", `Key ID: "` + id + `"`, "web-1.example.com", "10.1.2.3"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("ssh-keygen -L lacks %q:\n%s", want, out)
+		}
+	}
+	// A host may not have a user certificate.
+	if _, err := c.SSHCertificate(ctx, dc, "user", nil, sshKey(t)); err == nil || !strings.Contains(err.Error(), "may not have an SSH user certificate") {
+		t.Fatalf("user certificate for a host: %v", err)
+	}
+}
