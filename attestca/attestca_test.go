@@ -1,0 +1,253 @@
+package attestca_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"io"
+	"log/slog"
+	"math/big"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/devid-ssh/devid/attestca"
+	"github.com/devid-ssh/devid/inventory"
+	"github.com/devid-ssh/devid/tpm"
+	"github.com/devid-ssh/devid/tpm/swtpmtest"
+	"github.com/google/go-attestation/attest"
+	"github.com/smallstep/nosql"
+)
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+type fixture struct {
+	ca  *attestca.CA
+	inv *inventory.Store
+	clk *clock
+}
+
+func newFixture(t testing.TB, ekRoots *x509.CertPool, ekInter *x509.CertPool) *fixture {
+	t.Helper()
+	db, err := nosql.New("bbolt", filepath.Join(t.TempDir(), "db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	clk := &clock{t: time.Now()}
+	inv, err := inventory.Open(db, clk.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test Attestation CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}
+	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	cert, _ := x509.ParseCertificate(der)
+	ca, err := attestca.New(attestca.Config{Cert: cert, Signer: key, EKRoots: ekRoots, EKIntermediates: ekInter, Now: clk.Now,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}, inv, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{ca: ca, inv: inv, clk: clk}
+}
+
+// device is a swtpm with an AK, and the request it would send.
+type device struct {
+	sw  *swtpmtest.Instance
+	ek  *tpm.EK
+	ak  *tpm.AK
+	req *attestca.AttestRequest
+}
+
+func newDevice(t *testing.T) *device {
+	t.Helper()
+	sw := swtpmtest.New(t)
+	ek, err := sw.TPM.EK()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ak, err := sw.TPM.NewAK()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ak.Close() })
+	info, err := sw.TPM.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := ak.AttestationParameters()
+	ekDER, _ := x509.MarshalPKIXPublicKey(ek.Public)
+	req := &attestca.AttestRequest{
+		TPMInfo: attestca.TPMInfo{Version: 2, Manufacturer: strconv.FormatUint(uint64(info.Manufacturer), 10), Model: info.Model, FirmwareVersion: info.FirmwareVersion()},
+		EKPub:   ekDER, EKCerts: [][]byte{ek.Certificate.Raw},
+		AttestParams: attestca.AttestationParameters{Public: p.Public, CreateData: p.CreateData, CreateAttestation: p.CreateAttestation, CreateSignature: p.CreateSignature},
+	}
+	return &device{sw: sw, ek: ek, ak: ak, req: req}
+}
+
+func (d *device) register(t *testing.T, f *fixture, name string) {
+	t.Helper()
+	if _, err := f.inv.AddDevice("test", inventory.NewDevice{EK: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: d.ek.Certificate.Raw})), Name: name, Kind: "host"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// activate runs TPM2_ActivateCredential on the CA's challenge.
+func (d *device) activate(t *testing.T, r *attestca.AttestResponse) []byte {
+	t.Helper()
+	secret, err := d.ak.ActivateCredential(attest.EncryptedCredential{Credential: r.Credential, Secret: r.Secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return secret
+}
+
+func wantRefusal(t *testing.T, err error, status int, msg string) {
+	t.Helper()
+	var e *attestca.Error
+	if !errors.As(err, &e) || e.Status != status || !strings.Contains(e.Msg, msg) {
+		t.Fatalf("err = %v, want HTTP %d with %q", err, status, msg)
+	}
+}
+
+func TestAttestation(t *testing.T) {
+	f := newFixture(t, nil, nil)
+	a, b := newDevice(t), newDevice(t)
+
+	// Unregistered EK.
+	_, err := f.ca.Attest(a.req)
+	wantRefusal(t, err, http.StatusForbidden, "is not registered")
+
+	a.register(t, f, "a")
+	b.register(t, f, "b")
+	ra, err := f.ca.Attest(a.req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb, err := f.ca.Attest(b.req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secretA, secretB := a.activate(t, ra), b.activate(t, rb)
+
+	// Wrong secret.
+	_, err = f.ca.Secret(&attestca.SecretRequest{Secret: []byte("0123456789abcdef0123456789abcdef")})
+	wantRefusal(t, err, http.StatusForbidden, "wrong secret")
+	// A's secret to finish B's attestation: refused, and not used up.
+	_, err = f.ca.Secret(&attestca.SecretRequest{Secret: secretA, DeviceID: b.ek.DeviceID})
+	wantRefusal(t, err, http.StatusForbidden, "belongs to another device")
+
+	resp, err := f.ca.Secret(&attestca.SecretRequest{Secret: secretA, DeviceID: a.ek.DeviceID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	akCert, err := x509.ParseCertificate(resp.Chain[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !akCert.PublicKey.(*rsa.PublicKey).Equal(a.ak.Public()) || akCert.URIs[0].String() != a.ek.DeviceID {
+		t.Fatalf("AK certificate is not A's AK or device: %v", akCert.URIs)
+	}
+	// Replay.
+	_, err = f.ca.Secret(&attestca.SecretRequest{Secret: secretA})
+	wantRefusal(t, err, http.StatusForbidden, "already used")
+
+	// B is quarantined between /attest and /secret.
+	if _, err := f.inv.SetStatus("test", b.ek.DeviceID, inventory.StatusQuarantined, ""); err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.ca.Secret(&attestca.SecretRequest{Secret: secretB})
+	wantRefusal(t, err, http.StatusForbidden, "is quarantined")
+	_, err = f.ca.Attest(b.req)
+	wantRefusal(t, err, http.StatusForbidden, "is quarantined")
+	if _, err := f.inv.SetStatus("test", b.ek.DeviceID, inventory.StatusRetired, ""); err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.ca.Attest(b.req)
+	wantRefusal(t, err, http.StatusForbidden, "is retired")
+
+	// Expired: the secret waits 60 s at most.
+	ra, err = f.ca.Attest(a.req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secretA = a.activate(t, ra)
+	f.clk.Advance(61 * time.Second)
+	_, err = f.ca.Secret(&attestca.SecretRequest{Secret: secretA})
+	wantRefusal(t, err, http.StatusForbidden, "expired")
+}
+
+func TestAttestRequestChecks(t *testing.T) {
+	f := newFixture(t, nil, nil)
+	a, b := newDevice(t), newDevice(t)
+	a.register(t, f, "a")
+
+	// An EK certificate that is not the EK's.
+	r := *a.req
+	r.EKCerts = b.req.EKCerts
+	_, err := f.ca.Attest(&r)
+	wantRefusal(t, err, http.StatusBadRequest, "not for the EK sent")
+
+	// A's EK with B's AK: credential activation cannot work, but the
+	// parameters themselves are those of a real TPM key, so the CA answers;
+	// B's TPM cannot activate a credential made for A's EK.
+	r = *a.req
+	r.AttestParams = b.req.AttestParams
+	resp, err := f.ca.Attest(&r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.ak.ActivateCredential(attest.EncryptedCredential{Credential: resp.Credential, Secret: resp.Secret}); err == nil {
+		t.Fatal("a TPM activated a credential made for another TPM's EK")
+	}
+
+	// Tampered AK creation data.
+	r = *a.req
+	r.AttestParams.CreateSignature = append([]byte{}, a.req.AttestParams.CreateSignature...)
+	r.AttestParams.CreateSignature[len(r.AttestParams.CreateSignature)-1] ^= 1
+	_, err = f.ca.Attest(&r)
+	wantRefusal(t, err, http.StatusBadRequest, "AK parameters")
+
+	r = *a.req
+	r.TPMInfo.Version = 1
+	_, err = f.ca.Attest(&r)
+	wantRefusal(t, err, http.StatusBadRequest, "only TPM 2.0")
+}
+
+func TestEKRoots(t *testing.T) {
+	a, b := newDevice(t), newDevice(t)
+	// Roots of b's manufacturer only: a's EK certificate does not chain.
+	f := newFixture(t, b.sw.EKRoots(), b.sw.EKIntermediates())
+	a.register(t, f, "a")
+	b.register(t, f, "b")
+	_, err := f.ca.Attest(a.req)
+	wantRefusal(t, err, http.StatusForbidden, "does not chain to a configured manufacturer root")
+	if _, err := f.ca.Attest(b.req); err != nil {
+		t.Fatal(err)
+	}
+	r := *b.req
+	r.EKCerts = nil
+	_, err = f.ca.Attest(&r)
+	wantRefusal(t, err, http.StatusForbidden, "EK certificate is required")
+}
