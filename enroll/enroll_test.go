@@ -129,3 +129,104 @@ func TestEnrolHost(t *testing.T) {
 		t.Fatalf("user certificate for a host: %v", err)
 	}
 }
+
+// TestEnrolWorkstation: a workstation gets a user certificate whose
+// principals come from the inventory, not from the request.
+func TestEnrolWorkstation(t *testing.T) {
+	ca := catest.Start(t, nil)
+	inv := ca.Server.Inventory()
+	if _, err := inv.AddUser("test", inventory.NewUser{Email: "alice@example.com", Login: "alice", Groups: []string{"sre", "dev"}}); err != nil {
+		t.Fatal(err)
+	}
+	sw, id := device(t, ca, "laptop-a", inventory.KindWorkstation, "alice@example.com", "sre-laptops")
+	ctx := context.Background()
+	c := enroll.New(ca.URL, ca.Roots, quiet())
+	att, err := c.Attest(ctx, sw.TPM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer att.Close()
+	dc, err := c.DeviceCertificate(ctx, att)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dc.Close()
+	cert, err := c.SSHCertificate(ctx, dc, "user", []string{"root", "admin"}, sshKey(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{id, "user:alice@example.com", "login:alice", "group:dev", "group:sre", "collection:sre-laptops"}
+	if cert.KeyId != id || cert.CertType != ssh.UserCert || strings.Join(cert.ValidPrincipals, " ") != strings.Join(want, " ") {
+		t.Fatalf("user certificate: key ID %q principals %q, want %q", cert.KeyId, cert.ValidPrincipals, want)
+	}
+	if life := time.Duration(cert.ValidBefore-cert.ValidAfter) * time.Second; life < 15*time.Hour || life > 17*time.Hour {
+		t.Fatalf("user certificate lifetime %v, want 16h", life)
+	}
+	out := sshKeygenL(t, cert)
+	for _, w := range append(want, "user certificate", "permit-pty") {
+		if !strings.Contains(out, w) {
+			t.Errorf("ssh-keygen -L lacks %q:\n%s", w, out)
+		}
+	}
+	if _, err := c.SSHCertificate(ctx, dc, "host", []string{"laptop-a"}, sshKey(t)); err == nil || !strings.Contains(err.Error(), "may not have an SSH host certificate") {
+		t.Fatalf("host certificate for a workstation: %v", err)
+	}
+}
+
+// TestStatusAtEveryStep: a device quarantined or retired between steps is
+// refused at the next one, with a clear error.
+func TestStatusAtEveryStep(t *testing.T) {
+	ca := catest.Start(t, nil)
+	inv := ca.Server.Inventory()
+	ctx := context.Background()
+	c := enroll.New(ca.URL, ca.Roots, quiet())
+
+	unknown := swtpmtest.New(t)
+	if _, err := c.Attest(ctx, unknown.TPM); err == nil || !strings.Contains(err.Error(), "is not registered") {
+		t.Fatalf("unregistered device: %v", err)
+	}
+
+	sw, id := device(t, ca, "web-2", inventory.KindHost, "", "")
+	set := func(st inventory.Status) {
+		t.Helper()
+		if _, err := inv.SetStatus("test", id, st, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	set(inventory.StatusQuarantined)
+	if _, err := c.Attest(ctx, sw.TPM); err == nil || !strings.Contains(err.Error(), "is quarantined") {
+		t.Fatalf("attest while quarantined: %v", err)
+	}
+	set(inventory.StatusActive)
+	att, err := c.Attest(ctx, sw.TPM)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Quarantined after attestation: no device certificate.
+	set(inventory.StatusQuarantined)
+	if _, err := c.DeviceCertificate(ctx, att); err == nil || !strings.Contains(err.Error(), "is quarantined") {
+		t.Fatalf("device certificate while quarantined: %v", err)
+	}
+	set(inventory.StatusActive)
+	dc, err := c.DeviceCertificate(ctx, att)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Quarantined, then retired, after the device certificate: no SSH
+	// certificate, though the device certificate is still valid.
+	set(inventory.StatusQuarantined)
+	if _, err := c.SSHCertificate(ctx, dc, "host", []string{"web-2"}, sshKey(t)); err == nil || !strings.Contains(err.Error(), "is quarantined") {
+		t.Fatalf("SSH certificate while quarantined: %v", err)
+	}
+	set(inventory.StatusRetired)
+	if _, err := c.SSHCertificate(ctx, dc, "host", []string{"web-2"}, sshKey(t)); err == nil || !strings.Contains(err.Error(), "is retired") {
+		t.Fatalf("SSH certificate when retired: %v", err)
+	}
+	dc.Close() // swtpm has room for three loaded objects
+	att.Close()
+	if _, err := c.Attest(ctx, sw.TPM); err == nil || !strings.Contains(err.Error(), "is retired") {
+		t.Fatalf("attest when retired: %v", err)
+	}
+}

@@ -140,8 +140,10 @@ func (i *Instance) Close() error {
 		return nil
 	}
 	var errs []error
-	if err := i.TPM.Close(); err != nil && !errors.Is(err, tpm.ErrClosed) {
-		errs = append(errs, err)
+	if i.TPM != nil {
+		if err := i.TPM.Close(); err != nil && !errors.Is(err, tpm.ErrClosed) {
+			errs = append(errs, err)
+		}
 	}
 	errs = append(errs, i.proc.wait())
 	i.proc = nil
@@ -257,11 +259,42 @@ func (i *Instance) makeCA() error {
 	return nil
 }
 
+// RawChannel closes i.TPM, starts a new swtpm on the same state, and
+// returns a bare channel to it instead of a *tpm.TPM (i.TPM is then nil):
+// for driving the TPM with another library, such as step's. Close still
+// stops swtpm, once the caller has closed the channel.
+func (i *Instance) RawChannel() (*tpm.Channel, error) {
+	if err := i.Close(); err != nil {
+		return nil, err
+	}
+	ch, p, err := i.startChannel()
+	if err != nil {
+		return nil, err
+	}
+	i.TPM, i.proc = nil, p
+	return ch, nil
+}
+
 // start starts swtpm on a socketpair and connects i.TPM to it.
 func (i *Instance) start() error {
+	ch, p, err := i.startChannel()
+	if err != nil {
+		return err
+	}
+	t, err := tpm.New(ch, nil)
+	if err != nil {
+		ch.Close()
+		return errors.Join(err, p.wait())
+	}
+	i.TPM, i.proc = t, p
+	return nil
+}
+
+// startChannel starts swtpm on a socketpair and returns our end.
+func (i *Instance) startChannel() (*tpm.Channel, *process, error) {
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("swtpmtest: socketpair: %w", err)
+		return nil, nil, fmt.Errorf("swtpmtest: socketpair: %w", err)
 	}
 	ours := os.NewFile(uintptr(fds[0]), "swtpm "+i.StateDir)
 	theirs := os.NewFile(uintptr(fds[1]), "swtpm fd 3")
@@ -272,14 +305,9 @@ func (i *Instance) start() error {
 	theirs.Close() // swtpm holds its copy
 	if err != nil {
 		ours.Close()
-		return err
+		return nil, nil, err
 	}
-	t, err := tpm.New(tpm.NewChannel(ours), nil)
-	if err != nil {
-		return errors.Join(err, p.wait())
-	}
-	i.TPM, i.proc = t, p
-	return nil
+	return tpm.NewChannel(ours), p, nil
 }
 
 // process is a running swtpm.
