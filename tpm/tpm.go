@@ -275,3 +275,16 @@ var (
 	_ attest.CommandChannelTPM20 = (*Channel)(nil)
 	_ transport.TPM              = (*Channel)(nil)
 )
+
+// OpenAddress opens a TPM named the way devid's configuration and flags
+// name one: a device path (/dev/tpmrm0), "unix:PATH" for a software TPM's
+// unix socket, or "tcp:HOST:PORT" for its command port.
+func OpenAddress(addr string, cfg *Config) (*TPM, error) {
+	switch {
+	case strings.HasPrefix(addr, "unix:"):
+		return Dial("unix", strings.TrimPrefix(addr, "unix:"), cfg)
+	case strings.HasPrefix(addr, "tcp:"):
+		return Dial("tcp", strings.TrimPrefix(addr, "tcp:"), cfg)
+	}
+	return Open(addr, cfg)
+}

@@ -15,12 +15,15 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/devid-ssh/devid/internal/cacli"
 	"github.com/devid-ssh/devid/internal/devidcli"
+	"github.com/devid-ssh/devid/tpm/swtpmtest"
 	"github.com/rogpeppe/go-internal/testscript"
 )
 
@@ -37,6 +40,7 @@ func TestScripts(t *testing.T) {
 		RequireExplicitExec: true,
 		Setup: func(env *testscript.Env) error {
 			env.Setenv("DEVID_CONFIG", env.WorkDir+"/.config/devid/config.json")
+			env.Values[tKey{}] = env.T()
 			return nil
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
@@ -46,6 +50,8 @@ func TestScripts(t *testing.T) {
 			"fingerprint": fingerprint,
 			"stdout2env":  stdoutToEnv,
 			"subst":       subst,
+			"needtools":   needTools,
+			"swtpm":       swtpmServe,
 		},
 	})
 }
@@ -145,3 +151,55 @@ func stdoutToEnv(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	ts.Setenv(args[0], strings.TrimSpace(ts.ReadFile("stdout")))
 }
+
+// needtools TOOL...: skip the script if a tool is missing, but fail when
+// CI=true.
+func needTools(ts *testscript.TestScript, neg bool, args []string) {
+	for _, tool := range args {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") == "true" {
+				ts.Fatalf("%s not found, and CI=true", tool)
+			}
+			ts.Value(tKey{}).(testscript.T).Skip(tool + " not found")
+		}
+	}
+}
+
+// swtpm DIR VAR: manufacture a TPM in DIR (EK certificate in DIR/ek.crt),
+// serve it with swtpm on the unix socket DIR/sock until the script ends, and
+// set VAR to unix:DIR/sock.
+func swtpmServe(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 2 {
+		ts.Fatalf("usage: swtpm DIR VAR")
+	}
+	dir := ts.MkAbs(args[0])
+	ts.Check(os.MkdirAll(dir, 0o700))
+	inst, err := swtpmtest.Start(dir)
+	ts.Check(err)
+	ek, err := inst.TPM.EK()
+	ts.Check(err)
+	ts.Check(inst.Close())
+	ts.Check(os.WriteFile(filepath.Join(dir, "ek.crt"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ek.Certificate.Raw}), 0o644))
+	sock := filepath.Join(dir, "sock")
+	cmd := exec.Command("swtpm", "socket", "--tpm2", "--tpmstate", "dir="+inst.StateDir,
+		"--server", "type=unixio,path="+sock, "--flags", "not-need-init,startup-clear")
+	ts.Check(cmd.Start())
+	ts.Defer(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			ts.Fatalf("swtpm did not listen on %s within 10s", sock)
+		}
+		time.Sleep(10 * time.Millisecond) // polling for the socket: no event to wait on
+	}
+	ts.Setenv(args[1], "unix:"+sock)
+}
+
+type tKey struct{}

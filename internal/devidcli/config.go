@@ -2,7 +2,6 @@ package devidcli
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -15,7 +14,6 @@ import (
 	"github.com/devid-ssh/devid/adminapi"
 	"github.com/devid-ssh/devid/internal/cliutil"
 	"github.com/devid-ssh/devid/internal/conffile"
-	"go.step.sm/crypto/pemutil"
 )
 
 // clientConfig is the devid CLI's configuration, written by bootstrap.
@@ -60,35 +58,36 @@ func (c *conn) flags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.json, "json", false, "print JSON instead of text")
 }
 
-// client builds the admin API client from flags over the configuration file.
-func (c *conn) client(env *cliutil.Env) (*adminapi.Client, error) {
+func loadConfig(env *cliutil.Env) (*clientConfig, string, error) {
 	var cfg clientConfig
 	path, err := configPath(env)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if err := conffile.Load(path, &cfg, 1); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("configuration: %w", err)
+		return nil, path, fmt.Errorf("configuration: %w", err)
 	}
-	pick := func(flag, conf string) string {
-		if flag != "" {
-			return flag
-		}
-		return conf
+	return &cfg, path, nil
+}
+
+func pick(flag, conf string) string {
+	if flag != "" {
+		return flag
 	}
-	caURL, root := pick(c.caURL, cfg.CAURL), pick(c.root, cfg.Root)
-	certFile, keyFile := pick(c.adminCert, cfg.AdminCert), pick(c.adminKey, cfg.AdminKey)
-	if caURL == "" || root == "" {
-		return nil, fmt.Errorf("no CA configured: run devid bootstrap --ca-url URL --fingerprint FP, or pass --ca-url and --root (configuration: %s)", path)
-	}
-	rootCerts, err := pemutil.ReadCertificateBundle(root)
+	return conf
+}
+
+// client builds the admin API client from flags over the configuration file.
+func (c *conn) client(env *cliutil.Env) (*adminapi.Client, error) {
+	caURL, pool, err := c.trust(env)
 	if err != nil {
-		return nil, fmt.Errorf("root certificate: %w", err)
+		return nil, err
 	}
-	pool := x509.NewCertPool()
-	for _, rc := range rootCerts {
-		pool.AddCert(rc)
+	cfg, _, err := loadConfig(env)
+	if err != nil {
+		return nil, err
 	}
+	certFile, keyFile := pick(c.adminCert, cfg.AdminCert), pick(c.adminKey, cfg.AdminKey)
 	var cert *tls.Certificate
 	switch {
 	case certFile != "" && keyFile != "":

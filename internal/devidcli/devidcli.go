@@ -31,6 +31,7 @@ func root() *cliutil.Command {
 			{Name: "device", Summary: "register, list, quarantine, retire and import devices", Sub: deviceCmds()},
 			{Name: "user", Summary: "add, list and import users", Sub: userCmds()},
 			auditCmd(),
+			enrollCmd(),
 		},
 	}
 }

@@ -1,0 +1,144 @@
+package devidcli
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/devid-ssh/devid/enroll"
+	"github.com/devid-ssh/devid/internal/atomicfile"
+	"github.com/devid-ssh/devid/internal/cliutil"
+	"github.com/devid-ssh/devid/tpm"
+	"go.step.sm/crypto/pemutil"
+	"golang.org/x/crypto/ssh"
+)
+
+func enrollCmd() *cliutil.Command {
+	var c conn
+	var tpmAddr, certType, principals, keyFile, out string
+	var verbose bool
+	return &cliutil.Command{
+		Name:    "enroll",
+		Summary: "attest this machine's TPM to the CA and get an SSH certificate for a public key (by hand; devid-hostd does this for hosts)",
+		Usage:   "--key FILE.pub [--type host|user] [--principals N1,N2] [--tpm /dev/tpmrm0|unix:PATH|tcp:HOST:PORT] [--out FILE]",
+		Flags: func(fs *flag.FlagSet) {
+			c.flags(fs)
+			fs.StringVar(&tpmAddr, "tpm", "/dev/tpmrm0", "the TPM: a device, unix:PATH or tcp:HOST:PORT (a swtpm)")
+			fs.StringVar(&certType, "type", "host", "SSH certificate type: host (for a host device) or user (for a workstation)")
+			fs.StringVar(&principals, "principals", "", "comma-separated host names and addresses for a host certificate (default: this host's name)")
+			fs.StringVar(&keyFile, "key", "", "the SSH public key `file` to certify (required)")
+			fs.StringVar(&out, "out", "", "write the SSH certificate to this `file` (default: standard output)")
+			fs.BoolVar(&verbose, "v", false, "log each step on standard error")
+		},
+		Run: func(env *cliutil.Env, args []string) error {
+			if err := cliutil.Args(args, 0, 0, "no arguments"); err != nil {
+				return err
+			}
+			if keyFile == "" {
+				return cliutil.Usagef("--key is required")
+			}
+			if certType != "host" && certType != "user" {
+				return cliutil.Usagef("--type %q: want host or user", certType)
+			}
+			b, err := os.ReadFile(keyFile)
+			if err != nil {
+				return err
+			}
+			pub, _, _, _, err := ssh.ParseAuthorizedKey(b)
+			if err != nil {
+				return fmt.Errorf("%s: %w", keyFile, err)
+			}
+			var names []string
+			if principals != "" {
+				names = strings.Split(principals, ",")
+			} else if certType == "host" {
+				h, err := os.Hostname()
+				if err != nil {
+					return err
+				}
+				names = []string{h}
+			}
+			caURL, roots, err := c.trust(env)
+			if err != nil {
+				return err
+			}
+			logOut := io.Discard
+			if verbose {
+				logOut = env.Stderr
+			}
+			log := slog.New(slog.NewTextHandler(logOut, nil))
+			t, err := tpm.OpenAddress(tpmAddr, &tpm.Config{Logger: log})
+			if err != nil {
+				return err
+			}
+			defer t.Close()
+			return runEnroll(env, enroll.New(caURL, roots, log), t, certType, names, pub, out)
+		},
+	}
+}
+
+func runEnroll(env *cliutil.Env, cl *enroll.Client, t *tpm.TPM, certType string, names []string, pub ssh.PublicKey, out string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	start := time.Now()
+	att, err := cl.Attest(ctx, t)
+	if err != nil {
+		return err
+	}
+	defer att.Close()
+	w := env.Stderr
+	fmt.Fprintf(w, "Device ID:           %s\n", att.DeviceID)
+	fmt.Fprintf(w, "AK certificate:      subject %q, issuer %q, until %s\n", att.Chain[0].Subject.String(), att.Chain[0].Issuer.CommonName, att.Chain[0].NotAfter.Format(time.RFC3339))
+	dc, err := cl.DeviceCertificate(ctx, att)
+	if err != nil {
+		return err
+	}
+	defer dc.Close()
+	fmt.Fprintf(w, "Device certificate:  subject %q, issuer %q, until %s (key in the TPM; kept in memory only)\n",
+		dc.Chain[0].Subject.String(), dc.Chain[0].Issuer.CommonName, dc.Chain[0].NotAfter.Format(time.RFC3339))
+	cert, err := cl.SSHCertificate(ctx, dc, certType, names, pub)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "SSH %s certificate: key ID %q, serial %d, principals %s, until %s\n", certType, cert.KeyId, cert.Serial,
+		strings.Join(cert.ValidPrincipals, ","), time.Unix(int64(cert.ValidBefore), 0).UTC().Format(time.RFC3339))
+	fmt.Fprintf(w, "Enrolled in %s.\n", time.Since(start).Round(time.Millisecond))
+	line := ssh.MarshalAuthorizedKey(cert)
+	if out == "" {
+		_, err = env.Stdout.Write(line)
+		return err
+	}
+	return atomicfile.WriteFile(out, line, 0o644)
+}
+
+// trust returns the CA URL and pinned roots, from flags over the
+// configuration; no admin certificate is needed.
+func (c *conn) trust(env *cliutil.Env) (string, *x509.CertPool, error) {
+	cfg, path, err := loadConfig(env)
+	if err != nil {
+		return "", nil, err
+	}
+	caURL, root := pick(c.caURL, cfg.CAURL), pick(c.root, cfg.Root)
+	if caURL == "" || root == "" {
+		return "", nil, fmt.Errorf("no CA configured: run devid bootstrap --ca-url URL --fingerprint FP, or pass --ca-url and --root (configuration: %s)", path)
+	}
+	certs, err := pemutil.ReadCertificateBundle(root)
+	if err != nil {
+		return "", nil, fmt.Errorf("root certificate: %w", err)
+	}
+	pool := x509.NewCertPool()
+	for _, rc := range certs {
+		pool.AddCert(rc)
+	}
+	if len(certs) == 0 {
+		return "", nil, errors.New("root certificate: none found")
+	}
+	return caURL, pool, nil
+}
