@@ -80,7 +80,7 @@ type device struct {
 	req *attestca.AttestRequest
 }
 
-func newDevice(t *testing.T) *device {
+func newDevice(t testing.TB) *device {
 	t.Helper()
 	sw := swtpmtest.New(t)
 	ek, err := sw.TPM.EK()
@@ -250,4 +250,33 @@ func TestEKRoots(t *testing.T) {
 	r.EKCerts = nil
 	_, err = f.ca.Attest(&r)
 	wantRefusal(t, err, http.StatusForbidden, "EK certificate is required")
+}
+
+// BenchmarkAttestation measures the CA's side of an attestation: /attest
+// (AK checks, credential generation, storing the pending attestation) and
+// /secret (using it up, the status check, the AK certificate). The TPM's
+// credential activation is not timed.
+func BenchmarkAttestation(b *testing.B) {
+	f := newFixture(b, nil, nil)
+	d := newDevice(b)
+	if _, err := f.inv.AddDevice("bench", inventory.NewDevice{EK: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: d.ek.Certificate.Raw})), Name: "bench", Kind: "host"}); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		r, err := f.ca.Attest(d.req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		secret, err := d.ak.ActivateCredential(attest.EncryptedCredential{Credential: r.Credential, Secret: r.Secret})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		if _, err := f.ca.Secret(&attestca.SecretRequest{Secret: secret}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "attestations/s")
 }

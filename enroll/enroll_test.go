@@ -27,6 +27,14 @@ func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)
 
 // device manufactures a swtpm and registers it in ca's inventory.
 func device(t *testing.T, ca *catest.CA, name string, kind inventory.Kind, owner, collection string) (*swtpmtest.Instance, string) {
+	return deviceWith(t, ca, name, kind, owner, collection)
+}
+
+func deviceTB(t testing.TB, ca *catest.CA, name string, kind inventory.Kind) (*swtpmtest.Instance, string) {
+	return deviceWith(t, ca, name, kind, "", "")
+}
+
+func deviceWith(t testing.TB, ca *catest.CA, name string, kind inventory.Kind, owner, collection string) (*swtpmtest.Instance, string) {
 	t.Helper()
 	sw := swtpmtest.New(t)
 	ek, err := sw.TPM.EK()
@@ -46,7 +54,9 @@ func device(t *testing.T, ca *catest.CA, name string, kind inventory.Kind, owner
 	return sw, d.ID
 }
 
-func sshKey(t *testing.T) ssh.PublicKey {
+func sshKey(t *testing.T) ssh.PublicKey { return sshKeyTB(t) }
+
+func sshKeyTB(t testing.TB) ssh.PublicKey {
 	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	pub, err := ssh.NewPublicKey(k.Public())
 	if err != nil {

@@ -178,27 +178,11 @@ func swtpmServe(ts *testscript.TestScript, neg bool, args []string) {
 	ts.Check(err)
 	ek, err := inst.TPM.EK()
 	ts.Check(err)
-	ts.Check(inst.Close())
 	ts.Check(os.WriteFile(filepath.Join(dir, "ek.crt"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ek.Certificate.Raw}), 0o644))
 	sock := filepath.Join(dir, "sock")
-	cmd := exec.Command("swtpm", "socket", "--tpm2", "--tpmstate", "dir="+inst.StateDir,
-		"--server", "type=unixio,path="+sock, "--flags", "not-need-init,startup-clear")
-	ts.Check(cmd.Start())
-	ts.Defer(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if c, err := net.Dial("unix", sock); err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			ts.Fatalf("swtpm did not listen on %s within 10s", sock)
-		}
-		time.Sleep(10 * time.Millisecond) // polling for the socket: no event to wait on
-	}
+	stop, err := inst.ServeUnix(sock)
+	ts.Check(err)
+	ts.Defer(stop)
 	ts.Setenv(args[1], "unix:"+sock)
 }
 

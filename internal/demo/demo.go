@@ -31,8 +31,9 @@ type Options struct {
 // demo is one run's state.
 type demo struct {
 	Options
-	env  []string
-	step int
+	env      []string
+	step     int
+	cleanups []func()
 }
 
 // Run tells the story. It returns the first failure.
@@ -47,6 +48,9 @@ func Run(ctx context.Context, o Options) (err error) {
 		return err
 	}
 	defer func() {
+		for i := len(d.cleanups) - 1; i >= 0; i-- {
+			d.cleanups[i]()
+		}
 		if d.Keep {
 			d.say("The demo's files are in %s.", d.Dir)
 			return
@@ -113,18 +117,51 @@ func (d *demo) story(ctx context.Context) error {
 	d.say("Each machine is known by its TPM's Endorsement Key. Here two software TPMs")
 	d.say("(swtpm) are manufactured with EK certificates, as a vendor would, and their")
 	d.say("EK certificates registered: the device ID is the hash of the EK public key.")
-	eks, err := d.manufactureTPMs(ctx, 2)
+	tpms, err := d.manufactureTPMs(ctx, 2)
 	if err != nil {
 		return err
 	}
-	if _, err := d.run("devid", "device", "add", "--ek", eks[0], "--name", "laptop-alice", "--kind", "workstation",
+	laptop, web := tpms[0], tpms[1]
+	if _, err := d.run("devid", "device", "add", "--ek", laptop.EKCert, "--name", "laptop-alice", "--kind", "workstation",
 		"--collection", "sre-laptops", "--owner", "alice@example.com"); err != nil {
 		return err
 	}
-	if _, err := d.run("devid", "device", "add", "--ek", eks[1], "--name", "web-1", "--kind", "host", "--collection", "web"); err != nil {
+	if _, err := d.run("devid", "device", "add", "--ek", web.EKCert, "--name", "web-1", "--kind", "host", "--collection", "web"); err != nil {
 		return err
 	}
 	if _, err := d.run("devid", "device", "list"); err != nil {
+		return err
+	}
+
+	d.title("A host proves its TPM and gets an SSH host certificate")
+	d.say("devid enroll runs what devid-hostd does on every host: it creates an Attestation")
+	d.say("Key in the TPM and has the CA certify it (credential activation proves the AK")
+	d.say("shares a TPM with the registered EK), gets a device certificate through ACME")
+	d.say("device-attest-01 for a key that never leaves the TPM, then an SSH host")
+	d.say("certificate whose key ID is the device ID.")
+	hostKey := filepath.Join(d.Dir, "ssh_host_ecdsa_key")
+	if err := sshKeygen(hostKey); err != nil {
+		return err
+	}
+	if _, err := d.run("devid", "enroll", "--tpm", web.Addr, "--key", hostKey+".pub",
+		"--principals", "web-1.example.com,127.0.0.1", "--out", hostKey+"-cert.pub"); err != nil {
+		return err
+	}
+	if err := d.runTool("ssh-keygen", "-L", "-f", hostKey+"-cert.pub"); err != nil {
+		return err
+	}
+
+	d.title("A workstation gets a user certificate that names the machine")
+	d.say("Its principals come from the inventory: the device ID, its owner's identity")
+	d.say("and groups, and its collection. Whatever the device asks for does not matter.")
+	userKey := filepath.Join(d.Dir, "id_ecdsa")
+	if err := sshKeygen(userKey); err != nil {
+		return err
+	}
+	if _, err := d.run("devid", "enroll", "--tpm", laptop.Addr, "--type", "user", "--key", userKey+".pub", "--out", userKey+"-cert.pub"); err != nil {
+		return err
+	}
+	if err := d.runTool("ssh-keygen", "-L", "-f", userKey+"-cert.pub"); err != nil {
 		return err
 	}
 
@@ -149,6 +186,11 @@ func (d *demo) story(ctx context.Context) error {
 	if _, err := d.run("devid", "device", "list", "--status", "quarantined"); err != nil {
 		return err
 	}
+	d.say("")
+	d.say("The laptop's TPM still works, but the CA refuses it at the first step:")
+	if _, err := d.runExpectFail("devid", "enroll", "--tpm", laptop.Addr, "--type", "user", "--key", userKey+".pub"); err != nil {
+		return err
+	}
 
 	d.title("Who did what")
 	d.say("Every change is in the audit trail, with the admin's name from the certificate.")
@@ -157,7 +199,7 @@ func (d *demo) story(ctx context.Context) error {
 	}
 
 	d.title("Done")
-	d.say("Stopping the CA and removing the demo's files.")
+	d.say("Stopping the CA and the software TPMs, and removing the demo's files.")
 	return nil
 }
 
@@ -285,4 +327,21 @@ func waitHealthy(ctx context.Context, caURL string, limit time.Duration) error {
 		case <-tick.C:
 		}
 	}
+}
+
+// runTool runs a system tool (ssh-keygen) and prints its output.
+func (d *demo) runTool(name string, args ...string) error {
+	fmt.Fprintf(d.Out, "\n$ %s %s\n", name, strings.Join(quoteAll(args), " "))
+	cmd := exec.Command(name, args...)
+	cmd.Stdout, cmd.Stderr = d.Out, d.Out
+	return cmd.Run()
+}
+
+// sshKeygen makes an ECDSA key pair at path and path.pub.
+func sshKeygen(path string) error {
+	out, err := exec.Command("ssh-keygen", "-q", "-t", "ecdsa", "-N", "", "-C", "", "-f", path).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("ssh-keygen: %v: %s", err, out)
+	}
+	return nil
 }

@@ -13,10 +13,17 @@ import (
 	"go.step.sm/crypto/pemutil"
 )
 
-// manufactureTPMs makes n software TPMs with EK certificates and returns the
-// files holding those certificates.
-func (d *demo) manufactureTPMs(ctx context.Context, n int) ([]string, error) {
-	var files []string
+// softTPM is a manufactured software TPM served on a unix socket.
+type softTPM struct {
+	EKCert string // file holding its EK certificate
+	Addr   string // unix:SOCKET, for --tpm
+	stop   func()
+}
+
+// manufactureTPMs makes n software TPMs with EK certificates, as a vendor
+// would, and serves each on a unix socket until the demo ends.
+func (d *demo) manufactureTPMs(ctx context.Context, n int) ([]*softTPM, error) {
+	var out []*softTPM
 	for i := range n {
 		dir := filepath.Join(d.Dir, fmt.Sprintf("tpm-%d", i+1))
 		if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -27,21 +34,29 @@ func (d *demo) manufactureTPMs(ctx context.Context, n int) ([]string, error) {
 			return nil, err
 		}
 		ek, err := inst.TPM.EK()
-		inst.Close()
 		if err != nil {
+			inst.Close()
 			return nil, err
 		}
 		if ek.Certificate == nil {
+			inst.Close()
 			return nil, fmt.Errorf("TPM %d has no EK certificate", i+1)
 		}
 		f := filepath.Join(dir, "ek.crt")
 		if err := os.WriteFile(f, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ek.Certificate.Raw}), 0o644); err != nil {
+			inst.Close()
 			return nil, err
 		}
-		fmt.Fprintf(d.Out, "TPM %d: EK certificate issued by %q, device ID %s\n", i+1, ek.Certificate.Issuer.CommonName, ek.DeviceID)
-		files = append(files, f)
+		sock := filepath.Join(dir, "sock")
+		stop, err := inst.ServeUnix(sock)
+		if err != nil {
+			return nil, err
+		}
+		d.cleanups = append(d.cleanups, stop)
+		fmt.Fprintf(d.Out, "TPM %d: EK certificate issued by %q, device ID %s, served on %s\n", i+1, ek.Certificate.Issuer.CommonName, ek.DeviceID, sock)
+		out = append(out, &softTPM{EKCert: f, Addr: "unix:" + sock, stop: stop})
 	}
-	return files, nil
+	return out, nil
 }
 
 func rootFingerprint(file string) (string, error) {

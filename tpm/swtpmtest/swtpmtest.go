@@ -41,6 +41,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -348,4 +349,45 @@ func (p *process) wait() error {
 		return fmt.Errorf("swtpmtest: %s: %w\n%s", p.cmd, err, p.output.Bytes())
 	}
 	return nil
+}
+
+// ServeUnix closes i.TPM and serves the TPM on a unix socket instead, the
+// way a separate program (devid enroll, devid-hostd) reaches a software
+// TPM: "unix:"+sock. It returns once the socket accepts connections; stop
+// ends swtpm.
+func (i *Instance) ServeUnix(sock string) (stop func(), err error) {
+	if err := i.Close(); err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(i.tools["swtpm"], "socket", "--tpm2", "--tpmstate", "dir="+i.StateDir,
+		"--server", "type=unixio,path="+sock, "--flags", "not-need-init,startup-clear")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("swtpmtest: %w", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	stop = func() {
+		cmd.Process.Kill()
+		<-done
+	}
+	// swtpm gives no readiness signal: poll for the socket.
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(10 * time.Second)
+	for {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
+			return stop, nil
+		}
+		select {
+		case err := <-done:
+			return nil, fmt.Errorf("swtpmtest: swtpm exited: %v\n%s", err, out.Bytes())
+		case <-deadline:
+			stop()
+			return nil, fmt.Errorf("swtpmtest: swtpm did not listen on %s within 10s\n%s", sock, out.Bytes())
+		case <-tick.C:
+		}
+	}
 }
