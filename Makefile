@@ -4,7 +4,7 @@ BIN     := bin
 CMDS    := $(notdir $(wildcard cmd/*))
 GOFLAGS ?= -trimpath
 
-.PHONY: all build test demo lint clean
+.PHONY: all build test demo lint bench clean
 
 all: build
 
@@ -19,6 +19,11 @@ test: lint
 ## demo: run the whole story locally, told step by step, then clean up
 demo: build
 	$(BIN)/devid-demo --bin $(BIN)
+
+## bench: the benchmarks whose figures the README quotes
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 200x ./attestca/
+	$(GO) test -run '^$$' -bench . -benchtime 10x ./enroll/
 
 ## lint: formatting and vet
 lint:
