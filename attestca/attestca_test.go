@@ -41,9 +41,11 @@ func (c *clock) Advance(d time.Duration) {
 }
 
 type fixture struct {
-	ca  *attestca.CA
-	inv *inventory.Store
-	clk *clock
+	ca   *attestca.CA
+	inv  *inventory.Store
+	clk  *clock
+	db   nosql.DB
+	conf attestca.Config
 }
 
 func newFixture(t testing.TB, ekRoots *x509.CertPool, ekInter *x509.CertPool) *fixture {
@@ -64,12 +66,13 @@ func newFixture(t testing.TB, ekRoots *x509.CertPool, ekInter *x509.CertPool) *f
 		KeyUsage: x509.KeyUsageCertSign}
 	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	cert, _ := x509.ParseCertificate(der)
-	ca, err := attestca.New(attestca.Config{Cert: cert, Signer: key, EKRoots: ekRoots, EKIntermediates: ekInter, Now: clk.Now,
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}, inv, db)
+	conf := attestca.Config{Cert: cert, Signer: key, EKRoots: ekRoots, EKIntermediates: ekInter, Now: clk.Now,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	ca, err := attestca.New(conf, inv, db)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{ca: ca, inv: inv, clk: clk}
+	return &fixture{ca: ca, inv: inv, clk: clk, db: db, conf: conf}
 }
 
 // device is a swtpm with an AK, and the request it would send.
@@ -279,4 +282,27 @@ func BenchmarkAttestation(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "attestations/s")
+}
+
+// TestSecretOnAnotherInstance: the pending attestation lives in the store,
+// so another CA instance over the same store (a restart, another replica)
+// finishes it, once.
+func TestSecretOnAnotherInstance(t *testing.T) {
+	f := newFixture(t, nil, nil)
+	a := newDevice(t)
+	a.register(t, f, "a")
+	r, err := f.ca.Attest(a.req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := a.activate(t, r)
+	other, err := attestca.New(f.conf, f.inv, f.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Secret(&attestca.SecretRequest{Secret: secret}); err != nil {
+		t.Fatalf("another instance: %v", err)
+	}
+	_, err = f.ca.Secret(&attestca.SecretRequest{Secret: secret})
+	wantRefusal(t, err, http.StatusForbidden, "already used")
 }
