@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -28,6 +29,12 @@ type CA struct {
 	AdminCert tls.Certificate // the first admin's client certificate
 	AdminCrt  string          // its file
 	AdminKey  string          // its key file
+
+	t      testing.TB
+	cfg    *caserver.Config
+	log    *slog.Logger
+	cancel context.CancelFunc
+	done   chan error
 }
 
 // Start creates and serves a CA that lives as long as the test. edit, if not
@@ -55,27 +62,11 @@ func Start(t testing.TB, edit func(*caserver.Config)) *CA {
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(testWriter{t}, nil))
 	}
-	srv, err := caserver.New(cfg, caserver.Options{Logger: log})
-	if err != nil {
-		ln.Close()
+	ca := &CA{t: t, cfg: cfg, log: log}
+	if err := ca.serve(ln); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	ready := make(chan struct{})
-	go func() { done <- srv.Serve(ctx, ln, func() { close(ready) }) }()
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("devid-ca did not start: %v", err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("devid-ca serve: %v", err)
-		}
-		srv.Close()
-	})
+	t.Cleanup(ca.Stop)
 	root, err := pemutil.ReadCertificate(filepath.Join(dir, "certs", "root_ca.crt"))
 	if err != nil {
 		t.Fatal(err)
@@ -86,10 +77,53 @@ func Start(t testing.TB, edit func(*caserver.Config)) *CA {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &CA{
-		Dir: dir, Config: res.Config, URL: "https://" + ln.Addr().String(), Server: srv,
-		Root: root, Roots: pool, AdminCert: admin, AdminCrt: res.AdminCert, AdminKey: res.AdminKey,
+	ca.Dir, ca.Config, ca.URL = dir, res.Config, "https://"+ln.Addr().String()
+	ca.Root, ca.Roots, ca.AdminCert, ca.AdminCrt, ca.AdminKey = root, pool, admin, res.AdminCert, res.AdminKey
+	return ca
+}
+
+func (ca *CA) serve(ln net.Listener) error {
+	srv, err := caserver.New(ca.cfg, caserver.Options{Logger: ca.log})
+	if err != nil {
+		ln.Close()
+		return err
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	ready := make(chan struct{})
+	go func() { done <- srv.Serve(ctx, ln, func() { close(ready) }) }()
+	select {
+	case <-ready:
+	case err := <-done:
+		cancel()
+		srv.Close()
+		return fmt.Errorf("devid-ca did not start: %w", err)
+	}
+	ca.Server, ca.cancel, ca.done = srv, cancel, done
+	return nil
+}
+
+// Stop stops the CA (a test of what happens while it is down); Restart
+// brings it back on the same address with the same store.
+func (ca *CA) Stop() {
+	if ca.cancel == nil {
+		return
+	}
+	ca.cancel()
+	if err := <-ca.done; err != nil {
+		ca.t.Errorf("devid-ca serve: %v", err)
+	}
+	ca.Server.Close()
+	ca.cancel = nil
+}
+
+// Restart serves the CA again after Stop.
+func (ca *CA) Restart() error {
+	ln, err := net.Listen("tcp", ca.cfg.Address)
+	if err != nil {
+		return err
+	}
+	return ca.serve(ln)
 }
 
 // TLSConfig returns a client TLS configuration that trusts the CA's root and presents cert,
