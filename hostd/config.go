@@ -1,0 +1,207 @@
+package hostd
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/devid-ssh/devid/internal/conffile"
+)
+
+// ConfigVersion is the configuration format this package reads.
+const ConfigVersion = 1
+
+// DefaultConfigFile is where devid-hostd looks for its configuration.
+const DefaultConfigFile = "/etc/devid/hostd.json"
+
+// Config is devid-hostd's configuration file (JSON). Unknown fields are
+// errors naming the file and line; every field but caUrl and root has a
+// default.
+type Config struct {
+	// Version of the format: 1.
+	Version int `json:"version"`
+	// CAURL is devid-ca's URL, https://host:port.
+	CAURL string `json:"caUrl"`
+	// Root is the CA's root certificate (PEM), pinned: nothing else is
+	// trusted. `devid bootstrap` fetches it by fingerprint.
+	Root string `json:"root"`
+	// TPM is the host's TPM: a device (default /dev/tpmrm0), or
+	// unix:PATH / tcp:HOST:PORT for a software TPM.
+	TPM string `json:"tpm"`
+	// HostKey is the private SSH host key the certificate is for (default
+	// /etc/ssh/ssh_host_ecdsa_key); its public key is HostKey+".pub". If
+	// neither exists, devid-hostd creates them (HostKeyType).
+	HostKey string `json:"hostKey"`
+	// HostKeyType is the type of a host key devid-hostd creates: "ecdsa"
+	// (P-256, the default) or "ed25519".
+	HostKeyType string `json:"hostKeyType"`
+	// HostCertificate is where the host certificate is written (default
+	// /etc/ssh/devid/ssh_host_ecdsa_key-cert.pub); sshd_config's
+	// HostCertificate must name it.
+	HostCertificate string `json:"hostCertificate"`
+	// Principals are the host certificate's principals. Default: the host
+	// name, its fully qualified name, and its non-loopback addresses.
+	Principals []string `json:"principals"`
+	// TrustedUserCAKeys is the file sshd's TrustedUserCAKeys names (default
+	// /etc/ssh/devid/user_ca.pub): the CA's SSH user CA keys.
+	TrustedUserCAKeys string `json:"trustedUserCAKeys"`
+	// SSHD is how to check sshd's configuration before a reload.
+	SSHD SSHDConfig `json:"sshd"`
+	// Reload is how to make sshd reread its files.
+	Reload ReloadConfig `json:"reload"`
+	// MetricsAddress serves Prometheus metrics at /metrics (default
+	// 127.0.0.1:9750, loopback only); "off" disables it.
+	MetricsAddress string `json:"metricsAddress"`
+	// RenewFraction of the certificate's lifetime at which to renew
+	// (default 0.6667).
+	RenewFraction float64 `json:"renewFraction"`
+	// UserCAInterval is how often to fetch the user CA keys (default 5m).
+	UserCAInterval conffile.Duration `json:"userCaInterval"`
+	// StateDir holds status.json, which `devid-hostd status` reads
+	// (default /run/devid-hostd).
+	StateDir string `json:"stateDir"`
+
+	file string
+}
+
+// SSHDConfig locates sshd and its configuration.
+type SSHDConfig struct {
+	// Binary is sshd (default /usr/sbin/sshd), run as `sshd -t -f Config`.
+	Binary string `json:"binary"`
+	// Config is sshd's configuration file (default /etc/ssh/sshd_config).
+	Config string `json:"config"`
+}
+
+// ReloadConfig says how to reload sshd. Exactly one of the two, or neither
+// for the default (systemd unit ssh.service).
+type ReloadConfig struct {
+	// SystemdUnit is reloaded through systemd's D-Bus API.
+	SystemdUnit string `json:"systemdUnit,omitempty"`
+	// PIDFile names sshd's pid file; sshd gets SIGHUP.
+	PIDFile string `json:"pidFile,omitempty"`
+}
+
+// ConfigVersion implements conffile's version check.
+func (c *Config) ConfigVersion() int { return c.Version }
+
+// File is the file the configuration was read from.
+func (c *Config) File() string { return c.file }
+
+// LoadConfig reads, defaults and checks a configuration file.
+func LoadConfig(file string) (*Config, error) {
+	var c Config
+	if err := conffile.Load(file, &c, ConfigVersion); err != nil {
+		return nil, fmt.Errorf("devid-hostd config: %w", err)
+	}
+	c.file = file
+	if err := c.setDefaults(); err != nil {
+		return nil, fmt.Errorf("devid-hostd config: %s: %w", file, err)
+	}
+	if err := c.check(); err != nil {
+		return nil, fmt.Errorf("devid-hostd config: %s: %w", file, err)
+	}
+	return &c, nil
+}
+
+func (c *Config) setDefaults() error {
+	def := func(p *string, v string) {
+		if *p == "" {
+			*p = v
+		}
+	}
+	def(&c.TPM, "/dev/tpmrm0")
+	def(&c.HostKey, "/etc/ssh/ssh_host_ecdsa_key")
+	def(&c.HostKeyType, "ecdsa")
+	def(&c.HostCertificate, "/etc/ssh/devid/"+filepath.Base(c.HostKey)+"-cert.pub")
+	def(&c.TrustedUserCAKeys, "/etc/ssh/devid/user_ca.pub")
+	def(&c.SSHD.Binary, "/usr/sbin/sshd")
+	def(&c.SSHD.Config, "/etc/ssh/sshd_config")
+	def(&c.MetricsAddress, "127.0.0.1:9750")
+	def(&c.StateDir, "/run/devid-hostd")
+	if c.Reload.SystemdUnit == "" && c.Reload.PIDFile == "" {
+		c.Reload.SystemdUnit = "ssh.service"
+	}
+	if c.RenewFraction == 0 {
+		c.RenewFraction = 2.0 / 3
+	}
+	if c.UserCAInterval.Duration == 0 {
+		c.UserCAInterval.Duration = 5 * time.Minute
+	}
+	if len(c.Principals) == 0 {
+		p, err := DefaultPrincipals()
+		if err != nil {
+			return err
+		}
+		c.Principals = p
+	}
+	return nil
+}
+
+func (c *Config) check() error {
+	switch {
+	case c.CAURL == "":
+		return errors.New("caUrl is required")
+	case !strings.HasPrefix(c.CAURL, "https://"):
+		return fmt.Errorf("caUrl %q: want https://host[:port]", c.CAURL)
+	case c.Root == "":
+		return errors.New("root is required (the CA's root certificate; devid bootstrap fetches it)")
+	case c.HostKeyType != "ecdsa" && c.HostKeyType != "ed25519":
+		return fmt.Errorf("hostKeyType %q: want ecdsa or ed25519", c.HostKeyType)
+	case c.Reload.SystemdUnit != "" && c.Reload.PIDFile != "":
+		return errors.New("reload: give systemdUnit or pidFile, not both")
+	case c.RenewFraction <= 0 || c.RenewFraction >= 1:
+		return fmt.Errorf("renewFraction %v: want a number between 0 and 1", c.RenewFraction)
+	}
+	for _, p := range []struct{ name, path string }{
+		{"hostKey", c.HostKey}, {"hostCertificate", c.HostCertificate}, {"trustedUserCAKeys", c.TrustedUserCAKeys},
+		{"sshd.binary", c.SSHD.Binary}, {"sshd.config", c.SSHD.Config}, {"stateDir", c.StateDir},
+	} {
+		if !filepath.IsAbs(p.path) {
+			return fmt.Errorf("%s %q: want an absolute path", p.name, p.path)
+		}
+	}
+	for _, p := range c.Principals {
+		if p == "" || strings.ContainsAny(p, " \t\r\n,*?") {
+			return fmt.Errorf("principals: %q is not a host name or address", p)
+		}
+	}
+	if c.MetricsAddress != "off" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddress); err != nil {
+			return fmt.Errorf("metricsAddress %q: %v", c.MetricsAddress, err)
+		}
+	}
+	return nil
+}
+
+// DefaultPrincipals are the host name, its fully qualified name (when the
+// resolver knows one) and the host's non-loopback addresses.
+func DefaultPrincipals() ([]string, error) {
+	h, err := os.Hostname()
+	if err != nil {
+		return nil, err
+	}
+	out := []string{h}
+	seen := map[string]bool{h: true}
+	add := func(s string) {
+		if s != "" && !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	if cname, err := net.LookupCNAME(h); err == nil {
+		add(strings.TrimSuffix(cname, "."))
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err == nil {
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok && !ipn.IP.IsLoopback() && !ipn.IP.IsLinkLocalUnicast() {
+				add(ipn.IP.String())
+			}
+		}
+	}
+	return out, nil
+}

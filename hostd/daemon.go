@@ -1,0 +1,206 @@
+package hostd
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/devid-ssh/devid/enroll"
+	"github.com/devid-ssh/devid/renew"
+	"github.com/devid-ssh/devid/tpm"
+	"go.step.sm/crypto/pemutil"
+)
+
+func newPinnedClient(roots *x509.CertPool) *http.Client {
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+	}}
+}
+
+// notify sends a systemd notification. SdNotify(false, …) keeps
+// NOTIFY_SOCKET for the later RELOADING and STOPPING messages.
+func notify(log *slog.Logger, state string) {
+	if _, err := daemon.SdNotify(false, state); err != nil {
+		log.Warn("systemd notification failed", "state", state, "err", err)
+	}
+}
+
+// Daemon runs devid-hostd's tasks from a configuration file, and runs them
+// again with the new configuration on SIGHUP or when the file changes.
+type Daemon struct {
+	ConfigFile string
+	Log        *slog.Logger
+	Metrics    *Metrics
+	// MetricsReady, if set, is told the metrics listener's address.
+	MetricsReady func(net.Addr)
+}
+
+// Run runs until ctx is done (SIGTERM/SIGINT in devid-hostd).
+func (d *Daemon) Run(ctx context.Context) error {
+	if d.Metrics == nil {
+		d.Metrics = NewMetrics()
+	}
+	cfg, err := LoadConfig(d.ConfigFile)
+	if err != nil {
+		return err
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	stopWatchdog := d.watchdog(ctx)
+	defer stopWatchdog()
+	for {
+		reload := make(chan struct{}, 1)
+		changed := func() {
+			select {
+			case reload <- struct{}{}:
+			default:
+			}
+		}
+		rctx, cancel := context.WithCancel(ctx)
+		errc := make(chan error, 1)
+		go func() { errc <- d.runOnce(rctx, cfg, changed) }()
+		var why string
+		select {
+		case <-ctx.Done():
+			notify(d.Log, daemon.SdNotifyStopping+"\nSTATUS=stopping")
+			cancel()
+			return <-errc
+		case err := <-errc:
+			cancel()
+			return err
+		case <-hup:
+			why = "SIGHUP"
+		case <-reload:
+			why = "config file changed"
+		}
+		next, err := LoadConfig(d.ConfigFile)
+		if err != nil {
+			d.Log.Error("configuration not reloaded: keeping the running one", "reason", why, "err", err)
+			notify(d.Log, "STATUS=configuration not reloaded: "+err.Error())
+			// Keep running the current tasks: wait for the next signal.
+			cancel()
+			<-errc
+			continue
+		}
+		notify(d.Log, daemon.SdNotifyReloading)
+		d.Log.Info("reloading configuration", "reason", why, "file", d.ConfigFile)
+		cancel()
+		if err := <-errc; err != nil {
+			return err
+		}
+		cfg = next
+	}
+}
+
+// runOnce runs every task for one configuration until ctx is done or a
+// task fails for good.
+func (d *Daemon) runOnce(ctx context.Context, cfg *Config, configChanged func()) error {
+	roots, err := pemutil.ReadCertificateBundle(cfg.Root)
+	if err != nil {
+		return fmt.Errorf("root: %w", err)
+	}
+	pool := x509.NewCertPool()
+	for _, c := range roots {
+		pool.AddCert(c)
+	}
+	for _, dir := range uniqueDirs(cfg.HostCertificate, cfg.TrustedUserCAKeys) {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("create %s: %w", dir, err)
+		}
+	}
+	rep := NewReporter(d.Metrics, d.Log, func() time.Time { return time.Now().Round(0) }, cfg.StateDir)
+	files := NewFiles()
+	var readyOnce sync.Once
+	hc := &HostCert{
+		Cfg:     cfg,
+		Enroll:  enroll.New(cfg.CAURL, pool, d.Log),
+		OpenTPM: func() (*tpm.TPM, error) { return tpm.OpenAddress(cfg.TPM, &tpm.Config{Logger: d.Log}) },
+		SSHD:    NewSSHD(cfg),
+		Files:   files,
+		Report:  rep,
+		Policy:  renew.Policy{Fraction: cfg.RenewFraction},
+		Rand:    rand.Float64,
+		Ready: func() {
+			readyOnce.Do(func() {
+				notify(d.Log, daemon.SdNotifyReady+"\nSTATUS=host certificate in place; keeping it renewed")
+			})
+		},
+	}
+	tasks := []func(context.Context) error{
+		hc.Run,
+		(&UserCA{CAURL: cfg.CAURL, HTTP: newPinnedClient(pool), File: cfg.TrustedUserCAKeys, Interval: cfg.UserCAInterval.Duration, Files: files, Report: rep}).Run,
+		(&Watch{Files: files, Report: rep, Dirs: uniqueDirs(cfg.HostCertificate, cfg.TrustedUserCAKeys), ConfigFile: cfg.File(), ConfigChanged: configChanged}).Run,
+	}
+	if cfg.MetricsAddress != "off" {
+		tasks = append(tasks, func(ctx context.Context) error {
+			return ServeMetrics(ctx, cfg.MetricsAddress, d.Metrics, d.Log, d.MetricsReady)
+		})
+	}
+	notify(d.Log, "STATUS=getting a host certificate")
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, len(tasks))
+	for _, t := range tasks {
+		go func() { errc <- t(ctx) }()
+	}
+	var first error
+	for range tasks {
+		if err := <-errc; err != nil && first == nil {
+			first = err
+			cancel()
+		}
+	}
+	if first != nil && !errors.Is(first, context.Canceled) {
+		return first
+	}
+	return nil
+}
+
+// watchdog pings systemd at half of WATCHDOG_USEC, if set.
+func (d *Daemon) watchdog(ctx context.Context) func() {
+	interval, err := daemon.SdWatchdogEnabled(false)
+	if err != nil || interval == 0 {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		t := time.NewTicker(interval / 2)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				notify(d.Log, daemon.SdNotifyWatchdog)
+			}
+		}
+	}()
+	return cancel
+}
+
+func uniqueDirs(paths ...string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, p := range paths {
+		d := filepath.Dir(p)
+		if !seen[d] {
+			seen[d] = true
+			out = append(out, d)
+		}
+	}
+	return out
+}

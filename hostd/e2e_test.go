@@ -1,0 +1,294 @@
+package hostd_test
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/devid-ssh/devid/caserver"
+	"github.com/devid-ssh/devid/caserver/catest"
+	"github.com/devid-ssh/devid/hostd"
+	"github.com/devid-ssh/devid/internal/conffile"
+	"github.com/devid-ssh/devid/internal/sshdtest"
+	"github.com/devid-ssh/devid/inventory"
+	"github.com/devid-ssh/devid/tpm/swtpmtest"
+	"golang.org/x/crypto/ssh"
+)
+
+var hostdBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "devid-hostd-bin-")
+	if err != nil {
+		panic(err)
+	}
+	hostdBin = filepath.Join(dir, "devid-hostd")
+	if out, err := exec.Command("go", "build", "-o", hostdBin, "github.com/devid-ssh/devid/cmd/devid-hostd").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building devid-hostd: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// host is a test host: a CA, a registered swtpm, sshd, and devid-hostd as a
+// process.
+type host struct {
+	ca         *catest.CA
+	sshd       *sshdtest.Server
+	dir        string
+	cfgFile    string
+	cfg        map[string]any
+	certFile   string
+	userCAFile string
+	metrics    string // http://127.0.0.1:PORT/metrics
+	knownHosts string
+	proc       *exec.Cmd
+	log        *bytes.Buffer
+	done       chan struct{}
+}
+
+func newHost(t *testing.T, lifetime time.Duration) *host {
+	t.Helper()
+	sshdtest.Need(t, "swtpm", "swtpm_setup")
+	ca := catest.Start(t, func(c *caserver.Config) {
+		c.Lifetimes.Host = conffile.Duration{Duration: lifetime}
+		c.Lifetimes.Device = conffile.Duration{Duration: lifetime}
+	})
+	sw := swtpmtest.New(t)
+	ek, err := sw.TPM.EK()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ca.Server.Inventory().AddDevice("test", inventory.NewDevice{
+		EK: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ek.Certificate.Raw})), Name: "web-1", Kind: "host"}); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "tpm.sock")
+	stop, err := sw.ServeUnix(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+
+	h := &host{ca: ca, dir: dir, certFile: filepath.Join(dir, "devid", "ssh_host_ecdsa_key-cert.pub"),
+		userCAFile: filepath.Join(dir, "devid", "user_ca.pub"), cfgFile: filepath.Join(dir, "hostd.json")}
+	h.sshd = sshdtest.Start(t, sshdtest.Options{Lines: []string{"HostCertificate " + h.certFile, "TrustedUserCAKeys " + h.userCAFile}})
+	rootFile := filepath.Join(dir, "root.crt")
+	os.WriteFile(rootFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Root.Raw}), 0o644)
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	metricsAddr := ln.Addr().String()
+	ln.Close()
+	h.metrics = "http://" + metricsAddr + "/metrics"
+	h.cfg = map[string]any{
+		"version": 1, "caUrl": ca.URL, "root": rootFile, "tpm": "unix:" + sock,
+		"hostKey": h.sshd.HostKey, "hostCertificate": h.certFile, "principals": []string{"localhost", "127.0.0.1"},
+		"trustedUserCAKeys": h.userCAFile,
+		"sshd":              map[string]string{"binary": sshdtest.SSHD, "config": h.sshd.Config},
+		"reload":            map[string]string{"pidFile": h.sshd.PIDFile},
+		"metricsAddress":    metricsAddr, "stateDir": filepath.Join(dir, "run"), "userCaInterval": "1s",
+	}
+	h.writeConfig(t)
+	hostCA, err := os.ReadFile(filepath.Join(ca.Dir, "certs", "ssh_host_ca.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.knownHosts = filepath.Join(dir, "known_hosts")
+	os.WriteFile(h.knownHosts, []byte("@cert-authority 127.0.0.1,localhost "+string(hostCA)), 0o644)
+	return h
+}
+
+func (h *host) writeConfig(t *testing.T) {
+	b, _ := json.MarshalIndent(h.cfg, "", "  ")
+	if err := os.WriteFile(h.cfgFile, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (h *host) start(t *testing.T) {
+	h.log = new(bytes.Buffer)
+	h.proc = exec.Command(hostdBin, "run", "--config", h.cfgFile)
+	h.proc.Stdout, h.proc.Stderr = h.log, h.log
+	if err := h.proc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	h.done = make(chan struct{})
+	go func() { h.proc.Wait(); close(h.done) }()
+	t.Cleanup(func() {
+		h.proc.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-h.done:
+		case <-time.After(10 * time.Second):
+			h.proc.Process.Kill()
+			<-h.done
+			t.Error("devid-hostd did not stop within 10s of SIGTERM")
+		}
+		if t.Failed() {
+			t.Logf("devid-hostd log:\n%s", h.log.String())
+		}
+	})
+}
+
+// metric reads one sample from devid-hostd's /metrics (0 if absent).
+func (h *host) metric(t *testing.T, sample string) float64 {
+	t.Helper()
+	resp, err := http.Get(h.metrics)
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), sample+" "); ok {
+			v, _ := strconv.ParseFloat(rest, 64)
+			return v
+		}
+	}
+	return 0
+}
+
+// cert reads the host certificate file.
+func (h *host) cert(t *testing.T) *ssh.Certificate {
+	b, err := os.ReadFile(h.certFile)
+	if err != nil {
+		return nil
+	}
+	k, _, _, _, err := ssh.ParseAuthorizedKey(b)
+	if err != nil {
+		t.Fatalf("%s: %v", h.certFile, err)
+	}
+	return k.(*ssh.Certificate)
+}
+
+// waitFor polls cond (a file or an HTTP endpoint: nothing to wait on) until
+// it holds or limit passes.
+func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", limit, what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+const success = `devid_renewals_total{result="success"}`
+const failure = `devid_renewals_total{result="failure"}`
+
+// TestHostd: a host certificate is issued and ssh trusts it through an
+// @cert-authority line; it is renewed at 2/3 of its lifetime and sshd
+// serves the new one; a deleted managed file is put back; while the CA is
+// down the old certificate stays and failures are reported, and when it is
+// back hostd recovers by itself.
+func TestHostd(t *testing.T) {
+	t.Parallel()
+	const lifetime = 40 * time.Second
+	h := newHost(t, lifetime)
+	h.start(t)
+
+	waitFor(t, 30*time.Second, "the first host certificate", func() bool { return h.cert(t) != nil })
+	c1 := h.cert(t)
+	issued := time.Now()
+	if c1.KeyId == "" || strings.Join(c1.ValidPrincipals, ",") != "localhost,127.0.0.1" {
+		t.Fatalf("certificate: key ID %q principals %v", c1.KeyId, c1.ValidPrincipals)
+	}
+	out, err := h.sshd.SSH(t, h.knownHosts)
+	if err != nil {
+		t.Fatalf("ssh with @cert-authority and StrictHostKeyChecking=yes: %v\n%s", err, out)
+	}
+	if s, err := sshdtest.HostCertSerial(out); err != nil || s != c1.Serial {
+		t.Fatalf("ssh saw host certificate serial %d (%v), want %d", s, err, c1.Serial)
+	}
+	waitFor(t, 10*time.Second, "TrustedUserCAKeys", func() bool { _, err := os.Stat(h.userCAFile); return err == nil })
+
+	// Renewal at 2/3 of the lifetime (less up to 5% jitter).
+	waitFor(t, lifetime, "a renewal", func() bool { c := h.cert(t); return c != nil && c.Serial != c1.Serial })
+	after := time.Since(issued)
+	if lo, hi := lifetime*2/3-lifetime/20-2*time.Second, lifetime*2/3+3*time.Second; after < lo || after > hi {
+		t.Errorf("renewed %v after issuance, want between %v and %v", after, lo, hi)
+	}
+	c2 := h.cert(t)
+	out, err = h.sshd.SSH(t, h.knownHosts)
+	if s, _ := sshdtest.HostCertSerial(out); err != nil || s != c2.Serial {
+		t.Fatalf("after renewal ssh saw serial %d (%v), want %d\n%s", s, err, c2.Serial, out)
+	}
+	if n := h.metric(t, `devid_sshd_reloads_total{result="success"}`); n < 2 {
+		t.Errorf("sshd reloads = %v, want 2 or more", n)
+	}
+
+	// A managed file deleted by someone else is put back.
+	if err := os.Remove(h.userCAFile); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "TrustedUserCAKeys put back", func() bool { _, err := os.Stat(h.userCAFile); return err == nil })
+	waitFor(t, 5*time.Second, "the restore counted", func() bool {
+		return h.metric(t, `devid_files_restored_total{file="`+h.userCAFile+`"}`) >= 1
+	})
+
+	// The CA goes away: the certificate stays, failures are counted.
+	h.ca.Stop()
+	waitFor(t, lifetime, "two failed renewals", func() bool { return h.metric(t, failure) >= 2 })
+	if c := h.cert(t); c == nil || c.Serial != c2.Serial {
+		t.Fatalf("the certificate changed while the CA was down")
+	}
+	st, err := hostd.ReadStatus(filepath.Join(h.dir, "run"))
+	if err != nil || !strings.Contains(st.Tasks[hostd.TaskHostCert].LastError, "keeping the current certificate") {
+		t.Fatalf("status does not report the failure: %+v %v", st, err)
+	}
+	if h.metric(t, `devid_task_last_failure_seconds{task="hostcert"}`) == 0 {
+		t.Error("last failure time not exported")
+	}
+	// Back: recovers by itself.
+	if err := h.ca.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 45*time.Second, "recovery", func() bool { c := h.cert(t); return c != nil && c.Serial != c2.Serial })
+	out, err = h.sshd.SSH(t, h.knownHosts)
+	if s, _ := sshdtest.HostCertSerial(out); err != nil || s != h.cert(t).Serial {
+		t.Fatalf("after recovery ssh saw serial %d (%v)\n%s", s, err, out)
+	}
+}
+
+// TestHostdBrokenSSHDConfig: when sshd -t refuses the configuration, the
+// new certificate is not left in place, sshd is not reloaded, and the
+// failure is reported.
+func TestHostdBrokenSSHDConfig(t *testing.T) {
+	t.Parallel()
+	const lifetime = 15 * time.Second
+	h := newHost(t, lifetime)
+	h.start(t)
+	waitFor(t, 30*time.Second, "the first host certificate", func() bool { return h.cert(t) != nil })
+	c1 := h.cert(t)
+	reloads := h.metric(t, `devid_sshd_reloads_total{result="success"}`)
+	cfg, _ := os.ReadFile(h.sshd.Config)
+	if err := os.WriteFile(h.sshd.Config, append(cfg, "NoSuchOption yes\n"...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*lifetime, "a refused renewal", func() bool { return h.metric(t, `devid_sshd_reloads_total{result="check_failed"}`) >= 1 })
+	if c := h.cert(t); c == nil || c.Serial != c1.Serial {
+		t.Fatalf("the certificate file was not put back after sshd -t failed")
+	}
+	if n := h.metric(t, `devid_sshd_reloads_total{result="success"}`); n != reloads {
+		t.Errorf("sshd reloaded (%v → %v) although its configuration is broken", reloads, n)
+	}
+	if h.metric(t, failure) < 1 {
+		t.Error("the refused renewal is not counted as a failure")
+	}
+	_ = io.Discard
+}

@@ -1,0 +1,168 @@
+package hostd
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/devid-ssh/devid/internal/atomicfile"
+)
+
+// StatusData is what `devid-hostd status` shows, kept in
+// StateDir/status.json.
+type StatusData struct {
+	Updated  time.Time             `json:"updated"`
+	PID      int                   `json:"pid"`
+	HostCert *CertStatus           `json:"hostCertificate,omitempty"`
+	UserCA   int                   `json:"userCaKeys"`
+	Tasks    map[string]TaskStatus `json:"tasks"`
+	Restored map[string]int        `json:"filesRestored,omitempty"`
+}
+
+// CertStatus describes the host certificate in place.
+type CertStatus struct {
+	File        string    `json:"file"`
+	Serial      uint64    `json:"serial"`
+	KeyID       string    `json:"keyId"`
+	Principals  []string  `json:"principals"`
+	NotBefore   time.Time `json:"notBefore"`
+	NotAfter    time.Time `json:"notAfter"`
+	NextRenewal time.Time `json:"nextRenewal"`
+}
+
+// TaskStatus is a task's last success and failure.
+type TaskStatus struct {
+	LastSuccess time.Time `json:"lastSuccess,omitzero"`
+	LastFailure time.Time `json:"lastFailure,omitzero"`
+	LastError   string    `json:"lastError,omitempty"`
+}
+
+// Reporter records what the tasks do: metrics, status file, log.
+type Reporter struct {
+	M   *Metrics
+	Log *slog.Logger
+	Now func() time.Time
+
+	mu   sync.Mutex
+	file string
+	data StatusData
+}
+
+// NewReporter returns a Reporter writing dir/status.json ("" for none).
+func NewReporter(m *Metrics, log *slog.Logger, now func() time.Time, dir string) *Reporter {
+	r := &Reporter{M: m, Log: log, Now: now, data: StatusData{PID: os.Getpid(), Tasks: map[string]TaskStatus{}, Restored: map[string]int{}}}
+	if dir != "" {
+		r.file = filepath.Join(dir, "status.json")
+	}
+	return r
+}
+
+// Success records a task's success.
+func (r *Reporter) Success(task string) {
+	now := r.Now()
+	r.M.LastSuccess.WithLabelValues(task).Set(float64(now.Unix()))
+	r.update(func(d *StatusData) {
+		ts := d.Tasks[task]
+		ts.LastSuccess = now
+		d.Tasks[task] = ts
+	})
+}
+
+// Failure records and logs a task's failure.
+func (r *Reporter) Failure(task string, err error) {
+	now := r.Now()
+	r.M.LastFailure.WithLabelValues(task).Set(float64(now.Unix()))
+	r.Log.Error("task failed", "task", task, "err", err)
+	r.update(func(d *StatusData) {
+		ts := d.Tasks[task]
+		ts.LastFailure, ts.LastError = now, err.Error()
+		d.Tasks[task] = ts
+	})
+}
+
+func (r *Reporter) update(f func(*StatusData)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	f(&r.data)
+	r.data.Updated = r.Now()
+	if r.file == "" {
+		return
+	}
+	b, _ := json.MarshalIndent(r.data, "", "  ")
+	if err := os.MkdirAll(filepath.Dir(r.file), 0o755); err == nil {
+		err = atomicfile.WriteFile(r.file, append(b, '\n'), 0o644)
+		if err != nil {
+			r.Log.Warn("cannot write the status file", "file", r.file, "err", err)
+		}
+	}
+}
+
+// ReadStatus reads the status file in dir.
+func ReadStatus(dir string) (*StatusData, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "status.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("no status in %s: is devid-hostd running (and with this stateDir)?", dir)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var d StatusData
+	if err := json.Unmarshal(b, &d); err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "status.json"), err)
+	}
+	return &d, nil
+}
+
+// Print writes a human summary of d.
+func (d *StatusData) Print(w io.Writer, now time.Time) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	ago := func(t time.Time) string {
+		if t.IsZero() {
+			return "never"
+		}
+		return fmt.Sprintf("%s (%s ago)", t.Local().Format(time.RFC3339), now.Sub(t).Round(time.Second))
+	}
+	in := func(t time.Time) string {
+		if t.IsZero() {
+			return "-"
+		}
+		return fmt.Sprintf("%s (in %s)", t.Local().Format(time.RFC3339), t.Sub(now).Round(time.Second))
+	}
+	fmt.Fprintf(tw, "devid-hostd\tpid %d, status updated %s\n", d.PID, ago(d.Updated))
+	if c := d.HostCert; c != nil {
+		fmt.Fprintf(tw, "host certificate\t%s\n", c.File)
+		fmt.Fprintf(tw, "  serial\t%d\n", c.Serial)
+		fmt.Fprintf(tw, "  key ID\t%s\n", c.KeyID)
+		fmt.Fprintf(tw, "  principals\t%s\n", strings.Join(c.Principals, ", "))
+		fmt.Fprintf(tw, "  expires\t%s\n", in(c.NotAfter))
+		fmt.Fprintf(tw, "  next renewal\t%s\n", in(c.NextRenewal))
+	} else {
+		fmt.Fprintf(tw, "host certificate\tnone yet\n")
+	}
+	fmt.Fprintf(tw, "user CA keys\t%d\n", d.UserCA)
+	names := make([]string, 0, len(d.Tasks))
+	for n := range d.Tasks {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		ts := d.Tasks[n]
+		fmt.Fprintf(tw, "task %s\tlast success %s\n", n, ago(ts.LastSuccess))
+		if !ts.LastFailure.IsZero() {
+			fmt.Fprintf(tw, "\tlast failure %s: %s\n", ago(ts.LastFailure), ts.LastError)
+		}
+	}
+	for f, n := range d.Restored {
+		fmt.Fprintf(tw, "restored\t%s: %d time(s)\n", f, n)
+	}
+	tw.Flush()
+}
