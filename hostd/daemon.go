@@ -73,36 +73,39 @@ func (d *Daemon) Run(ctx context.Context) error {
 		rctx, cancel := context.WithCancel(ctx)
 		errc := make(chan error, 1)
 		go func() { errc <- d.runOnce(rctx, cfg, changed) }()
-		var why string
-		select {
-		case <-ctx.Done():
-			notify(d.Log, daemon.SdNotifyStopping+"\nSTATUS=stopping")
+	wait:
+		for {
+			var why string
+			select {
+			case <-ctx.Done():
+				notify(d.Log, daemon.SdNotifyStopping+"\nSTATUS=stopping")
+				cancel()
+				return <-errc
+			case err := <-errc:
+				cancel()
+				return err
+			case <-hup:
+				why = "SIGHUP"
+			case <-reload:
+				why = "config file changed"
+			}
+			next, err := LoadConfig(d.ConfigFile)
+			if err != nil {
+				// Keep running as we are: a broken file must not take the
+				// host's certificate management down.
+				d.Log.Error("configuration not reloaded: keeping the running one", "reason", why, "err", err)
+				notify(d.Log, "STATUS=configuration not reloaded: "+err.Error())
+				continue
+			}
+			notify(d.Log, daemon.SdNotifyReloading)
+			d.Log.Info("reloading configuration", "reason", why, "file", d.ConfigFile)
 			cancel()
-			return <-errc
-		case err := <-errc:
-			cancel()
-			return err
-		case <-hup:
-			why = "SIGHUP"
-		case <-reload:
-			why = "config file changed"
+			if err := <-errc; err != nil {
+				return err
+			}
+			cfg = next
+			break wait
 		}
-		next, err := LoadConfig(d.ConfigFile)
-		if err != nil {
-			d.Log.Error("configuration not reloaded: keeping the running one", "reason", why, "err", err)
-			notify(d.Log, "STATUS=configuration not reloaded: "+err.Error())
-			// Keep running the current tasks: wait for the next signal.
-			cancel()
-			<-errc
-			continue
-		}
-		notify(d.Log, daemon.SdNotifyReloading)
-		d.Log.Info("reloading configuration", "reason", why, "file", d.ConfigFile)
-		cancel()
-		if err := <-errc; err != nil {
-			return err
-		}
-		cfg = next
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -58,8 +59,9 @@ type host struct {
 	metrics    string // http://127.0.0.1:PORT/metrics
 	knownHosts string
 	proc       *exec.Cmd
-	log        *bytes.Buffer
+	log        *syncBuffer
 	done       chan struct{}
+	notes      chan string // systemd notifications the daemon sent
 }
 
 func newHost(t *testing.T, lifetime time.Duration) *host {
@@ -121,8 +123,33 @@ func (h *host) writeConfig(t *testing.T) {
 }
 
 func (h *host) start(t *testing.T) {
-	h.log = new(bytes.Buffer)
+	h.log = new(syncBuffer)
 	h.proc = exec.Command(hostdBin, "run", "--config", h.cfgFile)
+	// A NOTIFY_SOCKET of our own, as systemd gives a Type=notify service,
+	// with a 2 s watchdog.
+	sockPath := filepath.Join(h.dir, "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sockPath, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	h.notes = make(chan string, 1000)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				return
+			}
+			for _, line := range strings.Split(string(buf[:n]), "\n") {
+				select {
+				case h.notes <- line:
+				default:
+				}
+			}
+		}
+	}()
+	h.proc.Env = append(os.Environ(), "NOTIFY_SOCKET="+sockPath, "WATCHDOG_USEC=2000000")
 	h.proc.Stdout, h.proc.Stderr = h.log, h.log
 	if err := h.proc.Start(); err != nil {
 		t.Fatal(err)
@@ -291,4 +318,99 @@ func TestHostdBrokenSSHDConfig(t *testing.T) {
 		t.Error("the refused renewal is not counted as a failure")
 	}
 	_ = io.Discard
+}
+
+// waitNote waits for a systemd notification line with the given prefix,
+// and returns the lines seen before it.
+func (h *host) waitNote(t *testing.T, limit time.Duration, prefix string) []string {
+	t.Helper()
+	var seen []string
+	deadline := time.After(limit)
+	for {
+		select {
+		case n := <-h.notes:
+			if strings.HasPrefix(n, prefix) {
+				return seen
+			}
+			seen = append(seen, n)
+		case <-deadline:
+			t.Fatalf("no %q notification within %v (saw %q)", prefix, limit, seen)
+		}
+	}
+}
+
+// TestHostdSystemd: READY only once the host certificate is in place,
+// watchdog pings at half of WATCHDOG_USEC, RELOADING (then READY) on SIGHUP
+// and on a change of the config file, STOPPING on SIGTERM; and
+// `devid-hostd status` tells a human what is going on.
+func TestHostdSystemd(t *testing.T) {
+	t.Parallel()
+	h := newHost(t, time.Hour)
+	h.start(t)
+	before := h.waitNote(t, 30*time.Second, "READY=1")
+	if h.cert(t) == nil {
+		t.Fatal("READY=1 before the host certificate was in place")
+	}
+	for _, n := range before {
+		if strings.HasPrefix(n, "WATCHDOG=1") {
+			goto watchdogSeen
+		}
+	}
+	h.waitNote(t, 3*time.Second, "WATCHDOG=1")
+watchdogSeen:
+	h.waitNote(t, 3*time.Second, "WATCHDOG=1")
+
+	out, err := exec.Command(hostdBin, "status", "--config", h.cfgFile).CombinedOutput()
+	if err != nil {
+		t.Fatalf("devid-hostd status: %v\n%s", err, out)
+	}
+	flat := strings.Join(strings.Fields(string(out)), " ")
+	for _, want := range []string{"serial " + strconv.FormatUint(h.cert(t).Serial, 10), "key ID urn:ek:sha256:", "next renewal", "task hostcert last success", "user CA keys 1"} {
+		if !strings.Contains(flat, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+
+	h.proc.Process.Signal(syscall.SIGHUP)
+	h.waitNote(t, 10*time.Second, "RELOADING=1")
+	h.waitNote(t, 10*time.Second, "READY=1")
+
+	h.cfg["principals"] = []string{"localhost", "127.0.0.1", "web-1.example.com"}
+	h.writeConfig(t)
+	h.waitNote(t, 10*time.Second, "RELOADING=1")
+	h.waitNote(t, 10*time.Second, "READY=1")
+
+	// A broken config file is not taken: the daemon keeps running.
+	os.WriteFile(h.cfgFile, []byte(`{"version": 1, "caUrl": "https://x", "root": "/r", "bogus": 1}`), 0o644)
+	h.proc.Process.Signal(syscall.SIGHUP)
+	waitFor(t, 10*time.Second, "the refusal in the log", func() bool {
+		return strings.Contains(h.log.String(), "configuration not reloaded") && strings.Contains(h.log.String(), `hostd.json:1: unknown field \"bogus\"`)
+	})
+	select {
+	case <-h.done:
+		t.Fatal("devid-hostd exited on a broken configuration")
+	default:
+	}
+
+	h.proc.Process.Signal(syscall.SIGTERM)
+	h.waitNote(t, 10*time.Second, "STOPPING=1")
+}
+
+// syncBuffer is a bytes.Buffer safe for the process's output goroutine and
+// the test to share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

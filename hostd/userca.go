@@ -28,7 +28,9 @@ type UserCA struct {
 // Run fetches the keys now and every Interval until ctx is done.
 func (u *UserCA) Run(ctx context.Context) error {
 	for {
-		if err := u.Sync(ctx); err != nil {
+		if err := u.Sync(ctx); ctx.Err() != nil {
+			return nil
+		} else if err != nil {
 			u.Report.Failure(TaskUserCA, err)
 		} else {
 			u.Report.Success(TaskUserCA)
