@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/devid-ssh/devid/internal/conffile"
+	"github.com/devid-ssh/devid/renew"
 )
 
 // ConfigVersion is the configuration format this package reads.
@@ -155,6 +156,9 @@ func (c *Config) check() error {
 		return errors.New("reload: give systemdUnit or pidFile, not both")
 	case c.RenewFraction <= 0 || c.RenewFraction >= 1:
 		return fmt.Errorf("renewFraction %v: want a number between 0 and 1", c.RenewFraction)
+	}
+	if err := (renew.Policy{Fraction: c.RenewFraction}).Validate(); err != nil {
+		return fmt.Errorf("renewFraction: %w", err)
 	}
 	for _, p := range []struct{ name, path string }{
 		{"hostKey", c.HostKey}, {"hostCertificate", c.HostCertificate}, {"trustedUserCAKeys", c.TrustedUserCAKeys},

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"strings"
 	"time"
 )
@@ -33,7 +34,16 @@ func DecodeJSON(file string, data []byte, v any) error {
 		case err == io.EOF:
 			return fmt.Errorf("%s: empty file", file)
 		}
-		return fmt.Errorf("%s:%d: %s", file, lineAt(dec.InputOffset()), strings.TrimPrefix(err.Error(), "json: "))
+		msg := strings.TrimPrefix(err.Error(), "json: ")
+		off := dec.InputOffset()
+		// encoding/json reports an unknown field only once the whole value
+		// is read: find the field's own line.
+		if name, ok := strings.CutPrefix(msg, "unknown field "); ok {
+			if loc := regexp.MustCompile(regexp.QuoteMeta(name) + `\s*:`).FindIndex(data); loc != nil {
+				off = int64(loc[0])
+			}
+		}
+		return fmt.Errorf("%s:%d: %s", file, lineAt(off), msg)
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return fmt.Errorf("%s:%d: trailing data after the JSON object", file, lineAt(dec.InputOffset()))
