@@ -64,7 +64,7 @@ type host struct {
 	notes      chan string // systemd notifications the daemon sent
 }
 
-func newHost(t *testing.T, lifetime time.Duration) *host {
+func newHost(t testing.TB, lifetime time.Duration) *host {
 	t.Helper()
 	sshdtest.Need(t, "swtpm", "swtpm_setup")
 	ca := catest.Start(t, func(c *caserver.Config) {
@@ -115,14 +115,19 @@ func newHost(t *testing.T, lifetime time.Duration) *host {
 	return h
 }
 
-func (h *host) writeConfig(t *testing.T) {
+func (h *host) writeConfig(t testing.TB) {
 	b, _ := json.MarshalIndent(h.cfg, "", "  ")
 	if err := os.WriteFile(h.cfgFile, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func (h *host) start(t *testing.T) {
+func (h *host) start(t testing.TB) {
+	h.startWatchdog(t, 2*time.Second)
+}
+
+// startWatchdog starts devid-hostd with WATCHDOG_USEC set to watchdog.
+func (h *host) startWatchdog(t testing.TB, watchdog time.Duration) {
 	h.log = new(syncBuffer)
 	h.proc = exec.Command(hostdBin, "run", "--config", h.cfgFile)
 	// A NOTIFY_SOCKET of our own, as systemd gives a Type=notify service,
@@ -149,7 +154,7 @@ func (h *host) start(t *testing.T) {
 			}
 		}
 	}()
-	h.proc.Env = append(os.Environ(), "NOTIFY_SOCKET="+sockPath, "WATCHDOG_USEC=2000000")
+	h.proc.Env = append(os.Environ(), "NOTIFY_SOCKET="+sockPath, "WATCHDOG_USEC="+strconv.FormatInt(watchdog.Microseconds(), 10))
 	h.proc.Stdout, h.proc.Stderr = h.log, h.log
 	if err := h.proc.Start(); err != nil {
 		t.Fatal(err)
@@ -190,7 +195,7 @@ func (h *host) metric(t *testing.T, sample string) float64 {
 }
 
 // cert reads the host certificate file.
-func (h *host) cert(t *testing.T) *ssh.Certificate {
+func (h *host) cert(t testing.TB) *ssh.Certificate {
 	b, err := os.ReadFile(h.certFile)
 	if err != nil {
 		return nil
@@ -204,7 +209,7 @@ func (h *host) cert(t *testing.T) *ssh.Certificate {
 
 // waitFor polls cond (a file or an HTTP endpoint: nothing to wait on) until
 // it holds or limit passes.
-func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, limit time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(limit)
 	for !cond() {
@@ -322,7 +327,7 @@ func TestHostdBrokenSSHDConfig(t *testing.T) {
 
 // waitNote waits for a systemd notification line with the given prefix,
 // and returns the lines seen before it.
-func (h *host) waitNote(t *testing.T, limit time.Duration, prefix string) []string {
+func (h *host) waitNote(t testing.TB, limit time.Duration, prefix string) []string {
 	t.Helper()
 	var seen []string
 	deadline := time.After(limit)
@@ -413,4 +418,59 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// BenchmarkHostdIdle measures devid-hostd between renewals, as deployed
+// (24 h certificates, user CA keys every 5 minutes, a 60 s systemd
+// watchdog): resident memory, and wakeups per second counted as context
+// switches of all its threads over 61 s, which covers a full cycle of each
+// of its timers (1 min renewal re-check, 30 s sweep, 30 s watchdog ping).
+func BenchmarkHostdIdle(b *testing.B) {
+	h := newHost(b, 24*time.Hour)
+	h.cfg["userCaInterval"] = "5m"
+	h.writeConfig(b)
+	h.startWatchdog(b, 60*time.Second)
+	h.waitNote(b, 30*time.Second, "READY=1")
+	pid := h.proc.Process.Pid
+	time.Sleep(2 * time.Second) // let start-up settle before measuring idleness
+	b.ResetTimer()
+	var rss, wakeups float64
+	for i := 0; i < b.N; i++ {
+		c0 := ctxSwitches(b, pid)
+		time.Sleep(61 * time.Second) // measuring an idle process: nothing to wait on
+		c1 := ctxSwitches(b, pid)
+		wakeups = float64(c1-c0) / 61
+		b.Logf("context switches of all threads: %d, then %d 61 s later", c0, c1)
+		rss = float64(statusField(b, fmt.Sprintf("/proc/%d/status", pid), "VmRSS:")) / 1024
+	}
+	b.ReportMetric(rss, "RSS-MiB")
+	b.ReportMetric(wakeups, "wakeups/s")
+}
+
+// ctxSwitches sums the voluntary and involuntary context switches of all
+// of a process's threads.
+func ctxSwitches(b *testing.B, pid int) int64 {
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+	if err != nil || len(tasks) == 0 {
+		b.Fatalf("no threads for pid %d: %v", pid, err)
+	}
+	var n int64
+	for _, f := range tasks {
+		n += statusField(b, f, "voluntary_ctxt_switches:") + statusField(b, f, "nonvoluntary_ctxt_switches:")
+	}
+	return n
+}
+
+func statusField(b *testing.B, file, field string) int64 {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return 0 // a thread that exited
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, field); ok {
+			v, _ := strconv.ParseInt(strings.Fields(rest)[0], 10, 64)
+			return v
+		}
+	}
+	return 0
 }
