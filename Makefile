@@ -24,6 +24,7 @@ demo: build
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 200x ./attestca/
 	$(GO) test -run '^$$' -bench . -benchtime 10x ./enroll/
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./hostd/
 
 ## lint: formatting and vet
 lint:
