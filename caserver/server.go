@@ -29,6 +29,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/devid-ssh/devid/adminapi"
@@ -72,6 +73,11 @@ const sshTemplate = `{
 	"extensions": {{ toJson .Extensions }},
 	"criticalOptions": {{ toJson .CriticalOptions }}
 }`
+
+// authorityInit serialises step-ca authority initialisation, which writes
+// package-level state in step-ca's templates package (a data race when
+// several CAs start at once in one process, as in tests).
+var authorityInit sync.Mutex
 
 // Options are the run-time dependencies of a Server.
 type Options struct {
@@ -127,7 +133,9 @@ func New(cfg *Config, opts Options) (*Server, error) {
 	webhooks := issuance.Client{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.policy.ServeHTTP(w, r)
 	})}
+	authorityInit.Lock()
 	s.auth, err = authority.New(stepCfg, authority.WithQuietInit(), authority.WithWebhookClient(webhooks))
+	authorityInit.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("devid-ca: step-ca authority: %w", err)
 	}

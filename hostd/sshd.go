@@ -25,12 +25,13 @@ type SSHD interface {
 
 // NewSSHD returns the SSHD the configuration describes.
 func NewSSHD(c *Config) SSHD {
-	return &sshd{binary: c.SSHD.Binary, config: c.SSHD.Config, unit: c.Reload.SystemdUnit, pidFile: c.Reload.PIDFile}
+	return &sshd{binary: c.SSHD.Binary, config: c.SSHD.Config, unit: c.Reload.SystemdUnit, pidFile: c.Reload.PIDFile, cert: c.HostCertificate}
 }
 
 type sshd struct {
 	binary, config string
 	unit, pidFile  string
+	cert           string // the host certificate file
 }
 
 func (s *sshd) Check(ctx context.Context) error {
@@ -39,6 +40,13 @@ func (s *sshd) Check(ctx context.Context) error {
 	out, err := exec.CommandContext(ctx, s.binary, "-t", "-f", s.config).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("%s -t -f %s: %v: %s", s.binary, s.config, err, bytes.TrimSpace(out))
+	}
+	// sshd -t exits 0 when it cannot use a host certificate, and only
+	// says so: such a complaint is a failure too.
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.Contains(line, s.cert) || strings.Contains(strings.ToLower(line), "host certificate") {
+			return fmt.Errorf("%s -t -f %s: %s", s.binary, s.config, strings.TrimSpace(line))
+		}
 	}
 	return nil
 }
