@@ -1,0 +1,22 @@
+// Package packagingtest checks the files devid ships for operators, with
+// the tools that will read them:
+//
+//   - packaging/devid-hostd.service with systemd-analyze (verify, and
+//     security for its hardening), and the unit's claim that root without
+//     capabilities can do what devid-hostd needs, with setpriv;
+//   - packaging/hostd.json.example against the unit and the sshd snippet:
+//     the paths in the three files must agree;
+//   - contrib/sshd_config.d/devid.conf with the real sshd (sshd -t, sshd -T);
+//   - contrib/prometheus/devid-hostd.rules.yml with promtool check rules and
+//     the unit tests in devid-hostd.rules_test.yml with promtool test rules.
+//
+// A test whose tool is missing skips, or fails when the environment has
+// CI=true. The Debian packages are systemd, util-linux, openssh-server,
+// openssh-client and prometheus (for promtool); .ci/run installs them.
+//
+// sshd -t refuses to run without its privilege separation directory,
+// /run/sshd, which only exists while ssh.service runs (or has run since
+// boot). Where it is missing the tests run sshd in a private mount namespace
+// with an empty tmpfs on /run holding /run/sshd (as root directly, otherwise
+// in a user namespace), so they never change the host.
+package packagingtest

@@ -1,0 +1,365 @@
+package packagingtest
+
+import (
+	"encoding/json"
+	"errors"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/devid-ssh/devid/internal/conffile"
+)
+
+const unitPath = "packaging/devid-hostd.service"
+
+// unitFile is a parsed systemd unit: section, then key, then values in the
+// order they appear.
+type unitFile map[string]map[string][]string
+
+func parseUnit(t *testing.T, text string) unitFile {
+	t.Helper()
+	u := unitFile{}
+	section := ""
+	for i, line := range strings.Split(text, "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case line == "" || line[0] == '#' || line[0] == ';':
+		case strings.HasSuffix(line, "\\"):
+			t.Fatalf("%s:%d: continuation lines are not supported by this test", unitPath, i+1)
+		case line[0] == '[' && line[len(line)-1] == ']':
+			section = line[1 : len(line)-1]
+			u[section] = map[string][]string{}
+		default:
+			k, v, ok := strings.Cut(line, "=")
+			if !ok || section == "" {
+				t.Fatalf("%s:%d: not a setting: %q", unitPath, i+1, line)
+			}
+			u[section][k] = append(u[section][k], v)
+		}
+	}
+	return u
+}
+
+// testUnit copies the unit into a temporary directory and returns the
+// copy's path. systemd-analyze refuses a unit whose ExecStart= binary does
+// not exist, and devid-hostd is not installed where the tests run, so the
+// copy runs /bin/true instead; everything else is the shipped unit.
+func testUnit(t *testing.T) string {
+	t.Helper()
+	text := readRepoFile(t, unitPath)
+	const execStart = "\nExecStart=/usr/bin/devid-hostd "
+	if n := strings.Count(text, execStart); n != 1 {
+		t.Fatalf("%s: %d lines start with %q, want 1", unitPath, n, strings.TrimSpace(execStart))
+	}
+	text = strings.Replace(text, execStart, "\nExecStart=/bin/true ", 1)
+	p := filepath.Join(t.TempDir(), "devid-hostd.service")
+	if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestUnitVerify: systemd-analyze verify accepts the unit without a single
+// message.
+func TestUnitVerify(t *testing.T) {
+	analyze := tool(t, "systemd-analyze", "systemd")
+	out, err := exec.Command(analyze, "verify", testUnit(t)).CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "" {
+		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}
+
+// TestUnitHardening: systemd-analyze security rates the unit's exposure
+// low, and every hardening setting devid relies on is in effect.
+func TestUnitHardening(t *testing.T) {
+	analyze := tool(t, "systemd-analyze", "systemd")
+	unit := testUnit(t)
+	// 2.4 with systemd 252 (Debian 12); newer systemd versions score more
+	// settings, hence the margin. The list below is the precise check.
+	out, err := exec.Command(analyze, "security", "--offline=yes", "--no-pager", "--threshold=30", unit).CombinedOutput()
+	if err != nil {
+		t.Fatalf("systemd-analyze security: exposure over 3.0: %v\n%s", err, out)
+	}
+	out, err = exec.Command(analyze, "security", "--offline=yes", "--json=short", unit).Output()
+	if err != nil {
+		t.Fatalf("systemd-analyze security --json=short: %v", err)
+	}
+	var checks []struct {
+		Set  bool   `json:"set"`
+		Name string `json:"name"`
+	}
+	if err := json.Unmarshal(out, &checks); err != nil {
+		t.Fatalf("systemd-analyze security --json=short: %v\n%.500s", err, out)
+	}
+	set := map[string]bool{}
+	for _, c := range checks {
+		set[c.Name] = c.Set
+	}
+	for _, name := range []string{
+		"NoNewPrivileges=",
+		"AmbientCapabilities=",
+		"CapabilityBoundingSet=~CAP_SYS_ADMIN",
+		"CapabilityBoundingSet=~CAP_(DAC_*|FOWNER|IPC_OWNER)",
+		"CapabilityBoundingSet=~CAP_KILL",
+		"CapabilityBoundingSet=~CAP_SYS_PTRACE",
+		"CapabilityBoundingSet=~CAP_NET_ADMIN",
+		"CapabilityBoundingSet=~CAP_SET(UID|GID|PCAP)",
+		"ProtectSystem=",
+		"ProtectHome=",
+		"PrivateTmp=",
+		"ProtectKernelTunables=",
+		"ProtectKernelModules=",
+		"ProtectKernelLogs=",
+		"ProtectControlGroups=",
+		"ProtectClock=",
+		"ProtectHostname=",
+		"RestrictNamespaces=~user",
+		"RestrictNamespaces=~mnt",
+		"RestrictAddressFamilies=~AF_PACKET",
+		"RestrictAddressFamilies=~…",
+		"LockPersonality=",
+		"MemoryDenyWriteExecute=",
+		"RestrictRealtime=",
+		"RestrictSUIDSGID=",
+		"SystemCallArchitectures=",
+		"SystemCallFilter=~@mount",
+		"SystemCallFilter=~@module",
+		"SystemCallFilter=~@raw-io",
+		"SystemCallFilter=~@debug",
+		"NotifyAccess=",
+	} {
+		s, ok := set[name]
+		switch {
+		case !ok:
+			t.Errorf("systemd-analyze security has no check %q (renamed in this systemd version?)", name)
+		case !s:
+			t.Errorf("%s: not in effect", name)
+		}
+	}
+}
+
+// TestUnitLeavesSSHDAlone: hostd never holds up, stops or pulls in sshd:
+// only After=ssh.service (so that `sshd -t` finds /run/sshd), no
+// requirement or Before= either way.
+func TestUnitLeavesSSHDAlone(t *testing.T) {
+	u := parseUnit(t, readRepoFile(t, unitPath))
+	isSSH := func(v string) bool {
+		return slices.ContainsFunc(strings.Fields(v), func(f string) bool { return f == "ssh.service" || f == "sshd.service" })
+	}
+	for section, keys := range u {
+		for k, vs := range keys {
+			if k == "After" {
+				continue
+			}
+			for _, v := range vs {
+				if isSSH(v) {
+					t.Errorf("[%s] %s=%s: hostd must not be a dependency of sshd's unit, or it of hostd", section, k, v)
+				}
+			}
+		}
+	}
+	if !slices.ContainsFunc(u["Unit"]["After"], isSSH) {
+		t.Errorf("[Unit] After= does not name ssh.service: %q", u["Unit"]["After"])
+	}
+	want := map[string]string{"Type": "notify", "NotifyAccess": "main", "WatchdogSec": "60s", "Restart": "on-failure",
+		"RestartSec": "5s", "ExecReload": "/bin/kill -HUP $MAINPID", "CapabilityBoundingSet": "", "DevicePolicy": "closed",
+		"DeviceAllow": "/dev/tpmrm0 rw", "ProtectSystem": "strict"}
+	for k, v := range want {
+		if got := u["Service"][k]; !slices.Equal(got, []string{v}) {
+			t.Errorf("[Service] %s=%q, want %q", k, got, v)
+		}
+	}
+}
+
+// TestUnitPrivilegesSuffice checks the premise of the unit's privilege
+// choice: a uid-0 process with no capabilities at all (an empty bounding
+// set, as CapabilityBoundingSet= gives it) can still run `sshd -t` on a
+// configuration whose host key is 0600, replace a file in a 0755 directory,
+// open a 0660 device for writing, and SIGHUP another process of the same
+// uid; and it cannot read a file whose mode denies its owner (it would with
+// CAP_DAC_OVERRIDE), so the capabilities are really gone. Run as root, or
+// in a user namespace as its root. (Reloading through systemd's D-Bus API,
+// which systemd grants to uid 0, needs a running systemd and is not tested.)
+func TestUnitPrivilegesSuffice(t *testing.T) {
+	setpriv := tool(t, "setpriv", "util-linux")
+	sshd := tool(t, "sshd", "openssh-server", "/usr/sbin")
+	keygen := tool(t, "ssh-keygen", "openssh-client")
+	kill := tool(t, "kill", "procps", "/bin", "/usr/bin")
+	dd := tool(t, "dd", "coreutils")
+	mv := tool(t, "mv", "coreutils")
+	touch := tool(t, "touch", "coreutils")
+
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	hostKey := filepath.Join(dir, "ssh_host_ecdsa_key")
+	if out, err := exec.Command(keygen, "-q", "-t", "ecdsa", "-N", "", "-f", hostKey).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v\n%s", err, out)
+	}
+	config := filepath.Join(dir, "sshd_config")
+	write := func(name, content string, mode os.FileMode) {
+		t.Helper()
+		if err := os.WriteFile(name, []byte(content), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(name, mode); err != nil { // whatever the umask
+			t.Fatal(err)
+		}
+	}
+	write(config, "HostKey "+hostKey+"\n", 0o644)
+	device := filepath.Join(dir, "tpmrm0")
+	write(device, "", 0o660)
+	secret := filepath.Join(dir, "secret")
+	write(secret, "x", 0)
+	managed := filepath.Join(dir, "managed")
+	write(managed, "old", 0o644)
+
+	// A process to SIGHUP, as sshd's listener would be: cat waits for its
+	// standard input, which the test never closes.
+	victim := exec.Command("cat")
+	stdin, err := victim.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := victim.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		stdin.Close()
+		victim.Process.Kill()
+		victim.Wait()
+	})
+
+	noCaps := func(argv ...string) (string, error) {
+		full := append([]string{setpriv, "--bounding-set=-all", "--inh-caps=-all", "--ambient-caps=-all", "--no-new-privs", "--"}, argv...)
+		return run(command(true, full...))
+	}
+	if out, err := noCaps(sshd, "-t", "-f", config); err != nil || strings.TrimSpace(out) != "" {
+		needNamespace(t, err)
+		t.Errorf("sshd -t without capabilities: %v\n%s", err, out)
+	}
+	if _, err := noCaps(touch, managed+".new"); err != nil {
+		t.Errorf("create a file in a 0755 directory without capabilities: %v", err)
+	} else if _, err := noCaps(mv, managed+".new", managed); err != nil {
+		t.Errorf("rename within a 0755 directory without capabilities: %v", err)
+	}
+	if _, err := noCaps(dd, "if=/dev/null", "of="+device, "conv=notrunc", "status=none"); err != nil {
+		t.Errorf("open a 0660 device for writing without capabilities: %v", err)
+	}
+	if _, err := noCaps(dd, "if="+secret, "of=/dev/null", "status=none"); err == nil {
+		t.Errorf("read a mode-0 file without capabilities: it worked, so the capabilities were not dropped")
+	}
+	if _, err := noCaps(kill, "-HUP", strconv.Itoa(victim.Process.Pid)); err != nil {
+		t.Errorf("SIGHUP a process of the same uid without capabilities: %v", err)
+	}
+	stdin.Close()
+	var ee *exec.ExitError
+	if err := victim.Wait(); !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGHUP {
+		t.Errorf("the process to SIGHUP ended with %v, want killed by SIGHUP", err)
+	}
+}
+
+// TestExampleConfig: packaging/hostd.json.example decodes strictly, and
+// agrees with the unit (which paths hostd may write, which device it may
+// open, where its configuration is) and with the sshd snippet (which files
+// sshd reads).
+func TestExampleConfig(t *testing.T) {
+	const file = "packaging/hostd.json.example"
+	// The fields devid-hostd's configuration has, as the packaging knows
+	// them. When the daemon's own Config type exists, decode into it instead.
+	var c struct {
+		Version           int      `json:"version"`
+		CAURL             string   `json:"caUrl"`
+		Root              string   `json:"root"`
+		TPM               string   `json:"tpm"`
+		HostKey           string   `json:"hostKey"`
+		HostCertificate   string   `json:"hostCertificate"`
+		Principals        []string `json:"principals"`
+		TrustedUserCAKeys string   `json:"trustedUserCAKeys"`
+		RevokedKeys       string   `json:"revokedKeys"`
+		SSHD              struct {
+			Binary string `json:"binary"`
+			Config string `json:"config"`
+		} `json:"sshd"`
+		Reload struct {
+			SystemdUnit string `json:"systemdUnit"`
+			PIDFile     string `json:"pidFile"`
+		} `json:"reload"`
+		MetricsAddress string  `json:"metricsAddress"`
+		RenewFraction  float64 `json:"renewFraction"`
+	}
+	if err := conffile.DecodeJSON(file, []byte(readRepoFile(t, file)), &c); err != nil {
+		t.Fatal(err)
+	}
+	if c.Version != 1 {
+		t.Errorf("version %d, want 1", c.Version)
+	}
+	if u, err := url.Parse(c.CAURL); err != nil || u.Scheme != "https" || u.Host == "" {
+		t.Errorf("caUrl %q: want an https URL", c.CAURL)
+	}
+	host, _, err := net.SplitHostPort(c.MetricsAddress)
+	if a, perr := netip.ParseAddr(host); err != nil || perr != nil || !a.IsLoopback() {
+		t.Errorf("metricsAddress %q: want a loopback address and port", c.MetricsAddress)
+	}
+	if c.RenewFraction <= 0 || c.RenewFraction >= 1 {
+		t.Errorf("renewFraction %v: want between 0 and 1", c.RenewFraction)
+	}
+	if (c.Reload.SystemdUnit == "") == (c.Reload.PIDFile == "") {
+		t.Errorf("reload: want exactly one of systemdUnit and pidFile, got %+v", c.Reload)
+	}
+	if len(c.Principals) == 0 {
+		t.Error("principals: empty")
+	}
+
+	// The unit: hostd may write each file it keeps, may open the TPM, and
+	// reads this configuration.
+	u := parseUnit(t, readRepoFile(t, unitPath))
+	svc := u["Service"]
+	var writable []string
+	for _, v := range svc["ReadWritePaths"] {
+		writable = append(writable, strings.Fields(v)...)
+	}
+	for _, f := range []string{c.HostCertificate, c.TrustedUserCAKeys, c.RevokedKeys} {
+		if !slices.Contains(writable, filepath.Dir(f)) {
+			t.Errorf("%s: hostd writes %s, but the unit's ReadWritePaths= %q does not hold its directory", file, f, writable)
+		}
+	}
+	if !slices.Contains(svc["DeviceAllow"], c.TPM+" rw") {
+		t.Errorf("%s: tpm %s, but the unit's DeviceAllow= is %q", file, c.TPM, svc["DeviceAllow"])
+	}
+	if !strings.Contains(strings.Join(svc["ExecStart"], "\n"), " --config /etc/devid/hostd.json") {
+		t.Errorf("unit's ExecStart= %q does not read /etc/devid/hostd.json", svc["ExecStart"])
+	}
+	if c.Reload.SystemdUnit != "" && !slices.ContainsFunc(u["Unit"]["After"], func(v string) bool {
+		return slices.Contains(strings.Fields(v), c.Reload.SystemdUnit)
+	}) {
+		t.Errorf("%s: reloads %s, which the unit is not ordered after", file, c.Reload.SystemdUnit)
+	}
+
+	// The sshd snippet reads the files hostd keeps, and certifies its key.
+	snippet := sshdSettings(readRepoFile(t, snippetPath))
+	for keyword, want := range map[string]string{
+		"hostcertificate":   c.HostCertificate,
+		"trustedusercakeys": c.TrustedUserCAKeys,
+		"revokedkeys":       c.RevokedKeys,
+	} {
+		if got := snippet[keyword]; !slices.Equal(got, []string{want}) {
+			t.Errorf("%s: %s is %q, but %s says %s", snippetPath, keyword, got, file, want)
+		}
+	}
+	if !slices.Contains(snippet["hostkey"], strings.TrimSuffix(c.HostKey, ".pub")) {
+		t.Errorf("%s: hostKey %s is not one of the snippet's HostKey %q", file, c.HostKey, snippet["hostkey"])
+	}
+	if filepath.Base(c.HostCertificate) != filepath.Base(strings.TrimSuffix(c.HostKey, ".pub"))+"-cert.pub" {
+		t.Errorf("%s: hostCertificate %s is not named after hostKey %s (OpenSSH's KEY-cert.pub)", file, c.HostCertificate, c.HostKey)
+	}
+}
