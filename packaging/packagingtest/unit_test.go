@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/devid-ssh/devid/hostd"
 	"github.com/devid-ssh/devid/internal/conffile"
 )
 
@@ -285,7 +286,6 @@ func TestExampleConfig(t *testing.T) {
 		HostCertificate   string   `json:"hostCertificate"`
 		Principals        []string `json:"principals"`
 		TrustedUserCAKeys string   `json:"trustedUserCAKeys"`
-		RevokedKeys       string   `json:"revokedKeys"`
 		SSHD              struct {
 			Binary string `json:"binary"`
 			Config string `json:"config"`
@@ -328,7 +328,10 @@ func TestExampleConfig(t *testing.T) {
 	for _, v := range svc["ReadWritePaths"] {
 		writable = append(writable, strings.Fields(v)...)
 	}
-	for _, f := range []string{c.HostCertificate, c.TrustedUserCAKeys, c.RevokedKeys} {
+	if _, err := hostd.LoadConfig(filepath.Join("..", "..", file)); err != nil {
+		t.Errorf("devid-hostd does not take its example configuration: %v", err)
+	}
+	for _, f := range []string{c.HostCertificate, c.TrustedUserCAKeys} {
 		if !slices.Contains(writable, filepath.Dir(f)) {
 			t.Errorf("%s: hostd writes %s, but the unit's ReadWritePaths= %q does not hold its directory", file, f, writable)
 		}
@@ -350,7 +353,6 @@ func TestExampleConfig(t *testing.T) {
 	for keyword, want := range map[string]string{
 		"hostcertificate":   c.HostCertificate,
 		"trustedusercakeys": c.TrustedUserCAKeys,
-		"revokedkeys":       c.RevokedKeys,
 	} {
 		if got := snippet[keyword]; !slices.Equal(got, []string{want}) {
 			t.Errorf("%s: %s is %q, but %s says %s", snippetPath, keyword, got, file, want)
