@@ -276,7 +276,7 @@ func TestUnitPrivilegesSuffice(t *testing.T) {
 func TestExampleConfig(t *testing.T) {
 	const file = "packaging/hostd.json.example"
 	// The fields devid-hostd's configuration has, as the packaging knows
-	// them. When the daemon's own Config type exists, decode into it instead.
+	// them; hostd.LoadConfig below checks the daemon itself takes the file.
 	var c struct {
 		Version           int      `json:"version"`
 		CAURL             string   `json:"caUrl"`
