@@ -59,32 +59,33 @@ func runCmd() *cliutil.Command {
 }
 
 func statusCmd() *cliutil.Command {
-	var file string
-	return &cliutil.Command{
-		Name: "status", Summary: "show the host certificate, next renewal and each task's last success and error", Usage: "[--config FILE]",
-		Flags: func(fs *flag.FlagSet) { configFlag(fs, &file) },
-		Run: func(env *cliutil.Env, args []string) error {
-			if err := cliutil.Args(args, 0, 0, "no arguments"); err != nil {
-				return err
-			}
-			cfg, err := hostd.LoadConfig(file)
-			if err != nil {
-				return err
-			}
+	return withConfig("status", "show the host certificate, next renewal and each task's last success and error",
+		func(env *cliutil.Env, file string, cfg *hostd.Config) error {
 			st, err := hostd.ReadStatus(cfg.StateDir)
 			if err != nil {
 				return err
 			}
 			st.Print(env.Stdout, time.Now())
 			return nil
-		},
-	}
+		})
 }
 
 func checkCmd() *cliutil.Command {
+	return withConfig("check", "check a configuration file and print it with its defaults",
+		func(env *cliutil.Env, file string, cfg *hostd.Config) error {
+			fmt.Fprintf(env.Stdout, "%s: OK\n  caUrl %s\n  tpm %s\n  hostKey %s\n  hostCertificate %s\n  principals %v\n  trustedUserCAKeys %s\n  sshd %s -t -f %s\n  reload %+v\n  metricsAddress %s\n  renewFraction %.4f\n",
+				file, cfg.CAURL, cfg.TPM, cfg.HostKey, cfg.HostCertificate, cfg.Principals, cfg.TrustedUserCAKeys,
+				cfg.SSHD.Binary, cfg.SSHD.Config, cfg.Reload, cfg.MetricsAddress, cfg.RenewFraction)
+			return nil
+		})
+}
+
+// withConfig is a command that takes only --config and works on the loaded
+// configuration.
+func withConfig(name, summary string, run func(env *cliutil.Env, file string, cfg *hostd.Config) error) *cliutil.Command {
 	var file string
 	return &cliutil.Command{
-		Name: "check", Summary: "check a configuration file and print it with its defaults", Usage: "[--config FILE]",
+		Name: name, Summary: summary, Usage: "[--config FILE]",
 		Flags: func(fs *flag.FlagSet) { configFlag(fs, &file) },
 		Run: func(env *cliutil.Env, args []string) error {
 			if err := cliutil.Args(args, 0, 0, "no arguments"); err != nil {
@@ -94,10 +95,7 @@ func checkCmd() *cliutil.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(env.Stdout, "%s: OK\n  caUrl %s\n  tpm %s\n  hostKey %s\n  hostCertificate %s\n  principals %v\n  trustedUserCAKeys %s\n  sshd %s -t -f %s\n  reload %+v\n  metricsAddress %s\n  renewFraction %.4f\n",
-				file, cfg.CAURL, cfg.TPM, cfg.HostKey, cfg.HostCertificate, cfg.Principals, cfg.TrustedUserCAKeys,
-				cfg.SSHD.Binary, cfg.SSHD.Config, cfg.Reload, cfg.MetricsAddress, cfg.RenewFraction)
-			return nil
+			return run(env, file, cfg)
 		},
 	}
 }
