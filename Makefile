@@ -25,6 +25,9 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchtime 200x ./attestca/
 	$(GO) test -run '^$$' -bench . -benchtime 10x ./enroll/
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./hostd/
+	$(GO) test -run '^$$' -bench Build -benchtime 1x ./krl/
+	$(GO) test -run '^$$' -bench Query ./krl/
+	$(GO) test -run '^$$' -bench Load -benchtime 3x ./krl/
 
 ## lint: formatting and vet
 lint:

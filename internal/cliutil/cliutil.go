@@ -28,6 +28,23 @@ func Usagef(format string, args ...any) error {
 	return &UsageError{Msg: fmt.Sprintf(format, args...)}
 }
 
+// ExitCodeError ends a command with its own exit code, for commands whose codes
+// follow another tool's (devid krl query follows ssh-keygen -Q). Run prints
+// Err, if any, as it prints other errors.
+type ExitCodeError struct {
+	Code int
+	Err  error
+}
+
+func (e *ExitCodeError) Error() string {
+	if e.Err == nil {
+		return fmt.Sprintf("exit %d", e.Code)
+	}
+	return e.Err.Error()
+}
+
+func (e *ExitCodeError) Unwrap() error { return e.Err }
+
 // Env is what a command runs with.
 type Env struct {
 	Stdin          io.Reader
@@ -58,6 +75,7 @@ type Command struct {
 func Run(root *Command, env *Env, args []string) int {
 	err := run(root, root.Name, env, args)
 	var ue *UsageError
+	var ee *ExitCodeError
 	switch {
 	case err == nil:
 		return ExitOK
@@ -66,6 +84,11 @@ func Run(root *Command, env *Env, args []string) int {
 	case errors.As(err, &ue):
 		fmt.Fprintf(env.Stderr, "%s: %s\n", root.Name, ue.Msg)
 		return ExitUsage
+	case errors.As(err, &ee):
+		if ee.Err != nil {
+			fmt.Fprintf(env.Stderr, "%s: %v\n", root.Name, ee.Err)
+		}
+		return ee.Code
 	default:
 		fmt.Fprintf(env.Stderr, "%s: %v\n", root.Name, err)
 		return ExitError

@@ -3,6 +3,7 @@ package cliutil
 import (
 	"bytes"
 	"flag"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -41,6 +42,12 @@ func TestRunExitCodes(t *testing.T) {
 			if args[0] == "fail" {
 				return bytes.ErrTooLarge
 			}
+			if args[0] == "exit3" {
+				return &ExitCodeError{Code: 3}
+			}
+			if args[0] == "exit255" {
+				return fmt.Errorf("wrapped: %w", &ExitCodeError{Code: 255, Err: bytes.ErrTooLarge})
+			}
 			return nil
 		},
 	}}}
@@ -52,6 +59,8 @@ func TestRunExitCodes(t *testing.T) {
 	}{
 		{[]string{"do", "x"}, ExitOK},
 		{[]string{"do", "fail"}, ExitError},
+		{[]string{"do", "exit3"}, 3},
+		{[]string{"do", "exit255"}, 255},
 		{[]string{"do"}, ExitUsage},
 		{[]string{"nope"}, ExitUsage},
 		{nil, ExitUsage},

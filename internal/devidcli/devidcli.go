@@ -32,6 +32,7 @@ func root() *cliutil.Command {
 			{Name: "user", Summary: "add, list and import users", Sub: userCmds()},
 			auditCmd(),
 			enrollCmd(),
+			krlCmd(),
 		},
 	}
 }
