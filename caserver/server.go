@@ -417,6 +417,22 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, ready func()) error
 	if ready != nil {
 		ready()
 	}
+	// Rebuild the KRL now and then: entries that can only match expired
+	// certificates are pruned as time passes, not only on changes.
+	go func() {
+		t := time.NewTicker(10 * time.Minute)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := s.revoke.Rebuild(); err != nil {
+					s.log.Error("KRL rebuild failed; the previous KRL is still served", "err", err)
+				}
+			}
+		}
+	}()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("devid-ca: serve: %w", err)
