@@ -300,6 +300,12 @@ func (s *Server) Inventory() *inventory.Store { return s.inv }
 // Authority is the step-ca authority devid-ca runs.
 func (s *Server) Authority() *authority.Authority { return s.auth }
 
+// Revocation is the revocation store.
+func (s *Server) Revocation() *revocation.Store { return s.revoke }
+
+// KRL is the KRL being served.
+func (s *Server) KRL() *revocation.Published { return s.revoke.Current() }
+
 // Handler is the whole HTTP API: step-ca's endpoints and devid's.
 func (s *Server) Handler() http.Handler { return s.handler }
 
