@@ -46,6 +46,7 @@ func (k *KRL) Run(ctx context.Context) error {
 		case ctx.Err() != nil:
 			return nil
 		case errors.Is(err, krldist.ErrNotModified):
+			k.Report.Success(TaskKRL) // the CA answered: nothing new
 			continue
 		case err != nil:
 			failures++
