@@ -410,6 +410,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, ready func()) error
 		return err
 	}
 	srv := &http.Server{
+		// Requests see ctx end at shutdown, so long-polls (the KRL) return
+		// instead of holding up a graceful stop.
+		BaseContext:       func(net.Listener) context.Context { return ctx },
 		Handler:           s.handler,
 		TLSConfig:         tc,
 		ReadHeaderTimeout: 10 * time.Second,

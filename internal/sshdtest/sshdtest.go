@@ -183,8 +183,28 @@ func (s *Server) run(knownHosts, user string, extra []string) (string, error) {
 		"-o", "GlobalKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10", "-o", "IdentitiesOnly=yes"}
 	args = append(args, extra...)
 	args = append(args, user+"@127.0.0.1", "true")
-	out, err := exec.Command("ssh", args...).CombinedOutput()
-	return string(out), err
+	for attempt := 0; ; attempt++ {
+		s.waitListening(10 * time.Second)
+		out, err := exec.Command("ssh", args...).CombinedOutput()
+		// sshd re-executes itself on SIGHUP (a reload) and does not listen
+		// for a moment: a refused connection then is not the answer.
+		if err != nil && attempt < 3 && strings.Contains(string(out), "Connection refused") {
+			continue
+		}
+		return string(out), err
+	}
+}
+
+// waitListening waits until sshd accepts TCP connections, or limit passes.
+func (s *Server) waitListening(limit time.Duration) {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		if c, err := net.Dial("tcp", s.Addr); err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(10 * time.Millisecond) // nothing to wait on but the port
+	}
 }
 
 // HostCertSerial finds, in ssh -v output, the serial of the host
