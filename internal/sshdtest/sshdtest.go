@@ -226,3 +226,22 @@ func HostCertSerial(out string) (uint64, error) {
 	}
 	return 0, fmt.Errorf("no host certificate in ssh's output")
 }
+
+// Account creates a local account for the test (useradd, unlocked so that
+// sshd with UsePAM no lets it in) and removes it when the test ends. Names
+// should be unique to the test.
+func Account(t testing.TB, name string) {
+	t.Helper()
+	NeedRoot(t)
+	Need(t, "useradd", "userdel", "usermod")
+	exec.Command("userdel", "-r", name).Run() // a leftover from a killed run
+	if out, err := exec.Command("useradd", "--no-create-home", "--shell", "/bin/sh", name).CombinedOutput(); err != nil {
+		t.Fatalf("useradd %s: %v\n%s", name, err, out)
+	}
+	t.Cleanup(func() { exec.Command("userdel", name).Run() })
+	// useradd leaves the password field "!": a locked account, which sshd
+	// refuses even with a valid certificate when PAM is off.
+	if out, err := exec.Command("usermod", "-p", "*", name).CombinedOutput(); err != nil {
+		t.Fatalf("usermod %s: %v\n%s", name, err, out)
+	}
+}
