@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/devid-ssh/devid/inventory"
+	"github.com/devid-ssh/devid/revocation"
 )
 
 // Client calls the admin API over TLS, trusting only the pinned roots.
@@ -190,4 +191,12 @@ func (c *Client) Audit(subject string) ([]inventory.AuditEntry, error) {
 	}
 	err := c.do("GET", Prefix+"audit", q, nil, "", &out)
 	return out.Entries, err
+}
+
+// RevokeCert revokes a certificate by serial, or by the certificate itself
+// (authorized_keys format).
+func (c *Client) RevokeCert(req RevokeRequest) (*revocation.RevokedCert, error) {
+	var rc revocation.RevokedCert
+	err := c.doJSON("POST", Prefix+"certs/revoke", req, &rc)
+	return &rc, err
 }

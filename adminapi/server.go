@@ -27,8 +27,11 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/devid-ssh/devid/inventory"
+	"github.com/devid-ssh/devid/revocation"
+	"golang.org/x/crypto/ssh"
 )
 
 // Prefix is where the admin API lives.
@@ -56,6 +59,7 @@ type actorKey struct{}
 // Handler serves the admin API.
 type Handler struct {
 	store     *inventory.Store
+	revoke    Revoker
 	adminRoot *x509.Certificate
 	log       *slog.Logger
 	mux       *http.ServeMux
@@ -63,8 +67,9 @@ type Handler struct {
 
 // NewHandler returns the admin API over store, for admins whose client
 // certificates chain to adminRoot.
-func NewHandler(store *inventory.Store, adminRoot *x509.Certificate, log *slog.Logger) *Handler {
-	h := &Handler{store: store, adminRoot: adminRoot, log: log, mux: http.NewServeMux()}
+func NewHandler(store *inventory.Store, revoke Revoker, adminRoot *x509.Certificate, log *slog.Logger) *Handler {
+	h := &Handler{store: store, revoke: revoke, adminRoot: adminRoot, log: log, mux: http.NewServeMux()}
+	h.mux.HandleFunc("POST /devid/v1/certs/revoke", h.revokeCert)
 	h.mux.HandleFunc("GET /devid/v1/devices", h.listDevices)
 	h.mux.HandleFunc("POST /devid/v1/devices", h.addDevice)
 	h.mux.HandleFunc("GET /devid/v1/devices/{ref}", h.getDevice)
@@ -98,6 +103,57 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func actor(r *http.Request) string {
 	s, _ := r.Context().Value(actorKey{}).(string)
 	return s
+}
+
+// Revoker revokes single SSH certificates (package revocation).
+type Revoker interface {
+	RevokeSerial(actor string, serial uint64, reason string) (*revocation.RevokedCert, error)
+	RevokeCert(actor string, c *ssh.Certificate, reason string) (*revocation.RevokedCert, error)
+}
+
+// RevokeRequest is the body of POST /devid/v1/certs/revoke: a serial, or
+// the certificate itself (OpenSSH authorized_keys format).
+type RevokeRequest struct {
+	Serial      uint64 `json:"serial,omitempty"`
+	Certificate string `json:"certificate,omitempty"`
+	Reason      string `json:"reason,omitempty"`
+}
+
+func (h *Handler) revokeCert(w http.ResponseWriter, r *http.Request) {
+	var req RevokeRequest
+	if !h.decode(w, r, &req) {
+		return
+	}
+	var rc *revocation.RevokedCert
+	var err error
+	switch {
+	case req.Certificate != "" && req.Serial != 0:
+		writeError(w, http.StatusBadRequest, &apiError{Error: "give a serial or a certificate, not both"})
+		return
+	case req.Certificate != "":
+		k, _, _, _, perr := ssh.ParseAuthorizedKey([]byte(req.Certificate))
+		c, ok := k.(*ssh.Certificate)
+		if perr != nil || !ok {
+			writeError(w, http.StatusBadRequest, &apiError{Error: "certificate: not an OpenSSH certificate", Field: "certificate"})
+			return
+		}
+		rc, err = h.revoke.RevokeCert(actor(r), c, req.Reason)
+	case req.Serial != 0:
+		rc, err = h.revoke.RevokeSerial(actor(r), req.Serial, req.Reason)
+	default:
+		writeError(w, http.StatusBadRequest, &apiError{Error: "give the serial or the certificate to revoke"})
+		return
+	}
+	switch {
+	case errors.Is(err, revocation.ErrUnknownCertificate):
+		writeError(w, http.StatusNotFound, &apiError{Error: err.Error(), Field: "serial"})
+	case err != nil && strings.Contains(err.Error(), "was not signed by this CA"):
+		writeError(w, http.StatusBadRequest, &apiError{Error: err.Error(), Field: "certificate"})
+	case err != nil:
+		h.fail(w, r, err)
+	default:
+		writeJSON(w, http.StatusOK, rc)
+	}
 }
 
 // StatusRequest is the body of POST /devid/v1/devices/{ref}/status.

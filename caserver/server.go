@@ -36,6 +36,8 @@ import (
 	"github.com/devid-ssh/devid/attestca"
 	"github.com/devid-ssh/devid/inventory"
 	"github.com/devid-ssh/devid/issuance"
+	"github.com/devid-ssh/devid/krldist"
+	"github.com/devid-ssh/devid/revocation"
 	"github.com/go-chi/chi/v5"
 	"github.com/smallstep/certificates/acme"
 	acmeapi "github.com/smallstep/certificates/acme/api"
@@ -49,6 +51,7 @@ import (
 	"github.com/smallstep/certificates/logging"
 	"github.com/smallstep/nosql"
 	"go.step.sm/crypto/pemutil"
+	"golang.org/x/crypto/ssh"
 )
 
 // Provisioners devid-ca configures in step-ca.
@@ -97,6 +100,7 @@ type Server struct {
 	renewer   *stepca.TLSRenewer
 	tls       *tls.Config
 	attest    *attestca.CA
+	revoke    *revocation.Store
 	policy    *issuance.Policy
 	whSecret  []byte
 	acmeDB    acme.DB
@@ -190,6 +194,10 @@ func (s *Server) open(opts Options) error {
 	if s.attest, err = attestca.New(acfg, s.inv, ndb); err != nil {
 		return err
 	}
+	if s.revoke, err = s.openRevocation(ndb, opts.Now); err != nil {
+		return err
+	}
+	s.inv.OnDeviceChange(s.revoke.OnDeviceChange)
 	if s.acmeDB, err = acmenosql.New(ndb); err != nil {
 		return fmt.Errorf("devid-ca: ACME store: %w", err)
 	}
@@ -292,6 +300,12 @@ func (s *Server) Inventory() *inventory.Store { return s.inv }
 // Authority is the step-ca authority devid-ca runs.
 func (s *Server) Authority() *authority.Authority { return s.auth }
 
+// Revocation is the revocation store.
+func (s *Server) Revocation() *revocation.Store { return s.revoke }
+
+// KRL is the KRL being served.
+func (s *Server) KRL() *revocation.Published { return s.revoke.Current() }
+
 // Handler is the whole HTTP API: step-ca's endpoints and devid's.
 func (s *Server) Handler() http.Handler { return s.handler }
 
@@ -300,7 +314,8 @@ func (s *Server) routes() http.Handler {
 	api.Route(mux)
 	mux.Route("/1.0", func(r chi.Router) { api.Route(r) })
 	mux.Route("/acme", func(r chi.Router) { acmeapi.Route(r) })
-	mux.Handle(adminapi.Prefix+"*", adminapi.NewHandler(s.inv, s.adminRoot, s.log))
+	mux.Handle(krldist.Path, s.revoke) // public: hosts fetch it without an admin certificate
+	mux.Handle(adminapi.Prefix+"*", adminapi.NewHandler(s.inv, s.revoke, s.adminRoot, s.log))
 	mux.Handle(AttestationPath+"/*", s.attest)
 	auth := s.auth
 	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -395,6 +410,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, ready func()) error
 		return err
 	}
 	srv := &http.Server{
+		// Requests see ctx end at shutdown, so long-polls (the KRL) return
+		// instead of holding up a graceful stop.
+		BaseContext:       func(net.Listener) context.Context { return ctx },
 		Handler:           s.handler,
 		TLSConfig:         tc,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -408,6 +426,22 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, ready func()) error
 	if ready != nil {
 		ready()
 	}
+	// Rebuild the KRL now and then: entries that can only match expired
+	// certificates are pruned as time passes, not only on changes.
+	go func() {
+		t := time.NewTicker(10 * time.Minute)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := s.revoke.Rebuild(); err != nil {
+					s.log.Error("KRL rebuild failed; the previous KRL is still served", "err", err)
+				}
+			}
+		}
+	}()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("devid-ca: serve: %w", err)
@@ -424,4 +458,26 @@ func (s *Server) Close() error {
 		s.renewer.Stop()
 	}
 	return s.auth.Shutdown()
+}
+
+// openRevocation opens the revocation store, which signs KRLs with the SSH
+// user CA key.
+func (s *Server) openRevocation(ndb nosql.DB, now func() time.Time) (*revocation.Store, error) {
+	c := s.cfg
+	signers := map[string]ssh.Signer{}
+	for name, file := range map[string]string{"host": c.SSHHostKey, "user": c.SSHUserKey} {
+		k, err := pemutil.Read(c.path(file))
+		if err != nil {
+			return nil, fmt.Errorf("devid-ca: SSH %s CA key: %w", name, err)
+		}
+		sg, err := ssh.NewSignerFromKey(k)
+		if err != nil {
+			return nil, fmt.Errorf("devid-ca: SSH %s CA key: %w", name, err)
+		}
+		signers[name] = sg
+	}
+	return revocation.Open(revocation.Config{
+		HostCA: signers["host"].PublicKey(), UserCA: signers["user"].PublicKey(), Signer: signers["user"],
+		MaxLifetime: max(c.Lifetimes.Host.Duration, c.Lifetimes.User.Duration), Now: now, Log: s.log,
+	}, ndb, s.inv)
 }

@@ -50,6 +50,12 @@ type Config struct {
 	// TrustedUserCAKeys is the file sshd's TrustedUserCAKeys names (default
 	// /etc/ssh/devid/user_ca.pub): the CA's SSH user CA keys.
 	TrustedUserCAKeys string `json:"trustedUserCAKeys"`
+	// RevokedKeys is the file sshd's RevokedKeys names (default
+	// /etc/ssh/devid/revoked.krl): the CA's KRL. devid-hostd writes a
+	// valid empty KRL first if there is none, since sshd refuses every
+	// public-key login while RevokedKeys names a missing file. "off"
+	// disables the KRL task.
+	RevokedKeys string `json:"revokedKeys"`
 	// SSHD is how to check sshd's configuration before a reload.
 	SSHD SSHDConfig `json:"sshd"`
 	// Reload is how to make sshd reread its files.
@@ -119,6 +125,7 @@ func (c *Config) setDefaults() error {
 	def(&c.HostKeyType, "ecdsa")
 	def(&c.HostCertificate, "/etc/ssh/devid/"+filepath.Base(c.HostKey)+"-cert.pub")
 	def(&c.TrustedUserCAKeys, "/etc/ssh/devid/user_ca.pub")
+	def(&c.RevokedKeys, "/etc/ssh/devid/revoked.krl")
 	def(&c.SSHD.Binary, "/usr/sbin/sshd")
 	def(&c.SSHD.Config, "/etc/ssh/sshd_config")
 	def(&c.MetricsAddress, "127.0.0.1:9750")
@@ -162,6 +169,7 @@ func (c *Config) check() error {
 	}
 	for _, p := range []struct{ name, path string }{
 		{"hostKey", c.HostKey}, {"hostCertificate", c.HostCertificate}, {"trustedUserCAKeys", c.TrustedUserCAKeys},
+		{"revokedKeys", strings.Replace(c.RevokedKeys, "off", "/off", 1)},
 		{"sshd.binary", c.SSHD.Binary}, {"sshd.config", c.SSHD.Config}, {"stateDir", c.StateDir},
 	} {
 		if !filepath.IsAbs(p.path) {

@@ -120,7 +120,11 @@ func (d *Daemon) runOnce(ctx context.Context, cfg *Config, configChanged func())
 	for _, c := range roots {
 		pool.AddCert(c)
 	}
-	for _, dir := range uniqueDirs(cfg.HostCertificate, cfg.TrustedUserCAKeys) {
+	managed := []string{cfg.HostCertificate, cfg.TrustedUserCAKeys}
+	if cfg.RevokedKeys != "off" {
+		managed = append(managed, cfg.RevokedKeys)
+	}
+	for _, dir := range uniqueDirs(managed...) {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return fmt.Errorf("create %s: %w", dir, err)
 		}
@@ -146,7 +150,18 @@ func (d *Daemon) runOnce(ctx context.Context, cfg *Config, configChanged func())
 	tasks := []func(context.Context) error{
 		hc.Run,
 		(&UserCA{CAURL: cfg.CAURL, HTTP: newPinnedClient(pool), File: cfg.TrustedUserCAKeys, Interval: cfg.UserCAInterval.Duration, Files: files, Report: rep}).Run,
-		(&Watch{Files: files, Report: rep, Dirs: uniqueDirs(cfg.HostCertificate, cfg.TrustedUserCAKeys), ConfigFile: cfg.File(), ConfigChanged: configChanged}).Run,
+		(&Watch{Files: files, Report: rep, Dirs: uniqueDirs(managed...), ConfigFile: cfg.File(), ConfigChanged: configChanged}).Run,
+	}
+	if cfg.RevokedKeys != "off" {
+		// No client timeout: the KRL request long-polls (its wait bounds it).
+		hc := newPinnedClient(pool)
+		hc.Timeout = 0
+		k := &KRL{CAURL: cfg.CAURL, HTTP: hc, File: cfg.RevokedKeys, Files: files, Report: rep}
+		// The file must be there before anything else runs.
+		if _, err := k.installed(); err != nil {
+			return err
+		}
+		tasks = append(tasks, k.Run)
 	}
 	if cfg.MetricsAddress != "off" {
 		tasks = append(tasks, func(ctx context.Context) error {

@@ -3,15 +3,22 @@ package hostd_test
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,10 +28,12 @@ import (
 
 	"github.com/devid-ssh/devid/caserver"
 	"github.com/devid-ssh/devid/caserver/catest"
+	"github.com/devid-ssh/devid/enroll"
 	"github.com/devid-ssh/devid/hostd"
 	"github.com/devid-ssh/devid/internal/conffile"
 	"github.com/devid-ssh/devid/internal/sshdtest"
 	"github.com/devid-ssh/devid/inventory"
+	"github.com/devid-ssh/devid/krl"
 	"github.com/devid-ssh/devid/tpm/swtpmtest"
 	"golang.org/x/crypto/ssh"
 )
@@ -56,6 +65,8 @@ type host struct {
 	cfg        map[string]any
 	certFile   string
 	userCAFile string
+	krlFile    string
+	principals string // AuthorizedPrincipalsFile
 	metrics    string // http://127.0.0.1:PORT/metrics
 	knownHosts string
 	proc       *exec.Cmd
@@ -90,7 +101,13 @@ func newHost(t testing.TB, lifetime time.Duration) *host {
 
 	h := &host{ca: ca, dir: dir, certFile: filepath.Join(dir, "devid", "ssh_host_ecdsa_key-cert.pub"),
 		userCAFile: filepath.Join(dir, "devid", "user_ca.pub"), cfgFile: filepath.Join(dir, "hostd.json")}
-	h.sshd = sshdtest.Start(t, sshdtest.Options{Lines: []string{"HostCertificate " + h.certFile, "TrustedUserCAKeys " + h.userCAFile}})
+	h.krlFile = filepath.Join(dir, "devid", "revoked.krl")
+	h.principals = filepath.Join(dir, "principals")
+	os.WriteFile(h.principals, nil, 0o644)
+	// RevokedKeys names a file devid-hostd writes before anything else: until
+	// then sshd refuses public-key logins, as it must.
+	h.sshd = sshdtest.Start(t, sshdtest.Options{Lines: []string{"HostCertificate " + h.certFile, "TrustedUserCAKeys " + h.userCAFile,
+		"RevokedKeys " + h.krlFile, "AuthorizedPrincipalsFile " + h.principals}})
 	rootFile := filepath.Join(dir, "root.crt")
 	os.WriteFile(rootFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Root.Raw}), 0o644)
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
@@ -100,10 +117,10 @@ func newHost(t testing.TB, lifetime time.Duration) *host {
 	h.cfg = map[string]any{
 		"version": 1, "caUrl": ca.URL, "root": rootFile, "tpm": "unix:" + sock,
 		"hostKey": h.sshd.HostKey, "hostCertificate": h.certFile, "principals": []string{"localhost", "127.0.0.1"},
-		"trustedUserCAKeys": h.userCAFile,
-		"sshd":              map[string]string{"binary": sshdtest.SSHD, "config": h.sshd.Config},
-		"reload":            map[string]string{"pidFile": h.sshd.PIDFile},
-		"metricsAddress":    metricsAddr, "stateDir": filepath.Join(dir, "run"), "userCaInterval": "1s",
+		"trustedUserCAKeys": h.userCAFile, "revokedKeys": h.krlFile,
+		"sshd":           map[string]string{"binary": sshdtest.SSHD, "config": h.sshd.Config},
+		"reload":         map[string]string{"pidFile": h.sshd.PIDFile},
+		"metricsAddress": metricsAddr, "stateDir": filepath.Join(dir, "run"), "userCaInterval": "1s",
 	}
 	h.writeConfig(t)
 	hostCA, err := os.ReadFile(filepath.Join(ca.Dir, "certs", "ssh_host_ca.pub"))
@@ -473,4 +490,200 @@ func statusField(b *testing.B, file, field string) int64 {
 		}
 	}
 	return 0
+}
+
+// TestKRLLogin: a workstation's user certificate logs in; once the device
+// is quarantined, the new KRL reaches RevokedKeys within seconds and the
+// next login is refused; a certificate revoked by serial is refused too.
+func TestKRLLogin(t *testing.T) {
+	t.Parallel()
+	h := newHost(t, time.Hour)
+	h.start(t)
+	waitFor(t, 30*time.Second, "the first host certificate", func() bool { return h.cert(t) != nil })
+
+	// A workstation, enrolled in process with its own swtpm.
+	inv := h.ca.Server.Inventory()
+	if _, err := inv.AddUser("test", inventory.NewUser{Email: "alice@example.com", Login: "alice", Groups: []string{"sre"}}); err != nil {
+		t.Fatal(err)
+	}
+	ws := swtpmtest.New(t)
+	ek, _ := ws.TPM.EK()
+	dev, err := inv.AddDevice("test", inventory.NewDevice{EK: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ek.Certificate.Raw})),
+		Name: "laptop-a", Kind: "workstation", Owner: "alice@example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	userKey := filepath.Join(h.dir, "id_ecdsa")
+	sshdtest.Keygen(t, userKey)
+	cert := enrollUser(t, h.ca, ws, userKey)
+	// The device ID is the principal root accepts.
+	os.WriteFile(h.principals, []byte(dev.ID+"\n"), 0o644)
+
+	if out, err := h.sshd.SSHCert(t, h.knownHosts, "root", userKey, userKey+"-cert.pub"); err != nil {
+		t.Fatalf("login with the workstation's certificate: %v\n%s", err, out)
+	}
+
+	before := h.metric(t, "devid_krl_version")
+	start := time.Now()
+	if _, err := inv.SetStatus("test", dev.ID, inventory.StatusQuarantined, "lost"); err != nil {
+		t.Fatal(err)
+	}
+	want := float64(h.ca.Server.KRL().Version)
+	waitFor(t, 10*time.Second, "the new KRL in RevokedKeys", func() bool {
+		b, err := os.ReadFile(h.krlFile)
+		if err != nil {
+			return false
+		}
+		k, err := krl.Parse(b)
+		return err == nil && float64(k.Version) >= want
+	})
+	t.Logf("quarantine → RevokedKeys updated in %v (KRL version %v → %v)", time.Since(start).Round(time.Millisecond), before, want)
+	out, err := h.sshd.SSHCert(t, h.knownHosts, "root", userKey, userKey+"-cert.pub")
+	if err == nil {
+		t.Fatalf("a quarantined device's certificate still logs in:\n%s", out)
+	}
+	if log, _ := os.ReadFile(h.sshd.Log); !strings.Contains(string(log), "revoked") {
+		t.Errorf("sshd's log does not say the key is revoked")
+	}
+
+	// Back to active: the old certificate stays refused; a new one works.
+	if _, err := inv.SetStatus("test", dev.ID, inventory.StatusActive, "found"); err != nil {
+		t.Fatal(err)
+	}
+	want = float64(h.ca.Server.KRL().Version)
+	waitFor(t, 10*time.Second, "the KRL after reactivation", func() bool { return h.metric(t, "devid_krl_version") >= want })
+	if out, err := h.sshd.SSHCert(t, h.knownHosts, "root", userKey, userKey+"-cert.pub"); err == nil {
+		t.Fatalf("reactivation brought back a certificate from before the quarantine:\n%s", out)
+	}
+	newKey := filepath.Join(h.dir, "id_ecdsa2")
+	sshdtest.Keygen(t, newKey)
+	cert2 := enrollUser(t, h.ca, ws, newKey)
+	if out, err := h.sshd.SSHCert(t, h.knownHosts, "root", newKey, newKey+"-cert.pub"); err != nil {
+		t.Fatalf("a certificate issued after reactivation is refused: %v\n%s", err, out)
+	}
+
+	// One certificate revoked by serial.
+	if _, err := h.ca.Server.Revocation().RevokeSerial("test", cert2.Serial, "key leaked"); err != nil {
+		t.Fatal(err)
+	}
+	want = float64(h.ca.Server.KRL().Version)
+	waitFor(t, 10*time.Second, "the KRL with the serial", func() bool { return h.metric(t, "devid_krl_version") >= want })
+	if out, err := h.sshd.SSHCert(t, h.knownHosts, "root", newKey, newKey+"-cert.pub"); err == nil {
+		t.Fatalf("a certificate revoked by serial still logs in:\n%s", out)
+	}
+	_ = cert
+}
+
+// enrollUser gets a user certificate for key.pub from the workstation's
+// TPM, written to key-cert.pub.
+func enrollUser(t *testing.T, ca *catest.CA, ws *swtpmtest.Instance, key string) *ssh.Certificate {
+	t.Helper()
+	b, err := os.ReadFile(key + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _, _, _, err := ssh.ParseAuthorizedKey(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := enroll.New(ca.URL, ca.Roots, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ctx := context.Background()
+	att, err := c.Attest(ctx, ws.TPM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer att.Close()
+	dc, err := c.DeviceCertificate(ctx, att)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dc.Close()
+	cert, err := c.SSHCertificate(ctx, dc, "user", nil, pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(key+"-cert.pub", ssh.MarshalAuthorizedKey(cert), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return cert
+}
+
+// BenchmarkKRLPropagation: from a quarantine (or reactivation) in the
+// inventory to the new KRL in RevokedKeys on every one of 5 running KRL
+// tasks (each as in a devid-hostd, long-polling the CA). Reports the p50
+// and p99 of the per-host latency, measured by polling the files every
+// millisecond.
+func BenchmarkKRLPropagation(b *testing.B) {
+	ca := catest.Start(b, nil)
+	const hosts = 5
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var files []string
+	for i := range hosts {
+		f := filepath.Join(b.TempDir(), "revoked.krl")
+		files = append(files, f)
+		hc := hostd.NewHTTPClient(ca.Roots)
+		hc.Timeout = 0
+		k := &hostd.KRL{CAURL: ca.URL, HTTP: hc, File: f, Wait: 30 * time.Second, Files: hostd.NewFiles(),
+			Report: hostd.NewReporter(hostd.NewMetrics(), quiet, time.Now, "")}
+		go k.Run(ctx)
+		_ = i
+	}
+	k, _ := rsaEK(b)
+	d, err := ca.Server.Inventory().AddDevice("bench", inventory.NewDevice{EK: k, Name: "laptop", Kind: "workstation"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	version := func(f string) uint64 {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return 0
+		}
+		k, err := krl.Parse(data)
+		if err != nil {
+			return 0
+		}
+		return k.Version
+	}
+	var lat []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		st := inventory.StatusQuarantined
+		if i%2 == 1 {
+			st = inventory.StatusActive
+		}
+		start := time.Now()
+		if _, err := ca.Server.Inventory().SetStatus("bench", d.ID, st, ""); err != nil {
+			b.Fatal(err)
+		}
+		want := ca.Server.KRL().Version
+		done := make([]bool, hosts)
+		for left := hosts; left > 0; {
+			for j, f := range files {
+				if !done[j] && version(f) >= want {
+					done[j] = true
+					left--
+					lat = append(lat, time.Since(start))
+				}
+			}
+			if time.Since(start) > 30*time.Second {
+				b.Fatalf("KRL version %d did not reach every host within 30s", want)
+			}
+			time.Sleep(time.Millisecond) // polling the files: the measurement's granularity
+		}
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+}
+
+func rsaEK(b *testing.B) (string, error) {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return "", err
+	}
+	der, _ := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	return base64.StdEncoding.EncodeToString(der), nil
 }

@@ -29,6 +29,8 @@ type Metrics struct {
 	LastSuccess, LastFailure                 *prometheus.GaugeVec   // task
 	UserCAKeys, UserCAKeysChanged            prometheus.Gauge
 	FilesRestored                            *prometheus.CounterVec // file
+	KRLVersion, KRLGenerated                 prometheus.Gauge
+	KRLFetchFailures                         prometheus.Counter
 }
 
 // Task names, the task label of the per-task metrics.
@@ -36,6 +38,7 @@ const (
 	TaskHostCert = "hostcert"
 	TaskUserCA   = "userca"
 	TaskWatch    = "watch"
+	TaskKRL      = "krl"
 )
 
 // NewMetrics registers devid-hostd's metrics on a new registry.
@@ -70,14 +73,18 @@ func NewMetrics() *Metrics {
 		UserCAKeys:         f("user_ca_keys", "User CA keys in TrustedUserCAKeys."),
 		UserCAKeysChanged:  f("user_ca_keys_last_change_seconds", "Last change of TrustedUserCAKeys, Unix time."),
 		FilesRestored:      cv("files_restored_total", "Managed files put back after someone else changed or deleted them.", "file"),
+		KRLVersion:         f("krl_version", "Version of the KRL in RevokedKeys."),
+		KRLGenerated:       f("krl_generated_seconds", "When the CA built the KRL in RevokedKeys, Unix time (its age: time() minus this)."),
 	}
+	m.KRLFetchFailures = prometheus.NewCounter(prometheus.CounterOpts{Name: "devid_krl_fetch_failures_total", Help: "Failed KRL fetches (unreachable CA, bad signature, older version, undecodable KRL)."})
+	r.MustRegister(m.KRLFetchFailures)
 	for _, res := range []string{"success", "failure"} {
 		m.Renewals.WithLabelValues(res)
 		m.Attestations.WithLabelValues(res)
 		m.SSHDReloads.WithLabelValues(res)
 	}
 	m.SSHDReloads.WithLabelValues("check_failed")
-	for _, t := range []string{TaskHostCert, TaskUserCA, TaskWatch} {
+	for _, t := range []string{TaskHostCert, TaskUserCA, TaskWatch, TaskKRL} {
 		m.LastSuccess.WithLabelValues(t)
 		m.LastFailure.WithLabelValues(t)
 	}

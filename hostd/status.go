@@ -20,12 +20,15 @@ import (
 // StatusData is what `devid-hostd status` shows, kept in
 // StateDir/status.json.
 type StatusData struct {
-	Updated  time.Time             `json:"updated"`
-	PID      int                   `json:"pid"`
-	HostCert *CertStatus           `json:"hostCertificate,omitempty"`
-	UserCA   int                   `json:"userCaKeys"`
-	Tasks    map[string]TaskStatus `json:"tasks"`
-	Restored map[string]int        `json:"filesRestored,omitempty"`
+	Updated  time.Time   `json:"updated"`
+	PID      int         `json:"pid"`
+	HostCert *CertStatus `json:"hostCertificate,omitempty"`
+	UserCA   int         `json:"userCaKeys"`
+	// KRLVersion and KRLGenerated describe the KRL in RevokedKeys.
+	KRLVersion   uint64                `json:"krlVersion"`
+	KRLGenerated time.Time             `json:"krlGenerated,omitzero"`
+	Tasks        map[string]TaskStatus `json:"tasks"`
+	Restored     map[string]int        `json:"filesRestored,omitempty"`
 }
 
 // CertStatus describes the host certificate in place.
@@ -149,6 +152,7 @@ func (d *StatusData) Print(w io.Writer, now time.Time) {
 		fmt.Fprintf(tw, "host certificate\tnone yet\n")
 	}
 	fmt.Fprintf(tw, "user CA keys\t%d\n", d.UserCA)
+	fmt.Fprintf(tw, "KRL\tversion %d, built %s\n", d.KRLVersion, ago(d.KRLGenerated))
 	names := make([]string, 0, len(d.Tasks))
 	for n := range d.Tasks {
 		names = append(names, n)

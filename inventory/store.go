@@ -28,8 +28,40 @@ type Store struct {
 	db  database.DB
 	now func() time.Time
 
-	mu      sync.Mutex // serialises read-modify-write
-	lastSeq uint64
+	mu       sync.Mutex // serialises read-modify-write
+	lastSeq  uint64
+	onChange func([]DeviceChange)
+}
+
+// DeviceChange is a device record before and after a committed change
+// (Before is nil for a new device).
+type DeviceChange struct{ Before, After *Device }
+
+// OnDeviceChange sets a function called, synchronously and with the store's
+// write lock held, after every committed change to devices. It must not
+// call the Store's write methods.
+func (s *Store) OnDeviceChange(f func([]DeviceChange)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.onChange = f
+}
+
+// RecordAudit adds an audit entry for a change made outside the inventory
+// (a certificate revoked by serial, say). before and after are marshalled
+// to JSON.
+func (s *Store) RecordAudit(actor, action, subject, reason string, before, after any) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var w writer
+	var b, a json.RawMessage
+	if before != nil {
+		b = mustJSON(before)
+	}
+	if after != nil {
+		a = mustJSON(after)
+	}
+	w.audits = append(w.audits, AuditEntry{Action: action, Subject: subject, Reason: reason, Before: b, After: a})
+	return s.commit(actor, s.clock(), &w)
 }
 
 // Open prepares the inventory tables in db. now is the clock (time.Now in
@@ -255,8 +287,9 @@ func (snap *snapshot) checkRefs(f *deviceFields, self string) *Error {
 
 // writer collects the records and audit entries of one transaction.
 type writer struct {
-	puts   []put
-	audits []AuditEntry
+	puts    []put
+	audits  []AuditEntry
+	changes []DeviceChange
 }
 
 type put struct {
@@ -268,6 +301,7 @@ type put struct {
 func (w *writer) putDevice(before, after *Device, action, reason string) {
 	a := mustJSON(after)
 	w.puts = append(w.puts, put{devicesTable, after.ID, a})
+	w.changes = append(w.changes, DeviceChange{Before: before, After: after})
 	w.audits = append(w.audits, AuditEntry{Action: action, Subject: after.ID, Reason: reason, Before: optJSON(before), After: a})
 }
 
@@ -295,7 +329,7 @@ func mustJSON(v any) json.RawMessage {
 // commit writes w's records and audit entries in one transaction. Callers
 // hold s.mu.
 func (s *Store) commit(actor string, now time.Time, w *writer) error {
-	if len(w.puts) == 0 {
+	if len(w.puts) == 0 && len(w.audits) == 0 {
 		return nil
 	}
 	tx := new(database.Tx)
@@ -309,6 +343,9 @@ func (s *Store) commit(actor string, now time.Time, w *writer) error {
 	}
 	if err := s.db.Update(tx); err != nil {
 		return fmt.Errorf("inventory: write: %w", err)
+	}
+	if s.onChange != nil && len(w.changes) > 0 {
+		s.onChange(w.changes)
 	}
 	return nil
 }

@@ -30,6 +30,7 @@ func root() *cliutil.Command {
 			bootstrapCmd(),
 			{Name: "device", Summary: "register, list, quarantine, retire and import devices", Sub: deviceCmds()},
 			{Name: "user", Summary: "add, list and import users", Sub: userCmds()},
+			{Name: "cert", Summary: "revoke single SSH certificates", Sub: certCmds()},
 			auditCmd(),
 			enrollCmd(),
 			krlCmd(),

@@ -162,14 +162,49 @@ func Keygen(t testing.TB, path string) {
 // options say otherwise.
 func (s *Server) SSH(t testing.TB, knownHosts string, extra ...string) (string, error) {
 	t.Helper()
+	return s.run(knownHosts, "root", append([]string{"-i", s.ClientKey}, extra...))
+}
+
+// SSHCert logs in as user with a key and its certificate only (not
+// ClientKey), trusting the host through knownHosts ("" for none:
+// StrictHostKeyChecking off, for tests of user authentication alone).
+func (s *Server) SSHCert(t testing.TB, knownHosts, user, key, cert string) (string, error) {
+	t.Helper()
+	return s.run(knownHosts, user, []string{"-i", key, "-o", "CertificateFile=" + cert})
+}
+
+func (s *Server) run(knownHosts, user string, extra []string) (string, error) {
+	strict := "yes"
+	if knownHosts == "" {
+		knownHosts, strict = "/dev/null", "no"
+	}
 	args := []string{"-F", "/dev/null", "-v", "-p", strconv.Itoa(s.Port),
-		"-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "UserKnownHostsFile=" + knownHosts,
-		"-o", "GlobalKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10", "-o", "IdentitiesOnly=yes",
-		"-i", s.ClientKey}
+		"-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=" + strict, "-o", "UserKnownHostsFile=" + knownHosts,
+		"-o", "GlobalKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10", "-o", "IdentitiesOnly=yes"}
 	args = append(args, extra...)
-	args = append(args, "root@127.0.0.1", "true")
-	out, err := exec.Command("ssh", args...).CombinedOutput()
-	return string(out), err
+	args = append(args, user+"@127.0.0.1", "true")
+	for attempt := 0; ; attempt++ {
+		s.waitListening(10 * time.Second)
+		out, err := exec.Command("ssh", args...).CombinedOutput()
+		// sshd re-executes itself on SIGHUP (a reload) and does not listen
+		// for a moment: a refused connection then is not the answer.
+		if err != nil && attempt < 3 && strings.Contains(string(out), "Connection refused") {
+			continue
+		}
+		return string(out), err
+	}
+}
+
+// waitListening waits until sshd accepts TCP connections, or limit passes.
+func (s *Server) waitListening(limit time.Duration) {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		if c, err := net.Dial("tcp", s.Addr); err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(10 * time.Millisecond) // nothing to wait on but the port
+	}
 }
 
 // HostCertSerial finds, in ssh -v output, the serial of the host
@@ -190,4 +225,23 @@ func HostCertSerial(out string) (uint64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no host certificate in ssh's output")
+}
+
+// Account creates a local account for the test (useradd, unlocked so that
+// sshd with UsePAM no lets it in) and removes it when the test ends. Names
+// should be unique to the test.
+func Account(t testing.TB, name string) {
+	t.Helper()
+	NeedRoot(t)
+	Need(t, "useradd", "userdel", "usermod")
+	exec.Command("userdel", "-r", name).Run() // a leftover from a killed run
+	if out, err := exec.Command("useradd", "--no-create-home", "--shell", "/bin/sh", name).CombinedOutput(); err != nil {
+		t.Fatalf("useradd %s: %v\n%s", name, err, out)
+	}
+	t.Cleanup(func() { exec.Command("userdel", name).Run() })
+	// useradd leaves the password field "!": a locked account, which sshd
+	// refuses even with a valid certificate when PAM is off.
+	if out, err := exec.Command("usermod", "-p", "*", name).CombinedOutput(); err != nil {
+		t.Fatalf("usermod %s: %v\n%s", name, err, out)
+	}
 }

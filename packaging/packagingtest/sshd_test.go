@@ -44,9 +44,9 @@ func sshdDir(t *testing.T) (dir, snippet string) {
 		}
 	}
 	settings := sshdSettings(snippet)
-	// RevokedKeys and AuthorizedPrincipalsCommand stay commented out until
-	// devid-hostd writes the KRL and devid-principals ships.
-	for _, k := range []string{"hostkey", "hostcertificate", "trustedusercakeys"} {
+	// AuthorizedPrincipalsCommand stays commented out until
+	// devid-principals ships.
+	for _, k := range []string{"hostkey", "hostcertificate", "trustedusercakeys", "revokedkeys"} {
 		if len(settings[k]) == 0 {
 			t.Fatalf("%s: no %s", snippetPath, k)
 		}
@@ -68,7 +68,7 @@ func sshdDir(t *testing.T) (dir, snippet string) {
 		}
 		keygenRun("-q", "-t", m[1], "-N", "", "-C", "", "-f", k)
 	}
-	for _, k := range []string{"hostcertificate", "trustedusercakeys"} {
+	for _, k := range []string{"hostcertificate", "trustedusercakeys", "revokedkeys"} {
 		if err := os.MkdirAll(filepath.Dir(settings[k][0]), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -88,6 +88,7 @@ func sshdDir(t *testing.T) (dir, snippet string) {
 	if err := os.Rename(key+"-cert.pub", cert); err != nil {
 		t.Fatal(err)
 	}
+	keygenRun("-q", "-k", "-f", settings["revokedkeys"][0])
 	return dir, snippet
 }
 
@@ -151,7 +152,7 @@ func TestSSHDSnippet(t *testing.T) {
 			t.Errorf("sshd -T: %s %q, want %q", k, got, want)
 		}
 	}
-	for _, k := range []string{"revokedkeys", "authorizedprincipalscommand"} {
+	for _, k := range []string{"authorizedprincipalscommand"} {
 		if _, on := sshdSettings(snippet)[k]; on {
 			t.Errorf("%s is enabled, but this release cannot keep it working: a missing KRL or helper locks everyone out", k)
 		}

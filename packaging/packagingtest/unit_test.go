@@ -286,6 +286,7 @@ func TestExampleConfig(t *testing.T) {
 		HostCertificate   string   `json:"hostCertificate"`
 		Principals        []string `json:"principals"`
 		TrustedUserCAKeys string   `json:"trustedUserCAKeys"`
+		RevokedKeys       string   `json:"revokedKeys"`
 		SSHD              struct {
 			Binary string `json:"binary"`
 			Config string `json:"config"`
@@ -331,7 +332,7 @@ func TestExampleConfig(t *testing.T) {
 	if _, err := hostd.LoadConfig(filepath.Join("..", "..", file)); err != nil {
 		t.Errorf("devid-hostd does not take its example configuration: %v", err)
 	}
-	for _, f := range []string{c.HostCertificate, c.TrustedUserCAKeys} {
+	for _, f := range []string{c.HostCertificate, c.TrustedUserCAKeys, c.RevokedKeys} {
 		if !slices.Contains(writable, filepath.Dir(f)) {
 			t.Errorf("%s: hostd writes %s, but the unit's ReadWritePaths= %q does not hold its directory", file, f, writable)
 		}
@@ -353,6 +354,7 @@ func TestExampleConfig(t *testing.T) {
 	for keyword, want := range map[string]string{
 		"hostcertificate":   c.HostCertificate,
 		"trustedusercakeys": c.TrustedUserCAKeys,
+		"revokedkeys":       c.RevokedKeys,
 	} {
 		if got := snippet[keyword]; !slices.Equal(got, []string{want}) {
 			t.Errorf("%s: %s is %q, but %s says %s", snippetPath, keyword, got, file, want)

@@ -1,0 +1,48 @@
+package devidcli
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/devid-ssh/devid/adminapi"
+	"github.com/devid-ssh/devid/internal/cliutil"
+	"github.com/devid-ssh/devid/revocation"
+)
+
+func certCmds() []*cliutil.Command {
+	var c conn
+	var reason string
+	revoke := &cliutil.Command{
+		Name: "revoke", Summary: "revoke one SSH certificate, by serial or by its file; every host refuses it within seconds",
+		Usage: "SERIAL|CERT-FILE [--reason TEXT]",
+		Flags: func(fs *flag.FlagSet) {
+			c.flags(fs)
+			fs.StringVar(&reason, "reason", "", "why, for the audit trail")
+		},
+		Run: func(env *cliutil.Env, args []string) error {
+			if err := cliutil.Args(args, 1, 1, "a serial or a certificate file"); err != nil {
+				return err
+			}
+			req := adminapi.RevokeRequest{Reason: reason}
+			if n, err := strconv.ParseUint(args[0], 10, 64); err == nil {
+				req.Serial = n
+			} else {
+				b, err := os.ReadFile(args[0])
+				if err != nil {
+					return fmt.Errorf("%s is neither a serial nor a readable certificate file: %w", args[0], err)
+				}
+				req.Certificate = string(b)
+			}
+			return call(env, &c, func(cl *adminapi.Client) (*revocation.RevokedCert, error) { return cl.RevokeCert(req) },
+				func(rc *revocation.RevokedCert) error {
+					fmt.Fprintf(env.Stdout, "revoked %s certificate %d (key ID %s); it would have expired at %s\n",
+						rc.Type, rc.Serial, rc.KeyID, rc.NotAfter.Format(time.RFC3339))
+					return nil
+				})
+		},
+	}
+	return []*cliutil.Command{revoke}
+}

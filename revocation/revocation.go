@@ -1,0 +1,402 @@
+// Package revocation is devid-ca's side of SSH revocation: what is revoked,
+// the KRL built from it, and its publication.
+//
+// What is revoked:
+//
+//   - every certificate of a quarantined or retired device, by its key ID
+//     (the device ID): one KRL entry covers all of a device's certificates,
+//     host and user;
+//   - single certificates, by serial (`devid cert revoke`);
+//   - when a device is brought back to active, the certificates it held
+//     before it was quarantined stay revoked: they are revoked by serial at
+//     that moment (every unexpired certificate step-ca issued with the
+//     device's key ID and a validity that started before the quarantine),
+//     and the key ID entry goes, so the certificates it gets from now on are
+//     good.
+//
+// Entries that can only match expired certificates are pruned: a serial
+// once its certificate has expired; a key ID once every certificate issued
+// before the device left active has expired (no certificate is issued to a
+// device that is not active). So the KRL stays small.
+//
+// The KRL is rebuilt on every change; its krl_version only grows. It is
+// published at GET /devid/v1/krl, unsigned inside (OpenSSH's embedded KRL
+// signatures are not portable across releases) with a detached signature
+// by the CA's SSH user CA key in the response header Devid-KRL-Signature:
+// the base64 of an SSH signature blob (RFC 4253 "signature" encoding) over
+//
+//	"devid-krl-v1\x00" || uint64 version (big-endian) || SHA-256(KRL)
+//
+// Hosts hold the user CA key already (TrustedUserCAKeys, fetched over the
+// pinned TLS connection). `?after=V` waits (long-poll, up to `wait`, default
+// 55 s) until a version newer than V exists; 304 if none came.
+package revocation
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/devid-ssh/devid/inventory"
+	"github.com/devid-ssh/devid/krldist"
+	"github.com/smallstep/nosql/database"
+	"golang.org/x/crypto/ssh"
+)
+
+// Tables: revoked serials (devid's) and issued SSH certificates (step-ca's).
+var (
+	serialsTable  = []byte("devid_revoked_serials")
+	stateTable    = []byte("devid_krl")
+	sshCertsTable = []byte("ssh_certs") // written by step-ca for every SSH certificate
+	currentKey    = []byte("current")
+)
+
+// Inventory is what revocation reads of the inventory.
+type Inventory interface {
+	Devices() ([]*inventory.Device, error)
+	RecordAudit(actor, action, subject, reason string, before, after any) error
+}
+
+// Config configures a Store.
+type Config struct {
+	HostCA, UserCA ssh.PublicKey // the CA keys whose certificates the KRL covers
+	Signer         ssh.Signer    // signs the published KRL (the user CA key)
+	// MaxLifetime is the longest lifetime of an SSH certificate the CA
+	// issues: a key ID entry is pruned that long after the device left
+	// active.
+	MaxLifetime time.Duration
+	Now         func() time.Time
+	Log         *slog.Logger
+}
+
+// Published is a KRL as served.
+type Published struct {
+	Version   uint64    `json:"version"`
+	Generated time.Time `json:"generated"`
+	KRL       []byte    `json:"krl"`
+	Signature []byte    `json:"signature"` // SSH signature blob, see the package doc
+}
+
+// RevokedCert is a certificate revoked by serial.
+type RevokedCert struct {
+	Serial    uint64    `json:"serial"`
+	Type      string    `json:"type"` // host or user
+	KeyID     string    `json:"keyId"`
+	NotAfter  time.Time `json:"notAfter"`
+	RevokedAt time.Time `json:"revokedAt"`
+	Reason    string    `json:"reason,omitempty"`
+}
+
+// Store keeps the revocations and the current KRL.
+type Store struct {
+	cfg Config
+	db  database.DB
+	inv Inventory
+
+	mu      sync.Mutex
+	current *Published
+	changed chan struct{} // closed and replaced when a new version is published
+}
+
+// Open opens the revocation tables in db and builds the KRL.
+func Open(cfg Config, db database.DB, inv Inventory) (*Store, error) {
+	for _, t := range [][]byte{serialsTable, stateTable, sshCertsTable} {
+		if err := db.CreateTable(t); err != nil {
+			return nil, fmt.Errorf("revocation: create table %s: %w", t, err)
+		}
+	}
+	s := &Store{cfg: cfg, db: db, inv: inv, changed: make(chan struct{})}
+	if b, err := db.Get(stateTable, currentKey); err == nil {
+		var p Published
+		if err := json.Unmarshal(b, &p); err != nil {
+			return nil, fmt.Errorf("revocation: stored KRL: %w", err)
+		}
+		s.current = &p
+	} else if !database.IsErrNotFound(err) {
+		return nil, fmt.Errorf("revocation: %w", err)
+	}
+	if err := s.Rebuild(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Current is the KRL being served.
+func (s *Store) Current() *Published {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.current
+}
+
+// Wait returns the current KRL once its version is newer than after, or nil
+// when ctx is done first.
+func (s *Store) Wait(ctx context.Context, after uint64) *Published {
+	for {
+		s.mu.Lock()
+		cur, ch := s.current, s.changed
+		s.mu.Unlock()
+		if cur != nil && cur.Version > after {
+			return cur
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ch:
+		}
+	}
+}
+
+// OnDeviceChange is the inventory hook: a device brought back to active
+// has its earlier certificates revoked by serial; every change rebuilds the
+// KRL.
+func (s *Store) OnDeviceChange(changes []inventory.DeviceChange) {
+	for _, c := range changes {
+		if c.Before != nil && c.Before.Status != inventory.StatusActive && c.After.Status == inventory.StatusActive {
+			if err := s.revokeEarlier(c.Before); err != nil {
+				s.cfg.Log.Error("revoking a reactivated device's earlier certificates", "device", c.After.ID, "err", err)
+			}
+		}
+	}
+	if err := s.Rebuild(); err != nil {
+		s.cfg.Log.Error("KRL rebuild failed; the previous KRL is still served", "err", err)
+	}
+}
+
+// revokeEarlier revokes by serial every unexpired certificate of d whose
+// validity began before d left active.
+func (s *Store) revokeEarlier(d *inventory.Device) error {
+	certs, err := s.issued()
+	if err != nil {
+		return err
+	}
+	now := s.cfg.Now()
+	left := uint64(d.StatusChanged.Unix())
+	n := 0
+	for _, c := range certs {
+		if c.KeyId != d.ID || c.ValidAfter >= left || c.ValidBefore <= uint64(now.Unix()) {
+			continue
+		}
+		if err := s.putSerial(c, now, "certificate from before the device was "+string(d.Status)); err != nil {
+			return err
+		}
+		n++
+	}
+	s.cfg.Log.Info("reactivated device: earlier certificates stay revoked by serial", "device", d.ID, "certificates", n)
+	return nil
+}
+
+// issued lists the SSH certificates step-ca issued.
+func (s *Store) issued() ([]*ssh.Certificate, error) {
+	entries, err := s.db.List(sshCertsTable)
+	if err != nil && !database.IsErrNotFound(err) {
+		return nil, fmt.Errorf("revocation: list issued certificates: %w", err)
+	}
+	out := make([]*ssh.Certificate, 0, len(entries))
+	for _, e := range entries {
+		k, err := ssh.ParsePublicKey(e.Value)
+		if err != nil {
+			continue
+		}
+		if c, ok := k.(*ssh.Certificate); ok {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+func certType(c *ssh.Certificate) string {
+	if c.CertType == ssh.HostCert {
+		return "host"
+	}
+	return "user"
+}
+
+func (s *Store) putSerial(c *ssh.Certificate, now time.Time, reason string) error {
+	rc := RevokedCert{Serial: c.Serial, Type: certType(c), KeyID: c.KeyId, NotAfter: time.Unix(int64(c.ValidBefore), 0).UTC(), RevokedAt: now.UTC(), Reason: reason}
+	b, _ := json.Marshal(rc)
+	return s.db.Set(serialsTable, []byte(rc.Type+":"+strconv.FormatUint(rc.Serial, 10)), b)
+}
+
+// ErrUnknownCertificate: no such certificate was issued by this CA.
+var ErrUnknownCertificate = errors.New("no SSH certificate with that serial was issued by this CA")
+
+// RevokeSerial revokes the certificate with this serial, which this CA
+// issued, and rebuilds the KRL.
+func (s *Store) RevokeSerial(actor string, serial uint64, reason string) (*RevokedCert, error) {
+	b, err := s.db.Get(sshCertsTable, []byte(strconv.FormatUint(serial, 10)))
+	if database.IsErrNotFound(err) {
+		return nil, fmt.Errorf("revocation: serial %d: %w", serial, ErrUnknownCertificate)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("revocation: %w", err)
+	}
+	k, err := ssh.ParsePublicKey(b)
+	if err != nil {
+		return nil, fmt.Errorf("revocation: stored certificate %d: %w", serial, err)
+	}
+	c, ok := k.(*ssh.Certificate)
+	if !ok {
+		return nil, fmt.Errorf("revocation: stored certificate %d is not a certificate", serial)
+	}
+	return s.RevokeCert(actor, c, reason)
+}
+
+// RevokeCert revokes a certificate this CA signed, by serial.
+func (s *Store) RevokeCert(actor string, c *ssh.Certificate, reason string) (*RevokedCert, error) {
+	ca := s.cfg.UserCA
+	if c.CertType == ssh.HostCert {
+		ca = s.cfg.HostCA
+	}
+	if !bytes.Equal(c.SignatureKey.Marshal(), ca.Marshal()) {
+		return nil, fmt.Errorf("revocation: certificate %d (key ID %q) was not signed by this CA's %s CA key", c.Serial, c.KeyId, certType(c))
+	}
+	if c.Serial == 0 {
+		return nil, errors.New("revocation: serial 0 cannot be revoked in a KRL")
+	}
+	now := s.cfg.Now()
+	if err := s.putSerial(c, now, reason); err != nil {
+		return nil, fmt.Errorf("revocation: %w", err)
+	}
+	rc := &RevokedCert{Serial: c.Serial, Type: certType(c), KeyID: c.KeyId, NotAfter: time.Unix(int64(c.ValidBefore), 0).UTC(), RevokedAt: now.UTC(), Reason: reason}
+	if err := s.inv.RecordAudit(actor, "cert.revoke", c.KeyId, reason, nil, rc); err != nil {
+		return nil, err
+	}
+	s.cfg.Log.Warn("certificate revoked", "admin", actor, "serial", c.Serial, "type", rc.Type, "key_id", c.KeyId, "reason", reason)
+	return rc, s.Rebuild()
+}
+
+// Revocations is what the KRL holds at a moment.
+type Revocations struct {
+	KeyIDs  []string // non-active devices whose earlier certificates may still be valid
+	Host    []uint64 // serials, host CA
+	User    []uint64 // serials, user CA
+	Expired int      // entries pruned because they can only match expired certificates
+}
+
+// revocations computes what is revoked now.
+func (s *Store) revocations(now time.Time) (*Revocations, error) {
+	r := &Revocations{}
+	devs, err := s.inv.Devices()
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range devs {
+		if d.Status == inventory.StatusActive {
+			continue
+		}
+		if now.Sub(d.StatusChanged) > s.cfg.MaxLifetime+time.Minute {
+			r.Expired++
+			continue
+		}
+		r.KeyIDs = append(r.KeyIDs, d.ID)
+	}
+	entries, err := s.db.List(serialsTable)
+	if err != nil && !database.IsErrNotFound(err) {
+		return nil, fmt.Errorf("revocation: list revoked serials: %w", err)
+	}
+	for _, e := range entries {
+		var rc RevokedCert
+		if err := json.Unmarshal(e.Value, &rc); err != nil {
+			return nil, fmt.Errorf("revocation: revoked serial %s: %w", e.Key, err)
+		}
+		if !now.Before(rc.NotAfter) {
+			r.Expired++
+			s.db.Del(serialsTable, e.Key) // prune: it can only match an expired certificate
+			continue
+		}
+		if rc.Type == "host" {
+			r.Host = append(r.Host, rc.Serial)
+		} else {
+			r.User = append(r.User, rc.Serial)
+		}
+	}
+	slices.Sort(r.KeyIDs)
+	slices.Sort(r.Host)
+	slices.Sort(r.User)
+	return r, nil
+}
+
+// Rebuild builds the KRL from the revocations, and publishes it as a new
+// version if what it revokes changed.
+func (s *Store) Rebuild() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.cfg.Now()
+	r, err := s.revocations(now)
+	if err != nil {
+		return err
+	}
+	var version uint64 = 1
+	if s.current != nil {
+		version = s.current.Version + 1
+	}
+	body, err := encode(r, version, now, s.cfg.HostCA, s.cfg.UserCA)
+	if err != nil {
+		return fmt.Errorf("revocation: build KRL: %w", err)
+	}
+	if s.current != nil {
+		// Unchanged revocations: keep the version (the KRL's own
+		// generated time would otherwise make every rebuild new).
+		prev, err := encode(r, s.current.Version, s.current.Generated, s.cfg.HostCA, s.cfg.UserCA)
+		if err == nil && bytes.Equal(prev, s.current.KRL) {
+			return nil
+		}
+	}
+	sig, err := s.cfg.Signer.Sign(rand.Reader, krldist.SignedData(version, body))
+	if err != nil {
+		return fmt.Errorf("revocation: sign KRL: %w", err)
+	}
+	p := &Published{Version: version, Generated: now.UTC().Truncate(time.Second), KRL: body, Signature: ssh.Marshal(sig)}
+	b, _ := json.Marshal(p)
+	if err := s.db.Set(stateTable, currentKey, b); err != nil {
+		return fmt.Errorf("revocation: store KRL: %w", err)
+	}
+	s.current = p
+	close(s.changed)
+	s.changed = make(chan struct{})
+	s.cfg.Log.Info("KRL published", "version", version, "key_ids", len(r.KeyIDs), "host_serials", len(r.Host), "user_serials", len(r.User), "bytes", len(body), "pruned", r.Expired)
+	return nil
+}
+
+// ServeHTTP serves GET /devid/v1/krl[?after=VERSION[&wait=DURATION]].
+func (s *Store) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		http.Error(w, "use GET", http.StatusMethodNotAllowed)
+		return
+	}
+	q := r.URL.Query()
+	var after uint64
+	if a := q.Get("after"); a != "" {
+		var err error
+		if after, err = strconv.ParseUint(a, 10, 64); err != nil {
+			http.Error(w, "after: want a KRL version", http.StatusBadRequest)
+			return
+		}
+	}
+	wait := 55 * time.Second
+	if v := q.Get("wait"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 || d > 5*time.Minute {
+			http.Error(w, "wait: want a duration up to 5m", http.StatusBadRequest)
+			return
+		}
+		wait = d
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), wait)
+	defer cancel()
+	p := s.Wait(ctx, after)
+	if p == nil {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	krldist.Serve(w, p.Version, p.Generated, p.KRL, p.Signature)
+}

@@ -1,0 +1,262 @@
+package revocation_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/devid-ssh/devid/inventory"
+	"github.com/devid-ssh/devid/krl"
+	"github.com/devid-ssh/devid/krldist"
+	"github.com/devid-ssh/devid/revocation"
+	"github.com/smallstep/nosql"
+	"golang.org/x/crypto/ssh"
+)
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+type fixture struct {
+	db             nosql.DB
+	inv            *inventory.Store
+	rev            *revocation.Store
+	clk            *clock
+	hostCA, userCA ssh.Signer
+	serial         uint64
+}
+
+func signer(t *testing.T) ssh.Signer {
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	s, err := ssh.NewSignerFromKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func newFixture(t *testing.T) *fixture {
+	db, err := nosql.New("bbolt", filepath.Join(t.TempDir(), "db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	f := &fixture{db: db, clk: &clock{t: time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)}, hostCA: signer(t), userCA: signer(t), serial: 100}
+	if f.inv, err = inventory.Open(db, f.clk.Now); err != nil {
+		t.Fatal(err)
+	}
+	if f.rev, err = revocation.Open(revocation.Config{HostCA: f.hostCA.PublicKey(), UserCA: f.userCA.PublicKey(), Signer: f.userCA,
+		MaxLifetime: 24 * time.Hour, Now: f.clk.Now, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}, db, f.inv); err != nil {
+		t.Fatal(err)
+	}
+	f.inv.OnDeviceChange(f.rev.OnDeviceChange)
+	return f
+}
+
+func (f *fixture) device(t *testing.T, name string, kind inventory.Kind) *inventory.Device {
+	k, _ := rsa.GenerateKey(rand.Reader, 2048)
+	der, _ := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	d, err := f.inv.AddDevice("test", inventory.NewDevice{EK: base64.StdEncoding.EncodeToString(der), Name: name, Kind: string(kind)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// issue signs a certificate for d as step-ca would, and stores it where
+// step-ca does (table ssh_certs).
+func (f *fixture) issue(t *testing.T, d *inventory.Device, lifetime time.Duration) *ssh.Certificate {
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	pub, _ := ssh.NewPublicKey(k.Public())
+	f.serial++
+	now := f.clk.Now()
+	c := &ssh.Certificate{Key: pub, Serial: f.serial, KeyId: d.ID, ValidPrincipals: []string{d.Name},
+		ValidAfter: uint64(now.Add(-time.Minute).Unix()), ValidBefore: uint64(now.Add(lifetime).Unix())}
+	ca := f.userCA
+	c.CertType = ssh.UserCert
+	if d.Kind == inventory.KindHost {
+		c.CertType, ca = ssh.HostCert, f.hostCA
+	}
+	if err := c.SignCert(rand.Reader, ca); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.db.Set([]byte("ssh_certs"), []byte(strconv.FormatUint(c.Serial, 10)), c.Marshal()); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// current parses the KRL being served and checks its signature.
+func (f *fixture) current(t *testing.T) (*revocation.Published, *krl.KRL) {
+	t.Helper()
+	p := f.rev.Current()
+	if err := krldist.Verify(p.Version, p.KRL, p.Signature, []ssh.PublicKey{f.userCA.PublicKey()}); err != nil {
+		t.Fatal(err)
+	}
+	k, err := krl.Parse(p.KRL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.Version != p.Version {
+		t.Fatalf("KRL version %d, published as %d", k.Version, p.Version)
+	}
+	return p, k
+}
+
+func TestQuarantineAndBack(t *testing.T) {
+	f := newFixture(t)
+	host := f.device(t, "web-1", inventory.KindHost)
+	laptop := f.device(t, "laptop", inventory.KindWorkstation)
+	h1 := f.issue(t, host, 24*time.Hour)
+	u1 := f.issue(t, laptop, 16*time.Hour)
+	p0, k := f.current(t)
+	if k.IsRevoked(h1) || k.IsRevoked(u1) {
+		t.Fatal("nothing should be revoked yet")
+	}
+
+	// Quarantine: every certificate of the device, by key ID.
+	f.clk.Advance(time.Hour)
+	if _, err := f.inv.SetStatus("test", laptop.ID, inventory.StatusQuarantined, "lost"); err != nil {
+		t.Fatal(err)
+	}
+	p1, k := f.current(t)
+	if p1.Version <= p0.Version {
+		t.Fatalf("version did not grow: %d → %d", p0.Version, p1.Version)
+	}
+	if !k.IsRevoked(u1) || k.IsRevoked(h1) {
+		t.Fatalf("after quarantine: laptop revoked %v, host revoked %v", k.IsRevoked(u1), k.IsRevoked(h1))
+	}
+
+	// Back to active: the old certificate stays revoked (now by serial), a
+	// new one is good.
+	f.clk.Advance(time.Hour)
+	if _, err := f.inv.SetStatus("test", laptop.ID, inventory.StatusActive, "found"); err != nil {
+		t.Fatal(err)
+	}
+	u2 := f.issue(t, laptop, 16*time.Hour)
+	_, k = f.current(t)
+	if !k.IsRevoked(u1) {
+		t.Fatal("bringing the device back brought back its earlier certificate")
+	}
+	if k.IsRevoked(u2) {
+		t.Fatal("a certificate issued after reactivation is revoked")
+	}
+
+	// Pruning: once u1 has expired its serial goes; the KRL shrinks.
+	f.clk.Advance(15 * time.Hour)
+	if err := f.rev.Rebuild(); err != nil {
+		t.Fatal(err)
+	}
+	_, k = f.current(t)
+	if s := k.CertsFor(f.userCA.PublicKey()); s.Serials.Contains(u1.Serial) {
+		t.Fatal("an expired certificate's serial was not pruned")
+	}
+}
+
+func TestRetiredPrunedAfterLifetime(t *testing.T) {
+	f := newFixture(t)
+	host := f.device(t, "old", inventory.KindHost)
+	c := f.issue(t, host, 24*time.Hour)
+	if _, err := f.inv.SetStatus("test", host.ID, inventory.StatusRetired, ""); err != nil {
+		t.Fatal(err)
+	}
+	_, k := f.current(t)
+	if !k.IsRevoked(c) {
+		t.Fatal("retired device's certificate not revoked")
+	}
+	f.clk.Advance(25 * time.Hour)
+	if err := f.rev.Rebuild(); err != nil {
+		t.Fatal(err)
+	}
+	_, k = f.current(t)
+	if len(k.Certs) != 0 {
+		t.Fatalf("a key ID that can only match expired certificates was kept: %+v", k.Certs[0].KeyIDs)
+	}
+}
+
+func TestRevokeSerial(t *testing.T) {
+	f := newFixture(t)
+	host := f.device(t, "web-1", inventory.KindHost)
+	c1, c2 := f.issue(t, host, time.Hour), f.issue(t, host, time.Hour)
+	if _, err := f.rev.RevokeSerial("root", c1.Serial, "key leaked"); err != nil {
+		t.Fatal(err)
+	}
+	_, k := f.current(t)
+	if !k.IsRevoked(c1) || k.IsRevoked(c2) {
+		t.Fatalf("serial revocation: c1 %v c2 %v", k.IsRevoked(c1), k.IsRevoked(c2))
+	}
+	if _, err := f.rev.RevokeSerial("root", 999999, ""); !errors.Is(err, revocation.ErrUnknownCertificate) {
+		t.Fatalf("unknown serial: %v", err)
+	}
+	// A certificate from another CA is refused.
+	other := &ssh.Certificate{Key: c2.Key, Serial: 5, KeyId: "x", CertType: ssh.HostCert, ValidBefore: ssh.CertTimeInfinity}
+	other.SignCert(rand.Reader, signer(t))
+	if _, err := f.rev.RevokeCert("root", other, ""); err == nil {
+		t.Fatal("revoked a certificate this CA did not sign")
+	}
+	audit, _ := f.inv.Audit(host.ID)
+	if len(audit) == 0 || audit[len(audit)-1].Action != "cert.revoke" || audit[len(audit)-1].Actor != "root" {
+		t.Fatalf("revocation not audited: %+v", audit)
+	}
+}
+
+// TestLongPoll: ?after=V waits for the next version, and answers 304 when
+// none comes in time.
+func TestLongPoll(t *testing.T) {
+	f := newFixture(t)
+	srv := httptest.NewServer(f.rev)
+	defer srv.Close()
+	cur := f.rev.Current().Version
+	got := make(chan *krldist.KRL, 1)
+	go func() {
+		k, err := krldist.Fetch(context.Background(), srv.Client(), srv.URL, cur, 10*time.Second)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- k
+	}()
+	d := f.device(t, "x", inventory.KindHost)
+	if _, err := f.inv.SetStatus("test", d.ID, inventory.StatusQuarantined, ""); err != nil {
+		t.Fatal(err)
+	}
+	k := <-got
+	if k == nil || k.Version <= cur {
+		t.Fatalf("long-poll answer: %+v", k)
+	}
+	if err := krldist.Verify(k.Version, k.Body, k.Signature, []ssh.PublicKey{f.userCA.PublicKey()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := krldist.Verify(k.Version+1, k.Body, k.Signature, []ssh.PublicKey{f.userCA.PublicKey()}); err == nil {
+		t.Fatal("the signature does not bind the version")
+	}
+	_, err := krldist.Fetch(context.Background(), srv.Client(), srv.URL, k.Version, 100*time.Millisecond)
+	if !errors.Is(err, krldist.ErrNotModified) {
+		t.Fatalf("no new version: %v", err)
+	}
+	resp, _ := http.Get(srv.URL + "?after=x")
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("bad after: %d", resp.StatusCode)
+	}
+}
