@@ -10,8 +10,9 @@
 // device holds and its principal in user certificates, so one KRL key-ID entry
 // revokes all of them.
 //
-// The package has no dependencies beyond the standard library: the CA, the
-// host daemon and the principals helper all use it.
+// The package has no dependencies beyond the standard library: the CA and the
+// host daemon use it. Its Prefix and Valid are those of package idform, which
+// the principals helper imports instead (see there why).
 package deviceid
 
 import (
@@ -25,10 +26,12 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/devid-ssh/devid/deviceid/idform"
 )
 
 // Prefix starts every device ID.
-const Prefix = "urn:ek:sha256:"
+const Prefix = idform.Prefix
 
 // FromPublicKey returns the device ID of an EK public key.
 func FromPublicKey(pub crypto.PublicKey) (string, error) {
@@ -132,11 +135,4 @@ func newEK(pub crypto.PublicKey, cert *x509.Certificate) (*EK, error) {
 
 // Valid reports whether s has the form of a device ID: the prefix followed by
 // the standard base64 encoding of 32 bytes.
-func Valid(s string) bool {
-	rest, ok := strings.CutPrefix(s, Prefix)
-	if !ok || len(rest) != 44 {
-		return false
-	}
-	b, err := base64.StdEncoding.Strict().DecodeString(rest)
-	return err == nil && len(b) == sha256.Size
-}
+func Valid(s string) bool { return idform.Valid(s) }

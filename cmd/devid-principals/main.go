@@ -1,0 +1,14 @@
+// Command devid-principals is sshd's AuthorizedPrincipalsCommand: it prints
+// the certificate's device-ID principal when the local policy lets the
+// certificate log in to the account, nothing otherwise. See package
+// principals for the policy and the decision, and internal/principalscli.
+package main
+
+import (
+	"os"
+
+	"github.com/devid-ssh/devid/internal/cliutil"
+	"github.com/devid-ssh/devid/internal/principalscli"
+)
+
+func main() { os.Exit(principalscli.Main(os.Args[1:], cliutil.OSEnv())) }
