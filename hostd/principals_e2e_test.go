@@ -58,9 +58,10 @@ func TestPrincipalsLogins(t *testing.T) {
 		sshdtest.Account(t, a)
 	}
 	h := newHost(t, time.Hour)
-	policy := filepath.Join(h.dir, "principals.conf")
+	// The helper runs as nobody, which cannot enter the test's 0700
+	// directories: the policy goes beside the helper.
+	policy := filepath.Join(filepath.Dir(helper), "principals.conf")
 	os.WriteFile(policy, []byte("# account  principals\ndvtadmin  group:sre collection:sre-laptops\n*         login:{account}\n"), 0o644)
-	os.Chmod(h.dir, 0o755) // the helper runs as nobody and reads the policy
 	cfg, _ := os.ReadFile(h.sshd.Config)
 	cfg = append(cfg, []byte(fmt.Sprintf("AuthorizedPrincipalsCommand %s --policy %s %%u %%t %%k\nAuthorizedPrincipalsCommandUser nobody\nMaxStartups 300\n", helper, policy))...)
 	os.WriteFile(h.sshd.Config, cfg, 0o644)
@@ -104,7 +105,8 @@ func TestPrincipalsLogins(t *testing.T) {
 	}
 	for _, c := range cases {
 		if err := login(c.d, c.account); (err == nil) != c.ok {
-			t.Errorf("%s as %s: err = %v, want allowed=%v", filepath.Base(c.d.key), c.account, err, c.ok)
+			log, _ := os.ReadFile(h.sshd.Log)
+			t.Fatalf("%s as %s: err = %v, want allowed=%v; sshd's log ends:\n%s", filepath.Base(c.d.key), c.account, err, c.ok, tail(string(log), 30))
 		}
 	}
 
@@ -193,5 +195,12 @@ func TestPrincipalsLogins(t *testing.T) {
 	if err := login(b, "dvtbob"); err != nil {
 		t.Errorf("device B refused after A's quarantine: %v", err)
 	}
-	_ = strings.Contains
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }
