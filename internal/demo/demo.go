@@ -122,6 +122,7 @@ func (d *demo) story(ctx context.Context) error {
 		return err
 	}
 	laptop, web := tpms[0], tpms[1]
+	var hostKey, userKey string
 	if _, err := d.run("devid", "device", "add", "--ek", laptop.EKCert, "--name", "laptop-alice", "--kind", "workstation",
 		"--collection", "sre-laptops", "--owner", "alice@example.com"); err != nil {
 		return err
@@ -139,7 +140,7 @@ func (d *demo) story(ctx context.Context) error {
 	d.say("shares a TPM with the registered EK), gets a device certificate through ACME")
 	d.say("device-attest-01 for a key that never leaves the TPM, then an SSH host")
 	d.say("certificate whose key ID is the device ID.")
-	hostKey := filepath.Join(d.Dir, "ssh_host_ecdsa_key")
+	hostKey = filepath.Join(d.Dir, "ssh_host_ecdsa_key")
 	if err := sshKeygen(hostKey); err != nil {
 		return err
 	}
@@ -154,7 +155,7 @@ func (d *demo) story(ctx context.Context) error {
 	d.title("A workstation gets a user certificate that names the machine")
 	d.say("Its principals come from the inventory: the device ID, its owner's identity")
 	d.say("and groups, and its collection. Whatever the device asks for does not matter.")
-	userKey := filepath.Join(d.Dir, "id_ecdsa")
+	userKey = filepath.Join(d.Dir, "id_ecdsa")
 	if err := sshKeygen(userKey); err != nil {
 		return err
 	}
@@ -177,11 +178,50 @@ func (d *demo) story(ctx context.Context) error {
 		return err
 	}
 
+	var h *host
+	if ok, why := canRunSSHD(); ok {
+		d.title("A host: sshd, kept right by devid-hostd")
+		d.say("devid-hostd attests web-1's TPM, installs its SSH host certificate, the user CA")
+		d.say("keys and the CA's KRL where sshd reads them, checks sshd's configuration and")
+		d.say("reloads it. devid-principals decides, at each login, which account a device may")
+		d.say("use.")
+		if h, err = d.startHost(ctx, caDir, caURL, web.Addr, hostKey); err != nil {
+			return err
+		}
+		d.title("Alice logs in from her laptop")
+		d.say("ssh trusts the host through the CA (@cert-authority); sshd trusts the laptop's")
+		d.say("certificate through the user CA, and devid-principals finds group:sre and")
+		d.say("collection:sre-laptops in it, as the policy asks for root.")
+		if err := d.ssh(h, userKey, false); err != nil {
+			return err
+		}
+	} else {
+		d.say("")
+		d.say("(Skipping the sshd part: %s.)", why)
+	}
+
 	d.title("Quarantine a machine")
 	d.say("Alice's laptop is lost. Quarantine takes effect on the very next request: no")
-	d.say("certificate will be issued to it until it is activated again.")
+	d.say("certificate will be issued to it until it is activated again, and the CA puts its")
+	d.say("device ID in the KRL, which every devid-hostd is waiting for.")
+	before := uint64(0)
+	if h != nil {
+		before = krlVersion(h.krlFile)
+	}
 	if _, err := d.run("devid", "device", "quarantine", "laptop-alice", "--reason", "lost on a train"); err != nil {
 		return err
+	}
+	if h != nil {
+		start := time.Now()
+		if err := waitFile(ctx, 30*time.Second, func() bool { return krlVersion(h.krlFile) > before }); err != nil {
+			return fmt.Errorf("the new KRL did not reach the host: %w", err)
+		}
+		d.say("The host has KRL version %d %s after the quarantine.", krlVersion(h.krlFile), time.Since(start).Round(time.Millisecond))
+		d.title("The next login is refused")
+		if err := d.ssh(h, userKey, true); err != nil {
+			return err
+		}
+		d.sshdSays(h, "revoked")
 	}
 	if _, err := d.run("devid", "device", "list", "--status", "quarantined"); err != nil {
 		return err

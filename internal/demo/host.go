@@ -1,0 +1,220 @@
+package demo
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/devid-ssh/devid/krl"
+)
+
+// host is the demo's host: sshd on a loopback port, its files kept by
+// devid-hostd, logins decided by devid-principals.
+type host struct {
+	dir, sshdConfig, sshdLog, knownHosts string
+	krlFile, certFile                    string
+	port                                 int
+}
+
+// canRunSSHD says whether this machine can run the host part: sshd needs
+// root (privilege separation), and sshd needs a root-owned principals
+// helper outside /tmp.
+func canRunSSHD() (bool, string) {
+	if os.Geteuid() != 0 {
+		return false, "sshd needs root"
+	}
+	for _, tool := range []string{"/usr/sbin/sshd", "ssh"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return false, tool + " is not installed (apt-get install openssh-server openssh-client)"
+		}
+	}
+	return true, ""
+}
+
+// startHost installs devid-principals, starts sshd and devid-hostd, and
+// waits until the host certificate and the KRL are in place.
+func (d *demo) startHost(ctx context.Context, caDir, caURL, tpmAddr, hostKey string) (*host, error) {
+	h := &host{dir: filepath.Join(d.Dir, "host")}
+	if err := os.MkdirAll(h.dir, 0o755); err != nil {
+		return nil, err
+	}
+	// sshd runs the helper only from a root-owned directory that nobody
+	// else may write, outside /tmp.
+	if err := os.MkdirAll("/usr/local/libexec", 0o755); err != nil {
+		return nil, err
+	}
+	libexec, err := os.MkdirTemp("/usr/local/libexec", "devid-demo-")
+	if err != nil {
+		return nil, err
+	}
+	d.cleanups = append(d.cleanups, func() { os.RemoveAll(libexec) })
+	if err := os.Chmod(libexec, 0o755); err != nil {
+		return nil, err
+	}
+	helper := filepath.Join(libexec, "devid-principals")
+	b, err := os.ReadFile(filepath.Join(d.Bin, "devid-principals"))
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(helper, b, 0o755); err != nil {
+		return nil, err
+	}
+	policy := filepath.Join(libexec, "principals.conf")
+	policyText := "# account  principals the certificate must all carry\nroot  group:sre collection:sre-laptops\n*     login:{account}\n"
+	if err := os.WriteFile(policy, []byte(policyText), 0o644); err != nil {
+		return nil, err
+	}
+	d.say("The principals policy (who may log in to which account), read at every login:")
+	d.show(policy)
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	h.port = ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	managed := filepath.Join(h.dir, "devid")
+	h.certFile = filepath.Join(managed, filepath.Base(hostKey)+"-cert.pub")
+	h.krlFile = filepath.Join(managed, "revoked.krl")
+	userCA := filepath.Join(managed, "user_ca.pub")
+	h.sshdConfig, h.sshdLog = filepath.Join(h.dir, "sshd_config"), filepath.Join(h.dir, "sshd.log")
+	pidFile := filepath.Join(h.dir, "sshd.pid")
+	lines := []string{
+		"Port " + strconv.Itoa(h.port), "ListenAddress 127.0.0.1", "PidFile " + pidFile,
+		"HostKey " + hostKey, "HostCertificate " + h.certFile,
+		"TrustedUserCAKeys " + userCA, "RevokedKeys " + h.krlFile,
+		"AuthorizedPrincipalsCommand " + helper + " --policy " + policy + " %u %t %k",
+		"AuthorizedPrincipalsCommandUser nobody",
+		"AuthorizedKeysFile none", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
+		"UsePAM no", "PermitRootLogin prohibit-password", "LogLevel VERBOSE",
+	}
+	if err := os.WriteFile(h.sshdConfig, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+		return nil, err
+	}
+	d.say("")
+	d.say("sshd's configuration: plain OpenSSH, pointed at the files devid-hostd keeps:")
+	d.show(h.sshdConfig)
+	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
+		return nil, err
+	}
+	cmd := exec.Command("/usr/sbin/sshd", "-D", "-f", h.sshdConfig, "-E", h.sshdLog)
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	d.cleanups = append(d.cleanups, func() { cmd.Process.Kill(); cmd.Wait() })
+	fmt.Fprintf(d.Out, "\n$ /usr/sbin/sshd -D -f %s -E %s\n(running in the background, pid %d)\n", h.sshdConfig, h.sshdLog, cmd.Process.Pid)
+
+	cfg := map[string]any{
+		"version": 1, "caUrl": caURL, "root": filepath.Join(caDir, "certs", "root_ca.crt"), "tpm": tpmAddr,
+		"hostKey": hostKey, "hostCertificate": h.certFile, "principals": []string{"127.0.0.1", "localhost"},
+		"trustedUserCAKeys": userCA, "revokedKeys": h.krlFile,
+		"sshd":           map[string]string{"binary": "/usr/sbin/sshd", "config": h.sshdConfig},
+		"reload":         map[string]string{"pidFile": pidFile},
+		"metricsAddress": "off", "stateDir": filepath.Join(h.dir, "run"),
+	}
+	cb, _ := json.MarshalIndent(cfg, "", "  ")
+	hostdConfig := filepath.Join(h.dir, "hostd.json")
+	if err := os.WriteFile(hostdConfig, cb, 0o644); err != nil {
+		return nil, err
+	}
+	d.say("")
+	d.say("devid-hostd's configuration:")
+	d.show(hostdConfig)
+	stop, err := d.start(ctx, filepath.Join(h.dir, "hostd.log"), "devid-hostd", "run", "--config", hostdConfig)
+	if err != nil {
+		return nil, err
+	}
+	d.cleanups = append(d.cleanups, stop)
+	if err := waitFile(ctx, 60*time.Second, func() bool {
+		_, e1 := os.Stat(h.certFile)
+		_, e2 := os.Stat(userCA)
+		return e1 == nil && e2 == nil && krlVersion(h.krlFile) > 0
+	}); err != nil {
+		return nil, fmt.Errorf("devid-hostd did not put the host certificate, user CA keys and KRL in place: %w (log: %s)", err, filepath.Join(h.dir, "hostd.log"))
+	}
+	if _, err := d.run("devid-hostd", "status", "--config", hostdConfig); err != nil {
+		return nil, err
+	}
+	hostCA, err := os.ReadFile(filepath.Join(caDir, "certs", "ssh_host_ca.pub"))
+	if err != nil {
+		return nil, err
+	}
+	h.knownHosts = filepath.Join(d.Dir, "known_hosts")
+	if err := os.WriteFile(h.knownHosts, []byte("@cert-authority 127.0.0.1 "+string(hostCA)), 0o644); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// ssh logs in to the demo host as root with a key and its certificate.
+func (d *demo) ssh(h *host, key string, expectFail bool) error {
+	args := []string{"-F", "/dev/null", "-p", strconv.Itoa(h.port), "-i", key, "-o", "CertificateFile=" + key + "-cert.pub",
+		"-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+		"-o", "UserKnownHostsFile=" + h.knownHosts, "-o", "GlobalKnownHostsFile=/dev/null",
+		"root@127.0.0.1", "echo logged in to $(hostname) as $(id -un)"}
+	fmt.Fprintf(d.Out, "\n$ ssh %s\n", strings.Join(quoteAll(args), " "))
+	out, err := exec.Command("ssh", args...).CombinedOutput()
+	d.Out.Write(out)
+	switch {
+	case expectFail && err == nil:
+		return fmt.Errorf("ssh: expected the login to be refused")
+	case !expectFail && err != nil:
+		log, _ := os.ReadFile(h.sshdLog)
+		return fmt.Errorf("ssh: %v (sshd's log: %s)", err, h.sshdLog+"\n"+lastLines(string(log), 10))
+	}
+	return nil
+}
+
+// sshdSays prints sshd's log lines that contain what.
+func (d *demo) sshdSays(h *host, what string) {
+	log, _ := os.ReadFile(h.sshdLog)
+	for _, line := range strings.Split(string(log), "\n") {
+		if strings.Contains(line, what) {
+			fmt.Fprintf(d.Out, "sshd's log: %s\n", line)
+		}
+	}
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func krlVersion(file string) uint64 {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return 0
+	}
+	k, err := krl.Parse(b)
+	if err != nil {
+		return 0
+	}
+	// An empty KRL devid-hostd writes before it has the CA's has version 0.
+	return k.Version
+}
+
+// waitFile polls cond (files another process writes) until it holds.
+func waitFile(ctx context.Context, limit time.Duration, cond func() bool) error {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
+}
