@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"github.com/devid-ssh/devid/internal/fakeclock"
 	"io"
 	"log/slog"
 	"math/big"
@@ -16,7 +17,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,22 +28,10 @@ import (
 	"github.com/smallstep/nosql"
 )
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 type fixture struct {
 	ca   *attestca.CA
 	inv  *inventory.Store
-	clk  *clock
+	clk  *fakeclock.Clock
 	db   nosql.DB
 	conf attestca.Config
 }
@@ -55,7 +43,7 @@ func newFixture(t testing.TB, ekRoots *x509.CertPool, ekInter *x509.CertPool) *f
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	clk := &clock{t: time.Now()}
+	clk := fakeclock.New(time.Now())
 	inv, err := inventory.Open(db, clk.Now)
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/devid-ssh/devid/internal/fakeclock"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -19,27 +20,14 @@ import (
 	"github.com/smallstep/nosql"
 )
 
-// fakeClock is a settable clock.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-func newStore(t *testing.T) (*inventory.Store, *fakeClock) {
+func newStore(t *testing.T) (*inventory.Store, *fakeclock.Clock) {
 	t.Helper()
 	db, err := nosql.New("bbolt", filepath.Join(t.TempDir(), "db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	clk := &fakeClock{t: time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)}
+	clk := fakeclock.New(time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC))
 	s, err := inventory.Open(db, clk.Now)
 	if err != nil {
 		t.Fatal(err)

@@ -9,13 +9,13 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"errors"
+	"github.com/devid-ssh/devid/internal/fakeclock"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -27,23 +27,11 @@ import (
 	"golang.org/x/crypto/ssh"
 )
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 type fixture struct {
 	db             nosql.DB
 	inv            *inventory.Store
 	rev            *revocation.Store
-	clk            *clock
+	clk            *fakeclock.Clock
 	hostCA, userCA ssh.Signer
 	serial         uint64
 }
@@ -63,7 +51,7 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	f := &fixture{db: db, clk: &clock{t: time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)}, hostCA: signer(t), userCA: signer(t), serial: 100}
+	f := &fixture{db: db, clk: fakeclock.New(time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)), hostCA: signer(t), userCA: signer(t), serial: 100}
 	if f.inv, err = inventory.Open(db, f.clk.Now); err != nil {
 		t.Fatal(err)
 	}
