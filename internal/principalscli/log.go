@@ -31,7 +31,7 @@ type logger struct {
 func openLog(to string, fallback io.Writer) *logger {
 	l := &logger{fd: -1, fallback: fallback}
 	if to == "syslog" {
-		l.fd, l.stream = dialSyslog(syslogPaths)
+		l.fd, l.stream = dialSyslog(syslogPath)
 	}
 	if l.fd < 0 && fallback == nil {
 		return nil
@@ -39,23 +39,28 @@ func openLog(to string, fallback io.Writer) *logger {
 	return l
 }
 
-// syslogPaths are where log/syslog looks for the local syslog socket.
-var syslogPaths = []string{"/dev/log", "/var/run/syslog", "/var/run/log"}
+// syslogPath is the local syslog socket on Linux, journald's or a syslog
+// daemon's.
+var syslogPath = "/dev/log"
 
-// dialSyslog connects to the first of paths that answers, as a datagram or
-// stream socket. It returns -1 if none does.
-func dialSyslog(paths []string) (fd int, stream bool) {
-	for _, path := range paths {
-		for _, typ := range []int{syscall.SOCK_DGRAM, syscall.SOCK_STREAM} {
-			fd, err := syscall.Socket(syscall.AF_UNIX, typ, 0)
-			if err != nil {
-				continue
-			}
-			syscall.CloseOnExec(fd)
-			if syscall.SetNonblock(fd, true) == nil && syscall.Connect(fd, &syscall.SockaddrUnix{Name: path}) == nil {
-				return fd, typ == syscall.SOCK_STREAM
-			}
-			syscall.Close(fd)
+// dialSyslog connects to the syslog socket at path, a datagram socket
+// (journald, rsyslog) or a stream socket. It returns -1 if it cannot.
+func dialSyslog(path string) (fd int, stream bool) {
+	for _, typ := range []int{syscall.SOCK_DGRAM, syscall.SOCK_STREAM} {
+		fd, err := syscall.Socket(syscall.AF_UNIX, typ, 0)
+		if err != nil {
+			return -1, false
+		}
+		syscall.CloseOnExec(fd)
+		if err = syscall.SetNonblock(fd, true); err == nil {
+			err = syscall.Connect(fd, &syscall.SockaddrUnix{Name: path})
+		}
+		if err == nil {
+			return fd, typ == syscall.SOCK_STREAM
+		}
+		syscall.Close(fd)
+		if err != syscall.EPROTOTYPE { // only the wrong socket type is worth another try
+			return -1, false
 		}
 	}
 	return -1, false
@@ -65,8 +70,10 @@ func dialSyslog(paths []string) (fd int, stream bool) {
 func (l *logger) write(sev int, line string) {
 	if l.fd >= 0 {
 		// RFC 3164 without the host name, as local syslog daemons and
-		// journald take it (and log/syslog writes it).
-		msg := "<" + strconv.Itoa(facilityAuthpriv|sev) + ">" + time.Now().Format(time.Stamp) + " " + name + "[" + strconv.Itoa(syscall.Getpid()) + "]: " + line
+		// journald take it (and log/syslog writes it). The time is UTC so
+		// as not to read the time zone: journald and rsyslog's local socket
+		// input use their own time of reception anyway.
+		msg := "<" + strconv.Itoa(facilityAuthpriv|sev) + ">" + time.Now().UTC().Format(time.Stamp) + " " + name + "[" + strconv.Itoa(syscall.Getpid()) + "]: " + line
 		if l.stream {
 			msg += "\n"
 		}

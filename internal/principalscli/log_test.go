@@ -50,7 +50,7 @@ func TestSyslog(t *testing.T) {
 			}
 			var fallback bytes.Buffer
 			l := &logger{fallback: &fallback}
-			l.fd, l.stream = dialSyslog([]string{filepath.Join(t.TempDir(), "none"), path})
+			l.fd, l.stream = dialSyslog(path)
 			if l.fd < 0 || l.stream != (network == "unix") {
 				t.Fatalf("dialSyslog: fd %d, stream %v", l.fd, l.stream)
 			}
@@ -74,7 +74,7 @@ func TestSyslog(t *testing.T) {
 func TestLogFallback(t *testing.T) {
 	var fallback bytes.Buffer
 	l := &logger{fallback: &fallback}
-	l.fd, l.stream = dialSyslog([]string{filepath.Join(t.TempDir(), "none")})
+	l.fd, l.stream = dialSyslog(filepath.Join(t.TempDir(), "none"))
 	if l.fd != -1 {
 		t.Fatalf("fd %d", l.fd)
 	}
