@@ -2,6 +2,7 @@ package principals
 
 import (
 	"fmt"
+	"io"
 	"slices"
 )
 
@@ -44,26 +45,27 @@ func (p *Policy) Decide(account string, c *Certificate) Decision {
 // Policy: it is what devid-principals does at every login, where each
 // allocation costs exec time.
 func DecideFile(path, account string, c *Certificate) (Decision, error) {
-	data, err := readPolicy(path)
+	f, err := openPolicy(path)
 	if err != nil {
 		return Decision{}, err
 	}
-	return decideData(path, data, account, c)
+	defer f.Close()
+	return decideReader(path, f, account, c)
 }
 
-// decideData is DecideFile for a file's contents.
-func decideData(file string, data []byte, account string, c *Certificate) (Decision, error) {
+// decideReader is DecideFile for a policy file read from r.
+func decideReader(file string, r io.Reader, account string, c *Certificate) (Decision, error) {
 	var match *Rule
 	rules := 0
-	errs := scan(file, data, func(line int, fields [][]byte) {
+	err := scanReader(file, r, func(line int, fields [][]byte) {
 		rules++
 		if match == nil && allows(fields[0], fields[1:], account, c.Principals) {
 			r := newRule(line, fields)
 			match = &r
 		}
 	})
-	if errs != nil {
-		return Decision{}, errs
+	if err != nil {
+		return Decision{}, err
 	}
 	return decision(file, rules, match, account, c), nil
 }

@@ -131,6 +131,18 @@ func TestDecideFile(t *testing.T) {
 		t.Fatal("an error after the matching line passed")
 	}
 
+	// Lines across the reads of an 8 KiB buffer, and one longer than it.
+	long := "* login:{account} group:" + strings.Repeat("x", 20000) + "\n"
+	var chunky strings.Builder
+	for i := range 700 {
+		fmt.Fprintf(&chunky, "user%d group:g%d\n", i, i)
+	}
+	chunkyFile := write("chunky.conf", chunky.String()+long+"* login:{account}\n")
+	d, err = principals.DecideFile(chunkyFile, "alice", c)
+	if p, perr := principals.LoadPolicy(chunkyFile); err != nil || perr != nil || !d.Allow || d.Rule.Line != 702 || len(p.Rules) != 702 || p.Rules[700].Principals[1] != long[18:len(long)-1] {
+		t.Fatalf("chunky: %+v, %v, %v", d, err, perr)
+	}
+
 	var big strings.Builder
 	for i := range 999 {
 		fmt.Fprintf(&big, "* group:team-%d login:{account}\n", i)

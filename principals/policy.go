@@ -2,7 +2,6 @@ package principals
 
 import (
 	"fmt"
-	"io"
 	"os"
 	"slices"
 	"strconv"
@@ -90,11 +89,10 @@ func (e ParseErrors) Error() string {
 // Policy: it must allow nobody in.
 func ParsePolicy(file string, data []byte) (*Policy, error) {
 	p := &Policy{File: file}
-	errs := scan(file, data, func(line int, fields [][]byte) {
-		p.Rules = append(p.Rules, newRule(line, fields))
-	})
-	if errs != nil {
-		return nil, errs
+	s := &scanner{file: file, each: p.add}
+	s.scan(data)
+	if s.errs != nil {
+		return nil, s.errs
 	}
 	return p, nil
 }
@@ -104,45 +102,21 @@ func ParsePolicy(file string, data []byte) (*Policy, error) {
 // others, is owned by neither root nor the calling user, or is larger than
 // MaxPolicySize.
 func LoadPolicy(path string) (*Policy, error) {
-	data, err := readPolicy(path)
+	f, err := openPolicy(path)
 	if err != nil {
 		return nil, err
 	}
-	return ParsePolicy(path, data)
+	defer f.Close()
+	p := &Policy{File: path}
+	if err := scanReader(path, f, p.add); err != nil {
+		return nil, err
+	}
+	return p, nil
 }
 
-// readPolicy reads the policy file at path, with LoadPolicy's checks.
-func readPolicy(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("principals: %w", err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("principals: %w", err)
-	}
-	if msg := checkMode(fi); msg != "" {
-		return nil, fmt.Errorf("principals: %s: %s", path, msg)
-	}
-	// One buffer of the file's size, and a byte more to see a file that
-	// grew, rather than os.ReadFile's larger one: the helper reads the
-	// policy at every login.
-	data := make([]byte, 0, min(fi.Size(), MaxPolicySize)+1)
-	for {
-		n, err := f.Read(data[len(data):cap(data)])
-		data = data[:len(data)+n]
-		switch {
-		case len(data) > MaxPolicySize:
-			return nil, fmt.Errorf("principals: %s: larger than %d bytes", path, MaxPolicySize)
-		case err == io.EOF:
-			return data, nil
-		case err != nil:
-			return nil, fmt.Errorf("principals: read %s: %w", path, err)
-		case len(data) == cap(data):
-			data = slices.Grow(data, 4096)
-		}
-	}
+// add adds the rule of line, from its fields as the scanner gives them.
+func (p *Policy) add(line int, fields [][]byte) {
+	p.Rules = append(p.Rules, newRule(line, fields))
 }
 
 func checkMode(fi os.FileInfo) string {

@@ -3,42 +3,134 @@ package principals
 import (
 	"bytes"
 	"fmt"
+	"io"
+	"os"
 	"unicode"
 	"unicode/utf8"
 
 	"github.com/devid-ssh/devid/deviceid/idform"
 )
 
-// scan parses a policy line by line, calls each for every rule with its
-// line number and fields (the account, then the principals; slices of text
-// in a buffer reused for the next rule), and returns every line's error.
-// It allocates nothing per line: the helper scans the policy at every
-// login.
-func scan(file string, text []byte, each func(line int, fields [][]byte)) ParseErrors {
-	var errs ParseErrors
-	fields := make([][]byte, 0, 8)
-	for n := 1; len(text) > 0; n++ {
+// scanner parses a policy line by line, in one piece or in chunks of
+// whole lines, calls each for every rule with its line number and fields
+// (the account, then the principals: slices of the text, in a buffer reused
+// for the next rule), and collects every line's error. It allocates nothing
+// per line: the helper scans the policy at every login.
+type scanner struct {
+	file   string
+	each   func(line int, fields [][]byte)
+	line   int // lines scanned
+	fields [][]byte
+	errs   ParseErrors
+}
+
+// scan scans text: whole lines, each ending in a newline but the file's
+// last.
+func (s *scanner) scan(text []byte) {
+	for len(text) > 0 {
 		var line []byte
 		line, text, _ = bytes.Cut(text, []byte("\n"))
+		s.line++
 		var msg string
-		fields, msg = parseLine(line, fields[:0])
+		s.fields, msg = parseLine(line, s.fields[:0])
 		switch {
 		case msg != "":
-			errs = append(errs, &ParseError{File: file, Line: n, Msg: msg})
-		case len(fields) > 0:
-			each(n, fields)
+			s.errs = append(s.errs, &ParseError{File: s.file, Line: s.line, Msg: msg})
+		case len(s.fields) > 0:
+			s.each(s.line, s.fields)
 		}
 	}
-	return errs
+}
+
+// openPolicy opens the policy file at path with LoadPolicy's checks.
+func openPolicy(path string) (*os.File, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("principals: %w", err)
+	}
+	fi, err := f.Stat()
+	if err == nil {
+		if msg := checkMode(fi); msg != "" {
+			err = fmt.Errorf("%s: %s", path, msg)
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("principals: %w", err)
+	}
+	return f, nil
+}
+
+// scanReader scans a policy file read from r, in chunks, so that the
+// helper touches little fresh memory. Its error is ParseErrors when the
+// file was read but does not parse.
+func scanReader(file string, r io.Reader, each func(line int, fields [][]byte)) error {
+	s := &scanner{file: file, each: each}
+	buf := make([]byte, 8192)
+	kept, total := 0, 0 // kept: the start of a line, at the front of buf
+	for {
+		n, err := r.Read(buf[kept:])
+		if total += n; total > MaxPolicySize {
+			return fmt.Errorf("principals: %s: larger than %d bytes", file, MaxPolicySize)
+		}
+		data := buf[:kept+n]
+		if err == io.EOF {
+			s.scan(data)
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("principals: read %s: %w", file, err)
+		}
+		if end := bytes.LastIndexByte(data, '\n'); end >= 0 {
+			s.scan(data[:end+1])
+			kept = copy(buf, data[end+1:])
+		} else {
+			kept = len(data)
+		}
+		if kept == len(buf) { // a line longer than buf
+			buf = append(buf, make([]byte, len(buf))...)
+		}
+	}
+	if s.errs != nil {
+		return s.errs
+	}
+	return nil
 }
 
 // parseLine parses one line without its newline into fields (appended to
 // buf): none for a blank or comment line. Or it says why the line does not
 // parse.
 func parseLine(line []byte, buf [][]byte) ([][]byte, string) {
-	fields, msg := splitFields(line, buf)
-	if msg != "" || len(fields) == 0 {
-		return fields, msg
+	// One pass splits the fields and notes which of the slower checks the
+	// line needs: plain ASCII without = { } (most lines) needs none.
+	var class uint8
+	start, comment := -1, false
+	for i, b := range line {
+		c := byteClass[b]
+		class |= c
+		switch {
+		case c&classBlank == 0:
+			if start < 0 && !comment {
+				start, comment = i, b == '#' // a field that starts with # starts a comment
+			}
+		case start >= 0:
+			if !comment {
+				buf = append(buf, line[start:i])
+			}
+			start = -1
+		}
+	}
+	if start >= 0 && !comment {
+		buf = append(buf, line[start:])
+	}
+	if class&classOther != 0 {
+		if msg := checkText(line); msg != "" {
+			return buf, msg
+		}
+	}
+	fields := buf
+	if len(fields) == 0 {
+		return fields, ""
 	}
 	account, principals := fields[0], fields[1:]
 	if msg := checkAccount(account); msg != "" {
@@ -48,7 +140,7 @@ func parseLine(line []byte, buf [][]byte) ([][]byte, string) {
 		return fields, fmt.Sprintf("account %s lists no principals", account)
 	}
 	for i, p := range principals {
-		if msg := checkPrincipal(p); msg != "" {
+		if msg := checkPrincipal(p, class&classSyntax != 0); msg != "" {
 			return fields, msg
 		}
 		for _, q := range principals[:i] {
@@ -60,43 +152,26 @@ func parseLine(line []byte, buf [][]byte) ([][]byte, string) {
 	return fields, ""
 }
 
-// splitFields appends to buf the fields of line, separated by spaces and
-// tabs, up to a field that starts with # (a comment); or it says what is
-// wrong with the line's characters. Plain ASCII lines, the usual ones, take
-// a fast path of predictable loops and bytes.IndexByte.
-func splitFields(line []byte, buf [][]byte) ([][]byte, string) {
-	tabs := false
-	for _, b := range line {
-		if b < ' ' || b >= 0x7f {
-			if b != '\t' {
-				if msg := checkText(line); msg != "" {
-					return buf, msg
-				}
-			}
-			tabs = true // or non-ASCII text: either way, the careful path
+// Classes of bytes for parseLine's pass over a line.
+const (
+	classBlank  = 1 << iota // space or tab: separates fields
+	classSyntax             // = { }, which checkPrincipal looks for
+	classOther              // not printable ASCII: checkText decides
+)
+
+var byteClass = func() (c [256]uint8) {
+	for b := range c {
+		switch {
+		case b == ' ' || b == '\t':
+			c[b] = classBlank
+		case b == '=' || b == '{' || b == '}':
+			c[b] = classSyntax
+		case b < ' ' || b >= 0x7f:
+			c[b] = classOther
 		}
 	}
-	for rest := line; ; {
-		i := 0
-		for i < len(rest) && (rest[i] == ' ' || rest[i] == '\t') {
-			i++
-		}
-		rest = rest[i:]
-		if len(rest) == 0 || rest[0] == '#' {
-			return buf, ""
-		}
-		end := bytes.IndexByte(rest, ' ')
-		if tabs {
-			if t := bytes.IndexByte(rest, '\t'); t >= 0 && (end < 0 || t < end) {
-				end = t
-			}
-		}
-		if end < 0 {
-			end = len(rest)
-		}
-		buf, rest = append(buf, rest[:end]), rest[end:]
-	}
-}
+	return c
+}()
 
 // checkText says what is wrong with a line's characters, if anything.
 func checkText(line []byte) string {
@@ -150,26 +225,19 @@ func validLogin(a []byte) bool {
 	return true
 }
 
-func checkPrincipal(p []byte) string {
-	eq, braces := -1, false
-	for i, c := range p { // one pass; the characters it looks for are rare
-		switch c {
-		case '=':
-			if eq < 0 {
-				eq = i
-			}
-		case '{', '}':
-			braces = true
+// checkPrincipal says what is wrong with principal p, if anything; syntax
+// is false when the line has none of = { }.
+func checkPrincipal(p []byte, syntax bool) string {
+	if syntax {
+		if eq := bytes.IndexByte(p, '='); eq >= 0 && isOptionName(p[:eq]) {
+			return fmt.Sprintf("%s looks like an option; options (%s=) are not supported", p, p[:eq])
 		}
 	}
-	if eq >= 0 && isOptionName(p[:eq]) {
-		return fmt.Sprintf("%s looks like an option; options (%s=) are not supported", p, p[:eq])
-	}
-	for rest := p; braces; {
+	for rest := p; syntax; {
 		open, end := bytes.IndexByte(rest, '{'), bytes.IndexByte(rest, '}')
 		switch {
 		case open < 0 && end < 0:
-			braces = false
+			syntax = false
 		case end < 0:
 			return fmt.Sprintf("%s has { without }", p)
 		case open < 0 || end < open:

@@ -95,7 +95,7 @@ func helper(args []string, env *cliutil.Env) int {
 	if err != nil {
 		fmt.Fprintf(env.Stderr, "%s: %v (see %s --help)\n", name, err, name)
 		if l := openLog("syslog", nil); l != nil { // sshd discards standard error
-			l.write(sevErr, record("usage", "reason", err.Error()))
+			l.write(sevErr, "usage", "reason", err.Error())
 			l.close()
 		}
 		return cliutil.ExitUsage
@@ -145,9 +145,13 @@ func (r *run) finish(o outcome) bool {
 		}
 	}
 	a := r.args
-	fields := []string{"account", a.account}
+	fields := make([]string, 0, 16)
+	fields = append(fields, "account", a.account)
 	if c := r.cert.Load(); c != nil {
-		id, _ := c.DeviceID() // "" when it has none, or not as devid's CA issues them
+		id := o.decision.DeviceID
+		if id == "" {
+			id, _ = c.DeviceID() // "" when it has none, or not as devid's CA issues them
+		}
 		fields = append(fields, "device_id", id, "key_id", c.KeyID, "serial", strconv.FormatUint(c.Serial, 10))
 	}
 	fields = append(fields, "policy", a.policy)
@@ -164,23 +168,7 @@ func (r *run) finish(o outcome) bool {
 	us := time.Since(r.start).Microseconds()
 	fields = append(fields, "elapsed", strconv.FormatInt(us/1000, 10)+"."+strconv.FormatInt(us%1000/100, 10)+strconv.FormatInt(us%100/10, 10)+"ms")
 	l := openLog(a.log, r.env.Stderr)
-	l.write(sev, record(msg, fields...))
+	l.write(sev, msg, fields...)
 	l.close()
 	return true
-}
-
-// record formats a log line: msg=MSG then the key-value pairs kv, values
-// quoted when they need it.
-func record(msg string, kv ...string) string {
-	var b strings.Builder
-	b.WriteString("msg=" + msg)
-	for i := 0; i+1 < len(kv); i += 2 {
-		b.WriteString(" " + kv[i] + "=")
-		if v := kv[i+1]; v == "" || strings.IndexFunc(v, func(r rune) bool { return r <= ' ' || r == '"' || r == '=' || r >= 0x7f }) >= 0 {
-			b.WriteString(strconv.Quote(v))
-		} else {
-			b.WriteString(v)
-		}
-	}
-	return b.String()
 }

@@ -10,7 +10,7 @@ import (
 // Syslog severities; the facility is always authpriv, like sshd's own
 // authentication messages.
 const (
-	facilityAuthpriv = 10 << 3
+	facilityAuthpriv = 10 << 3 // LOG_AUTHPRIV
 	sevErr           = 3
 	sevInfo          = 6
 )
@@ -66,18 +66,27 @@ func dialSyslog(path string) (fd int, stream bool) {
 	return -1, false
 }
 
-// write logs line at severity sev.
-func (l *logger) write(sev int, line string) {
+// write logs a line at severity sev: msg=MSG and the key-value pairs kv
+// (see appendRecord), built in one buffer.
+func (l *logger) write(sev int, msg string, kv ...string) {
+	b := make([]byte, 0, 1024)
 	if l.fd >= 0 {
 		// RFC 3164 without the host name, as local syslog daemons and
 		// journald take it (and log/syslog writes it). The time is UTC so
 		// as not to read the time zone: journald and rsyslog's local socket
 		// input use their own time of reception anyway.
-		msg := "<" + strconv.Itoa(facilityAuthpriv|sev) + ">" + time.Now().UTC().Format(time.Stamp) + " " + name + "[" + strconv.Itoa(syscall.Getpid()) + "]: " + line
+		b = append(b, '<')
+		b = strconv.AppendInt(b, facilityAuthpriv|int64(sev), 10)
+		b = append(b, '>')
+		b = time.Now().UTC().AppendFormat(b, time.Stamp)
+		b = append(b, " "+name+"["...)
+		b = strconv.AppendInt(b, int64(syscall.Getpid()), 10)
+		b = append(b, "]: "...)
+		b = appendRecord(b, msg, kv...)
 		if l.stream {
-			msg += "\n"
+			b = append(b, '\n')
 		}
-		if n, err := syscall.Write(l.fd, []byte(msg)); err == nil && n == len(msg) {
+		if n, err := syscall.Write(l.fd, b); err == nil && n == len(b) {
 			return
 		}
 	}
@@ -86,9 +95,49 @@ func (l *logger) write(sev int, line string) {
 		if sev <= sevErr {
 			level = "error"
 		}
-		io.WriteString(l.fallback, name+": level="+level+" "+line+"\n")
+		b = append(b[:0], name+": level="+level+" "...)
+		b = appendRecord(b, msg, kv...)
+		l.fallback.Write(append(b, '\n'))
 	}
 }
+
+// appendRecord appends msg=MSG and the key-value pairs kv to b, in logfmt.
+// A value is quoted, "…", when it is empty or holds a space, a quote, a
+// backslash, a control character or non-ASCII, which are escaped: \" \\
+// and \xNN, so that a record is always one line of ASCII.
+func appendRecord(b []byte, msg string, kv ...string) []byte {
+	b = append(b, "msg="...)
+	b = append(b, msg...)
+	for i := 0; i+1 < len(kv); i += 2 {
+		b = append(b, ' ')
+		b = append(b, kv[i]...)
+		b = append(b, '=')
+		v := kv[i+1]
+		plain := v != ""
+		for j := 0; j < len(v) && plain; j++ {
+			plain = v[j] > ' ' && v[j] < 0x7f && v[j] != '"' && v[j] != '\\'
+		}
+		if plain {
+			b = append(b, v...)
+			continue
+		}
+		b = append(b, '"')
+		for j := 0; j < len(v); j++ {
+			switch c := v[j]; {
+			case c == '"' || c == '\\':
+				b = append(b, '\\', c)
+			case c < ' ' || c >= 0x7f:
+				b = append(b, '\\', 'x', hex[c>>4], hex[c&15])
+			default:
+				b = append(b, c)
+			}
+		}
+		b = append(b, '"')
+	}
+	return b
+}
+
+const hex = "0123456789abcdef"
 
 func (l *logger) close() {
 	if l.fd >= 0 {
