@@ -25,6 +25,7 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchtime 200x ./attestca/
 	$(GO) test -run '^$$' -bench . -benchtime 10x ./enroll/
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./hostd/
+	$(GO) test -run '^$$' -bench Exec -benchtime 2000x ./cmd/devid-principals/
 
 ## lint: formatting and vet
 lint:

@@ -49,9 +49,7 @@ func newRule(line int, fields [][]byte) Rule {
 }
 
 // ForAccount reports whether the rule applies to logins to account.
-func (r *Rule) ForAccount(account string) bool {
-	return r.Account == AnyAccount || r.Account == account
-}
+func (r *Rule) ForAccount(account string) bool { return forAccount(r.Account, account) }
 
 // principal returns the rule's i-th principal with {account} replaced by
 // account.

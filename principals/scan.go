@@ -270,7 +270,7 @@ func isOptionName(s []byte) bool {
 // principals allows a login to account by a certificate carrying have. It
 // serves rules as written in the file and as parsed into a Policy alike.
 func allows[T string | []byte](ruleAccount T, principals []T, account string, have []string) bool {
-	if string(ruleAccount) != AnyAccount && string(ruleAccount) != account {
+	if !forAccount(ruleAccount, account) {
 		return false
 	}
 	for _, p := range principals {
@@ -279,6 +279,12 @@ func allows[T string | []byte](ruleAccount T, principals []T, account string, ha
 		}
 	}
 	return true
+}
+
+// forAccount reports whether a rule with this account field applies to
+// logins to account.
+func forAccount[T string | []byte](ruleAccount T, account string) bool {
+	return string(ruleAccount) == AnyAccount || string(ruleAccount) == account
 }
 
 // carries reports whether have holds principal p, with {account} in p

@@ -354,3 +354,21 @@ denied: no line of ` + pol + ` matches (3 rules)
 		t.Errorf("missing argument: exit %d", r.code)
 	}
 }
+
+// TestStaticLight: the helper imports neither package net (which would link
+// it against the C library, 2.2× slower to exec) nor step-ca, nor anything
+// outside the standard library but devid's own light packages.
+func TestStaticLight(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	for _, dep := range strings.Fields(string(out)) {
+		switch {
+		case dep == "net", dep == "runtime/cgo", dep == "os/user", dep == "log/syslog":
+			t.Errorf("depends on %s", dep)
+		case strings.Contains(strings.SplitN(dep, "/", 2)[0], ".") && !strings.HasPrefix(dep, "github.com/devid-ssh/devid/"):
+			t.Errorf("depends on %s, outside the standard library", dep)
+		}
+	}
+}
