@@ -2,6 +2,7 @@ package principals
 
 import (
 	"fmt"
+	"io"
 	"slices"
 )
 
@@ -30,24 +31,58 @@ func (d *Decision) Principal() string {
 // the account whose principals c all carries allows it, provided c passes
 // Certificate.DeviceID.
 func (p *Policy) Decide(account string, c *Certificate) Decision {
-	id, err := c.DeviceID()
-	if err != nil {
-		return Decision{Reason: err.Error()}
-	}
-	d := Decision{DeviceID: id}
-	if account == "" {
-		d.Reason = "no account given"
-		return d
-	}
 	for i := range p.Rules {
 		r := &p.Rules[i]
-		if r.ForAccount(account) && r.carriedBy(account, c.Principals) {
-			d.Allow, d.Rule = true, r
-			return d
+		if allows(r.Account, r.Principals, account, c.Principals) {
+			return decision(p.File, len(p.Rules), r, account, c)
 		}
 	}
-	d.Reason = fmt.Sprintf("no line of %s matches (%d rules)", p.File, len(p.Rules))
-	return d
+	return decision(p.File, len(p.Rules), nil, account, c)
+}
+
+// DecideFile decides as LoadPolicy(path) then Policy.Decide would, and
+// fails as LoadPolicy would, in one pass over the file that builds no
+// Policy: it is what devid-principals does at every login, where each
+// allocation costs exec time.
+func DecideFile(path, account string, c *Certificate) (Decision, error) {
+	f, err := openPolicy(path)
+	if err != nil {
+		return Decision{}, err
+	}
+	defer f.Close()
+	return decideReader(path, f, account, c)
+}
+
+// decideReader is DecideFile for a policy file read from r.
+func decideReader(file string, r io.Reader, account string, c *Certificate) (Decision, error) {
+	var match *Rule
+	rules := 0
+	err := scanReader(file, r, func(line int, fields [][]byte) {
+		rules++
+		if match == nil && allows(fields[0], fields[1:], account, c.Principals) {
+			r := newRule(line, fields)
+			match = &r
+		}
+	})
+	if err != nil {
+		return Decision{}, err
+	}
+	return decision(file, rules, match, account, c), nil
+}
+
+// decision is the outcome for a login to account with c, when match (nil
+// if none) is the first of the policy's rules that allows it.
+func decision(file string, rules int, match *Rule, account string, c *Certificate) Decision {
+	id, err := c.DeviceID()
+	switch {
+	case err != nil:
+		return Decision{Reason: err.Error()}
+	case account == "":
+		return Decision{DeviceID: id, Reason: "no account given"}
+	case match == nil:
+		return Decision{DeviceID: id, Reason: fmt.Sprintf("no line of %s matches (%d rules)", file, rules)}
+	}
+	return Decision{Allow: true, DeviceID: id, Rule: match}
 }
 
 // RuleResult is what Explain found for one rule.

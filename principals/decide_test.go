@@ -1,6 +1,9 @@
 package principals_test
 
 import (
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -94,5 +97,66 @@ func TestExplain(t *testing.T) {
 	d, rs = p.Explain("alice", cert)
 	if d.Allow || !rs[len(rs)-1].Matched() || !strings.HasPrefix(d.Reason, "key ID") {
 		t.Fatalf("refused certificate: %+v %+v", d, rs)
+	}
+}
+
+// TestDecideFile: the helper's one-pass decision reads the file as
+// LoadPolicy does, decides as Decide does, and allocates nothing per line.
+func TestDecideFile(t *testing.T) {
+	dev := devID("laptop-1")
+	c := &principals.Certificate{CertType: principals.UserCert, KeyID: dev, Principals: []string{dev, "login:alice", "group:sre"}}
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		t.Helper()
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	small := write("small.conf", designPolicy)
+	d, err := principals.DecideFile(small, "alice", c)
+	if err != nil || !d.Allow || d.Rule.Line != 4 || d.Rule.String() != "* login:{account}" || d.Principal() != dev {
+		t.Fatalf("DecideFile = %+v, %v", d, err)
+	}
+	if _, err := principals.DecideFile(filepath.Join(dir, "missing.conf"), "alice", c); err == nil || !strings.Contains(err.Error(), "no such file") {
+		t.Fatalf("missing: %v", err)
+	}
+	broken := write("broken.conf", designPolicy+"ops\n")
+	if _, err := principals.DecideFile(broken, "alice", c); err == nil || err.Error() != broken+":5: account ops lists no principals" {
+		t.Fatalf("broken: %v", err)
+	}
+	// A line after the match that does not parse still denies.
+	if _, err := principals.DecideFile(write("late.conf", "* login:{account}\n* login:{user}\n"), "alice", c); err == nil {
+		t.Fatal("an error after the matching line passed")
+	}
+
+	// Lines across the reads of an 8 KiB buffer, and one longer than it.
+	long := "* login:{account} group:" + strings.Repeat("x", 20000) + "\n"
+	var chunky strings.Builder
+	for i := range 700 {
+		fmt.Fprintf(&chunky, "user%d group:g%d\n", i, i)
+	}
+	chunkyFile := write("chunky.conf", chunky.String()+long+"* login:{account}\n")
+	d, err = principals.DecideFile(chunkyFile, "alice", c)
+	if p, perr := principals.LoadPolicy(chunkyFile); err != nil || perr != nil || !d.Allow || d.Rule.Line != 702 || len(p.Rules) != 702 || p.Rules[700].Principals[1] != long[18:len(long)-1] {
+		t.Fatalf("chunky: %+v, %v, %v", d, err, perr)
+	}
+
+	var big strings.Builder
+	for i := range 999 {
+		fmt.Fprintf(&big, "* group:team-%d login:{account}\n", i)
+	}
+	big.WriteString("* login:{account}\n")
+	bigFile := write("big.conf", big.String())
+	allocs := func(path string) float64 {
+		return testing.AllocsPerRun(20, func() {
+			if d, err := principals.DecideFile(path, "alice", c); err != nil || !d.Allow {
+				t.Fatal(d, err)
+			}
+		})
+	}
+	if a, b := allocs(small), allocs(bigFile); b > a {
+		t.Errorf("DecideFile allocates %v times for 4 lines, %v times for 1,000", a, b)
 	}
 }

@@ -59,6 +59,15 @@
 // others, or is owned by someone other than root or the reading user. It
 // refuses files over MaxPolicySize.
 //
+// # Two ways to decide
+//
+// LoadPolicy and ParsePolicy build a Policy, whose Decide, Explain and
+// Warnings serve devid-principals check and explain. DecideFile is what the
+// helper runs at every login: the same checks and the same decision in one
+// pass over the file, read in small chunks, allocating nothing per line,
+// since each login waits for it. A fuzz test holds the two to the same
+// answers.
+//
 // # The certificate
 //
 // sshd has checked the certificate's signature, validity period, the

@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
+	"fmt"
 	"reflect"
 	"slices"
 	"strings"
@@ -48,7 +49,8 @@ func FuzzParsePolicy(f *testing.F) {
 
 // FuzzDecide: whatever the policy, account and certificate, the helper
 // prints either nothing or the certificate's one device-ID principal, which
-// is also its key ID.
+// is also its key ID; and its one-pass decision (DecideFile) is that of the
+// parsed policy.
 func FuzzDecide(f *testing.F) {
 	dev := devID("laptop-1")
 	f.Add([]byte(designPolicy), "alice", dev+"\nlogin:alice", dev, true)
@@ -56,15 +58,24 @@ func FuzzDecide(f *testing.F) {
 	f.Add([]byte("* "+dev+"\n"), "x", dev, dev, true)
 	f.Add([]byte("* login:{account}\n"), "{account}", dev+"\nlogin:{account}", dev, false)
 	f.Fuzz(func(t *testing.T, policy []byte, account, certPrincipals, keyID string, userCert bool) {
-		p, err := principals.ParsePolicy("fuzz.conf", policy)
-		if err != nil {
-			return
-		}
 		c := &principals.Certificate{CertType: principals.HostCert, KeyID: keyID, Principals: strings.Split(certPrincipals, "\n")}
 		if userCert {
 			c.CertType = principals.UserCert
 		}
+		// The helper's one-pass decision is the parsed policy's.
+		p, err := principals.ParsePolicy("fuzz.conf", policy)
+		fast, fastErr := principals.DecideData("fuzz.conf", policy, account, c)
+		if fmt.Sprint(err) != fmt.Sprint(fastErr) {
+			t.Fatalf("ParsePolicy: %v\nDecideData: %v", err, fastErr)
+		}
+		if err != nil {
+			return
+		}
 		d := p.Decide(account, c)
+		if fast.Allow != d.Allow || fast.DeviceID != d.DeviceID || fast.Reason != d.Reason || (d.Rule != nil) != (fast.Rule != nil) ||
+			d.Rule != nil && (d.Rule.Line != fast.Rule.Line || d.Rule.String() != fast.Rule.String()) {
+			t.Fatalf("Decide: %+v\nDecideData: %+v", d, fast)
+		}
 		e, rs := p.Explain(account, c)
 		if d.Principal() != e.Principal() {
 			t.Fatalf("Decide prints %q, Explain %q", d.Principal(), e.Principal())

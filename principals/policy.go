@@ -1,18 +1,12 @@
 package principals
 
 import (
-	"bytes"
 	"fmt"
-	"io"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"syscall"
-	"unicode"
-	"unicode/utf8"
-
-	"github.com/devid-ssh/devid/deviceid/idform"
 )
 
 // DefaultPath is where devid-principals reads its policy.
@@ -45,25 +39,22 @@ func (r *Rule) String() string {
 	return r.Account + " " + strings.Join(r.Principals, " ")
 }
 
-// ForAccount reports whether the rule applies to logins to account.
-func (r *Rule) ForAccount(account string) bool {
-	return r.Account == AnyAccount || r.Account == account
+// newRule makes the rule of line from its fields, as scan gives them.
+func newRule(line int, fields [][]byte) Rule {
+	r := Rule{Line: line, Account: string(fields[0]), Principals: make([]string, len(fields)-1)}
+	for i, f := range fields[1:] {
+		r.Principals[i] = string(f)
+	}
+	return r
 }
+
+// ForAccount reports whether the rule applies to logins to account.
+func (r *Rule) ForAccount(account string) bool { return forAccount(r.Account, account) }
 
 // principal returns the rule's i-th principal with {account} replaced by
-// account (without allocating when there is none).
+// account.
 func (r *Rule) principal(i int, account string) string {
 	return strings.ReplaceAll(r.Principals[i], accountPlaceholder, account)
-}
-
-// carriedBy reports whether have holds every principal of r, for account.
-func (r *Rule) carriedBy(account string, have []string) bool {
-	for i := range r.Principals {
-		if !slices.Contains(have, r.principal(i, account)) {
-			return false
-		}
-	}
-	return true
 }
 
 // ParseError is a line of a policy that does not parse, or, from
@@ -96,149 +87,12 @@ func (e ParseErrors) Error() string {
 // Policy: it must allow nobody in.
 func ParsePolicy(file string, data []byte) (*Policy, error) {
 	p := &Policy{File: file}
-	var errs ParseErrors
-	for n := 1; len(data) > 0; n++ {
-		var line []byte
-		line, data, _ = bytes.Cut(data, []byte("\n"))
-		r, msg := parseLine(line)
-		switch {
-		case msg != "":
-			errs = append(errs, &ParseError{File: file, Line: n, Msg: msg})
-		case r != nil:
-			r.Line = n
-			p.Rules = append(p.Rules, *r)
-		}
-	}
-	if len(errs) > 0 {
-		return nil, errs
+	s := &scanner{file: file, each: p.add}
+	s.scan(data)
+	if s.errs != nil {
+		return nil, s.errs
 	}
 	return p, nil
-}
-
-// parseLine parses one line without its newline: a rule, or nil for a
-// blank or comment line, or why it does not parse.
-func parseLine(line []byte) (*Rule, string) {
-	if msg := checkText(line); msg != "" {
-		return nil, msg
-	}
-	var fields []string
-	for _, f := range strings.FieldsFunc(string(line), func(r rune) bool { return r == ' ' || r == '\t' }) {
-		if strings.HasPrefix(f, "#") {
-			break
-		}
-		fields = append(fields, f)
-	}
-	if len(fields) == 0 {
-		return nil, ""
-	}
-	r := &Rule{Account: fields[0], Principals: fields[1:]}
-	if msg := checkAccount(r.Account); msg != "" {
-		return nil, msg
-	}
-	if len(r.Principals) == 0 {
-		return nil, fmt.Sprintf("account %s lists no principals", r.Account)
-	}
-	for i, p := range r.Principals {
-		if msg := checkPrincipal(p); msg != "" {
-			return nil, msg
-		}
-		if slices.Contains(r.Principals[:i], p) {
-			return nil, fmt.Sprintf("%s is listed twice", p)
-		}
-	}
-	return r, ""
-}
-
-// checkText says what is wrong with a line's characters, if anything.
-func checkText(line []byte) string {
-	for i := 0; i < len(line); {
-		c, size := utf8.DecodeRune(line[i:])
-		switch {
-		case c == utf8.RuneError && size == 1:
-			return fmt.Sprintf("not UTF-8 text (byte %#02x at column %d)", line[i], i+1)
-		case c == '\r':
-			return "control character U+000D (a CRLF line ending?)"
-		case c == ' ' || c == '\t':
-		case unicode.IsControl(c):
-			return fmt.Sprintf("control character %U", c)
-		case unicode.IsSpace(c):
-			return fmt.Sprintf("%U is white space other than space or tab", c)
-		case unicode.In(c, unicode.Cf):
-			return fmt.Sprintf("invisible formatting character %U", c)
-		}
-		i += size
-	}
-	return ""
-}
-
-func checkAccount(a string) string {
-	switch {
-	case a == AnyAccount:
-		return ""
-	case strings.Contains(a, "{"), strings.Contains(a, "}"):
-		return fmt.Sprintf("%s: placeholders belong in principals, not in the account field", a)
-	case strings.Contains(a, "*"):
-		return fmt.Sprintf("account %s: patterns are not supported; * alone matches any account", a)
-	case !validLogin(a):
-		return fmt.Sprintf("account %s is not a login name (letters, digits, . _ - @, an optional final $, not starting with -)", a)
-	}
-	return ""
-}
-
-// validLogin reports whether a is a login name the policy accepts: see the
-// package documentation.
-func validLogin(a string) bool {
-	a = strings.TrimSuffix(a, "$")
-	if a == "" || a[0] == '-' {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		c := a[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("._-@", c) >= 0) {
-			return false
-		}
-	}
-	return true
-}
-
-func checkPrincipal(p string) string {
-	if name, _, ok := strings.Cut(p, "="); ok && !strings.Contains(name, ":") && isOptionName(name) {
-		return fmt.Sprintf("%s looks like an option; options (%s=) are not supported", p, name)
-	}
-	for rest := p; rest != ""; {
-		open := strings.IndexAny(rest, "{}")
-		if open < 0 {
-			break
-		}
-		if rest[open] == '}' {
-			return fmt.Sprintf("%s has } without {", p)
-		}
-		end := strings.IndexByte(rest[open:], '}')
-		if end < 0 {
-			return fmt.Sprintf("%s has { without }", p)
-		}
-		if ph := rest[open : open+end+1]; ph != accountPlaceholder {
-			return fmt.Sprintf("unknown placeholder %s (the only one is %s)", ph, accountPlaceholder)
-		}
-		rest = rest[open+end+1:]
-	}
-	if strings.HasPrefix(p, "urn:ek:") && !idform.Valid(p) {
-		return fmt.Sprintf("%s is not a device ID (%s and 44 characters of standard base64)", p, idform.Prefix)
-	}
-	return ""
-}
-
-func isOptionName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || i > 0 && ('0' <= c && c <= '9' || c == '-' || c == '_')) {
-			return false
-		}
-	}
-	return true
 }
 
 // LoadPolicy reads and parses the policy at path. Besides ParsePolicy's
@@ -246,26 +100,21 @@ func isOptionName(s string) bool {
 // others, is owned by neither root nor the calling user, or is larger than
 // MaxPolicySize.
 func LoadPolicy(path string) (*Policy, error) {
-	f, err := os.Open(path)
+	f, err := openPolicy(path)
 	if err != nil {
-		return nil, fmt.Errorf("principals: %w", err)
+		return nil, err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("principals: %w", err)
+	p := &Policy{File: path}
+	if err := scanReader(path, f, p.add); err != nil {
+		return nil, err
 	}
-	if msg := checkMode(fi); msg != "" {
-		return nil, fmt.Errorf("principals: %s: %s", path, msg)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, MaxPolicySize+1))
-	if err != nil {
-		return nil, fmt.Errorf("principals: read %s: %w", path, err)
-	}
-	if len(data) > MaxPolicySize {
-		return nil, fmt.Errorf("principals: %s: larger than %d bytes", path, MaxPolicySize)
-	}
-	return ParsePolicy(path, data)
+	return p, nil
+}
+
+// add adds the rule of line, from its fields as the scanner gives them.
+func (p *Policy) add(line int, fields [][]byte) {
+	p.Rules = append(p.Rules, newRule(line, fields))
 }
 
 func checkMode(fi os.FileInfo) string {
@@ -338,5 +187,5 @@ func (r *Rule) covers(later *Rule) bool {
 	for k := range later.Principals {
 		have[k] = later.principal(k, later.Account)
 	}
-	return r.carriedBy(later.Account, have)
+	return allows(r.Account, r.Principals, later.Account, have)
 }

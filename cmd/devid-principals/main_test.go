@@ -128,22 +128,22 @@ func TestHelperDecisions(t *testing.T) {
 		log     string // after "devid-principals: "; DEV and OTHER stand for the device IDs
 	}{
 		{"* with {account}", "alice", newCert(t, ssh.UserCert, dev, dev, "login:alice"), true,
-			`level=info msg=allow account=alice device_id="DEV" key_id="DEV" serial=42 policy=POLICY line=3 rule="* login:{account}"`},
+			`level=info msg=allow account=alice device_id=DEV key_id=DEV serial=42 policy=POLICY line=3 rule="* login:{account}"`},
 		{"all principals of a line", "admin", newCert(t, ssh.UserCert, dev, dev, "group:sre", "collection:sre-laptops"), true,
-			`level=info msg=allow account=admin device_id="DEV" key_id="DEV" serial=42 policy=POLICY line=2 rule="admin group:sre collection:sre-laptops"`},
+			`level=info msg=allow account=admin device_id=DEV key_id=DEV serial=42 policy=POLICY line=2 rule="admin group:sre collection:sre-laptops"`},
 		{"no line matches", "admin", newCert(t, ssh.UserCert, dev, dev, "group:sre"), false,
-			`level=info msg=deny account=admin device_id="DEV" key_id="DEV" serial=42 policy=POLICY reason="no line of POLICY matches (2 rules)"`},
+			`level=info msg=deny account=admin device_id=DEV key_id=DEV serial=42 policy=POLICY reason="no line of POLICY matches (2 rules)"`},
 		{"no device-ID principal", "alice", newCert(t, ssh.UserCert, dev, "login:alice"), false,
-			`level=info msg=deny account=alice device_id="" key_id="DEV" serial=42 policy=POLICY reason="the certificate has no device-ID principal"`},
+			`level=info msg=deny account=alice device_id="" key_id=DEV serial=42 policy=POLICY reason="the certificate has no device-ID principal"`},
 		{"key ID is not the device ID", "alice", newCert(t, ssh.UserCert, other, dev, "login:alice"), false,
-			`level=info msg=deny account=alice device_id="" key_id="OTHER" serial=42 policy=POLICY reason="key ID \"OTHER\" is not the device-ID principal DEV"`},
+			`level=info msg=deny account=alice device_id="" key_id=OTHER serial=42 policy=POLICY reason="key ID \"OTHER\" is not the device-ID principal DEV"`},
 		{"host certificate", "alice", host, false,
-			`level=info msg=deny account=alice device_id="" key_id="DEV" serial=42 policy=POLICY reason="a host certificate, not a user certificate"`},
+			`level=info msg=deny account=alice device_id="" key_id=DEV serial=42 policy=POLICY reason="a host certificate, not a user certificate"`},
 		// sshd's form wins over subcommand names and flags: these are accounts.
 		{"account named check", "check", newCert(t, ssh.UserCert, dev, dev, "login:check"), true,
-			`level=info msg=allow account=check device_id="DEV" key_id="DEV" serial=42 policy=POLICY line=3 rule="* login:{account}"`},
+			`level=info msg=allow account=check device_id=DEV key_id=DEV serial=42 policy=POLICY line=3 rule="* login:{account}"`},
 		{"account named --help", "--help", newCert(t, ssh.UserCert, dev, dev, "login:--help"), true,
-			`level=info msg=allow account=--help device_id="DEV" key_id="DEV" serial=42 policy=POLICY line=3 rule="* login:{account}"`},
+			`level=info msg=allow account=--help device_id=DEV key_id=DEV serial=42 policy=POLICY line=3 rule="* login:{account}"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := run(t, "--policy", pol, "--log", "stderr", tc.account, tc.c.typ, tc.c.b64)
@@ -352,5 +352,23 @@ denied: no line of ` + pol + ` matches (3 rules)
 	}
 	if r = run(t, "explain", "--policy", pol, "alice"); r.code != 2 {
 		t.Errorf("missing argument: exit %d", r.code)
+	}
+}
+
+// TestStaticLight: the helper imports neither package net (which would link
+// it against the C library, 2.2× slower to exec) nor step-ca, nor anything
+// outside the standard library but devid's own light packages.
+func TestStaticLight(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	for _, dep := range strings.Fields(string(out)) {
+		switch {
+		case dep == "net", dep == "runtime/cgo", dep == "os/user", dep == "log/syslog":
+			t.Errorf("depends on %s", dep)
+		case strings.Contains(strings.SplitN(dep, "/", 2)[0], ".") && !strings.HasPrefix(dep, "github.com/devid-ssh/devid/"):
+			t.Errorf("depends on %s, outside the standard library", dep)
+		}
 	}
 }

@@ -50,11 +50,11 @@ func TestSyslog(t *testing.T) {
 			}
 			var fallback bytes.Buffer
 			l := &logger{fallback: &fallback}
-			l.fd, l.stream = dialSyslog([]string{filepath.Join(t.TempDir(), "none"), path})
+			l.fd, l.stream = dialSyslog(path)
 			if l.fd < 0 || l.stream != (network == "unix") {
 				t.Fatalf("dialSyslog: fd %d, stream %v", l.fd, l.stream)
 			}
-			l.write(sevInfo, record("allow", "account", "alice", "rule", "* login:{account}"))
+			l.write(sevInfo, "allow", "account", "alice", "rule", "* login:{account}")
 			l.close()
 			got := read()
 			want := `^<86>[A-Z][a-z]{2} [ 0-9]\d \d\d:\d\d:\d\d devid-principals\[` + strconv.Itoa(syscall.Getpid()) +
@@ -74,11 +74,11 @@ func TestSyslog(t *testing.T) {
 func TestLogFallback(t *testing.T) {
 	var fallback bytes.Buffer
 	l := &logger{fallback: &fallback}
-	l.fd, l.stream = dialSyslog([]string{filepath.Join(t.TempDir(), "none")})
+	l.fd, l.stream = dialSyslog(filepath.Join(t.TempDir(), "none"))
 	if l.fd != -1 {
 		t.Fatalf("fd %d", l.fd)
 	}
-	l.write(sevErr, record("deny", "reason", "x"))
+	l.write(sevErr, "deny", "reason", "x")
 	if got := fallback.String(); got != "devid-principals: level=error msg=deny reason=x\n" {
 		t.Errorf("fallback %q", got)
 	}
@@ -87,10 +87,10 @@ func TestLogFallback(t *testing.T) {
 	}
 }
 
-func TestRecord(t *testing.T) {
-	got := record("deny", "account", "alice", "empty", "", "id", "urn:ek:sha256:a+b/c=", "reason", "line\nbreak \"quoted\"", "utf8", "jürgen")
-	want := `msg=deny account=alice empty="" id="urn:ek:sha256:a+b/c=" reason="line\nbreak \"quoted\"" utf8="jürgen"`
+func TestAppendRecord(t *testing.T) {
+	got := string(appendRecord(nil, "deny", "account", "alice", "empty", "", "id", "urn:ek:sha256:a+b/c=", "reason", "line\nbreak \"quoted\" \\", "utf8", "jürgen"))
+	want := `msg=deny account=alice empty="" id=urn:ek:sha256:a+b/c= reason="line\x0abreak \"quoted\" \\" utf8="j\xc3\xbcrgen"`
 	if got != want {
-		t.Errorf("record:\n%s\nwant:\n%s", got, want)
+		t.Errorf("appendRecord:\n%s\nwant:\n%s", got, want)
 	}
 }

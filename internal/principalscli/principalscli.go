@@ -2,8 +2,9 @@
 // AuthorizedPrincipalsCommand, and the check and explain subcommands. The
 // decision itself is package principals.
 //
-// sshd runs the helper twice per successful login, so it imports little
-// (no package net: see package idform) and does no work at start-up.
+// sshd runs the helper twice per successful login, and every login waits
+// for it: it imports little (no package net: see package idform), does no
+// work at start-up, and allocates little (see helper.go).
 package principalscli
 
 import (
@@ -12,17 +13,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/devid-ssh/devid/internal/cliutil"
 	"github.com/devid-ssh/devid/principals"
 )
-
-// Deadline bounds a decision: past it the helper denies and exits 0, well
-// before sshd's LoginGraceTime.
-const Deadline = 500 * time.Millisecond
 
 const name = "devid-principals"
 
@@ -80,142 +76,6 @@ func sshdForm(args []string) bool {
 
 func policyFlag(fs *flag.FlagSet, p *string) {
 	fs.StringVar(p, "policy", principals.DefaultPath, "policy `file`")
-}
-
-// helperArgs are the helper's command line.
-type helperArgs struct {
-	policy, log                string
-	account, certType, certB64 string
-}
-
-func parseHelperArgs(args []string) (*helperArgs, error) {
-	a := &helperArgs{}
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	policyFlag(fs, &a.policy)
-	fs.StringVar(&a.log, "log", "syslog", "")
-	flags, pos := args, []string(nil)
-	if sshdForm(args) {
-		flags, pos = args[:len(args)-3], args[len(args)-3:]
-	}
-	if err := fs.Parse(flags); err != nil {
-		return nil, err
-	}
-	pos = append(fs.Args(), pos...)
-	if len(pos) != 3 {
-		return nil, fmt.Errorf("want ACCOUNT CERT-TYPE BASE64-CERT, got %d argument(s)", len(pos))
-	}
-	if a.log != "syslog" && a.log != "stderr" {
-		return nil, fmt.Errorf("--log %q: want syslog or stderr", a.log)
-	}
-	a.account, a.certType, a.certB64 = pos[0], pos[1], pos[2]
-	return a, nil
-}
-
-// outcome is a decision and what its log line says.
-type outcome struct {
-	cert     *principals.Certificate // nil if it did not parse
-	decision principals.Decision
-	// failure is why the helper could not decide (a bad certificate, a
-	// missing or broken policy, a panic, the deadline); it denies.
-	failure string
-}
-
-// helper is what sshd runs: print the principal to allow, nothing to deny,
-// exit 0 either way; exit 2 for a wrong command line.
-func helper(args []string, env *cliutil.Env) int {
-	start := time.Now()
-	a, err := parseHelperArgs(args)
-	if err != nil {
-		fmt.Fprintf(env.Stderr, "%s: %v (see %s --help)\n", name, err, name)
-		if l := openLog("syslog", nil); l != nil { // sshd discards standard error
-			l.write(sevErr, record("usage", "reason", err.Error()))
-			l.close()
-		}
-		return cliutil.ExitUsage
-	}
-	o := decideWithin(start.Add(Deadline), a)
-	msg := "deny"
-	if p := o.decision.Principal(); p != "" {
-		if _, err := io.WriteString(env.Stdout, p+"\n"); err != nil {
-			o.failure = "writing the principal for sshd: " + err.Error()
-		} else {
-			msg = "allow"
-		}
-	}
-	fields := []string{"account", a.account}
-	if c := o.cert; c != nil {
-		id, _ := c.DeviceID() // "" when the certificate has none, or not one devid's CA would issue
-		fields = append(fields, "device_id", id, "key_id", c.KeyID, "serial", strconv.FormatUint(c.Serial, 10))
-	}
-	fields = append(fields, "policy", a.policy)
-	sev := sevInfo
-	switch {
-	case o.failure != "":
-		sev = sevErr
-		fields = append(fields, "reason", o.failure)
-	case msg == "allow":
-		fields = append(fields, "line", strconv.Itoa(o.decision.Rule.Line), "rule", o.decision.Rule.String())
-	default:
-		fields = append(fields, "reason", o.decision.Reason)
-	}
-	fields = append(fields, "elapsed", strconv.FormatFloat(float64(time.Since(start).Microseconds())/1000, 'f', 2, 64)+"ms")
-	l := openLog(a.log, env.Stderr)
-	l.write(sev, record(msg, fields...))
-	l.close()
-	return cliutil.ExitOK
-}
-
-// decideWithin decides, or denies when the decision panics or is not made
-// by deadline (the policy file could be a FIFO, or on a hung file system).
-func decideWithin(deadline time.Time, a *helperArgs) (o outcome) {
-	defer func() {
-		if r := recover(); r != nil {
-			o = outcome{cert: o.cert, failure: fmt.Sprintf("internal error: %v", r)}
-		}
-	}()
-	cert, err := principals.ParseCertificate(a.certType, a.certB64)
-	if err != nil {
-		return outcome{failure: err.Error()}
-	}
-	done := make(chan outcome, 1)
-	go func() {
-		defer func() {
-			if r := recover(); r != nil {
-				done <- outcome{cert: cert, failure: fmt.Sprintf("internal error: %v", r)}
-			}
-		}()
-		p, err := principals.LoadPolicy(a.policy)
-		if err != nil {
-			done <- outcome{cert: cert, failure: err.Error()}
-			return
-		}
-		done <- outcome{cert: cert, decision: p.Decide(a.account, cert)}
-	}()
-	t := time.NewTimer(time.Until(deadline))
-	defer t.Stop()
-	select {
-	case o = <-done:
-		return o
-	case <-t.C:
-		return outcome{cert: cert, failure: fmt.Sprintf("no decision within %v: denied", Deadline)}
-	}
-}
-
-// record formats a log line: msg=MSG then the key-value pairs kv, values
-// quoted when they need it.
-func record(msg string, kv ...string) string {
-	var b strings.Builder
-	b.WriteString("msg=" + msg)
-	for i := 0; i+1 < len(kv); i += 2 {
-		b.WriteString(" " + kv[i] + "=")
-		if v := kv[i+1]; v == "" || strings.IndexFunc(v, func(r rune) bool { return r <= ' ' || r == '"' || r == '=' || r >= 0x7f }) >= 0 {
-			b.WriteString(strconv.Quote(v))
-		} else {
-			b.WriteString(v)
-		}
-	}
-	return b.String()
 }
 
 func checkCmd() *cliutil.Command {
