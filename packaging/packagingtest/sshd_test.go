@@ -44,9 +44,8 @@ func sshdDir(t *testing.T) (dir, snippet string) {
 		}
 	}
 	settings := sshdSettings(snippet)
-	// AuthorizedPrincipalsCommand stays commented out until
-	// devid-principals ships.
-	for _, k := range []string{"hostkey", "hostcertificate", "trustedusercakeys", "revokedkeys"} {
+	for _, k := range []string{"hostkey", "hostcertificate", "trustedusercakeys", "revokedkeys",
+		"authorizedprincipalscommand", "authorizedprincipalscommanduser"} {
 		if len(settings[k]) == 0 {
 			t.Fatalf("%s: no %s", snippetPath, k)
 		}
@@ -152,12 +151,7 @@ func TestSSHDSnippet(t *testing.T) {
 			t.Errorf("sshd -T: %s %q, want %q", k, got, want)
 		}
 	}
-	for _, k := range []string{"authorizedprincipalscommand"} {
-		if _, on := sshdSettings(snippet)[k]; on {
-			t.Errorf("%s is enabled, but this release cannot keep it working: a missing KRL or helper locks everyone out", k)
-		}
-	}
-	if cmd, on := effective["authorizedprincipalscommand"]; on && cmd[0] != "none" && !slices.Contains(strings.Fields(cmd[0]), "%u") {
+	if cmd := effective["authorizedprincipalscommand"]; len(cmd) != 1 || !slices.Contains(strings.Fields(cmd[0]), "%u") {
 		t.Errorf("AuthorizedPrincipalsCommand %q does not pass %%u: sshd passes nothing unless asked", cmd)
 	}
 }
