@@ -28,18 +28,26 @@ type Certificate struct {
 	ValidBefore uint64 // Unix seconds; 1<<64-1 is forever
 }
 
-// certKeyFields gives, for each certificate type, how many length-prefixed
-// fields (strings or mpints) hold the certified public key between the nonce
-// and the serial (PROTOCOL.certkeys, PROTOCOL.u2f).
-var certKeyFields = map[string]int{
-	"ssh-rsa-cert-v01@openssh.com":                2, // e, n
-	"ssh-dss-cert-v01@openssh.com":                4, // p, q, g, y
-	"ecdsa-sha2-nistp256-cert-v01@openssh.com":    2, // curve, public key
-	"ecdsa-sha2-nistp384-cert-v01@openssh.com":    2,
-	"ecdsa-sha2-nistp521-cert-v01@openssh.com":    2,
-	"ssh-ed25519-cert-v01@openssh.com":            1, // public key
-	"sk-ecdsa-sha2-nistp256-cert-v01@openssh.com": 3, // curve, public key, application
-	"sk-ssh-ed25519-cert-v01@openssh.com":         2, // public key, application
+// certKeyFields returns, for a certificate type, how many length-prefixed
+// fields (strings or mpints) hold the certified public key between the
+// nonce and the serial (PROTOCOL.certkeys, PROTOCOL.u2f). A switch, not a
+// map: a map literal would be built at every start of the helper.
+func certKeyFields(certType string) (int, bool) {
+	switch certType {
+	case "ssh-ed25519-cert-v01@openssh.com":
+		return 1, true // public key
+	case "ssh-rsa-cert-v01@openssh.com", // e, n
+		"ecdsa-sha2-nistp256-cert-v01@openssh.com", // curve, public key
+		"ecdsa-sha2-nistp384-cert-v01@openssh.com",
+		"ecdsa-sha2-nistp521-cert-v01@openssh.com",
+		"sk-ssh-ed25519-cert-v01@openssh.com": // public key, application
+		return 2, true
+	case "sk-ecdsa-sha2-nistp256-cert-v01@openssh.com":
+		return 3, true // curve, public key, application
+	case "ssh-dss-cert-v01@openssh.com":
+		return 4, true // p, q, g, y
+	}
+	return 0, false
 }
 
 // IsCertType reports whether t names an OpenSSH certificate type, as sshd's
@@ -129,7 +137,7 @@ func parseCertBlob(blob []byte) (*Certificate, error) {
 		return nil, err
 	}
 	c := &Certificate{Type: string(typ)}
-	nkey, ok := certKeyFields[c.Type]
+	nkey, ok := certKeyFields(c.Type)
 	if !ok {
 		if !strings.Contains(c.Type, "-cert-") {
 			return nil, fmt.Errorf("a %q key, not a certificate", typ)

@@ -10,3 +10,10 @@ import (
 func DecideData(file string, data []byte, account string, c *Certificate) (Decision, error) {
 	return decideReader(file, iotest.OneByteReader(bytes.NewReader(data)), account, c)
 }
+
+const (
+	ByteClass   = byteClass
+	ClassBlank  = classBlank
+	ClassSyntax = classSyntax
+	ClassOther  = classOther
+)

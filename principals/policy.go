@@ -117,14 +117,18 @@ func (p *Policy) add(line int, fields [][]byte) {
 	p.Rules = append(p.Rules, newRule(line, fields))
 }
 
-func checkMode(fi os.FileInfo) string {
-	if !fi.Mode().IsRegular() {
-		return fmt.Sprintf("not a regular file (%s)", fi.Mode().Type())
+// checkMode says why the policy file st describes is not to be trusted, if
+// it is not: see LoadPolicy.
+func checkMode(st *syscall.Stat_t) string {
+	if typ := st.Mode & syscall.S_IFMT; typ != syscall.S_IFREG {
+		kind := map[uint32]string{syscall.S_IFDIR: "a directory", syscall.S_IFIFO: "a FIFO",
+			syscall.S_IFSOCK: "a socket", syscall.S_IFCHR: "a device", syscall.S_IFBLK: "a device"}[typ]
+		return "not a regular file but " + kind
 	}
-	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
+	if perm := os.FileMode(st.Mode).Perm(); perm&0o022 != 0 {
 		return fmt.Sprintf("writable by group or others (mode %#o)", perm)
 	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 && int(st.Uid) != os.Geteuid() {
+	if st.Uid != 0 && int(st.Uid) != os.Geteuid() {
 		return fmt.Sprintf("owned by uid %d, neither root nor the user reading it (uid %d)", st.Uid, os.Geteuid())
 	}
 	return ""

@@ -214,3 +214,24 @@ func TestLoadPolicy(t *testing.T) {
 		})
 	}
 }
+
+// TestByteClass checks the parser's table of byte classes.
+func TestByteClass(t *testing.T) {
+	if len(principals.ByteClass) != 256 {
+		t.Fatalf("%d classes", len(principals.ByteClass))
+	}
+	for b := range 256 {
+		var want byte
+		switch {
+		case b == ' ' || b == '\t':
+			want = principals.ClassBlank
+		case b == '=' || b == '{' || b == '}':
+			want = principals.ClassSyntax
+		case b < ' ' || b >= 0x7f:
+			want = principals.ClassOther
+		}
+		if got := principals.ByteClass[b]; got != want {
+			t.Errorf("class of %#02x = %d, want %d", b, got, want)
+		}
+	}
+}

@@ -183,7 +183,7 @@ func TestHelperFailsClosed(t *testing.T) {
 		{"writable policy", []string{"--policy", writable, "alice", c.typ, c.b64},
 			`reason="principals: ` + writable + `: writable by group or others (mode 0666)"`},
 		{"policy is a directory", []string{"--policy", dir, "alice", c.typ, c.b64},
-			`reason="principals: ` + dir + `: not a regular file (d---------)"`},
+			`reason="principals: ` + dir + `: not a regular file but a directory"`},
 		{"garbage base64", []string{"--policy", broken, "alice", c.typ, "%%%garbage"},
 			`reason="principals: certificate: illegal base64 data at input byte 0"`},
 		{"type is not the certificate's", []string{"--policy", broken, "alice", "ssh-rsa-cert-v01@openssh.com", c.b64},
