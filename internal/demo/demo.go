@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -39,6 +40,8 @@ type demo struct {
 // Run tells the story. It returns the first failure.
 func Run(ctx context.Context, o Options) (err error) {
 	d := &demo{Options: o}
+	// Child processes' stdout and stderr are copied by two goroutines.
+	d.Out = &lockedWriter{w: o.Out}
 	if d.Dir == "" {
 		if d.Dir, err = os.MkdirTemp("", "devid-demo-"); err != nil {
 			return err
@@ -384,4 +387,16 @@ func sshKeygen(path string) error {
 		return fmt.Errorf("ssh-keygen: %v: %s", err, out)
 	}
 	return nil
+}
+
+// lockedWriter serialises writes to an io.Writer shared by goroutines.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
