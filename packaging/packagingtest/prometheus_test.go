@@ -31,6 +31,9 @@ var exportedMetrics = []string{
 	"devid_user_ca_keys_last_change_seconds",
 	"devid_files_restored_total",
 	"devid_build_info",
+	"devid_krl_version",
+	"devid_krl_generated_seconds",
+	"devid_krl_fetch_failures_total",
 }
 
 var wantAlerts = []string{
@@ -39,6 +42,7 @@ var wantAlerts = []string{
 	"DevidRenewalsFailing",
 	"DevidHostdDown",
 	"DevidUserCAKeysStale",
+	"DevidKRLStale",
 	"DevidFilesBeingRestored",
 }
 
@@ -105,7 +109,7 @@ func TestAlertRulesUnitTests(t *testing.T) {
 	}
 }
 
-// TestAlertRulesContent: the alerts are the six devid documents; they use
+// TestAlertRulesContent: the alerts are the seven devid documents; they use
 // only metrics devid-hostd exports; each has a severity and tells whoever
 // is paged what is wrong and where to look; and the unit tests show each
 // one both firing and not firing.
