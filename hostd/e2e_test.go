@@ -349,7 +349,6 @@ func TestHostdBrokenSSHDConfig(t *testing.T) {
 	if h.metric(t, failure) < 1 {
 		t.Error("the refused renewal is not counted as a failure")
 	}
-	_ = io.Discard
 }
 
 // waitNote waits for a systemd notification line with the given prefix,
@@ -525,7 +524,9 @@ func TestKRLLogin(t *testing.T) {
 	}
 	userKey := filepath.Join(h.dir, "id_ecdsa")
 	sshdtest.Keygen(t, userKey)
-	cert := enrollUser(t, h.ca, ws, userKey)
+	if cert := enrollUser(t, h.ca, ws, userKey); cert.KeyId != dev.ID {
+		t.Fatalf("user certificate key ID %q, want the device ID %s", cert.KeyId, dev.ID)
+	}
 	// The device ID is the principal root accepts.
 	os.WriteFile(h.principals, []byte(dev.ID+"\n"), 0o644)
 
@@ -581,7 +582,6 @@ func TestKRLLogin(t *testing.T) {
 	if out, err := h.sshd.SSHCert(t, h.knownHosts, "root", newKey, newKey+"-cert.pub"); err == nil {
 		t.Fatalf("a certificate revoked by serial still logs in:\n%s", out)
 	}
-	_ = cert
 }
 
 // enrollUser gets a user certificate for key.pub from the workstation's
@@ -630,7 +630,7 @@ func BenchmarkKRLPropagation(b *testing.B) {
 	defer cancel()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	var files []string
-	for i := range hosts {
+	for range hosts {
 		f := filepath.Join(b.TempDir(), "revoked.krl")
 		files = append(files, f)
 		hc := hostd.NewHTTPClient(ca.Roots)
@@ -638,7 +638,6 @@ func BenchmarkKRLPropagation(b *testing.B) {
 		k := &hostd.KRL{CAURL: ca.URL, HTTP: hc, File: f, Wait: 30 * time.Second, Files: hostd.NewFiles(),
 			Report: hostd.NewReporter(hostd.NewMetrics(), quiet, time.Now, "")}
 		go k.Run(ctx)
-		_ = i
 	}
 	k, _ := rsaEK(b)
 	d, err := ca.Server.Inventory().AddDevice("bench", inventory.NewDevice{EK: k, Name: "laptop", Kind: "workstation"})
