@@ -17,7 +17,6 @@ import (
 	"math/big"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -25,6 +24,7 @@ import (
 
 	"github.com/devid-ssh/devid/caserver"
 	"github.com/devid-ssh/devid/caserver/catest"
+	"github.com/devid-ssh/devid/internal/sshdtest"
 	"github.com/devid-ssh/devid/inventory"
 	"go.step.sm/crypto/jose"
 	"go.step.sm/crypto/pemutil"
@@ -277,19 +277,7 @@ func TestSSHSign(t *testing.T) {
 		t.Fatalf("lifetime %v, want the 24h default", life)
 	}
 
-	sshKeygen, err := exec.LookPath("ssh-keygen")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("ssh-keygen not found, and CI=true")
-		}
-		t.Skip("ssh-keygen not found")
-	}
-	f := filepath.Join(t.TempDir(), "host-cert.pub")
-	os.WriteFile(f, ssh.MarshalAuthorizedKey(cert), 0o644)
-	out, err := exec.Command(sshKeygen, "-L", "-f", f).CombinedOutput()
-	if err != nil {
-		t.Fatalf("ssh-keygen -L: %v\n%s", err, out)
-	}
+	out := sshdtest.KeygenL(t, cert)
 	for _, want := range []string{"ecdsa-sha2-nistp256-cert-v01@openssh.com host certificate", `Key ID: "` + keyID + `"`,
 		"host-1.example.com", "10.0.0.1", "Signing CA: ECDSA " + ssh.FingerprintSHA256(hostCA)} {
 		if !strings.Contains(string(out), want) {

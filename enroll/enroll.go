@@ -43,6 +43,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/devid-ssh/devid/attestca/wire"
 	"github.com/devid-ssh/devid/tpm"
 	"github.com/fxamacker/cbor/v2"
 	"github.com/google/go-attestation/attest"
@@ -89,40 +90,6 @@ type Attestation struct {
 // Close unloads the AK from the TPM.
 func (a *Attestation) Close() error { return a.AK.Close() }
 
-// attestRequest and the types below are the Attestation CA's wire format
-// (go.step.sm/crypto/tpm/attestation's).
-type attestRequest struct {
-	TPMInfo struct {
-		Version         int    `json:"version"`
-		Manufacturer    string `json:"manufacturer"`
-		Model           string `json:"model"`
-		FirmwareVersion string `json:"firmwareVersion"`
-	} `json:"tpmInfo"`
-	EK      []byte   `json:"ek"`
-	EKCerts [][]byte `json:"ekCerts,omitempty"`
-	Params  struct {
-		Public                  []byte `json:"public"`
-		UseTCSDActivationFormat bool   `json:"useTCSDActivationFormat"`
-		CreateData              []byte `json:"createData"`
-		CreateAttestation       []byte `json:"createAttestation"`
-		CreateSignature         []byte `json:"createSignature"`
-	} `json:"params"`
-}
-
-type attestResponse struct {
-	Credential []byte `json:"credential"`
-	Secret     []byte `json:"secret"`
-}
-
-type secretRequest struct {
-	Secret   []byte `json:"secret"`
-	DeviceID string `json:"deviceId"`
-}
-
-type secretResponse struct {
-	Chain [][]byte `json:"chain"`
-}
-
 // Attest creates an AK in t and has the Attestation CA certify it.
 func (c *Client) Attest(ctx context.Context, t *tpm.TPM) (*Attestation, error) {
 	ek, err := t.EK()
@@ -146,22 +113,21 @@ func (c *Client) Attest(ctx context.Context, t *tpm.TPM) (*Attestation, error) {
 }
 
 func (c *Client) attestAK(ctx context.Context, ek *tpm.EK, info tpm.Info, ak *tpm.AK) (*Attestation, error) {
-	var req attestRequest
-	req.TPMInfo.Version = 2
-	req.TPMInfo.Manufacturer = strconv.FormatUint(uint64(info.Manufacturer), 10)
-	req.TPMInfo.Model = info.Model
-	req.TPMInfo.FirmwareVersion = info.FirmwareVersion()
+	req := wire.AttestRequest{TPMInfo: wire.TPMInfo{
+		Version: 2, Manufacturer: strconv.FormatUint(uint64(info.Manufacturer), 10),
+		Model: info.Model, FirmwareVersion: info.FirmwareVersion(),
+	}}
 	var err error
-	if req.EK, err = x509.MarshalPKIXPublicKey(ek.Public); err != nil {
+	if req.EKPub, err = x509.MarshalPKIXPublicKey(ek.Public); err != nil {
 		return nil, fmt.Errorf("enroll: EK: %w", err)
 	}
 	if ek.Certificate != nil {
 		req.EKCerts = [][]byte{ek.Certificate.Raw}
 	}
 	p := ak.AttestationParameters()
-	req.Params.Public, req.Params.UseTCSDActivationFormat = p.Public, p.UseTCSDActivationFormat
-	req.Params.CreateData, req.Params.CreateAttestation, req.Params.CreateSignature = p.CreateData, p.CreateAttestation, p.CreateSignature
-	var ar attestResponse
+	req.AttestParams = wire.AttestationParameters{Public: p.Public, UseTCSDActivationFormat: p.UseTCSDActivationFormat,
+		CreateData: p.CreateData, CreateAttestation: p.CreateAttestation, CreateSignature: p.CreateSignature}
+	var ar wire.AttestResponse
 	if err := c.postJSON(ctx, AttestationPath+"/attest", req, &ar); err != nil {
 		return nil, err
 	}
@@ -169,8 +135,8 @@ func (c *Client) attestAK(ctx context.Context, ek *tpm.EK, info tpm.Info, ak *tp
 	if err != nil {
 		return nil, fmt.Errorf("enroll: credential activation (is this the TPM of the registered EK?): %w", err)
 	}
-	var sr secretResponse
-	if err := c.postJSON(ctx, AttestationPath+"/secret", secretRequest{Secret: secret, DeviceID: ek.DeviceID}, &sr); err != nil {
+	var sr wire.SecretResponse
+	if err := c.postJSON(ctx, AttestationPath+"/secret", wire.SecretRequest{Secret: secret, DeviceID: ek.DeviceID}, &sr); err != nil {
 		return nil, err
 	}
 	chain, err := parseChain(sr.Chain)

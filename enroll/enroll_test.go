@@ -8,15 +8,13 @@ import (
 	"encoding/pem"
 	"io"
 	"log/slog"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/devid-ssh/devid/caserver/catest"
 	"github.com/devid-ssh/devid/enroll"
+	"github.com/devid-ssh/devid/internal/sshdtest"
 	"github.com/devid-ssh/devid/inventory"
 	"github.com/devid-ssh/devid/tpm/swtpmtest"
 	"go.step.sm/crypto/x509util"
@@ -65,25 +63,7 @@ func sshKeyTB(t testing.TB) ssh.PublicKey {
 	return pub
 }
 
-func sshKeygenL(t *testing.T, cert *ssh.Certificate) string {
-	t.Helper()
-	bin, err := exec.LookPath("ssh-keygen")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("ssh-keygen not found, and CI=true")
-		}
-		t.Skip("ssh-keygen not found")
-	}
-	f := filepath.Join(t.TempDir(), "cert.pub")
-	if err := os.WriteFile(f, ssh.MarshalAuthorizedKey(cert), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command(bin, "-L", "-f", f).CombinedOutput()
-	if err != nil {
-		t.Fatalf("ssh-keygen -L: %v\n%s", err, out)
-	}
-	return string(out)
-}
+func sshKeygenL(t *testing.T, cert *ssh.Certificate) string { return sshdtest.KeygenL(t, cert) }
 
 // TestEnrolHost: a registered host gets an AK certificate, a device
 // certificate and an SSH host certificate.

@@ -158,7 +158,7 @@ func (d *Daemon) runOnce(ctx context.Context, cfg *Config, configChanged func())
 		hc.Timeout = 0
 		k := &KRL{CAURL: cfg.CAURL, HTTP: hc, File: cfg.RevokedKeys, Files: files, Report: rep}
 		// The file must be there before anything else runs.
-		if _, err := k.installed(); err != nil {
+		if err := k.Prepare(); err != nil {
 			return err
 		}
 		tasks = append(tasks, k.Run)

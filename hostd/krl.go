@@ -26,14 +26,31 @@ type KRL struct {
 	Wait   time.Duration // long-poll; default 55s
 	Files  *Files
 	Report *Reporter
+
+	prepared bool
+	cur      uint64 // version of the KRL in place
 }
 
-// Run keeps the file current until ctx is done.
-func (k *KRL) Run(ctx context.Context) error {
+// Prepare makes sure the file is there (an empty KRL if there was none)
+// and reads its version. The daemon calls it before starting any task, so
+// that sshd never finds RevokedKeys missing; Run calls it if nobody did.
+func (k *KRL) Prepare() error {
 	cur, err := k.installed()
 	if err != nil {
 		return err
 	}
+	k.cur, k.prepared = cur, true
+	return nil
+}
+
+// Run keeps the file current until ctx is done.
+func (k *KRL) Run(ctx context.Context) error {
+	if !k.prepared {
+		if err := k.Prepare(); err != nil {
+			return err
+		}
+	}
+	cur := k.cur
 	wait := k.Wait
 	if wait <= 0 {
 		wait = 55 * time.Second

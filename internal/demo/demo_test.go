@@ -3,30 +3,19 @@ package demo
 import (
 	"bytes"
 	"context"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/devid-ssh/devid/internal/sshdtest"
 )
 
 // TestDemo runs the whole `make demo` story with freshly built binaries and
 // checks that each part happened.
 func TestDemo(t *testing.T) {
-	for _, tool := range []string{"swtpm", "swtpm_setup", "ssh-keygen", "ssh", "/usr/sbin/sshd"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s not found, and CI=true", tool)
-			}
-			t.Skipf("%s not found", tool)
-		}
-	}
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("the demo's sshd part needs root, and CI=true")
-		}
-		t.Skip("the demo's sshd part needs root")
-	}
+	sshdtest.Need(t, "swtpm", "swtpm_setup", "ssh-keygen", "ssh", sshdtest.SSHD)
+	sshdtest.NeedRoot(t) // the demo's sshd part
 	bin := t.TempDir()
 	if out, err := exec.Command("go", "build", "-trimpath", "-o", bin+"/", "github.com/devid-ssh/devid/cmd/...").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/ssh"
 )
 
 // Need skips t when a tool is missing, but fails it when CI=true.
@@ -244,4 +246,19 @@ func Account(t testing.TB, name string) {
 	if out, err := exec.Command("usermod", "-p", "*", name).CombinedOutput(); err != nil {
 		t.Fatalf("usermod %s: %v\n%s", name, err, out)
 	}
+}
+
+// KeygenL is `ssh-keygen -L` of a certificate: what OpenSSH reads in it.
+func KeygenL(t testing.TB, cert *ssh.Certificate) string {
+	t.Helper()
+	Need(t, "ssh-keygen")
+	f := filepath.Join(t.TempDir(), "cert.pub")
+	if err := os.WriteFile(f, ssh.MarshalAuthorizedKey(cert), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("ssh-keygen", "-L", "-f", f).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ssh-keygen -L: %v\n%s", err, out)
+	}
+	return string(out)
 }

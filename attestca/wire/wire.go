@@ -1,0 +1,54 @@
+// Package wire is the Attestation CA's wire format, that of
+// go.step.sm/crypto/tpm/attestation's Client, so that step's own TPM
+// tooling can enrol against devid. Byte fields are standard base64 in JSON.
+// Both sides use it: the CA (package attestca) and devices (package
+// enroll); it imports nothing.
+package wire
+
+// TPMInfo describes the TPM.
+type TPMInfo struct {
+	Version         int    `json:"version,omitempty"`      // 2 for TPM 2.0
+	Manufacturer    string `json:"manufacturer,omitempty"` // TPM_PT_MANUFACTURER, decimal
+	Model           string `json:"model,omitempty"`        // vendor string
+	FirmwareVersion string `json:"firmwareVersion,omitempty"`
+}
+
+// AttestationParameters are go-attestation's AK attestation parameters.
+type AttestationParameters struct {
+	Public                  []byte `json:"public,omitempty"` // TPMT_PUBLIC of the AK
+	UseTCSDActivationFormat bool   `json:"useTCSDActivationFormat,omitempty"`
+	CreateData              []byte `json:"createData,omitempty"`
+	CreateAttestation       []byte `json:"createAttestation,omitempty"`
+	CreateSignature         []byte `json:"createSignature,omitempty"`
+}
+
+// AttestRequest is the body of POST /attest.
+type AttestRequest struct {
+	TPMInfo      TPMInfo               `json:"tpmInfo"`
+	EKPub        []byte                `json:"ek,omitempty"`      // PKIX DER
+	EKCerts      [][]byte              `json:"ekCerts,omitempty"` // DER
+	AKCert       []byte                `json:"akCert,omitempty"`  // sent by some clients; ignored
+	AttestParams AttestationParameters `json:"params"`
+}
+
+// AttestResponse is the credential activation challenge, encrypted to the
+// EK.
+type AttestResponse struct {
+	Credential []byte `json:"credential"`
+	Secret     []byte `json:"secret"`
+}
+
+// SecretRequest is the body of POST /secret: the decrypted secret.
+type SecretRequest struct {
+	Secret []byte `json:"secret"`
+	// DeviceID, optional (devid's client sends it; step's does not): the
+	// device the caller is finishing an attestation for. A secret that
+	// belongs to another device's attestation is then refused without being
+	// used up.
+	DeviceID string `json:"deviceId,omitempty"`
+}
+
+// SecretResponse carries the AK certificate and its chain, DER.
+type SecretResponse struct {
+	Chain [][]byte `json:"chain"`
+}
