@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -46,6 +47,8 @@ type Daemon struct {
 	Metrics    *Metrics
 	// MetricsReady, if set, is told the metrics listener's address.
 	MetricsReady func(net.Addr)
+
+	reloads atomic.Uint64 // sshd reloads asked for, across configurations
 }
 
 // Run runs until ctx is done (SIGTERM/SIGINT in devid-hostd).
@@ -130,6 +133,8 @@ func (d *Daemon) runOnce(ctx context.Context, cfg *Config, configChanged func())
 		}
 	}
 	rep := NewReporter(d.Metrics, d.Log, func() time.Time { return time.Now().Round(0) }, cfg.StateDir)
+	rep.reloads = &d.reloads
+	rep.data.SSHDReloads = d.reloads.Load()
 	files := NewFiles()
 	var readyOnce sync.Once
 	hc := &HostCert{

@@ -196,7 +196,7 @@ func (h *HostCert) install(ctx context.Context, cert *ssh.Certificate) error {
 		h.Report.Log.Error("sshd reload failed; the new certificate is in place", "err", err)
 		return nil
 	}
-	h.Report.M.SSHDReloads.WithLabelValues("success").Inc()
+	h.Report.Reloaded()
 	return nil
 }
 

@@ -66,8 +66,7 @@ func TestPrincipalsLogins(t *testing.T) {
 	cfg = append(cfg, []byte(fmt.Sprintf("AuthorizedPrincipalsCommand %s --policy %s %%u %%t %%k\nAuthorizedPrincipalsCommandUser nobody\nMaxStartups 300\n", helper, policy))...)
 	os.WriteFile(h.sshd.Config, cfg, 0o644)
 	h.start(t) // its first reload makes sshd read the config above
-	waitFor(t, 30*time.Second, "the first host certificate", func() bool { return h.cert(t) != nil })
-	waitFor(t, 10*time.Second, "sshd reloaded", func() bool { return h.metric(t, `devid_sshd_reloads_total{result="success"}`) >= 1 })
+	h.waitServing(t, 0) // the host certificate installed, and sshd reloaded with the config above
 
 	inv := h.ca.Server.Inventory()
 	inv.AddUser("test", inventory.NewUser{Email: "alice@example.com", Login: "dvtalice", Groups: []string{"sre"}})
@@ -183,7 +182,7 @@ func TestPrincipalsLogins(t *testing.T) {
 	}
 	want := h.ca.Server.KRL().Version
 	start := time.Now()
-	waitFor(t, 10*time.Second, "the KRL on the host", func() bool {
+	waitFor(t, time.Minute, "the KRL on the host", func() bool {
 		data, err := os.ReadFile(h.krlFile)
 		k, perr := krl.Parse(data)
 		return err == nil && perr == nil && k.Version >= want

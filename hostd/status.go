@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -29,6 +30,10 @@ type StatusData struct {
 	KRLGenerated time.Time             `json:"krlGenerated,omitzero"`
 	Tasks        map[string]TaskStatus `json:"tasks"`
 	Restored     map[string]int        `json:"filesRestored,omitempty"`
+	// SSHDReloads counts the reloads of sshd devid-hostd asked for (and
+	// sshd's reload mechanism accepted) since it started: one after each
+	// certificate it installed.
+	SSHDReloads uint64 `json:"sshdReloads"`
 }
 
 // CertStatus describes the host certificate in place.
@@ -55,14 +60,16 @@ type Reporter struct {
 	Log *slog.Logger
 	Now func() time.Time
 
-	mu   sync.Mutex
-	file string
-	data StatusData
+	mu      sync.Mutex
+	file    string
+	data    StatusData
+	reloads *atomic.Uint64 // shared by the Reporters of one daemon
 }
 
 // NewReporter returns a Reporter writing dir/status.json ("" for none).
 func NewReporter(m *Metrics, log *slog.Logger, now func() time.Time, dir string) *Reporter {
-	r := &Reporter{M: m, Log: log, Now: now, data: StatusData{PID: os.Getpid(), Tasks: map[string]TaskStatus{}, Restored: map[string]int{}}}
+	r := &Reporter{M: m, Log: log, Now: now, reloads: new(atomic.Uint64),
+		data: StatusData{PID: os.Getpid(), Tasks: map[string]TaskStatus{}, Restored: map[string]int{}}}
 	if dir != "" {
 		r.file = filepath.Join(dir, "status.json")
 	}
@@ -78,6 +85,13 @@ func (r *Reporter) Success(task string) {
 		ts.LastSuccess = now
 		d.Tasks[task] = ts
 	})
+}
+
+// Reloaded records a reload of sshd asked for.
+func (r *Reporter) Reloaded() {
+	r.M.SSHDReloads.WithLabelValues("success").Inc()
+	n := r.reloads.Add(1)
+	r.update(func(d *StatusData) { d.SSHDReloads = n })
 }
 
 // Failure records and logs a task's failure.
@@ -151,6 +165,7 @@ func (d *StatusData) Print(w io.Writer, now time.Time) {
 	} else {
 		fmt.Fprintf(tw, "host certificate\tnone yet\n")
 	}
+	fmt.Fprintf(tw, "sshd reloads\t%d\n", d.SSHDReloads)
 	fmt.Fprintf(tw, "user CA keys\t%d\n", d.UserCA)
 	fmt.Fprintf(tw, "KRL\tversion %d, built %s\n", d.KRLVersion, ago(d.KRLGenerated))
 	names := make([]string, 0, len(d.Tasks))

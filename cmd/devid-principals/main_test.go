@@ -15,7 +15,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"golang.org/x/crypto/ssh"
 )
@@ -43,7 +42,6 @@ func TestMain(m *testing.M) {
 type result struct {
 	stdout, stderr string
 	code           int
-	took           time.Duration
 }
 
 func run(t testing.TB, args ...string) result {
@@ -52,9 +50,8 @@ func run(t testing.TB, args ...string) result {
 	cmd.Stdin = nil // sshd gives /dev/null
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	start := time.Now()
 	err := cmd.Run()
-	r := result{stdout: stdout.String(), stderr: stderr.String(), took: time.Since(start)}
+	r := result{stdout: stdout.String(), stderr: stderr.String()}
 	var ee *exec.ExitError
 	switch {
 	case errors.As(err, &ee):
@@ -199,9 +196,6 @@ func TestHelperFailsClosed(t *testing.T) {
 			if l := logLine(t, r); !strings.HasPrefix(l, "devid-principals: level=error msg=deny account=alice ") || !strings.HasSuffix(l, " "+tc.reason) {
 				t.Errorf("log:\n%s\nwant a deny ending in\n%s", l, tc.reason)
 			}
-			if r.took > 2*time.Second {
-				t.Errorf("took %v", r.took)
-			}
 		})
 	}
 }
@@ -217,10 +211,6 @@ func TestHelperDeadline(t *testing.T) {
 	r := run(t, "--policy", fifo, "--log", "stderr", "alice", c.typ, c.b64)
 	if r.code != 0 || r.stdout != "" || !strings.Contains(r.stderr, "no decision within 500ms") {
 		t.Fatalf("exit %d, stdout %q, stderr %s", r.code, r.stdout, r.stderr)
-	}
-	// 500 ms, and the exec around it (with room for a busy machine).
-	if r.took < 500*time.Millisecond || r.took > 1500*time.Millisecond {
-		t.Errorf("took %v, want the 500 ms deadline", r.took)
 	}
 }
 

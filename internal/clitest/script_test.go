@@ -68,13 +68,13 @@ func freeport(ts *testscript.TestScript, neg bool, args []string) {
 	ts.Setenv(args[0], port)
 }
 
-// waitca URL: wait, up to 20 s, until the CA at URL answers /health.
+// waitca URL: wait, up to 2 minutes (a bound on a hang only), until the CA at URL answers /health.
 func waitCA(ts *testscript.TestScript, neg bool, args []string) {
 	if len(args) != 1 {
 		ts.Fatalf("usage: waitca URL")
 	}
 	c := &http.Client{Timeout: time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(2 * time.Minute)
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for range tick.C {
@@ -86,7 +86,7 @@ func waitCA(ts *testscript.TestScript, neg bool, args []string) {
 			}
 		}
 		if time.Now().After(deadline) {
-			ts.Fatalf("CA at %s did not answer /health within 20s: %v", args[0], err)
+			ts.Fatalf("CA at %s did not answer /health within 2 minutes: %v", args[0], err)
 		}
 	}
 }

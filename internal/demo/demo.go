@@ -195,7 +195,7 @@ func (d *demo) story(ctx context.Context) error {
 		d.say("ssh trusts the host through the CA (@cert-authority); sshd trusts the laptop's")
 		d.say("certificate through the user CA, and devid-principals finds group:sre and")
 		d.say("collection:sre-laptops in it, as the policy asks for root.")
-		if err := d.ssh(h, userKey, false); err != nil {
+		if err := d.ssh(ctx, h, userKey, false); err != nil {
 			return err
 		}
 	} else {
@@ -221,7 +221,7 @@ func (d *demo) story(ctx context.Context) error {
 		}
 		d.say("The host has KRL version %d %s after the quarantine.", krlVersion(h.krlFile), time.Since(start).Round(time.Millisecond))
 		d.title("The next login is refused")
-		if err := d.ssh(h, userKey, true); err != nil {
+		if err := d.ssh(ctx, h, userKey, true); err != nil {
 			return err
 		}
 		d.sshdSays(h, "revoked")

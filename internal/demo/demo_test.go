@@ -21,7 +21,7 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	var out bytes.Buffer
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	if err := Run(ctx, Options{Bin: bin, Out: &out}); err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())

@@ -4,23 +4,24 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/devid-ssh/devid/hostd"
+	"github.com/devid-ssh/devid/internal/sshdrun"
 	"github.com/devid-ssh/devid/krl"
 )
 
 // host is the demo's host: sshd on a loopback port, its files kept by
 // devid-hostd, logins decided by devid-principals.
 type host struct {
-	dir, sshdConfig, sshdLog, knownHosts string
-	krlFile, certFile                    string
-	port                                 int
+	dir, knownHosts   string
+	krlFile, certFile string
+	sshd              *sshdrun.Server
 }
 
 // canRunSSHD says whether this machine can run the host part: sshd needs
@@ -74,49 +75,34 @@ func (d *demo) startHost(ctx context.Context, caDir, caURL, tpmAddr, hostKey str
 	d.say("The principals policy (who may log in to which account), read at every login:")
 	d.show(policy)
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	h.port = ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
 	managed := filepath.Join(h.dir, "devid")
 	h.certFile = filepath.Join(managed, filepath.Base(hostKey)+"-cert.pub")
 	h.krlFile = filepath.Join(managed, "revoked.krl")
 	userCA := filepath.Join(managed, "user_ca.pub")
-	h.sshdConfig, h.sshdLog = filepath.Join(h.dir, "sshd_config"), filepath.Join(h.dir, "sshd.log")
-	pidFile := filepath.Join(h.dir, "sshd.pid")
-	lines := []string{
-		"Port " + strconv.Itoa(h.port), "ListenAddress 127.0.0.1", "PidFile " + pidFile,
-		"HostKey " + hostKey, "HostCertificate " + h.certFile,
+	// sshd starts before devid-hostd has written its files: until the KRL
+	// is there it refuses every public-key login, as it must.
+	h.sshd, err = sshdrun.Start(ctx, sshdrun.Options{Dir: h.dir, HostKey: hostKey, LogLevel: "VERBOSE", Lines: []string{
+		"HostCertificate " + h.certFile,
 		"TrustedUserCAKeys " + userCA, "RevokedKeys " + h.krlFile,
 		"AuthorizedPrincipalsCommand " + helper + " --policy " + policy + " %u %t %k",
 		"AuthorizedPrincipalsCommandUser nobody",
-		"AuthorizedKeysFile none", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
-		"UsePAM no", "PermitRootLogin prohibit-password", "LogLevel VERBOSE",
-	}
-	if err := os.WriteFile(h.sshdConfig, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+		"AuthorizedKeysFile none",
+	}})
+	if err != nil {
 		return nil, err
 	}
+	d.cleanups = append(d.cleanups, h.sshd.Stop)
 	d.say("")
 	d.say("sshd's configuration: plain OpenSSH, pointed at the files devid-hostd keeps:")
-	d.show(h.sshdConfig)
-	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
-		return nil, err
-	}
-	cmd := exec.Command("/usr/sbin/sshd", "-D", "-f", h.sshdConfig, "-E", h.sshdLog)
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	d.cleanups = append(d.cleanups, func() { cmd.Process.Kill(); cmd.Wait() })
-	fmt.Fprintf(d.Out, "\n$ /usr/sbin/sshd -D -f %s -E %s\n(running in the background, pid %d)\n", h.sshdConfig, h.sshdLog, cmd.Process.Pid)
+	d.show(h.sshd.Config)
+	fmt.Fprintf(d.Out, "\n$ %s -D -f %s -E %s\n(running in the background, pid %d)\n", sshdrun.SSHD, h.sshd.Config, h.sshd.Log, h.sshd.PID)
 
 	cfg := map[string]any{
 		"version": 1, "caUrl": caURL, "root": filepath.Join(caDir, "certs", "root_ca.crt"), "tpm": tpmAddr,
 		"hostKey": hostKey, "hostCertificate": h.certFile, "principals": []string{"127.0.0.1", "localhost"},
 		"trustedUserCAKeys": userCA, "revokedKeys": h.krlFile,
-		"sshd":           map[string]string{"binary": "/usr/sbin/sshd", "config": h.sshdConfig},
-		"reload":         map[string]string{"pidFile": pidFile},
+		"sshd":           map[string]string{"binary": sshdrun.SSHD, "config": h.sshd.Config},
+		"reload":         map[string]string{"pidFile": h.sshd.PIDFile},
 		"metricsAddress": "off", "stateDir": filepath.Join(h.dir, "run"),
 	}
 	cb, _ := json.MarshalIndent(cfg, "", "  ")
@@ -132,12 +118,22 @@ func (d *demo) startHost(ctx context.Context, caDir, caURL, tpmAddr, hostKey str
 		return nil, err
 	}
 	d.cleanups = append(d.cleanups, stop)
-	if err := waitFile(ctx, 60*time.Second, func() bool {
-		_, e1 := os.Stat(h.certFile)
-		_, e2 := os.Stat(userCA)
-		return e1 == nil && e2 == nil && krlVersion(h.krlFile) > 0
+	// Ready for logins once devid-hostd says it installed the host
+	// certificate and reloaded sshd, sshd has taken that reload, and the
+	// user CA keys and the CA's KRL are in place.
+	stateDir := filepath.Join(h.dir, "run")
+	var st *hostd.StatusData
+	if err := waitFile(ctx, 3*time.Minute, func() bool {
+		st, _ = hostd.ReadStatus(stateDir)
+		_, err := os.Stat(userCA)
+		return st != nil && st.HostCert != nil && st.SSHDReloads > 0 && err == nil && krlVersion(h.krlFile) > 0
 	}); err != nil {
 		return nil, fmt.Errorf("devid-hostd did not put the host certificate, user CA keys and KRL in place: %w (log: %s)", err, filepath.Join(h.dir, "hostd.log"))
+	}
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := h.sshd.WaitReloaded(wctx, int(st.SSHDReloads)); err != nil {
+		return nil, err
 	}
 	if _, err := d.run("devid-hostd", "status", "--config", hostdConfig); err != nil {
 		return nil, err
@@ -154,27 +150,23 @@ func (d *demo) startHost(ctx context.Context, caDir, caURL, tpmAddr, hostKey str
 }
 
 // ssh logs in to the demo host as root with a key and its certificate.
-func (d *demo) ssh(h *host, key string, expectFail bool) error {
-	args := []string{"-F", "/dev/null", "-p", strconv.Itoa(h.port), "-i", key, "-o", "CertificateFile=" + key + "-cert.pub",
-		"-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-		"-o", "UserKnownHostsFile=" + h.knownHosts, "-o", "GlobalKnownHostsFile=/dev/null",
-		"root@127.0.0.1", "echo logged in to $(hostname) as $(id -un)"}
-	fmt.Fprintf(d.Out, "\n$ ssh %s\n", strings.Join(quoteAll(args), " "))
-	out, err := exec.Command("ssh", args...).CombinedOutput()
-	d.Out.Write(out)
+func (d *demo) ssh(ctx context.Context, h *host, key string, expectFail bool) error {
+	c := sshdrun.Client{Identity: key, Certificate: key + "-cert.pub", KnownHosts: h.knownHosts, Command: "echo logged in to $(hostname) as $(id -un)"}
+	fmt.Fprintf(d.Out, "\n$ ssh %s\n", strings.Join(quoteAll(h.sshd.Args(c)), " "))
+	out, err := h.sshd.SSH(ctx, c)
+	io.WriteString(d.Out, out)
 	switch {
 	case expectFail && err == nil:
 		return fmt.Errorf("ssh: expected the login to be refused")
 	case !expectFail && err != nil:
-		log, _ := os.ReadFile(h.sshdLog)
-		return fmt.Errorf("ssh: %v (sshd's log: %s)", err, h.sshdLog+"\n"+lastLines(string(log), 10))
+		return fmt.Errorf("ssh: %v%s", err, h.sshd.Tail(10))
 	}
 	return nil
 }
 
 // sshdSays prints sshd's log lines that contain what.
 func (d *demo) sshdSays(h *host, what string) {
-	log, _ := os.ReadFile(h.sshdLog)
+	log, _ := os.ReadFile(h.sshd.Log)
 	for _, line := range strings.Split(string(log), "\n") {
 		if strings.Contains(line, what) {
 			fmt.Fprintf(d.Out, "sshd's log: %s\n", line)
