@@ -275,7 +275,7 @@ func (s *Store) snapshot() (*snapshot, error) {
 // self) and that its owner exists.
 func (snap *snapshot) checkRefs(f *deviceFields, self string) *Error {
 	if other, ok := snap.byName[f.name]; ok && other.ID != self {
-		return &Error{Kind: ErrConflict, Field: "name", Msg: fmt.Sprintf("%q is already the name of device %s", f.name, other.ID)}
+		return nameTaken(f.name, other.ID)
 	}
 	if f.owner != "" {
 		if _, ok := snap.users[f.owner]; !ok {
