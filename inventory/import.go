@@ -266,8 +266,8 @@ func (s *Store) ImportDevices(actor, file string, data []byte, dryRun bool) (*Im
 			return fail(r.line, &Error{Kind: ErrInvalid, Field: "ek", Msg: fmt.Sprintf("same device as line %d (%s)", prev, id)})
 		}
 		seenID[id] = r.line
-		if err := snap.checkRefs(&deviceFields{owner: f.owner}, id); err != nil {
-			return fail(r.line, err)
+		if f.owner, ferr = snap.owner(f.owner); ferr != nil {
+			return fail(r.line, ferr)
 		}
 		res := ImportResult{Line: r.line, Subject: id, Name: f.name}
 		old, exists := snap.byID[id]
@@ -403,8 +403,11 @@ func (s *Store) ImportUsers(actor, file string, data []byte, dryRun bool) (*Impo
 		}
 		seen[nu.Email] = r.line
 		old, exists := snap.users[nu.Email]
-		if exists && logins[old.Login] == old.Email {
-			delete(logins, old.Login)
+		if exists {
+			nu.Email = old.Email // as stored, should it predate folding
+			if logins[old.Login] == old.Email {
+				delete(logins, old.Login)
+			}
 		}
 		if other, ok := logins[nu.Login]; ok && other != nu.Email {
 			return &Error{Kind: ErrConflict, File: file, Line: r.line, Field: "login", Msg: fmt.Sprintf("login %q already belongs to %s", nu.Login, other)}

@@ -49,11 +49,11 @@ func checkNewDevice(nd NewDevice) (*deviceFields, *Error) {
 	}
 	f.collection = nd.Collection
 	if nd.Owner != "" {
-		if err := checkEmail(nd.Owner); err != nil {
+		var err *Error
+		if f.owner, err = checkEmail(nd.Owner); err != nil {
 			return nil, invalid("owner", "%s", err.Msg)
 		}
 	}
-	f.owner = nd.Owner
 	if nd.Status != "" {
 		if f.status, err = ParseStatus(nd.Status); err != nil {
 			return nil, invalid("status", "%s", err)
@@ -62,18 +62,24 @@ func checkNewDevice(nd NewDevice) (*deviceFields, *Error) {
 	return &f, nil
 }
 
-func checkEmail(s string) *Error {
+// checkEmail checks a plain email address and returns it in its canonical
+// form, lower case: devid treats emails as case-insensitive, as IdPs do, so
+// Alice@Example.com and alice@example.com are one user.
+func checkEmail(s string) (string, *Error) {
 	a, err := mail.ParseAddress(s)
 	if err != nil || a.Address != s || a.Name != "" {
-		return invalid("email", "%q is not a plain email address (user@domain)", s)
+		return "", invalid("email", "%q is not a plain email address (user@domain)", s)
 	}
-	return nil
+	return foldEmail(s), nil
 }
+
+func foldEmail(s string) string { return strings.ToLower(s) }
 
 // checkNewUser checks a user and returns it with groups sorted and
 // deduplicated.
 func checkNewUser(nu NewUser) (NewUser, *Error) {
-	if err := checkEmail(nu.Email); err != nil {
+	var err *Error
+	if nu.Email, err = checkEmail(nu.Email); err != nil {
 		return nu, err
 	}
 	if !loginRE.MatchString(nu.Login) {
