@@ -88,13 +88,12 @@ var userFormat = rowFormat[NewUser]{
 
 // parseRows reads a CSV file with a header line, or a JSON array of objects:
 // a file whose first non-blank byte is '[' is JSON. Unknown columns or fields
-// are errors.
+// are errors. Text that is not UTF-8 is left for the checks of each field,
+// which name the field and line (encoding/json turns it into U+FFFD, which
+// they refuse too).
 func parseRows[T any](file string, data []byte, f rowFormat[T]) ([]row[T], error) {
 	fail := func(line int, format string, args ...any) error {
 		return &Error{Kind: ErrInvalid, File: file, Line: line, Msg: fmt.Sprintf(format, args...)}
-	}
-	if !isText(data) {
-		return nil, fail(0, "not UTF-8 text")
 	}
 	trimmed := bytes.TrimLeft(data, " \t\r\n\ufeff")
 	if len(trimmed) == 0 {
@@ -104,10 +103,6 @@ func parseRows[T any](file string, data []byte, f rowFormat[T]) ([]row[T], error
 		return parseJSONRows[T](data, fail)
 	}
 	return parseCSVRows(data, f, fail)
-}
-
-func isText(b []byte) bool {
-	return !bytes.ContainsRune(b, 0) && strings.ToValidUTF8(string(b), "\x00") == string(b)
 }
 
 func parseCSVRows[T any](data []byte, f rowFormat[T], fail func(int, string, ...any) error) ([]row[T], error) {
@@ -339,6 +334,13 @@ func nameTaken(name, id string) *Error {
 // one transaction unless a row failed or dryRun is set.
 func runImport[T any](s *Store, actor, file string, data []byte, dryRun bool, f rowFormat[T],
 	apply func(snap *snapshot, r row[T], now time.Time, report *ImportReport, w *writer) error) (*ImportReport, error) {
+	// The file name goes into audit reasons ("import NAME").
+	if err := checkLine("file", file); err != nil {
+		return nil, err
+	}
+	if len(file) > MaxReasonLen/2 {
+		return nil, invalid("file", "name %d bytes long; at most %d", len(file), MaxReasonLen/2)
+	}
 	rows, err := parseRows(file, data, f)
 	if err != nil {
 		return nil, err

@@ -49,8 +49,11 @@ func (s *Store) OnDeviceChange(f func([]DeviceChange)) {
 
 // RecordAudit adds an audit entry for a change made outside the inventory
 // (a certificate revoked by serial, say). before and after are marshalled
-// to JSON.
+// to JSON. The reason must pass CheckReason.
 func (s *Store) RecordAudit(actor, action, subject, reason string, before, after any) error {
+	if err := CheckReason(reason); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var w writer
@@ -175,10 +178,13 @@ func (s *Store) AddDevice(actor string, nd NewDevice) (*Device, error) {
 // SetStatus changes a device's status (quarantine, retire, activate). The
 // change is refused unless it is one the status machine allows: retired is
 // final, and setting the current status again is an error so that a script
-// notices it did nothing.
+// notices it did nothing. The reason must pass CheckReason.
 func (s *Store) SetStatus(actor, ref string, to Status, reason string) (*Device, error) {
 	if _, err := ParseStatus(string(to)); err != nil {
 		return nil, invalid("status", "%s", err)
+	}
+	if err := CheckReason(reason); err != nil {
+		return nil, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -132,7 +132,7 @@ func deviceCmds() []*cliutil.Command {
 			Name: st.name, Summary: st.what, Usage: "NAME|DEVICE-ID [--reason TEXT]",
 			Flags: func(fs *flag.FlagSet) {
 				c.flags(fs)
-				fs.StringVar(&reason, "reason", "", "why, for the audit trail")
+				fs.StringVar(&reason, "reason", "", "why, for the audit trail: one line, at most 1024 bytes")
 			},
 			Run: func(env *cliutil.Env, args []string) error {
 				if err := cliutil.Args(args, 1, 1, "one device name or ID"); err != nil {
