@@ -2,15 +2,10 @@ package inventory_test
 
 import (
 	"errors"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/devid-ssh/devid/internal/fakeclock"
 	"github.com/devid-ssh/devid/inventory"
-	"github.com/smallstep/nosql"
-	"github.com/smallstep/nosql/database"
 )
 
 // Emails are case-insensitive: one user whatever the case, stored in lower
@@ -57,22 +52,9 @@ func TestEmailCaseInsensitive(t *testing.T) {
 // A store written before emails were folded to lower case keeps working: a
 // mixed-case user is found in any case, and is still the one user.
 func TestEmailMixedCaseStore(t *testing.T) {
-	db, err := nosql.New("bbolt", filepath.Join(t.TempDir(), "db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	clk := fakeclock.New(time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC))
-	s, err := inventory.Open(db, clk.Now)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, _, db := newStoreDB(t)
 	old := `{"email":"Bob@Example.com","login":"bob","groups":["web"],"created":"2026-01-01T00:00:00Z","updated":"2026-01-01T00:00:00Z"}`
-	tx := new(database.Tx)
-	tx.Set([]byte("devid_users"), []byte("Bob@Example.com"), []byte(old))
-	if err := db.Update(tx); err != nil {
-		t.Fatal(err)
-	}
+	putRaw(t, db, "devid_users", []byte("Bob@Example.com"), old)
 	for _, e := range []string{"Bob@Example.com", "bob@example.com", "BOB@EXAMPLE.COM"} {
 		if u, err := s.User(e); err != nil || u.Login != "bob" {
 			t.Fatalf("User(%q) = %+v, %v", e, u, err)

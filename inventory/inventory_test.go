@@ -18,9 +18,17 @@ import (
 	"github.com/devid-ssh/devid/deviceid"
 	"github.com/devid-ssh/devid/inventory"
 	"github.com/smallstep/nosql"
+	"github.com/smallstep/nosql/database"
 )
 
 func newStore(t *testing.T) (*inventory.Store, *fakeclock.Clock) {
+	s, clk, _ := newStoreDB(t)
+	return s, clk
+}
+
+// newStoreDB is newStore with its database, to write records as an older
+// devid did.
+func newStoreDB(t *testing.T) (*inventory.Store, *fakeclock.Clock, database.DB) {
 	t.Helper()
 	db, err := nosql.New("bbolt", filepath.Join(t.TempDir(), "db"))
 	if err != nil {
@@ -32,7 +40,17 @@ func newStore(t *testing.T) (*inventory.Store, *fakeclock.Clock) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return s, clk
+	return s, clk, db
+}
+
+// putRaw writes a record as it is, as an older devid may have.
+func putRaw(t *testing.T, db database.DB, table string, key []byte, value string) {
+	t.Helper()
+	tx := new(database.Tx)
+	tx.Set([]byte(table), key, []byte(value))
+	if err := db.Update(tx); err != nil {
+		t.Fatal(err)
+	}
 }
 
 var (

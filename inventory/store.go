@@ -64,7 +64,13 @@ func (s *Store) RecordAudit(actor, action, subject, reason string, before, after
 	if after != nil {
 		a = mustJSON(after)
 	}
-	w.audits = append(w.audits, AuditEntry{Action: action, Subject: subject, Reason: reason, Before: b, After: a})
+	e := AuditEntry{Action: action, Subject: subject, Reason: reason, Before: b, After: a}
+	if strings.HasPrefix(subject, "urn:") {
+		if d, err := s.Device(subject); err == nil {
+			e.SubjectName = d.Name
+		}
+	}
+	w.audits = append(w.audits, e)
 	return s.commit(actor, s.clock(), &w)
 }
 
@@ -137,13 +143,35 @@ func (s *Store) Users() ([]*User, error) {
 // the entries about that device ID or user email (in any case).
 func (s *Store) Audit(subject string) ([]AuditEntry, error) {
 	all, err := listSorted(s, auditTable, func(e *AuditEntry) string { return e.ID })
-	var out []AuditEntry
-	for _, e := range all {
-		if subject == "" || e.Subject == subject || strings.Contains(subject, "@") && foldEmail(e.Subject) == foldEmail(subject) {
-			out = append(out, *e)
-		}
+	if err != nil {
+		return nil, err
 	}
-	return out, err
+	var out []AuditEntry
+	var names map[string]string // device ID → name now, read when needed
+	for _, e := range all {
+		if subject != "" && e.Subject != subject && !(strings.Contains(subject, "@") && foldEmail(e.Subject) == foldEmail(subject)) {
+			continue
+		}
+		if e.SubjectName == "" && strings.HasPrefix(e.Subject, "urn:") {
+			if names == nil {
+				if names, err = s.deviceNames(); err != nil {
+					return nil, err
+				}
+			}
+			e.SubjectName = names[e.Subject]
+		}
+		out = append(out, *e)
+	}
+	return out, nil
+}
+
+func (s *Store) deviceNames() (map[string]string, error) {
+	devs, err := s.Devices()
+	names := make(map[string]string, len(devs))
+	for _, d := range devs {
+		names[d.ID] = d.Name
+	}
+	return names, err
 }
 
 // AddDevice registers a device. Registering an EK that is already in the
@@ -336,7 +364,7 @@ func (w *writer) putDevice(before, after *Device, action, reason string) {
 	a := mustJSON(after)
 	w.puts = append(w.puts, put{devicesTable, after.ID, a})
 	w.changes = append(w.changes, DeviceChange{Before: before, After: after})
-	w.audits = append(w.audits, AuditEntry{Action: action, Subject: after.ID, Reason: reason, Before: optJSON(before), After: a})
+	w.audits = append(w.audits, AuditEntry{Action: action, Subject: after.ID, SubjectName: after.Name, Reason: reason, Before: optJSON(before), After: a})
 }
 
 func (w *writer) putUser(before, after *User, action string) {

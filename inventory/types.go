@@ -97,7 +97,11 @@ type AuditEntry struct {
 	Time    time.Time       `json:"time"`
 	Actor   string          `json:"actor"`  // the authenticated admin
 	Action  string          `json:"action"` // e.g. device.add, device.quarantine
-	Subject string          `json:"subject"`
+	Subject string          `json:"subject"` // device ID, user email, or a certificate's key ID
+	// SubjectName is the device's name when Subject is a device ID: the
+	// name it had when the entry was written (entries from before names
+	// were recorded show the name it has now).
+	SubjectName string `json:"subjectName,omitempty"`
 	Reason  string          `json:"reason,omitempty"`
 	Before  json.RawMessage `json:"before,omitempty"` // the Device or User; absent on creation
 	After   json.RawMessage `json:"after,omitempty"`
