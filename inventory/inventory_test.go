@@ -21,14 +21,14 @@ import (
 	"github.com/smallstep/nosql/database"
 )
 
-func newStore(t *testing.T) (*inventory.Store, *fakeclock.Clock) {
+func newStore(t testing.TB) (*inventory.Store, *fakeclock.Clock) {
 	s, clk, _ := newStoreDB(t)
 	return s, clk
 }
 
 // newStoreDB is newStore with its database, to write records as an older
 // devid did.
-func newStoreDB(t *testing.T) (*inventory.Store, *fakeclock.Clock, database.DB) {
+func newStoreDB(t testing.TB) (*inventory.Store, *fakeclock.Clock, database.DB) {
 	t.Helper()
 	db, err := nosql.New("bbolt", filepath.Join(t.TempDir(), "db"))
 	if err != nil {
@@ -59,7 +59,7 @@ var (
 )
 
 // ek returns the i-th test EK public key as PEM, and its device ID.
-func ek(t *testing.T, i int) (string, string) {
+func ek(t testing.TB, i int) (string, string) {
 	t.Helper()
 	ekOnce.Do(func() {
 		for range 4 {
@@ -81,13 +81,13 @@ func ek(t *testing.T, i int) (string, string) {
 	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})), id
 }
 
-func ekB64(t *testing.T, i int) (string, string) {
+func ekB64(t testing.TB, i int) (string, string) {
 	p, id := ek(t, i)
 	b, _ := pem.Decode([]byte(p))
 	return base64.StdEncoding.EncodeToString(b.Bytes), id
 }
 
-func mustUser(t *testing.T, s *inventory.Store, email, login string, groups ...string) {
+func mustUser(t testing.TB, s *inventory.Store, email, login string, groups ...string) {
 	t.Helper()
 	if _, err := s.AddUser("test", inventory.NewUser{Email: email, Login: login, Groups: groups}); err != nil {
 		t.Fatal(err)
