@@ -14,7 +14,12 @@
 //
 // Imports (CSV or JSON exports from an MDM or asset system) are idempotent and
 // all-or-nothing: every row is checked first, and a bad row fails the whole
-// import with its line number before anything is written.
+// import with its line number before anything is written. A field the file
+// does not give keeps its value.
+//
+// Emails are case-insensitive and stored in lower case. Text is UTF-8, and
+// what is printed as one line (names, emails, reasons) has no control
+// characters.
 package inventory
 
 import (
