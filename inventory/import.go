@@ -52,8 +52,7 @@ func newReport(dryRun bool) *ImportReport {
 }
 
 // row is one parsed record of an import, the line it starts on, and the
-// fields it gives: a CSV file's columns, or a JSON object's keys (lower
-// case). A field a row does not give keeps its value on update.
+// fields it gives: a CSV file's columns, or a JSON object's keys. A field a row does not give keeps its value on update.
 type row[T any] struct {
 	line int
 	v    T
@@ -100,7 +99,7 @@ func parseRows[T any](file string, data []byte, f rowFormat[T]) ([]row[T], error
 		return nil, fail(0, "empty import")
 	}
 	if trimmed[0] == '[' {
-		return parseJSONRows[T](data, fail)
+		return parseJSONRows(data, f, fail)
 	}
 	return parseCSVRows(data, f, fail)
 }
@@ -167,7 +166,7 @@ func csvError(err error, fail func(int, string, ...any) error) error {
 	return fail(0, "%v", err)
 }
 
-func parseJSONRows[T any](data []byte, fail func(int, string, ...any) error) ([]row[T], error) {
+func parseJSONRows[T any](data []byte, f rowFormat[T], fail func(int, string, ...any) error) ([]row[T], error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	lineAt := func(off int64) int { return 1 + bytes.Count(data[:off], []byte("\n")) }
@@ -188,7 +187,7 @@ func parseJSONRows[T any](data []byte, fail func(int, string, ...any) error) ([]
 			}
 			return nil, fail(lineAt(off), "%v", err)
 		}
-		v, has, err := decodeObject[T](raw)
+		v, has, err := decodeObject[T](raw, f.columns)
 		if err != nil {
 			return nil, fail(lineAt(off), "%v", err)
 		}
@@ -207,9 +206,10 @@ func parseJSONRows[T any](data []byte, fail func(int, string, ...any) error) ([]
 }
 
 // decodeObject decodes one JSON object of an import strictly, and says
-// which keys it has. encoding/json matches keys to fields without regard to
-// case, so the keys are folded to lower case (every field name is).
-func decodeObject[T any](raw json.RawMessage) (T, map[string]bool, error) {
+// which of the fields (columns) it has. encoding/json matches keys to fields
+// without regard to case (Unicode folding: "groupſ" is groups), and so does
+// this.
+func decodeObject[T any](raw json.RawMessage, columns []string) (T, map[string]bool, error) {
 	var v T
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
@@ -222,7 +222,11 @@ func decodeObject[T any](raw json.RawMessage) (T, map[string]bool, error) {
 	}
 	has := make(map[string]bool, len(keys))
 	for k := range keys {
-		has[strings.ToLower(k)] = true
+		for _, c := range columns {
+			if strings.EqualFold(k, c) {
+				has[c] = true
+			}
+		}
 	}
 	return v, has, nil
 }

@@ -101,6 +101,12 @@ func TestImportUsersKeepsAbsentGroups(t *testing.T) {
 	}
 	groups("alice@example.com", "dev,sre")
 	groups("bob@example.com", "")
+	// Keys match fields as encoding/json matches them: in any case, with
+	// Unicode folding (ſ is s).
+	if _, err := s.ImportUsers("root", "u.json", []byte(`[{"EMAIL":"bob@example.com","login":"bobby","groupſ":["web"]}]`), false); err != nil {
+		t.Fatal(err)
+	}
+	groups("bob@example.com", "web")
 	// An empty groups cell clears.
 	if _, err := s.ImportUsers("root", "u.csv", []byte("email,login,groups\nalice@example.com,alice,\n"), false); err != nil {
 		t.Fatal(err)
