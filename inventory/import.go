@@ -19,8 +19,9 @@ const (
 	Updated   = "updated"
 	Unchanged = "unchanged"
 	// Held: the row asked to bring a quarantined or retired device back to
-	// active, which an import never does (use an explicit activate), so the
-	// device kept its status. Its other fields were still applied.
+	// active, which an import never does (use an explicit activate). The
+	// whole row was set aside: the device kept its status and every other
+	// field, and the note says what the row would have changed.
 	Held = "held"
 )
 
@@ -50,10 +51,12 @@ func newReport(dryRun bool) *ImportReport {
 	return &ImportReport{DryRun: dryRun, Counts: map[string]int{Added: 0, Updated: 0, Unchanged: 0, Held: 0}}
 }
 
-// row is one parsed record of an import and the line it starts on.
+// row is one parsed record of an import, the line it starts on, and the
+// fields it gives: a CSV file's columns, or a JSON object's keys. A field a row does not give keeps its value on update.
 type row[T any] struct {
 	line int
 	v    T
+	has  map[string]bool
 }
 
 // rowFormat describes an import's columns (CSV) and fields (JSON).
@@ -84,26 +87,21 @@ var userFormat = rowFormat[NewUser]{
 
 // parseRows reads a CSV file with a header line, or a JSON array of objects:
 // a file whose first non-blank byte is '[' is JSON. Unknown columns or fields
-// are errors.
+// are errors. Text that is not UTF-8 is left for the checks of each field,
+// which name the field and line (encoding/json turns it into U+FFFD, which
+// they refuse too).
 func parseRows[T any](file string, data []byte, f rowFormat[T]) ([]row[T], error) {
 	fail := func(line int, format string, args ...any) error {
 		return &Error{Kind: ErrInvalid, File: file, Line: line, Msg: fmt.Sprintf(format, args...)}
-	}
-	if !isText(data) {
-		return nil, fail(0, "not UTF-8 text")
 	}
 	trimmed := bytes.TrimLeft(data, " \t\r\n\ufeff")
 	if len(trimmed) == 0 {
 		return nil, fail(0, "empty import")
 	}
 	if trimmed[0] == '[' {
-		return parseJSONRows[T](data, fail)
+		return parseJSONRows(data, f, fail)
 	}
 	return parseCSVRows(data, f, fail)
-}
-
-func isText(b []byte) bool {
-	return !bytes.ContainsRune(b, 0) && strings.ToValidUTF8(string(b), "\x00") == string(b)
 }
 
 func parseCSVRows[T any](data []byte, f rowFormat[T], fail func(int, string, ...any) error) ([]row[T], error) {
@@ -131,6 +129,10 @@ func parseCSVRows[T any](data []byte, f rowFormat[T], fail func(int, string, ...
 			return nil, fail(hline, "missing column %q (required: %s)", req, strings.Join(f.required, ", "))
 		}
 	}
+	has := make(map[string]bool, len(cols))
+	for _, c := range cols {
+		has[c] = true
+	}
 	var rows []row[T]
 	for {
 		rec, err := r.Read()
@@ -145,7 +147,7 @@ func parseCSVRows[T any](data []byte, f rowFormat[T], fail func(int, string, ...
 		for i, c := range cols {
 			m[c] = strings.TrimSpace(rec[i])
 		}
-		rows = append(rows, row[T]{line, f.fromCSV(m)})
+		rows = append(rows, row[T]{line, f.fromCSV(m), has})
 	}
 	if len(rows) == 0 {
 		return nil, fail(0, "no rows after the header")
@@ -164,7 +166,7 @@ func csvError(err error, fail func(int, string, ...any) error) error {
 	return fail(0, "%v", err)
 }
 
-func parseJSONRows[T any](data []byte, fail func(int, string, ...any) error) ([]row[T], error) {
+func parseJSONRows[T any](data []byte, f rowFormat[T], fail func(int, string, ...any) error) ([]row[T], error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	lineAt := func(off int64) int { return 1 + bytes.Count(data[:off], []byte("\n")) }
@@ -177,15 +179,19 @@ func parseJSONRows[T any](data []byte, fail func(int, string, ...any) error) ([]
 		for off < int64(len(data)) && strings.IndexByte(" \t\r\n,", data[off]) >= 0 {
 			off++
 		}
-		var v T
-		if err := dec.Decode(&v); err != nil {
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
 			var se *json.SyntaxError
 			if errors.As(err, &se) {
 				return nil, fail(lineAt(se.Offset), "%v", err)
 			}
 			return nil, fail(lineAt(off), "%v", err)
 		}
-		rows = append(rows, row[T]{lineAt(off), v})
+		v, has, err := decodeObject[T](raw, f.columns)
+		if err != nil {
+			return nil, fail(lineAt(off), "%v", err)
+		}
+		rows = append(rows, row[T]{lineAt(off), v, has})
 	}
 	if _, err := dec.Token(); err != nil { // ']'
 		return nil, fail(lineAt(dec.InputOffset()), "%v", err)
@@ -199,14 +205,43 @@ func parseJSONRows[T any](data []byte, fail func(int, string, ...any) error) ([]
 	return rows, nil
 }
 
+// decodeObject decodes one JSON object of an import strictly, and says
+// which of the fields (columns) it has. encoding/json matches keys to fields
+// without regard to case (Unicode folding: "groupſ" is groups), and so does
+// this.
+func decodeObject[T any](raw json.RawMessage, columns []string) (T, map[string]bool, error) {
+	var v T
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&v); err != nil {
+		return v, nil, err
+	}
+	var keys map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &keys); err != nil {
+		return v, nil, err
+	}
+	has := make(map[string]bool, len(keys))
+	for k := range keys {
+		for _, c := range columns {
+			if strings.EqualFold(k, c) {
+				has[c] = true
+			}
+		}
+	}
+	return v, has, nil
+}
+
 // ImportDevices registers or updates devices from an export (file names it
 // in errors). Rows are matched to devices by device ID. Every row is checked
 // against the inventory as it would be after the import before anything is
 // written: a bad row fails the whole import and nothing changes. With dryRun
 // nothing is written either way.
 //
-// An import never brings a quarantined or retired device back to active (see
-// Held); an empty status keeps a device's current status.
+// A known device keeps the collection and owner when the file has no such
+// column (JSON: no such key); an explicitly empty cell (JSON: "" or null)
+// clears them. An empty or absent status keeps a device's current status. An
+// import never brings a quarantined or retired device back to active: such a
+// row is Held and changes nothing.
 func (s *Store) ImportDevices(actor, file string, data []byte, dryRun bool) (*ImportReport, error) {
 	fail := func(line int, e *Error) error {
 		e.File, e.Line = file, line
@@ -230,18 +265,15 @@ func (s *Store) ImportDevices(actor, file string, data []byte, dryRun bool) (*Im
 			return fail(r.line, &Error{Kind: ErrInvalid, Field: "ek", Msg: fmt.Sprintf("same device as line %d (%s)", prev, id)})
 		}
 		seenID[id] = r.line
-		if old, ok := snap.byID[id]; ok && final[old.Name] != nil && final[old.Name].ID == id {
-			delete(final, old.Name)
-		}
-		if other, ok := final[f.name]; ok && other.ID != id {
-			return fail(r.line, &Error{Kind: ErrConflict, Field: "name", Msg: fmt.Sprintf("%q is already the name of device %s", f.name, other.ID)})
-		}
-		if err := snap.checkRefs(&deviceFields{owner: f.owner}, id); err != nil {
-			return fail(r.line, err)
+		if f.owner, ferr = snap.owner(f.owner); ferr != nil {
+			return fail(r.line, ferr)
 		}
 		res := ImportResult{Line: r.line, Subject: id, Name: f.name}
 		old, exists := snap.byID[id]
 		if !exists {
+			if other, ok := final[f.name]; ok {
+				return fail(r.line, nameTaken(f.name, other.ID))
+			}
 			d := f.newDevice(now)
 			final[d.Name] = d
 			res.Result = Added
@@ -250,35 +282,55 @@ func (s *Store) ImportDevices(actor, file string, data []byte, dryRun bool) (*Im
 			return nil
 		}
 		d := *old
-		d.Name, d.Kind, d.Collection, d.Owner = f.name, f.kind, f.collection, f.owner
+		d.Name, d.Kind = f.name, f.kind
+		if r.has["collection"] {
+			d.Collection = f.collection
+		}
+		if r.has["owner"] {
+			d.Owner = f.owner
+		}
 		if f.ek.Certificate != nil {
 			d.EKCert = f.ek.Certificate.Raw
 		}
+		held := false
 		switch {
 		case f.status == "" || f.status == old.Status:
 		case f.status == StatusActive || old.Status == StatusRetired:
-			res.Note = fmt.Sprintf("kept %s: an import does not bring a device back from %s (use devid device activate)", old.Status, old.Status)
+			held = true
 		default:
 			d.Status, d.StatusReason, d.StatusChanged = f.status, "import "+file, now
 		}
+		if held {
+			// Set the whole row aside: the device stays exactly as it is.
+			res.Name, res.Result = old.Name, Held
+			res.Note = fmt.Sprintf("kept %s: an import does not bring a device back from %s (use devid device activate)", old.Status, old.Status)
+			if ch := deviceChanges(old, &d); len(ch) > 0 {
+				res.Note += "; the row's other changes were not applied: " + strings.Join(ch, ", ")
+			}
+			report.add(res)
+			return nil
+		}
+		if final[old.Name] != nil && final[old.Name].ID == id {
+			delete(final, old.Name)
+		}
+		if other, ok := final[d.Name]; ok && other.ID != id {
+			return fail(r.line, nameTaken(d.Name, other.ID))
+		}
 		final[d.Name] = &d
 		res.Changes = deviceChanges(old, &d)
-		switch {
-		case len(res.Changes) > 0:
+		res.Result = Unchanged
+		if len(res.Changes) > 0 {
 			d.Updated = now
 			res.Result = Updated
 			w.putDevice(old, &d, "device.update", "import "+file)
-		case res.Note != "":
-			res.Result = Held
-		default:
-			res.Result = Unchanged
-		}
-		if res.Note != "" && res.Result == Updated {
-			res.Result = Held
 		}
 		report.add(res)
 		return nil
 	})
+}
+
+func nameTaken(name, id string) *Error {
+	return &Error{Kind: ErrConflict, Field: "name", Msg: fmt.Sprintf("%q is already the name of device %s", name, id)}
 }
 
 // runImport parses an import, then, holding the store's lock, applies each
@@ -286,6 +338,13 @@ func (s *Store) ImportDevices(actor, file string, data []byte, dryRun bool) (*Im
 // one transaction unless a row failed or dryRun is set.
 func runImport[T any](s *Store, actor, file string, data []byte, dryRun bool, f rowFormat[T],
 	apply func(snap *snapshot, r row[T], now time.Time, report *ImportReport, w *writer) error) (*ImportReport, error) {
+	// The file name goes into audit reasons ("import NAME").
+	if err := checkLine("file", file); err != nil {
+		return nil, err
+	}
+	if len(file) > MaxReasonLen/2 {
+		return nil, invalid("file", "name %d bytes long; at most %d", len(file), MaxReasonLen/2)
+	}
 	rows, err := parseRows(file, data, f)
 	if err != nil {
 		return nil, err
@@ -330,7 +389,9 @@ func deviceChanges(a, b *Device) []string {
 
 // ImportUsers adds or updates users from an export, matched by email, with
 // the same all-or-nothing checking as ImportDevices. Users not in the file
-// are left alone.
+// are left alone, and so are a known user's groups when the file has no
+// groups column (JSON: no groups key); an empty cell ([] or null) clears
+// them.
 func (s *Store) ImportUsers(actor, file string, data []byte, dryRun bool) (*ImportReport, error) {
 	var seen map[string]int
 	var logins map[string]string
@@ -348,8 +409,11 @@ func (s *Store) ImportUsers(actor, file string, data []byte, dryRun bool) (*Impo
 		}
 		seen[nu.Email] = r.line
 		old, exists := snap.users[nu.Email]
-		if exists && logins[old.Login] == old.Email {
-			delete(logins, old.Login)
+		if exists {
+			nu.Email = old.Email // as stored, should it predate folding
+			if logins[old.Login] == old.Email {
+				delete(logins, old.Login)
+			}
 		}
 		if other, ok := logins[nu.Login]; ok && other != nu.Email {
 			return &Error{Kind: ErrConflict, File: file, Line: r.line, Field: "login", Msg: fmt.Sprintf("login %q already belongs to %s", nu.Login, other)}
@@ -363,7 +427,10 @@ func (s *Store) ImportUsers(actor, file string, data []byte, dryRun bool) (*Impo
 			return nil
 		}
 		u := *old
-		u.Login, u.Groups = nu.Login, nu.Groups
+		u.Login = nu.Login
+		if r.has["groups"] {
+			u.Groups = nu.Groups
+		}
 		if old.Login != u.Login {
 			res.Changes = append(res.Changes, fmt.Sprintf("login: %q → %q", old.Login, u.Login))
 		}

@@ -18,9 +18,17 @@ import (
 	"github.com/devid-ssh/devid/deviceid"
 	"github.com/devid-ssh/devid/inventory"
 	"github.com/smallstep/nosql"
+	"github.com/smallstep/nosql/database"
 )
 
-func newStore(t *testing.T) (*inventory.Store, *fakeclock.Clock) {
+func newStore(t testing.TB) (*inventory.Store, *fakeclock.Clock) {
+	s, clk, _ := newStoreDB(t)
+	return s, clk
+}
+
+// newStoreDB is newStore with its database, to write records as an older
+// devid did.
+func newStoreDB(t testing.TB) (*inventory.Store, *fakeclock.Clock, database.DB) {
 	t.Helper()
 	db, err := nosql.New("bbolt", filepath.Join(t.TempDir(), "db"))
 	if err != nil {
@@ -32,7 +40,17 @@ func newStore(t *testing.T) (*inventory.Store, *fakeclock.Clock) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return s, clk
+	return s, clk, db
+}
+
+// putRaw writes a record as it is, as an older devid may have.
+func putRaw(t *testing.T, db database.DB, table string, key []byte, value string) {
+	t.Helper()
+	tx := new(database.Tx)
+	tx.Set([]byte(table), key, []byte(value))
+	if err := db.Update(tx); err != nil {
+		t.Fatal(err)
+	}
 }
 
 var (
@@ -41,7 +59,7 @@ var (
 )
 
 // ek returns the i-th test EK public key as PEM, and its device ID.
-func ek(t *testing.T, i int) (string, string) {
+func ek(t testing.TB, i int) (string, string) {
 	t.Helper()
 	ekOnce.Do(func() {
 		for range 4 {
@@ -63,13 +81,13 @@ func ek(t *testing.T, i int) (string, string) {
 	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})), id
 }
 
-func ekB64(t *testing.T, i int) (string, string) {
+func ekB64(t testing.TB, i int) (string, string) {
 	p, id := ek(t, i)
 	b, _ := pem.Decode([]byte(p))
 	return base64.StdEncoding.EncodeToString(b.Bytes), id
 }
 
-func mustUser(t *testing.T, s *inventory.Store, email, login string, groups ...string) {
+func mustUser(t testing.TB, s *inventory.Store, email, login string, groups ...string) {
 	t.Helper()
 	if _, err := s.AddUser("test", inventory.NewUser{Email: email, Login: login, Groups: groups}); err != nil {
 		t.Fatal(err)
@@ -292,7 +310,8 @@ func TestImportFailsWhole(t *testing.T) {
 		{"unknown column", "ek,name,kind,colour\n" + a + ",a,host,red\n", `devices.csv:1: unknown column "colour"`},
 		{"missing column", "ek,name\n" + a + ",a\n", `devices.csv:1: missing column "kind"`},
 		{"id mismatch", "id,ek,name,kind\n" + idB + "," + a + ",a,host\n", "devices.csv:2: id:"},
-		{"not text", "ek,name,kind\n\xff\xfe,a,host\n", "devices.csv: not UTF-8 text"},
+		{"not text", "ek,name,kind\n\xff\xfe,a,host\n", "devices.csv:2: ek: not valid UTF-8 (byte 0)"},
+		{"NUL", "ek,name,kind\n" + a + ",a\x00,host\n", "devices.csv:2: name: control character U+0000"},
 		{"empty", "  \n", "devices.csv: empty import"},
 		{"header only", "ek,name,kind\n", "no rows"},
 		{"json unknown field", "[\n {\"ek\": \"" + a + "\", \"name\": \"a\", \"kind\": \"host\"},\n {\"ek\": \"" + b + "\", \"name\": \"b\", \"kind\": \"host\", \"colour\": 1}\n]", `devices.csv:3: json: unknown field "colour"`},

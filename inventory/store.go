@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -48,8 +49,11 @@ func (s *Store) OnDeviceChange(f func([]DeviceChange)) {
 
 // RecordAudit adds an audit entry for a change made outside the inventory
 // (a certificate revoked by serial, say). before and after are marshalled
-// to JSON.
+// to JSON. The reason must pass CheckReason.
 func (s *Store) RecordAudit(actor, action, subject, reason string, before, after any) error {
+	if err := CheckReason(reason); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var w writer
@@ -60,7 +64,13 @@ func (s *Store) RecordAudit(actor, action, subject, reason string, before, after
 	if after != nil {
 		a = mustJSON(after)
 	}
-	w.audits = append(w.audits, AuditEntry{Action: action, Subject: subject, Reason: reason, Before: b, After: a})
+	e := AuditEntry{Action: action, Subject: subject, Reason: reason, Before: b, After: a}
+	if strings.HasPrefix(subject, "urn:") {
+		if d, err := s.Device(subject); err == nil {
+			e.SubjectName = d.Name
+		}
+	}
+	w.audits = append(w.audits, e)
 	return s.commit(actor, s.clock(), &w)
 }
 
@@ -103,13 +113,25 @@ func (s *Store) Devices() ([]*Device, error) {
 	return listSorted(s, devicesTable, func(d *Device) string { return d.Name })
 }
 
-// User returns a user by email.
+// User returns a user by email, in any case. Users added since emails are
+// folded to lower case are stored under that form; one stored before, in
+// mixed case, is still found.
 func (s *Store) User(email string) (*User, error) {
 	var u User
-	if err := s.get(usersTable, email, &u); err != nil {
-		return nil, err
+	err := s.get(usersTable, email, &u)
+	if err == nil || !errors.Is(err, ErrNotFound) {
+		return &u, err
 	}
-	return &u, nil
+	users, lerr := s.Users()
+	if lerr != nil {
+		return nil, lerr
+	}
+	for _, u := range users {
+		if foldEmail(u.Email) == foldEmail(email) {
+			return u, nil
+		}
+	}
+	return nil, err
 }
 
 // Users lists every user, sorted by email.
@@ -118,16 +140,38 @@ func (s *Store) Users() ([]*User, error) {
 }
 
 // Audit lists the audit trail, oldest first. A non-empty subject keeps only
-// the entries about that device ID or user email.
+// the entries about that device ID or user email (in any case).
 func (s *Store) Audit(subject string) ([]AuditEntry, error) {
 	all, err := listSorted(s, auditTable, func(e *AuditEntry) string { return e.ID })
-	var out []AuditEntry
-	for _, e := range all {
-		if subject == "" || e.Subject == subject {
-			out = append(out, *e)
-		}
+	if err != nil {
+		return nil, err
 	}
-	return out, err
+	var out []AuditEntry
+	var names map[string]string // device ID → name now, read when needed
+	for _, e := range all {
+		if subject != "" && e.Subject != subject && !(strings.Contains(subject, "@") && foldEmail(e.Subject) == foldEmail(subject)) {
+			continue
+		}
+		if e.SubjectName == "" && strings.HasPrefix(e.Subject, "urn:") {
+			if names == nil {
+				if names, err = s.deviceNames(); err != nil {
+					return nil, err
+				}
+			}
+			e.SubjectName = names[e.Subject]
+		}
+		out = append(out, *e)
+	}
+	return out, nil
+}
+
+func (s *Store) deviceNames() (map[string]string, error) {
+	devs, err := s.Devices()
+	names := make(map[string]string, len(devs))
+	for _, d := range devs {
+		names[d.ID] = d.Name
+	}
+	return names, err
 }
 
 // AddDevice registers a device. Registering an EK that is already in the
@@ -149,6 +193,9 @@ func (s *Store) AddDevice(actor string, nd NewDevice) (*Device, error) {
 	if err := snap.checkRefs(f, ""); err != nil {
 		return nil, err
 	}
+	if f.owner, ferr = snap.owner(f.owner); ferr != nil {
+		return nil, ferr
+	}
 	now := s.clock()
 	d := f.newDevice(now)
 	var w writer
@@ -159,10 +206,13 @@ func (s *Store) AddDevice(actor string, nd NewDevice) (*Device, error) {
 // SetStatus changes a device's status (quarantine, retire, activate). The
 // change is refused unless it is one the status machine allows: retired is
 // final, and setting the current status again is an error so that a script
-// notices it did nothing.
+// notices it did nothing. The reason must pass CheckReason.
 func (s *Store) SetStatus(actor, ref string, to Status, reason string) (*Device, error) {
 	if _, err := ParseStatus(string(to)); err != nil {
 		return nil, invalid("status", "%s", err)
+	}
+	if err := CheckReason(reason); err != nil {
+		return nil, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -214,8 +264,8 @@ func (s *Store) AddUser(actor string, nu NewUser) (*User, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, ok := snap.users[nu.Email]; ok {
-		return nil, &Error{Kind: ErrConflict, Field: "email", Msg: fmt.Sprintf("user %s already exists", nu.Email)}
+	if old, ok := snap.users[nu.Email]; ok {
+		return nil, &Error{Kind: ErrConflict, Field: "email", Msg: fmt.Sprintf("user %s already exists", old.Email)}
 	}
 	if other, ok := snap.logins[nu.Login]; ok {
 		return nil, &Error{Kind: ErrConflict, Field: "login", Msg: fmt.Sprintf("login %q already belongs to %s", nu.Login, other)}
@@ -246,8 +296,8 @@ func (f *deviceFields) newDevice(now time.Time) *Device {
 type snapshot struct {
 	byID   map[string]*Device
 	byName map[string]*Device
-	users  map[string]*User
-	logins map[string]string // login → email
+	users  map[string]*User  // by email folded to lower case
+	logins map[string]string // login → email as stored
 }
 
 func (s *Store) snapshot() (*snapshot, error) {
@@ -265,24 +315,36 @@ func (s *Store) snapshot() (*snapshot, error) {
 		snap.byName[d.Name] = d
 	}
 	for _, u := range users {
-		snap.users[u.Email] = u
+		// Before emails were folded, two users could differ only in case:
+		// the one stored in lower case wins.
+		if k := foldEmail(u.Email); snap.users[k] == nil || u.Email == k {
+			snap.users[k] = u
+		}
 		snap.logins[u.Login] = u.Email
 	}
 	return snap, nil
 }
 
 // checkRefs checks that a device's name is free (but for the device itself,
-// self) and that its owner exists.
+// self).
 func (snap *snapshot) checkRefs(f *deviceFields, self string) *Error {
 	if other, ok := snap.byName[f.name]; ok && other.ID != self {
-		return &Error{Kind: ErrConflict, Field: "name", Msg: fmt.Sprintf("%q is already the name of device %s", f.name, other.ID)}
-	}
-	if f.owner != "" {
-		if _, ok := snap.users[f.owner]; !ok {
-			return &Error{Kind: ErrInvalid, Field: "owner", Msg: fmt.Sprintf("no user %s (add or import the user first)", f.owner)}
-		}
+		return nameTaken(f.name, other.ID)
 	}
 	return nil
+}
+
+// owner checks that a device's owner (an email, "" for none) is a user, and
+// returns the email as that user's record has it.
+func (snap *snapshot) owner(email string) (string, *Error) {
+	if email == "" {
+		return "", nil
+	}
+	u, ok := snap.users[foldEmail(email)]
+	if !ok {
+		return "", &Error{Kind: ErrInvalid, Field: "owner", Msg: fmt.Sprintf("no user %s (add or import the user first)", email)}
+	}
+	return u.Email, nil
 }
 
 // writer collects the records and audit entries of one transaction.
@@ -302,7 +364,7 @@ func (w *writer) putDevice(before, after *Device, action, reason string) {
 	a := mustJSON(after)
 	w.puts = append(w.puts, put{devicesTable, after.ID, a})
 	w.changes = append(w.changes, DeviceChange{Before: before, After: after})
-	w.audits = append(w.audits, AuditEntry{Action: action, Subject: after.ID, Reason: reason, Before: optJSON(before), After: a})
+	w.audits = append(w.audits, AuditEntry{Action: action, Subject: after.ID, SubjectName: after.Name, Reason: reason, Before: optJSON(before), After: a})
 }
 
 func (w *writer) putUser(before, after *User, action string) {

@@ -14,7 +14,12 @@
 //
 // Imports (CSV or JSON exports from an MDM or asset system) are idempotent and
 // all-or-nothing: every row is checked first, and a bad row fails the whole
-// import with its line number before anything is written.
+// import with its line number before anything is written. A field the file
+// does not give keeps its value.
+//
+// Emails are case-insensitive and stored in lower case. Text is UTF-8, and
+// what is printed as one line (names, emails, reasons) has no control
+// characters.
 package inventory
 
 import (
@@ -93,14 +98,18 @@ type User struct {
 
 // AuditEntry records one change to the inventory.
 type AuditEntry struct {
-	ID      string          `json:"id"` // sortable: entries list oldest first
-	Time    time.Time       `json:"time"`
-	Actor   string          `json:"actor"`  // the authenticated admin
-	Action  string          `json:"action"` // e.g. device.add, device.quarantine
-	Subject string          `json:"subject"`
-	Reason  string          `json:"reason,omitempty"`
-	Before  json.RawMessage `json:"before,omitempty"` // the Device or User; absent on creation
-	After   json.RawMessage `json:"after,omitempty"`
+	ID      string    `json:"id"` // sortable: entries list oldest first
+	Time    time.Time `json:"time"`
+	Actor   string    `json:"actor"`   // the authenticated admin
+	Action  string    `json:"action"`  // e.g. device.add, device.quarantine
+	Subject string    `json:"subject"` // device ID, user email, or a certificate's key ID
+	// SubjectName is the device's name when Subject is a device ID: the
+	// name it had when the entry was written (entries from before names
+	// were recorded show the name it has now).
+	SubjectName string          `json:"subjectName,omitempty"`
+	Reason      string          `json:"reason,omitempty"`
+	Before      json.RawMessage `json:"before,omitempty"` // the Device or User; absent on creation
+	After       json.RawMessage `json:"after,omitempty"`
 }
 
 // NewDevice is what an operator gives to register a device.

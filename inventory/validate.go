@@ -5,6 +5,8 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/devid-ssh/devid/deviceid"
 )
@@ -31,6 +33,15 @@ type deviceFields struct {
 func checkNewDevice(nd NewDevice) (*deviceFields, *Error) {
 	var f deviceFields
 	var err error
+	if err := checkUTF8("ek", nd.EK); err != nil { // PEM: lines
+		return nil, err
+	}
+	for _, t := range [][2]string{{"id", nd.ID}, {"name", nd.Name}, {"kind", nd.Kind},
+		{"collection", nd.Collection}, {"owner", nd.Owner}, {"status", nd.Status}} {
+		if err := checkLine(t[0], t[1]); err != nil {
+			return nil, err
+		}
+	}
 	if strings.TrimSpace(nd.EK) == "" {
 		return nil, invalid("ek", "missing: give the EK public key or EK certificate (PEM, or base64 DER)")
 	}
@@ -49,11 +60,11 @@ func checkNewDevice(nd NewDevice) (*deviceFields, *Error) {
 	}
 	f.collection = nd.Collection
 	if nd.Owner != "" {
-		if err := checkEmail(nd.Owner); err != nil {
+		var err *Error
+		if f.owner, err = checkEmail(nd.Owner); err != nil {
 			return nil, invalid("owner", "%s", err.Msg)
 		}
 	}
-	f.owner = nd.Owner
 	if nd.Status != "" {
 		if f.status, err = ParseStatus(nd.Status); err != nil {
 			return nil, invalid("status", "%s", err)
@@ -62,18 +73,29 @@ func checkNewDevice(nd NewDevice) (*deviceFields, *Error) {
 	return &f, nil
 }
 
-func checkEmail(s string) *Error {
+// checkEmail checks a plain email address and returns it in its canonical
+// form, lower case: devid treats emails as case-insensitive, as IdPs do, so
+// Alice@Example.com and alice@example.com are one user.
+func checkEmail(s string) (string, *Error) {
 	a, err := mail.ParseAddress(s)
 	if err != nil || a.Address != s || a.Name != "" {
-		return invalid("email", "%q is not a plain email address (user@domain)", s)
+		return "", invalid("email", "%q is not a plain email address (user@domain)", s)
 	}
-	return nil
+	return foldEmail(s), nil
 }
+
+func foldEmail(s string) string { return strings.ToLower(s) }
 
 // checkNewUser checks a user and returns it with groups sorted and
 // deduplicated.
 func checkNewUser(nu NewUser) (NewUser, *Error) {
-	if err := checkEmail(nu.Email); err != nil {
+	for _, t := range append([][2]string{{"email", nu.Email}, {"login", nu.Login}}, pairs("groups", nu.Groups)...) {
+		if err := checkLine(t[0], t[1]); err != nil {
+			return nu, err
+		}
+	}
+	var err *Error
+	if nu.Email, err = checkEmail(nu.Email); err != nil {
 		return nu, err
 	}
 	if !loginRE.MatchString(nu.Login) {
@@ -103,4 +125,66 @@ func allowedTransition(from, to Status) bool {
 		return to == StatusActive || to == StatusRetired
 	}
 	return false
+}
+
+func pairs(field string, vs []string) [][2]string {
+	out := make([][2]string, len(vs))
+	for i, v := range vs {
+		out[i] = [2]string{field, v}
+	}
+	return out
+}
+
+// MaxReasonLen is the longest reason, in bytes, a status change or audit
+// entry takes: room for a sentence and a ticket URL, not for a file.
+const MaxReasonLen = 1024
+
+// CheckReason checks the reason given for a status change or revocation:
+// at most MaxReasonLen bytes of one line of text (see checkLine). The error
+// is an *Error about the field "reason", ErrInvalid.
+func CheckReason(reason string) error {
+	if len(reason) > MaxReasonLen {
+		return invalid("reason", "%d bytes long; at most %d", len(reason), MaxReasonLen)
+	}
+	if err := checkLine("reason", reason); err != nil {
+		return err
+	}
+	return nil
+}
+
+// checkUTF8 refuses text that is not valid UTF-8, or that holds U+FFFD, the
+// mark a decoder (encoding/json's among them) leaves where it met invalid
+// UTF-8: the sender's text was damaged, and storing what is left would
+// record something nobody gave. The value is not echoed: it may be long.
+func checkUTF8(field, s string) *Error {
+	if !utf8.ValidString(s) {
+		for i := 0; i < len(s); {
+			r, n := utf8.DecodeRuneInString(s[i:])
+			if r == utf8.RuneError && n <= 1 {
+				return invalid(field, "not valid UTF-8 (byte %d)", i)
+			}
+			i += n
+		}
+	}
+	if i := strings.IndexRune(s, utf8.RuneError); i >= 0 {
+		return invalid(field, "not valid UTF-8 (U+FFFD, the mark of a bad conversion, at byte %d)", i)
+	}
+	return nil
+}
+
+// checkLine is checkUTF8 for one line of text that is printed as it is
+// (devid audit, device show): no control characters (C0, DEL, C1: a newline
+// or an escape sequence would forge output), line or paragraph separators,
+// or bidirectional formatting characters (which reorder what a terminal
+// shows).
+func checkLine(field, s string) *Error {
+	if err := checkUTF8(field, s); err != nil {
+		return err
+	}
+	for i, r := range s {
+		if unicode.IsControl(r) || unicode.In(r, unicode.Zl, unicode.Zp, unicode.Bidi_Control) {
+			return invalid(field, "control character %U at byte %d: want one line of plain text", r, i)
+		}
+	}
+	return nil
 }

@@ -252,6 +252,9 @@ func (s *Store) RevokeSerial(actor string, serial uint64, reason string) (*Revok
 
 // RevokeCert revokes a certificate this CA signed, by serial.
 func (s *Store) RevokeCert(actor string, c *ssh.Certificate, reason string) (*RevokedCert, error) {
+	if err := inventory.CheckReason(reason); err != nil { // before anything is written
+		return nil, err
+	}
 	ca := s.cfg.UserCA
 	if c.CertType == ssh.HostCert {
 		ca = s.cfg.HostCA

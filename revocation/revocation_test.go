@@ -248,3 +248,23 @@ func TestLongPoll(t *testing.T) {
 		t.Fatalf("bad after: %d", resp.StatusCode)
 	}
 }
+
+// A reason devid audit could not print as one line is refused before
+// anything is revoked.
+func TestRevokeReasonChecked(t *testing.T) {
+	f := newFixture(t)
+	host := f.device(t, "web-1", inventory.KindHost)
+	c, c2 := f.issue(t, host, time.Hour), f.issue(t, host, time.Hour)
+	_, err := f.rev.RevokeSerial("root", c.Serial, "leaked\n2026-01-01T00:00:00Z  root  cert.unrevoke")
+	var ie *inventory.Error
+	if !errors.As(err, &ie) || ie.Field != "reason" || !errors.Is(err, inventory.ErrInvalid) {
+		t.Fatalf("err = %v, want an invalid reason", err)
+	}
+	// The next KRL, built after a good revocation, has only that one.
+	if _, err := f.rev.RevokeSerial("root", c2.Serial, "leaked"); err != nil {
+		t.Fatal(err)
+	}
+	if _, k := f.current(t); k.IsRevoked(c) || !k.IsRevoked(c2) {
+		t.Fatalf("revoked: refused one %v, good one %v", k.IsRevoked(c), k.IsRevoked(c2))
+	}
+}

@@ -20,7 +20,7 @@ func certCmds() []*cliutil.Command {
 		Usage: "SERIAL|CERT-FILE [--reason TEXT]",
 		Flags: func(fs *flag.FlagSet) {
 			c.flags(fs)
-			fs.StringVar(&reason, "reason", "", "why, for the audit trail")
+			fs.StringVar(&reason, "reason", "", "why, for the audit trail: one line, at most 1024 bytes")
 		},
 		Run: func(env *cliutil.Env, args []string) error {
 			if err := cliutil.Args(args, 1, 1, "a serial or a certificate file"); err != nil {

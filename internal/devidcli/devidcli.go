@@ -132,7 +132,7 @@ func deviceCmds() []*cliutil.Command {
 			Name: st.name, Summary: st.what, Usage: "NAME|DEVICE-ID [--reason TEXT]",
 			Flags: func(fs *flag.FlagSet) {
 				c.flags(fs)
-				fs.StringVar(&reason, "reason", "", "why, for the audit trail")
+				fs.StringVar(&reason, "reason", "", "why, for the audit trail: one line, at most 1024 bytes")
 			},
 			Run: func(env *cliutil.Env, args []string) error {
 				if err := cliutil.Args(args, 1, 1, "one device name or ID"); err != nil {
@@ -261,7 +261,11 @@ func auditCmd() *cliutil.Command {
 				tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "TIME\tADMIN\tACTION\tSUBJECT\tCHANGE")
 				for _, e := range entries {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Time.Format(time.RFC3339), e.Actor, e.Action, e.Subject, auditChange(e))
+					subject := e.Subject
+					if e.SubjectName != "" {
+						subject = e.SubjectName + " (" + e.Subject + ")"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Time.Format(time.RFC3339), e.Actor, e.Action, subject, auditChange(e))
 				}
 				return tw.Flush()
 			})
