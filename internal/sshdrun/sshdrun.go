@@ -25,6 +25,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -173,9 +174,14 @@ func (s *Server) Generations() (restarts, listens int, err error) {
 	return restarts, listens, nil
 }
 
-// WaitReloaded waits until sshd has taken at least n reloads (n SIGHUPs
-// sent far enough apart: sshd takes two that arrive together as one) and
-// listens again after the last, or until ctx is done or sshd exits.
+// WaitReloaded waits until sshd has taken at least n reloads, listens
+// again after the last, and is ready for the next (its SIGHUP handler is in
+// place), or until ctx is done or sshd exits.
+//
+// sshd takes two SIGHUPs that arrive together as one, and ignores one that
+// arrives after it executed itself again but before it set its handler, so
+// n counts SIGHUPs sent while it was ready: one after WaitReloaded returned
+// is always taken.
 func (s *Server) WaitReloaded(ctx context.Context, n int) error {
 	var restarts, listens int
 	for {
@@ -183,7 +189,7 @@ func (s *Server) WaitReloaded(ctx context.Context, n int) error {
 		if restarts, listens, err = s.Generations(); err != nil {
 			return err
 		}
-		if restarts >= n && listens == restarts+1 {
+		if restarts >= n && listens == restarts+1 && catches(s.PID, syscall.SIGHUP) {
 			return nil
 		}
 		select {
@@ -196,6 +202,22 @@ func (s *Server) WaitReloaded(ctx context.Context, n int) error {
 		case <-time.After(10 * time.Millisecond): // sshd's log is the only signal it gives
 		}
 	}
+}
+
+// catches says whether process pid has a handler for sig (SigCgt in
+// /proc/PID/status).
+func catches(pid int, sig syscall.Signal) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return false
+	}
+	for line := range strings.Lines(string(b)) {
+		if rest, ok := strings.CutPrefix(line, "SigCgt:"); ok {
+			mask, err := strconv.ParseUint(strings.TrimSpace(rest), 16, 64)
+			return err == nil && mask&(1<<(uint(sig)-1)) != 0
+		}
+	}
+	return false
 }
 
 // Client says how ssh logs in.
