@@ -149,6 +149,9 @@ func (ca *CA) Attest(req *AttestRequest) (*AttestResponse, error) {
 	if req.TPMInfo.Version != 0 && req.TPMInfo.Version != 2 {
 		return nil, refuse(http.StatusBadRequest, "device %s: TPM version %d: only TPM 2.0 is supported", id, req.TPMInfo.Version)
 	}
+	if err := checkAKEncoding(&req.AttestParams); err != nil {
+		return nil, refuse(http.StatusBadRequest, "device %s: %v", id, err)
+	}
 	akPub, err := attest.ParseAKPublic(req.AttestParams.Public)
 	if err != nil {
 		return nil, refuse(http.StatusBadRequest, "device %s: AK public area: %v", id, err)

@@ -294,3 +294,27 @@ func TestSecretOnAnotherInstance(t *testing.T) {
 	_, err = f.ca.Secret(&attestca.SecretRequest{Secret: secret})
 	wantRefusal(t, err, http.StatusForbidden, "already used")
 }
+
+// TestAttestTrailingBytes: an AK public area or creation signature with
+// bytes after the TPM structure is refused; the parsers underneath ignore
+// them.
+func TestAttestTrailingBytes(t *testing.T) {
+	f := newFixture(t, nil, nil)
+	a := newDevice(t)
+	a.register(t, f, "a")
+	for _, extra := range [][]byte{{0}, {0xff}, []byte("trailing data")} {
+		r := *a.req
+		r.AttestParams.Public = append(append([]byte{}, a.req.AttestParams.Public...), extra...)
+		_, err := f.ca.Attest(&r)
+		wantRefusal(t, err, http.StatusBadRequest, "AK public area: "+strconv.Itoa(len(extra))+" bytes after the TPMT_PUBLIC")
+
+		r = *a.req
+		r.AttestParams.CreateSignature = append(append([]byte{}, a.req.AttestParams.CreateSignature...), extra...)
+		_, err = f.ca.Attest(&r)
+		wantRefusal(t, err, http.StatusBadRequest, "AK creation signature: "+strconv.Itoa(len(extra))+" bytes after the TPMT_SIGNATURE")
+	}
+	// Untouched, it passes.
+	if _, err := f.ca.Attest(a.req); err != nil {
+		t.Fatal(err)
+	}
+}
