@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/devid-ssh/devid/attestca"
 	"github.com/devid-ssh/devid/internal/conffile"
 )
 
@@ -61,6 +62,11 @@ type AttestationConfig struct {
 	EKRoots string `json:"ekRoots,omitempty"`
 	// SecretTTL is how long an attestation waits for its secret. Default 60s.
 	SecretTTL conffile.Duration `json:"secretTTL"`
+	// AKCertLifetime is the lifetime of AK certificates. Default 8760h (a
+	// year): an AK certificate only says that a key is in a registered
+	// device's TPM, and step's TPM tooling reuses its cached one for every
+	// enrolment; the device's status is checked at every issuance anyway.
+	AKCertLifetime conffile.Duration `json:"akCertLifetime"`
 }
 
 // DBConfig selects the store.
@@ -125,6 +131,7 @@ func (c *Config) setDefaults() {
 	def(&c.Lifetimes.User, 16*time.Hour)
 	def(&c.Lifetimes.Device, 24*time.Hour)
 	def(&c.Attestation.SecretTTL, 60*time.Second)
+	def(&c.Attestation.AKCertLifetime, attestca.DefaultAKCertLifetime)
 }
 
 func (c *Config) check(file string) error {
