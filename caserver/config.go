@@ -148,6 +148,14 @@ func (c *Config) check(file string) error {
 	if len(c.DNSNames) == 0 {
 		return fmt.Errorf("devid-ca config: %s: dnsNames needs at least one name", file)
 	}
+	for _, n := range c.DNSNames {
+		if err := CheckDNSName(n); err != nil {
+			return fmt.Errorf("devid-ca config: %s: dnsNames: %w", file, err)
+		}
+	}
+	if err := CheckAddress(c.Address); err != nil {
+		return fmt.Errorf("devid-ca config: %s: %w", file, err)
+	}
 	switch c.DB.Type {
 	case "bbolt", "postgresql":
 	default:
