@@ -121,27 +121,44 @@ func checkAdmin(caURL string, root *x509.Certificate, certFile, keyFile string) 
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(root)
-	cl, err := adminapi.NewClient(caURL, pool, &kp)
+	// HTTP/1.1 only: over HTTP/2 the CA's TLS alert reaches the caller as
+	// "client conn could not be established", and a refusal could not be
+	// told from a network failure.
+	tc := &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{kp}, MinVersion: tls.VersionTLS12}
+	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tc,
+		TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}}}
+	refused := func(why any) error {
+		return fmt.Errorf("the CA at %s refuses admin certificate %s (CN %s, issued by %q): it is not issued by this CA's admin CA, or has expired (%v)",
+			strings.TrimRight(caURL, "/"), certFile, leaf.Subject.CommonName, leaf.Issuer.CommonName, why)
+	}
+	resp, err := hc.Get(strings.TrimRight(caURL, "/") + adminapi.Prefix + "whoami")
 	if err != nil {
-		return "", err
-	}
-	name, err := cl.WhoAmI()
-	if err == nil {
-		return name, nil
-	}
-	// A client certificate that does not chain to the CA's admin CA ends
-	// the TLS handshake (the client may see only a reset or a broken
-	// pipe), or gets 403 if the handshake went through.
-	var ae *adminapi.APIError
-	var op *net.OpError
-	refused := errors.As(err, &ae) && (ae.Status == http.StatusForbidden || ae.Status == http.StatusUnauthorized) ||
-		errors.As(err, &op) && op.Op == "remote error" || // a TLS alert from the CA
-		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
-	if !refused {
+		// A client certificate that does not chain to the CA's admin CA
+		// ends the TLS handshake: an alert, or a reset or broken pipe.
+		var op *net.OpError
+		if errors.As(err, &op) && op.Op == "remote error" || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) {
+			return "", refused(err)
+		}
 		return "", fmt.Errorf("asking the CA who admin certificate %s is: %w", certFile, err)
 	}
-	return "", fmt.Errorf("the CA at %s refuses admin certificate %s (CN %s, issued by %q): it is not issued by this CA's admin CA, or has expired (%v)",
-		strings.TrimRight(caURL, "/"), certFile, leaf.Subject.CommonName, leaf.Issuer.CommonName, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return "", fmt.Errorf("asking the CA who admin certificate %s is: %w", certFile, err)
+	}
+	switch {
+	case resp.StatusCode == http.StatusForbidden || resp.StatusCode == http.StatusUnauthorized:
+		return "", refused(fmt.Sprintf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(body))))
+	case resp.StatusCode != http.StatusOK:
+		return "", fmt.Errorf("asking the CA who admin certificate %s is: %s: %s", certFile, resp.Status, strings.TrimSpace(string(body)))
+	}
+	var who struct {
+		Admin string `json:"admin"`
+	}
+	if err := json.Unmarshal(body, &who); err != nil || who.Admin == "" {
+		return "", fmt.Errorf("asking the CA who admin certificate %s is: no admin name in the answer %q", certFile, body)
+	}
+	return who.Admin, nil
 }
 
 // fetchRoot gets the root certificate whose SHA-256 fingerprint is fp from
