@@ -73,11 +73,19 @@ type Config struct {
 	// SecretTTL is how long a pending attestation waits for its secret.
 	// Default 60 s.
 	SecretTTL time.Duration
-	// AKCertLifetime is the lifetime of AK certificates. Default 24 h.
+	// AKCertLifetime is the lifetime of AK certificates, capped at the end
+	// of Cert. Default DefaultAKCertLifetime. An AK certificate only vouches
+	// that a key lives in a registered device's TPM: it gives no access by
+	// itself (the device's status is checked again for every device and SSH
+	// certificate), and step's TPM tooling reuses a cached one for every
+	// enrolment, so it lasts far longer than the certificates it leads to.
 	AKCertLifetime time.Duration
 	Now            func() time.Time // default time.Now
 	Log            *slog.Logger     // required
 }
+
+// DefaultAKCertLifetime is the default lifetime of AK certificates: a year.
+const DefaultAKCertLifetime = 365 * 24 * time.Hour
 
 // CA is the Attestation CA.
 type CA struct {
@@ -97,7 +105,7 @@ func New(cfg Config, devices Devices, db database.DB) (*CA, error) {
 		cfg.SecretTTL = 60 * time.Second
 	}
 	if cfg.AKCertLifetime <= 0 {
-		cfg.AKCertLifetime = 24 * time.Hour
+		cfg.AKCertLifetime = DefaultAKCertLifetime
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -148,6 +156,9 @@ func (ca *CA) Attest(req *AttestRequest) (*AttestResponse, error) {
 	}
 	if req.TPMInfo.Version != 0 && req.TPMInfo.Version != 2 {
 		return nil, refuse(http.StatusBadRequest, "device %s: TPM version %d: only TPM 2.0 is supported", id, req.TPMInfo.Version)
+	}
+	if err := checkAKEncoding(&req.AttestParams); err != nil {
+		return nil, refuse(http.StatusBadRequest, "device %s: %v", id, err)
 	}
 	akPub, err := attest.ParseAKPublic(req.AttestParams.Public)
 	if err != nil {

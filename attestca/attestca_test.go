@@ -37,6 +37,13 @@ type fixture struct {
 }
 
 func newFixture(t testing.TB, ekRoots *x509.CertPool, ekInter *x509.CertPool) *fixture {
+	return newFixtureLifetime(t, ekRoots, ekInter, 0)
+}
+
+// newFixtureLifetime is newFixture with AK certificates of the given
+// lifetime (0: the default); the Attestation CA's own certificate lasts ten
+// years.
+func newFixtureLifetime(t testing.TB, ekRoots *x509.CertPool, ekInter *x509.CertPool, akLifetime time.Duration) *fixture {
 	t.Helper()
 	db, err := nosql.New("bbolt", filepath.Join(t.TempDir(), "db"))
 	if err != nil {
@@ -50,11 +57,11 @@ func newFixture(t testing.TB, ekRoots *x509.CertPool, ekInter *x509.CertPool) *f
 	}
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test Attestation CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(10 * 365 * 24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
 		KeyUsage: x509.KeyUsageCertSign}
 	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	cert, _ := x509.ParseCertificate(der)
-	conf := attestca.Config{Cert: cert, Signer: key, EKRoots: ekRoots, EKIntermediates: ekInter, Now: clk.Now,
+	conf := attestca.Config{Cert: cert, Signer: key, EKRoots: ekRoots, EKIntermediates: ekInter, Now: clk.Now, AKCertLifetime: akLifetime,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	ca, err := attestca.New(conf, inv, db)
 	if err != nil {
@@ -293,4 +300,68 @@ func TestSecretOnAnotherInstance(t *testing.T) {
 	}
 	_, err = f.ca.Secret(&attestca.SecretRequest{Secret: secret})
 	wantRefusal(t, err, http.StatusForbidden, "already used")
+}
+
+// TestAttestTrailingBytes: an AK public area or creation signature with
+// bytes after the TPM structure is refused; the parsers underneath ignore
+// them.
+func TestAttestTrailingBytes(t *testing.T) {
+	f := newFixture(t, nil, nil)
+	a := newDevice(t)
+	a.register(t, f, "a")
+	for _, extra := range [][]byte{{0}, {0xff}, []byte("trailing data")} {
+		r := *a.req
+		r.AttestParams.Public = append(append([]byte{}, a.req.AttestParams.Public...), extra...)
+		_, err := f.ca.Attest(&r)
+		wantRefusal(t, err, http.StatusBadRequest, "AK public area: "+strconv.Itoa(len(extra))+" bytes after the TPMT_PUBLIC")
+
+		r = *a.req
+		r.AttestParams.CreateSignature = append(append([]byte{}, a.req.AttestParams.CreateSignature...), extra...)
+		_, err = f.ca.Attest(&r)
+		wantRefusal(t, err, http.StatusBadRequest, "AK creation signature: "+strconv.Itoa(len(extra))+" bytes after the TPMT_SIGNATURE")
+	}
+	// Untouched, it passes.
+	if _, err := f.ca.Attest(a.req); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestAKCertLifetime: AK certificates last a year by default (they only
+// vouch that a key is in a TPM, and step's tooling keeps reusing one), or
+// as configured, but never beyond the Attestation CA's own certificate.
+func TestAKCertLifetime(t *testing.T) {
+	a := newDevice(t)
+	for _, tc := range []struct {
+		name     string
+		lifetime time.Duration
+		want     time.Duration
+	}{
+		{"default", 0, 365 * 24 * time.Hour},
+		{"configured", 90 * 24 * time.Hour, 90 * 24 * time.Hour},
+		{"capped", 20 * 365 * 24 * time.Hour, 0}, // 0: the CA certificate's end
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixtureLifetime(t, nil, nil, tc.lifetime)
+			a.register(t, f, "a")
+			r, err := f.ca.Attest(a.req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := f.ca.Secret(&attestca.SecretRequest{Secret: a.activate(t, r)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := x509.ParseCertificate(resp.Chain[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := f.clk.Now().Add(tc.want)
+			if tc.want == 0 {
+				want = f.conf.Cert.NotAfter
+			}
+			if !c.NotAfter.Equal(want.Truncate(time.Second)) {
+				t.Fatalf("AK certificate valid until %s, want %s", c.NotAfter, want)
+			}
+		})
+	}
 }

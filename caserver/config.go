@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/devid-ssh/devid/attestca"
 	"github.com/devid-ssh/devid/internal/conffile"
 )
 
@@ -61,6 +62,11 @@ type AttestationConfig struct {
 	EKRoots string `json:"ekRoots,omitempty"`
 	// SecretTTL is how long an attestation waits for its secret. Default 60s.
 	SecretTTL conffile.Duration `json:"secretTTL"`
+	// AKCertLifetime is the lifetime of AK certificates. Default 8760h (a
+	// year): an AK certificate only says that a key is in a registered
+	// device's TPM, and step's TPM tooling reuses its cached one for every
+	// enrolment; the device's status is checked at every issuance anyway.
+	AKCertLifetime conffile.Duration `json:"akCertLifetime"`
 }
 
 // DBConfig selects the store.
@@ -125,6 +131,7 @@ func (c *Config) setDefaults() {
 	def(&c.Lifetimes.User, 16*time.Hour)
 	def(&c.Lifetimes.Device, 24*time.Hour)
 	def(&c.Attestation.SecretTTL, 60*time.Second)
+	def(&c.Attestation.AKCertLifetime, attestca.DefaultAKCertLifetime)
 }
 
 func (c *Config) check(file string) error {
@@ -140,6 +147,14 @@ func (c *Config) check(file string) error {
 	}
 	if len(c.DNSNames) == 0 {
 		return fmt.Errorf("devid-ca config: %s: dnsNames needs at least one name", file)
+	}
+	for _, n := range c.DNSNames {
+		if err := CheckDNSName(n); err != nil {
+			return fmt.Errorf("devid-ca config: %s: dnsNames: %w", file, err)
+		}
+	}
+	if err := CheckAddress(c.Address); err != nil {
+		return fmt.Errorf("devid-ca config: %s: %w", file, err)
 	}
 	switch c.DB.Type {
 	case "bbolt", "postgresql":

@@ -69,6 +69,14 @@ func Init(opts InitOptions) (*InitResult, error) {
 	if len(opts.DNSNames) == 0 {
 		return nil, errors.New("devid-ca init: at least one DNS name or address is needed")
 	}
+	if err := CheckAddress(opts.Address); err != nil {
+		return nil, fmt.Errorf("devid-ca init: --%w", err)
+	}
+	for _, n := range opts.DNSNames {
+		if err := CheckDNSName(n); err != nil {
+			return nil, fmt.Errorf("devid-ca init: --dns %w", err)
+		}
+	}
 	dir := opts.Dir
 	cfgPath := filepath.Join(dir, ConfigFile)
 	if _, err := os.Stat(cfgPath); err == nil {

@@ -176,7 +176,7 @@ func (s *Server) open(opts Options) error {
 		return fmt.Errorf("devid-ca: %s is not a signing key", c.Attestation.Key)
 	}
 	acfg := attestca.Config{Cert: attCert, Signer: signer, SecretTTL: c.Attestation.SecretTTL.Duration,
-		AKCertLifetime: c.Lifetimes.Device.Duration, Now: opts.Now, Log: s.log}
+		AKCertLifetime: c.Attestation.AKCertLifetime.Duration, Now: opts.Now, Log: s.log}
 	if c.Attestation.EKRoots != "" {
 		certs, err := pemutil.ReadCertificateBundle(c.path(c.Attestation.EKRoots))
 		if err != nil {

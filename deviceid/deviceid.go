@@ -59,17 +59,18 @@ type EK struct {
 func (ek *EK) ID() string { return fromPKIX(ek.PublicDER) }
 
 // ParseEK reads an EK public key or EK certificate, PEM ("PUBLIC KEY" or
-// "CERTIFICATE") or DER. Trailing data after a PEM block or DER value is an
-// error, as is a key that is not RSA (2048 bits or more).
+// "CERTIFICATE") or DER. Whitespace around PEM is ignored; DER is binary and
+// taken byte for byte (its last byte may well be 0x0a or 0x20). Trailing
+// data after a PEM block or DER value is an error, as is a key that is not
+// RSA (2048 bits or more).
 func ParseEK(data []byte) (*EK, error) {
-	data = bytes.TrimSpace(data)
-	if len(data) == 0 {
+	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, errors.New("deviceid: empty EK")
 	}
 	der := data
 	kind := ""
-	if bytes.HasPrefix(data, []byte("-----BEGIN")) {
-		block, rest := pem.Decode(data)
+	if text := bytes.TrimSpace(data); bytes.HasPrefix(text, []byte("-----BEGIN")) {
+		block, rest := pem.Decode(text)
 		if block == nil {
 			return nil, errors.New("deviceid: EK: malformed PEM")
 		}
@@ -98,7 +99,7 @@ func ParseEK(data []byte) (*EK, error) {
 		if kind == "cert" {
 			return nil, fmt.Errorf("deviceid: EK certificate: %w", err)
 		}
-		return nil, errors.New("deviceid: EK is neither a PKIX public key nor an X.509 certificate (PEM or DER)")
+		return nil, fmt.Errorf("deviceid: EK is neither a PKIX public key nor an X.509 certificate, PEM or DER (as a certificate: %v)", err)
 	}
 	return newEK(cert.PublicKey, cert)
 }

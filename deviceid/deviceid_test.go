@@ -143,3 +143,54 @@ func FuzzParseEK(f *testing.F) {
 		}
 	})
 }
+
+// TestParseEKEveryLastByte: a DER EK certificate is accepted whatever its
+// last byte (the last byte of the issuer's signature) is. Whitespace bytes
+// there once were trimmed off, and 1 in 43 real EK certificates failed.
+func TestParseEKEveryLastByte(t *testing.T) {
+	ek, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An ECDSA issuer: its signatures are random, so new serials soon give
+	// every last byte.
+	issuer, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{Subject: pkix.Name{CommonName: "ek"}, NotBefore: time.Unix(1700000000, 0), NotAfter: time.Unix(1800000000, 0)}
+	byLast := map[byte][]byte{}
+	for serial := int64(1); len(byLast) < 256; serial++ {
+		if serial > 100000 {
+			t.Fatalf("only %d of 256 last bytes after %d certificates", len(byLast), serial)
+		}
+		tmpl.SerialNumber = big.NewInt(serial)
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &ek.PublicKey, issuer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := byLast[der[len(der)-1]]; !ok {
+			byLast[der[len(der)-1]] = der
+		}
+	}
+	want, _ := deviceid.FromPublicKey(&ek.PublicKey)
+	for b := range 256 {
+		der := byLast[byte(b)]
+		got, err := deviceid.ParseEK(der)
+		if err != nil {
+			t.Errorf("DER certificate ending in 0x%02x: %v", b, err)
+			continue
+		}
+		if got.ID() != want || got.Certificate == nil {
+			t.Errorf("DER certificate ending in 0x%02x: ID %s (certificate %v), want %s", b, got.ID(), got.Certificate != nil, want)
+		}
+		// The same through the text form (base64 of the DER).
+		if got, err := deviceid.ParseEKText(base64.StdEncoding.EncodeToString(der)); err != nil || got.ID() != want {
+			t.Errorf("base64 DER certificate ending in 0x%02x: %v", b, err)
+		}
+		// Whitespace after a DER value is trailing data, not padding.
+		if _, err := deviceid.ParseEK(append(append([]byte{}, der...), '\n')); err == nil {
+			t.Errorf("DER certificate ending in 0x%02x, then a newline: accepted", b)
+		}
+	}
+}

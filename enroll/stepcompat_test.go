@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/devid-ssh/devid/caserver"
 	"github.com/devid-ssh/devid/caserver/catest"
@@ -65,6 +66,12 @@ func TestStepAttestationClient(t *testing.T) {
 	}
 	if !chain[0].PublicKey.(*rsa.PublicKey).Equal(ak.Public()) {
 		t.Fatal("the AK certificate is not for step's AK")
+	}
+	// step's tooling caches the AK certificate and presents it at every
+	// later enrolment: it lasts a year by default, not a device
+	// certificate's 24 h.
+	if life := chain[0].NotAfter.Sub(chain[0].NotBefore); life < 365*24*time.Hour {
+		t.Fatalf("the AK certificate lasts %s, want a year", life)
 	}
 }
 

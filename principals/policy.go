@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/devid-ssh/devid/deviceid/idform"
 )
 
 // DefaultPath is where devid-principals reads its policy.
@@ -57,8 +59,7 @@ func (r *Rule) principal(i int, account string) string {
 	return strings.ReplaceAll(r.Principals[i], accountPlaceholder, account)
 }
 
-// ParseError is a line of a policy that does not parse, or, from
-// Policy.Warnings, a line that can never allow a login.
+// ParseError is a line of a policy that does not parse.
 type ParseError struct {
 	File string
 	Line int
@@ -66,6 +67,22 @@ type ParseError struct {
 }
 
 func (e *ParseError) Error() string { return e.File + ":" + strconv.Itoa(e.Line) + ": " + e.Msg }
+
+// Warning is a line of a valid policy that points at a mistake: it can
+// never allow a login (Policy.Warnings). Not an error: the policy is used.
+type Warning struct {
+	File string
+	Line int
+	Msg  string
+}
+
+func (w Warning) String() string { return w.File + ":" + strconv.Itoa(w.Line) + ": " + w.Msg }
+
+// issuedPrefixes start every principal devid puts in a certificate: the
+// device ID, and for a workstation's owner user:EMAIL, login:LOGIN,
+// group:GROUP and collection:COLLECTION (package issuance). A policy
+// principal that starts with none of them matches no devid certificate.
+var issuedPrefixes = []string{idform.Prefix, "user:", "login:", "group:", "collection:"}
 
 // ParseErrors lists every line of a policy that does not parse, in order.
 type ParseErrors []*ParseError
@@ -144,16 +161,23 @@ func (p *Policy) String() string {
 	return b.String()
 }
 
-// Warnings lists the rules that can never allow a login, because an earlier
-// rule matches every login they would, and says so for a policy without
-// rules. A policy with warnings is valid; the warnings point at mistakes.
-func (p *Policy) Warnings() []*ParseError {
-	var ws []*ParseError
+// Warnings lists the rules that can never allow a login with a devid
+// certificate: those an earlier rule matches every login of, and those
+// requiring a principal of no kind devid issues (issuedPrefixes); and says
+// so for a policy without rules. A policy with warnings is valid; the
+// warnings point at mistakes.
+func (p *Policy) Warnings() []Warning {
+	var ws []Warning
 	if len(p.Rules) == 0 {
-		ws = append(ws, &ParseError{File: p.File, Line: 1, Msg: "no rules: every login is denied"})
+		ws = append(ws, Warning{File: p.File, Line: 1, Msg: "no rules: every login is denied"})
 	}
 	for j := range p.Rules {
 		later := &p.Rules[j]
+		if pr, ok := later.foreignPrincipal(); ok {
+			ws = append(ws, Warning{File: p.File, Line: later.Line, Msg: fmt.Sprintf(
+				"principal %q is of no kind devid issues (device IDs %s…, user:, login:, group:, collection:): this line allows no devid certificate", pr, idform.Prefix)})
+			continue
+		}
 		for i := range p.Rules[:j] {
 			earlier := &p.Rules[i]
 			if !earlier.covers(later) {
@@ -163,11 +187,22 @@ func (p *Policy) Warnings() []*ParseError {
 			if earlier.String() == later.String() {
 				msg = fmt.Sprintf("duplicate of line %d", earlier.Line)
 			}
-			ws = append(ws, &ParseError{File: p.File, Line: later.Line, Msg: msg})
+			ws = append(ws, Warning{File: p.File, Line: later.Line, Msg: msg})
 			break
 		}
 	}
 	return ws
+}
+
+// foreignPrincipal returns the first principal of r that starts with none
+// of issuedPrefixes.
+func (r *Rule) foreignPrincipal() (string, bool) {
+	for _, pr := range r.Principals {
+		if !slices.ContainsFunc(issuedPrefixes, func(prefix string) bool { return strings.HasPrefix(pr, prefix) }) {
+			return pr, true
+		}
+	}
+	return "", false
 }
 
 // covers reports whether r matches every login that later matches: it

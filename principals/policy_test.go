@@ -135,7 +135,7 @@ carol group:dev
 `)
 	var got []string
 	for _, w := range p.Warnings() {
-		got = append(got, w.Error())
+		got = append(got, w.String())
 	}
 	want := []string{
 		"principals.conf:3: duplicate of line 1",
@@ -146,7 +146,7 @@ carol group:dev
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
-	if ws := mustParse(t, "# nothing\n").Warnings(); len(ws) != 1 || ws[0].Error() != "principals.conf:1: no rules: every login is denied" {
+	if ws := mustParse(t, "# nothing\n").Warnings(); len(ws) != 1 || ws[0].String() != "principals.conf:1: no rules: every login is denied" {
 		t.Errorf("empty policy: %v", ws)
 	}
 }
@@ -233,5 +233,29 @@ func TestByteClass(t *testing.T) {
 		if got := principals.ByteClass[b]; got != want {
 			t.Errorf("class of %#02x = %d, want %d", b, got, want)
 		}
+	}
+}
+
+// TestWarningsForeignPrincipals: a principal of a kind devid never issues
+// (grp:sre for group:sre) can never match a devid certificate: a warning,
+// not an error (the line allows nobody, so it locks nobody out), of its own
+// type.
+func TestWarningsForeignPrincipals(t *testing.T) {
+	p := mustParse(t, `admin grp:sre
+* login:{account}
+ops group:ops host:web
+web user:alice@example.com collection:web urn:ek:sha256:q1w2e3r4t5y6u7i8o9p0q1w2e3r4t5y6u7i8o9p0q1w=
+`)
+	var ws []principals.Warning = p.Warnings()
+	var got []string
+	for _, w := range ws {
+		got = append(got, w.String())
+	}
+	want := []string{
+		`principals.conf:1: principal "grp:sre" is of no kind devid issues (device IDs urn:ek:sha256:…, user:, login:, group:, collection:): this line allows no devid certificate`,
+		`principals.conf:3: principal "host:web" is of no kind devid issues (device IDs urn:ek:sha256:…, user:, login:, group:, collection:): this line allows no devid certificate`,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }

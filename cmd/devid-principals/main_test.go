@@ -277,6 +277,11 @@ func TestCheck(t *testing.T) {
 	if r.code != 0 || r.stdout != good+": OK, 3 rules\n" || r.stderr != good+":4: warning: duplicate of line 2\n" {
 		t.Errorf("good policy: exit %d\nstdout %q\nstderr %q", r.code, r.stdout, r.stderr)
 	}
+	foreign := file(t, dir, "foreign.conf", "admin grp:sre\n")
+	r = run(t, "check", "--policy", foreign)
+	if r.code != 0 || r.stdout != foreign+": OK, 1 rules\n" || !strings.Contains(r.stderr, foreign+`:1: warning: principal "grp:sre" is of no kind devid issues`) {
+		t.Errorf("foreign principal: exit %d\nstdout %q\nstderr %q", r.code, r.stdout, r.stderr)
+	}
 	r = run(t, "check", "--policy", bad)
 	wantErr := bad + ":1: account admin lists no principals\n" +
 		bad + ":2: unknown placeholder {user} (the only one is {account})\n" +

@@ -45,8 +45,8 @@ func initCmd() *cliutil.Command {
 		Usage: "--dir DIR [--dns NAMES] [--address HOST:PORT] [--name NAME] [--admin NAME]",
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&o.Dir, "dir", "", "directory for the CA (required; must not hold a CA)")
-			fs.StringVar(&dns, "dns", "", "comma-separated DNS names and IP addresses clients use to reach the CA (default: this host's name, localhost, 127.0.0.1)")
-			fs.StringVar(&o.Address, "address", ":8443", "address to listen on")
+			fs.StringVar(&dns, "dns", "", "comma-separated DNS names (RFC 1123) and IP addresses clients use to reach the CA (default: this host's name, localhost, 127.0.0.1)")
+			fs.StringVar(&o.Address, "address", ":8443", "address to listen on, HOST:PORT or :PORT (port 1-65535)")
 			fs.StringVar(&o.Name, "name", "devid", "CA name, in certificate subjects")
 			fs.StringVar(&o.AdminName, "admin", "admin", "name of the first admin")
 		},
@@ -58,7 +58,9 @@ func initCmd() *cliutil.Command {
 				return cliutil.Usagef("--dir is required")
 			}
 			if dns != "" {
-				o.DNSNames = strings.Split(dns, ",")
+				for _, n := range strings.Split(dns, ",") {
+					o.DNSNames = append(o.DNSNames, strings.TrimSpace(n))
+				}
 			} else {
 				if h, err := os.Hostname(); err == nil {
 					o.DNSNames = append(o.DNSNames, h)

@@ -13,6 +13,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -20,8 +21,10 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
+	"github.com/devid-ssh/devid/adminapi"
 	"github.com/devid-ssh/devid/internal/atomicfile"
 	"github.com/devid-ssh/devid/internal/cliutil"
 	"github.com/devid-ssh/devid/inventory"
@@ -32,12 +35,12 @@ func bootstrapCmd() *cliutil.Command {
 	var force bool
 	return &cliutil.Command{
 		Name:    "bootstrap",
-		Summary: "fetch the CA's root certificate, check it against a fingerprint, and pin it (as step ca bootstrap)",
+		Summary: "fetch the CA's root certificate, check it against a fingerprint, and pin it (as step ca bootstrap); check the admin certificate with the CA",
 		Usage:   "--ca-url URL --fingerprint SHA256 [--admin-cert FILE --admin-key FILE] [--force]",
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&caURL, "ca-url", "", "CA URL, https://host:port (required)")
 			fs.StringVar(&fp, "fingerprint", "", "SHA-256 fingerprint of the root certificate, hex, as devid-ca init printed it (required)")
-			fs.StringVar(&adminCert, "admin-cert", "", "admin client certificate `file` to use from now on")
+			fs.StringVar(&adminCert, "admin-cert", "", "admin client certificate `file` to use from now on; checked with the CA before anything is written")
 			fs.StringVar(&adminKey, "admin-key", "", "admin client key `file` to use from now on")
 			fs.BoolVar(&force, "force", false, "replace an existing configuration")
 		},
@@ -61,6 +64,14 @@ func bootstrapCmd() *cliutil.Command {
 			root, err := fetchRoot(caURL, fp)
 			if err != nil {
 				return err
+			}
+			admin := ""
+			if adminCert != "" {
+				// Before anything is written: a pair that does not load, or
+				// that the CA refuses, would only fail the next command.
+				if admin, err = checkAdmin(caURL, root, adminCert, adminKey); err != nil {
+					return fmt.Errorf("bootstrap: %w; nothing written", err)
+				}
 			}
 			dir := filepath.Dir(path)
 			if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -86,9 +97,68 @@ func bootstrapCmd() *cliutil.Command {
 				return err
 			}
 			fmt.Fprintf(env.Stdout, "The root certificate has been saved in %s.\nThe configuration has been saved in %s.\n", rootFile, path)
+			if admin != "" {
+				fmt.Fprintf(env.Stdout, "The CA knows this certificate as admin %q.\n", admin)
+			}
 			return nil
 		},
 	}
+}
+
+// checkAdmin loads an admin certificate and its key, checks that they are
+// a pair, and asks the CA (trusted through root) who it is, with it. It
+// returns the admin name the CA sees.
+func checkAdmin(caURL string, root *x509.Certificate, certFile, keyFile string) (string, error) {
+	kp, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return "", fmt.Errorf("admin certificate %s and key %s: %w", certFile, keyFile, err)
+	}
+	leaf := kp.Leaf
+	if leaf == nil {
+		if leaf, err = x509.ParseCertificate(kp.Certificate[0]); err != nil {
+			return "", fmt.Errorf("admin certificate %s: %w", certFile, err)
+		}
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(root)
+	// HTTP/1.1 only: over HTTP/2 the CA's TLS alert reaches the caller as
+	// "client conn could not be established", and a refusal could not be
+	// told from a network failure.
+	tc := &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{kp}, MinVersion: tls.VersionTLS12}
+	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tc,
+		TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}}}
+	refused := func(why any) error {
+		return fmt.Errorf("the CA at %s refuses admin certificate %s (CN %s, issued by %q): it is not issued by this CA's admin CA, or has expired (%v)",
+			strings.TrimRight(caURL, "/"), certFile, leaf.Subject.CommonName, leaf.Issuer.CommonName, why)
+	}
+	resp, err := hc.Get(strings.TrimRight(caURL, "/") + adminapi.Prefix + "whoami")
+	if err != nil {
+		// A client certificate that does not chain to the CA's admin CA
+		// ends the TLS handshake: an alert, or a reset or broken pipe.
+		var op *net.OpError
+		if errors.As(err, &op) && op.Op == "remote error" || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) {
+			return "", refused(err)
+		}
+		return "", fmt.Errorf("asking the CA who admin certificate %s is: %w", certFile, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return "", fmt.Errorf("asking the CA who admin certificate %s is: %w", certFile, err)
+	}
+	switch {
+	case resp.StatusCode == http.StatusForbidden || resp.StatusCode == http.StatusUnauthorized:
+		return "", refused(fmt.Sprintf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(body))))
+	case resp.StatusCode != http.StatusOK:
+		return "", fmt.Errorf("asking the CA who admin certificate %s is: %s: %s", certFile, resp.Status, strings.TrimSpace(string(body)))
+	}
+	var who struct {
+		Admin string `json:"admin"`
+	}
+	if err := json.Unmarshal(body, &who); err != nil || who.Admin == "" {
+		return "", fmt.Errorf("asking the CA who admin certificate %s is: no admin name in the answer %q", certFile, body)
+	}
+	return who.Admin, nil
 }
 
 // fetchRoot gets the root certificate whose SHA-256 fingerprint is fp from

@@ -7,9 +7,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
+	"math"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/devid-ssh/devid/enroll"
@@ -27,14 +32,14 @@ func enrollCmd() *cliutil.Command {
 	return &cliutil.Command{
 		Name:    "enroll",
 		Summary: "attest this machine's TPM to the CA and get an SSH certificate for a public key (by hand; devid-hostd does this for hosts)",
-		Usage:   "--key FILE.pub [--type host|user] [--principals N1,N2] [--tpm /dev/tpmrm0|unix:PATH|tcp:HOST:PORT] [--out FILE]",
+		Usage:   "--key FILE.pub [--type host|user] [--principals N1,N2] [--tpm /dev/tpmrm0|unix:PATH|tcp:HOST:PORT] [--out FILE] [--json]",
 		Flags: func(fs *flag.FlagSet) {
 			c.flags(fs)
 			fs.StringVar(&tpmAddr, "tpm", "/dev/tpmrm0", "the TPM: a device, unix:PATH or tcp:HOST:PORT (a swtpm)")
 			fs.StringVar(&certType, "type", "host", "SSH certificate type: host (for a host device) or user (for a workstation)")
 			fs.StringVar(&principals, "principals", "", "comma-separated host names and addresses for a host certificate (default: this host's name)")
 			fs.StringVar(&keyFile, "key", "", "the SSH public key `file` to certify (required)")
-			fs.StringVar(&out, "out", "", "write the SSH certificate to this `file` (default: standard output)")
+			fs.StringVar(&out, "out", "", "write the SSH certificate to this `file`, in an existing directory (default: standard output)")
 			fs.BoolVar(&verbose, "v", false, "log each step on standard error")
 		},
 		Run: func(env *cliutil.Env, args []string) error {
@@ -46,6 +51,13 @@ func enrollCmd() *cliutil.Command {
 			}
 			if certType != "host" && certType != "user" {
 				return cliutil.Usagef("--type %q: want host or user", certType)
+			}
+			if out != "" {
+				// Before the CA issues anything: a certificate that cannot
+				// be written would be lost.
+				if err := checkDestination(out); err != nil {
+					return fmt.Errorf("enroll: --out %s: %w", out, err)
+				}
 			}
 			b, err := os.ReadFile(keyFile)
 			if err != nil {
@@ -79,12 +91,12 @@ func enrollCmd() *cliutil.Command {
 				return err
 			}
 			defer t.Close()
-			return runEnroll(env, enroll.New(caURL, roots, log), t, certType, names, pub, out)
+			return runEnroll(env, enroll.New(caURL, roots, log), t, certType, names, pub, out, c.json)
 		},
 	}
 }
 
-func runEnroll(env *cliutil.Env, cl *enroll.Client, t *tpm.TPM, certType string, names []string, pub ssh.PublicKey, out string) error {
+func runEnroll(env *cliutil.Env, cl *enroll.Client, t *tpm.TPM, certType string, names []string, pub ssh.PublicKey, out string, asJSON bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	start := time.Now()
@@ -108,14 +120,99 @@ func runEnroll(env *cliutil.Env, cl *enroll.Client, t *tpm.TPM, certType string,
 		return err
 	}
 	fmt.Fprintf(w, "SSH %s certificate: key ID %q, serial %d, principals %s, until %s\n", certType, cert.KeyId, cert.Serial,
-		strings.Join(cert.ValidPrincipals, ","), time.Unix(int64(cert.ValidBefore), 0).UTC().Format(time.RFC3339))
+		strings.Join(cert.ValidPrincipals, ","), certTime(cert.ValidBefore).Format(time.RFC3339))
 	fmt.Fprintf(w, "Enrolled in %s.\n", time.Since(start).Round(time.Millisecond))
 	line := ssh.MarshalAuthorizedKey(cert)
+	rep := enrollReport{DeviceID: att.DeviceID, AKCertificate: x509Report(att.Chain[0]), DeviceCertificate: x509Report(dc.Chain[0]),
+		SSHCertificate: sshCertReport{Type: certType, KeyID: cert.KeyId, Serial: strconv.FormatUint(cert.Serial, 10),
+			Principals: cert.ValidPrincipals, ValidAfter: certTime(cert.ValidAfter), ValidBefore: certTime(cert.ValidBefore), File: out},
+		Files: []string{}}
 	if out == "" {
+		if asJSON {
+			rep.SSHCertificate.Certificate = strings.TrimSpace(string(line))
+			return writeJSON(env, rep)
+		}
 		_, err = env.Stdout.Write(line)
 		return err
 	}
-	return atomicfile.WriteFile(out, line, 0o644)
+	if err := atomicfile.WriteFile(out, line, 0o644); err != nil {
+		return err
+	}
+	if asJSON {
+		rep.Files = append(rep.Files, out)
+		return writeJSON(env, rep)
+	}
+	return nil
+}
+
+// enrollReport is what devid enroll --json prints. Serials are decimal
+// strings (JSON numbers lose precision above 2^53 in many readers), times
+// RFC 3339.
+type enrollReport struct {
+	DeviceID          string        `json:"deviceId"`
+	AKCertificate     x509Summary   `json:"akCertificate"`
+	DeviceCertificate x509Summary   `json:"deviceCertificate"`
+	SSHCertificate    sshCertReport `json:"sshCertificate"`
+	Files             []string      `json:"files"` // files written
+}
+
+type x509Summary struct {
+	Subject   string    `json:"subject"`
+	Issuer    string    `json:"issuer"` // common name
+	Serial    string    `json:"serial"`
+	NotBefore time.Time `json:"notBefore"`
+	NotAfter  time.Time `json:"notAfter"`
+}
+
+type sshCertReport struct {
+	Type        string    `json:"type"` // host or user
+	KeyID       string    `json:"keyId"`
+	Serial      string    `json:"serial"`
+	Principals  []string  `json:"principals"`
+	ValidAfter  time.Time `json:"validAfter"`
+	ValidBefore time.Time `json:"validBefore"`
+	File        string    `json:"file,omitempty"`        // where it was written (--out)
+	Certificate string    `json:"certificate,omitempty"` // the certificate itself, without --out
+}
+
+func x509Report(c *x509.Certificate) x509Summary {
+	return x509Summary{Subject: c.Subject.String(), Issuer: c.Issuer.CommonName, Serial: c.SerialNumber.String(),
+		NotBefore: c.NotBefore.UTC(), NotAfter: c.NotAfter.UTC()}
+}
+
+// certTime converts an SSH certificate time (seconds since the epoch).
+func certTime(t uint64) time.Time {
+	if t > math.MaxInt64 {
+		t = math.MaxInt64
+	}
+	return time.Unix(int64(t), 0).UTC()
+}
+
+// checkDestination checks that a file can be written at path (atomically:
+// a temporary file beside it, then a rename) without writing it.
+func checkDestination(path string) error {
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return errors.New("is a directory")
+	}
+	dir := filepath.Dir(path)
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("directory %s does not exist", dir)
+	case err != nil && errors.Is(err, syscall.ENOTDIR):
+		return fmt.Errorf("%s is not a directory", dir)
+	case err != nil:
+		return err
+	case !fi.IsDir():
+		return fmt.Errorf("%s is not a directory", dir)
+	}
+	f, err := os.CreateTemp(dir, ".devid-enroll-check-*")
+	if err != nil {
+		return fmt.Errorf("cannot write in %s: %w", dir, err)
+	}
+	name := f.Name()
+	f.Close()
+	return os.Remove(name)
 }
 
 // trust returns the CA URL and pinned roots, from flags over the

@@ -1,6 +1,7 @@
 package devidcli
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/hex"
 	"flag"
@@ -150,7 +151,7 @@ func krlInspectCmd() *cliutil.Command {
 	var asJSON bool
 	return &cliutil.Command{
 		Name:    "inspect",
-		Summary: "show what a KRL revokes, or why OpenSSH would refuse it",
+		Summary: "show what a KRL (or a RevokedKeys list of keys) revokes, or why OpenSSH would refuse it",
 		Usage:   "FILE [--json]",
 		Flags: func(fs *flag.FlagSet) {
 			fs.BoolVar(&asJSON, "json", false, "print JSON instead of text")
@@ -162,6 +163,9 @@ func krlInspectCmd() *cliutil.Command {
 			b, err := readInput(env, args[0])
 			if err != nil {
 				return err
+			}
+			if !bytes.HasPrefix(b, []byte(krlMagic)) {
+				return inspectKeyList(env, args[0], b, asJSON)
 			}
 			k, err := krl.Parse(b)
 			if err != nil {
@@ -177,8 +181,65 @@ func krlInspectCmd() *cliutil.Command {
 	}
 }
 
+// krlMagic starts every binary KRL (PROTOCOL.krl).
+const krlMagic = "SSHKRL\n\x00"
+
+// inspectKeyList reports on a RevokedKeys file without the KRL magic, as
+// sshd reads it (OpenSSH's sshkey_check_revoked): a list of public keys,
+// one a line, blank lines and lines starting with # skipped (after spaces
+// and tabs). A listed key is revoked, with its certificates and those it
+// signed as a CA; any other line makes sshd refuse every public-key login.
+func inspectKeyList(env *cliutil.Env, name string, b []byte, asJSON bool) error {
+	var keys []string
+	for i, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimLeft(line, " \t")
+		if line == "" || line[0] == '#' || line[0] == 0 {
+			continue
+		}
+		key, err := parseKeyLine(line)
+		if err != nil {
+			return fmt.Errorf("%s: not a binary KRL, so sshd reads it as a list of public keys; line %d is not a public key, so sshd refuses every public-key login (%v)", name, i+1, err)
+		}
+		keys = append(keys, authorizedKeyLine(key))
+	}
+	if asJSON {
+		return writeJSON(env, &krlReport{Format: "keys", Size: len(b), Certificates: []krlCertReport{}, Keys: append([]string{}, keys...), SHA1: []string{}, SHA256: []string{}})
+	}
+	w := env.Stdout
+	fmt.Fprintf(w, "# %s: not a binary KRL (no SSHKRL magic), so sshd reads it as a list of public keys\n", name)
+	if len(keys) == 0 {
+		fmt.Fprintf(w, "# %d bytes; it lists no keys, so sshd revokes nothing: every login otherwise allowed gets in\n", len(b))
+		return nil
+	}
+	fmt.Fprintf(w, "# %d bytes; sshd revokes these %d keys (and certificates of them or signed by them)\n", len(b), len(keys))
+	printLines(w, "keys", "key: ", keys)
+	return nil
+}
+
+// parseKeyLine parses "TYPE BASE64 [COMMENT]", as sshd's sshkey_read does:
+// no authorized_keys options.
+func parseKeyLine(line string) (ssh.PublicKey, error) {
+	f := strings.Fields(line)
+	if len(f) < 2 {
+		return nil, fmt.Errorf("want TYPE BASE64 [COMMENT]")
+	}
+	blob, err := base64.StdEncoding.DecodeString(f[1])
+	if err != nil {
+		return nil, fmt.Errorf("base64: %v", err)
+	}
+	key, err := ssh.ParsePublicKey(blob)
+	if err != nil {
+		return nil, err
+	}
+	if key.Type() != f[0] {
+		return nil, fmt.Errorf("key type %s, but the line says %s", key.Type(), f[0])
+	}
+	return key, nil
+}
+
 // krlReport is inspect's output (and its JSON).
 type krlReport struct {
+	Format       string          `json:"format"` // "krl", or "keys" for a list of public keys
 	Version      uint64          `json:"version"`
 	Generated    *time.Time      `json:"generated,omitempty"`
 	Comment      string          `json:"comment"`
@@ -199,7 +260,7 @@ type krlCertReport struct {
 }
 
 func inspect(k *krl.KRL, size int) *krlReport {
-	rep := &krlReport{Version: k.Version, Comment: k.Comment, Size: size,
+	rep := &krlReport{Format: "krl", Version: k.Version, Comment: k.Comment, Size: size,
 		Certificates: []krlCertReport{}, Keys: []string{}, SHA1: []string{}, SHA256: []string{}}
 	if !k.Generated.IsZero() {
 		rep.Generated = &k.Generated

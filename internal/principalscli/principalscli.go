@@ -83,7 +83,7 @@ func checkCmd() *cliutil.Command {
 	return &cliutil.Command{
 		Name:    name + " check",
 		Usage:   "[--policy PATH]",
-		Summary: "Checks a policy file as devid-principals reads it: exit 0 if it parses (warnings\non standard error), 1 with every error, as FILE:LINE: message, on standard error.",
+		Summary: "Checks a policy file as devid-principals reads it: exit 0 if it parses (warnings on\nstandard error: lines never used, principals of no kind devid issues), 1 with every error, as FILE:LINE: message, on standard error.",
 		Flags:   func(fs *flag.FlagSet) { policyFlag(fs, &path) },
 		Run: func(env *cliutil.Env, args []string) error {
 			if err := cliutil.Args(args, 0, 0, "no arguments"); err != nil {
