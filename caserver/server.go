@@ -197,7 +197,6 @@ func (s *Server) open(opts Options) error {
 	if s.revoke, err = s.openRevocation(ndb, opts.Now); err != nil {
 		return err
 	}
-	s.inv.OnDeviceChange(s.revoke.OnDeviceChange)
 	if s.acmeDB, err = acmenosql.New(ndb); err != nil {
 		return fmt.Errorf("devid-ca: ACME store: %w", err)
 	}

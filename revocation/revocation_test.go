@@ -52,15 +52,24 @@ func newFixture(t *testing.T) *fixture {
 	}
 	t.Cleanup(func() { db.Close() })
 	f := &fixture{db: db, clk: fakeclock.New(time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)), hostCA: signer(t), userCA: signer(t), serial: 100}
-	if f.inv, err = inventory.Open(db, f.clk.Now); err != nil {
+	if err := f.open(db); err != nil {
 		t.Fatal(err)
+	}
+	return f
+}
+
+// open opens the inventory and the revocation store on db, as devid-ca
+// does at start.
+func (f *fixture) open(db nosql.DB) error {
+	var err error
+	if f.inv, err = inventory.Open(db, f.clk.Now); err != nil {
+		return err
 	}
 	if f.rev, err = revocation.Open(revocation.Config{HostCA: f.hostCA.PublicKey(), UserCA: f.userCA.PublicKey(), Signer: f.userCA,
 		MaxLifetime: 24 * time.Hour, Now: f.clk.Now, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}, db, f.inv); err != nil {
-		t.Fatal(err)
+		return err
 	}
-	f.inv.OnDeviceChange(f.rev.OnDeviceChange)
-	return f
+	return nil
 }
 
 func (f *fixture) device(t *testing.T, name string, kind inventory.Kind) *inventory.Device {
