@@ -13,7 +13,12 @@
 //	{"error": "...", "field": "...", "line": N}
 //
 // with 400 for invalid input, 404 for an unknown device or user, 409 for a
-// conflict (a duplicate, a status change the status machine refuses).
+// conflict (a duplicate, a status change the status machine refuses, a
+// certificate revoked already).
+//
+// SSH certificate serials are JSON strings of decimal digits in every
+// response (they use all 64 bits; JSON numbers above 2^53 lose precision in
+// many readers); requests may give them as strings or as numbers.
 package adminapi
 
 import (
@@ -114,7 +119,7 @@ type Revoker interface {
 // RevokeRequest is the body of POST /devid/v1/certs/revoke: a serial, or
 // the certificate itself (OpenSSH authorized_keys format).
 type RevokeRequest struct {
-	Serial      uint64 `json:"serial,omitempty"`
+	Serial      revocation.Serial `json:"serial,omitempty"`
 	Certificate string `json:"certificate,omitempty"`
 	Reason      string `json:"reason,omitempty"`
 }
@@ -139,12 +144,15 @@ func (h *Handler) revokeCert(w http.ResponseWriter, r *http.Request) {
 		}
 		rc, err = h.revoke.RevokeCert(actor(r), c, req.Reason)
 	case req.Serial != 0:
-		rc, err = h.revoke.RevokeSerial(actor(r), req.Serial, req.Reason)
+		rc, err = h.revoke.RevokeSerial(actor(r), uint64(req.Serial), req.Reason)
 	default:
 		writeError(w, http.StatusBadRequest, &apiError{Error: "give the serial or the certificate to revoke"})
 		return
 	}
+	var already *revocation.AlreadyRevokedError
 	switch {
+	case errors.As(err, &already):
+		writeError(w, http.StatusConflict, &apiError{Error: err.Error()})
 	case errors.Is(err, revocation.ErrUnknownCertificate):
 		writeError(w, http.StatusNotFound, &apiError{Error: err.Error(), Field: "serial"})
 	case err != nil && strings.Contains(err.Error(), "was not signed by this CA"):
@@ -318,7 +326,28 @@ func (h *Handler) audit(w http.ResponseWriter, r *http.Request) {
 	if entries == nil {
 		entries = []inventory.AuditEntry{}
 	}
+	for i, e := range entries {
+		entries[i].After = serialsAsStrings(e)
+	}
 	writeJSON(w, http.StatusOK, AuditList{entries})
+}
+
+// serialsAsStrings returns an audit entry's "after", with the serial of a
+// cert.revoke entry as a string: entries written before serials were
+// strings hold a JSON number.
+func serialsAsStrings(e inventory.AuditEntry) json.RawMessage {
+	if e.Action != "cert.revoke" {
+		return e.After
+	}
+	var rc revocation.RevokedCert
+	if json.Unmarshal(e.After, &rc) != nil {
+		return e.After
+	}
+	b, err := json.Marshal(rc)
+	if err != nil {
+		return e.After
+	}
+	return b
 }
 
 func isID(s string) bool { return len(s) > 4 && s[:4] == "urn:" || bytes.ContainsRune([]byte(s), '@') }

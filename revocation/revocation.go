@@ -302,6 +302,15 @@ func (e *AlreadyRevokedError) Error() string {
 func (s *Store) RevokeSerial(actor string, serial uint64, reason string) (*RevokedCert, error) {
 	b, err := s.db.Get(sshCertsTable, []byte(strconv.FormatUint(serial, 10)))
 	if database.IsErrNotFound(err) {
+		// Revoked already by its file (a certificate step-ca did not
+		// record): say so rather than that it is unknown.
+		for _, typ := range []string{"user", "host"} {
+			if prev, err := s.revoked([]byte(typ + ":" + strconv.FormatUint(serial, 10))); err != nil {
+				return nil, fmt.Errorf("revocation: %w", err)
+			} else if prev != nil {
+				return nil, &AlreadyRevokedError{Revoked: prev}
+			}
+		}
 		return nil, fmt.Errorf("revocation: serial %d: %w", serial, ErrUnknownCertificate)
 	}
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -255,5 +256,52 @@ func TestLongPoll(t *testing.T) {
 	resp, _ := http.Get(srv.URL + "?after=x")
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Fatalf("bad after: %d", resp.StatusCode)
+	}
+}
+
+// TestRevokeTwice: a second revocation of a serial, by hand or by bringing
+// the device back, keeps the first one's reason and time, and is not
+// audited again.
+func TestRevokeTwice(t *testing.T) {
+	f := newFixture(t)
+	laptop := f.device(t, "laptop", inventory.KindWorkstation)
+	c := f.issue(t, laptop, 16*time.Hour)
+	first, err := f.rev.RevokeSerial("root", c.Serial, "key leaked")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.clk.Advance(time.Hour)
+	_, err = f.rev.RevokeSerial("root", c.Serial, "again")
+	var already *revocation.AlreadyRevokedError
+	if !errors.As(err, &already) || already.Revoked.Reason != "key leaked" || !already.Revoked.RevokedAt.Equal(first.RevokedAt) {
+		t.Fatalf("second revocation: %v, want an AlreadyRevokedError with the first reason and time", err)
+	}
+	if want := "was already revoked at 2026-11-01T12:00:00Z (key leaked); nothing changed"; !strings.Contains(err.Error(), want) {
+		t.Errorf("second revocation: %q, want %q", err, want)
+	}
+	// Quarantined and back: the revocation by hand stays as it was.
+	if _, err := f.inv.SetStatus("test", laptop.ID, inventory.StatusQuarantined, "lost"); err != nil {
+		t.Fatal(err)
+	}
+	f.clk.Advance(time.Hour)
+	if _, err := f.inv.SetStatus("test", laptop.ID, inventory.StatusActive, "found"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.rev.RevokeCert("root", c, "third")
+	if !errors.As(err, &already) || already.Revoked.Reason != "key leaked" {
+		t.Fatalf("after reactivation: %v, want the first reason", err)
+	}
+	if _, k := f.current(t); !k.IsRevoked(c) {
+		t.Fatal("not revoked")
+	}
+	audit, _ := f.inv.Audit(laptop.ID)
+	var revokes []inventory.AuditEntry
+	for _, e := range audit {
+		if e.Action == "cert.revoke" {
+			revokes = append(revokes, e)
+		}
+	}
+	if len(revokes) != 1 || revokes[0].Reason != "key leaked" || !strings.Contains(string(revokes[0].After), `"serial":"`+strconv.FormatUint(c.Serial, 10)+`"`) {
+		t.Fatalf("cert.revoke audit entries: %+v, want one, with the serial and the first reason", revokes)
 	}
 }
