@@ -120,8 +120,8 @@ type Revoker interface {
 // the certificate itself (OpenSSH authorized_keys format).
 type RevokeRequest struct {
 	Serial      revocation.Serial `json:"serial,omitempty"`
-	Certificate string `json:"certificate,omitempty"`
-	Reason      string `json:"reason,omitempty"`
+	Certificate string            `json:"certificate,omitempty"`
+	Reason      string            `json:"reason,omitempty"`
 }
 
 func (h *Handler) revokeCert(w http.ResponseWriter, r *http.Request) {

@@ -192,11 +192,11 @@ type krlReport struct {
 }
 
 type krlCertReport struct {
-	CA            string            `json:"ca"` // authorized_keys format; empty: any CA
-	CAFingerprint string            `json:"caFingerprint,omitempty"`
-	SerialCount   uint64            `json:"serialCount"`
-	Serials       []serialRange     `json:"serials"`
-	KeyIDs        []string          `json:"keyIds"`
+	CA            string        `json:"ca"` // authorized_keys format; empty: any CA
+	CAFingerprint string        `json:"caFingerprint,omitempty"`
+	SerialCount   uint64        `json:"serialCount"`
+	Serials       []serialRange `json:"serials"`
+	KeyIDs        []string      `json:"keyIds"`
 }
 
 func inspect(k *krl.KRL, size int) *krlReport {
