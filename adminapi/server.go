@@ -30,7 +30,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -183,30 +186,99 @@ type (
 	}
 )
 
+// listDevices serves GET /devid/v1/devices[?status=S&kind=K&collection=C&owner=EMAIL].
+// A filter that can match nothing because it is misspelt is a 400 naming
+// the parameter: an unknown parameter, status or kind, an owner who is not
+// a user, a collection no device is in.
 func (h *Handler) listDevices(w http.ResponseWriter, r *http.Request) {
+	q, ok := listQuery(w, r, "status", "kind", "collection", "owner")
+	if !ok {
+		return
+	}
+	if s, ok := q["status"]; ok {
+		if _, err := inventory.ParseStatus(s); err != nil {
+			writeError(w, http.StatusBadRequest, &apiError{Error: "status: " + err.Error(), Field: "status"})
+			return
+		}
+	}
+	if k, ok := q["kind"]; ok {
+		if _, err := inventory.ParseKind(k); err != nil {
+			writeError(w, http.StatusBadRequest, &apiError{Error: "kind: " + err.Error(), Field: "kind"})
+			return
+		}
+	}
+	if o, ok := q["owner"]; ok {
+		u, err := h.store.User(o)
+		if errors.Is(err, inventory.ErrNotFound) {
+			writeError(w, http.StatusBadRequest, &apiError{Error: "owner: no user " + o, Field: "owner"})
+			return
+		}
+		if err != nil {
+			h.fail(w, r, err)
+			return
+		}
+		q["owner"] = u.Email
+	}
 	devs, err := h.store.Devices()
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	q := r.URL.Query()
+	if c, ok := q["collection"]; ok && !slices.ContainsFunc(devs, func(d *inventory.Device) bool { return d.Collection == c }) {
+		writeError(w, http.StatusBadRequest, &apiError{Error: fmt.Sprintf("collection: no device is in collection %q", c), Field: "collection"})
+		return
+	}
 	out := []*inventory.Device{}
 	for _, d := range devs {
-		if s := q.Get("status"); s != "" && string(d.Status) != s {
-			continue
-		}
-		if k := q.Get("kind"); k != "" && string(d.Kind) != k {
-			continue
-		}
-		if c := q.Get("collection"); c != "" && d.Collection != c {
-			continue
-		}
-		if o := q.Get("owner"); o != "" && d.Owner != o {
+		if !matches(q, "status", string(d.Status)) || !matches(q, "kind", string(d.Kind)) ||
+			!matches(q, "collection", d.Collection) || !matches(q, "owner", d.Owner) {
 			continue
 		}
 		out = append(out, d)
 	}
 	writeJSON(w, http.StatusOK, DeviceList{out})
+}
+
+// matches reports whether value passes the filter q[param], if there is one.
+func matches(q map[string]string, param, value string) bool {
+	want, ok := q[param]
+	return !ok || want == value
+}
+
+// listQuery reads a list endpoint's query: only the parameters allowed,
+// each once, not empty. On an error it answers 400 naming the parameter.
+func listQuery(w http.ResponseWriter, r *http.Request, allowed ...string) (map[string]string, bool) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, &apiError{Error: "query: " + err.Error()})
+		return nil, false
+	}
+	want := "this list takes none"
+	if len(allowed) > 0 {
+		want = "want " + strings.Join(allowed[:len(allowed)-1], ", ")
+		if len(allowed) > 1 {
+			want += " or "
+		}
+		want += allowed[len(allowed)-1]
+	}
+	out := map[string]string{}
+	for _, k := range slices.Sorted(maps.Keys(q)) {
+		var msg string
+		switch vs := q[k]; {
+		case !slices.Contains(allowed, k):
+			msg = fmt.Sprintf("unknown query parameter %q (%s)", k, want)
+		case len(vs) > 1:
+			msg = fmt.Sprintf("%s: given %d times; give it once", k, len(vs))
+		case vs[0] == "":
+			msg = fmt.Sprintf("%s: empty; leave the parameter out not to filter on it", k)
+		default:
+			out[k] = vs[0]
+			continue
+		}
+		writeError(w, http.StatusBadRequest, &apiError{Error: msg, Field: k})
+		return nil, false
+	}
+	return out, true
 }
 
 func (h *Handler) addDevice(w http.ResponseWriter, r *http.Request) {
@@ -276,6 +348,9 @@ func (h *Handler) doImport(w http.ResponseWriter, r *http.Request, imp func(acto
 }
 
 func (h *Handler) listUsers(w http.ResponseWriter, r *http.Request) {
+	if _, ok := listQuery(w, r); !ok {
+		return
+	}
 	users, err := h.store.Users()
 	if err != nil {
 		h.fail(w, r, err)
@@ -311,7 +386,11 @@ func (h *Handler) getUser(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) audit(w http.ResponseWriter, r *http.Request) {
-	subject := r.URL.Query().Get("subject")
+	q, ok := listQuery(w, r, "subject")
+	if !ok {
+		return
+	}
+	subject := q["subject"]
 	if subject != "" && !isID(subject) {
 		// A device name: audit entries are by device ID.
 		if d, err := h.store.Device(subject); err == nil {
