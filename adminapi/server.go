@@ -191,7 +191,7 @@ type (
 // the parameter: an unknown parameter, status or kind, an owner who is not
 // a user, a collection no device is in.
 func (h *Handler) listDevices(w http.ResponseWriter, r *http.Request) {
-	q, ok := listQuery(w, r, "status", "kind", "collection", "owner")
+	q, ok := query(w, r, "status", "kind", "collection", "owner")
 	if !ok {
 		return
 	}
@@ -245,9 +245,9 @@ func matches(q map[string]string, param, value string) bool {
 	return !ok || want == value
 }
 
-// listQuery reads a list endpoint's query: only the parameters allowed,
+// query reads a request's query: only the parameters allowed,
 // each once, not empty. On an error it answers 400 naming the parameter.
-func listQuery(w http.ResponseWriter, r *http.Request, allowed ...string) (map[string]string, bool) {
+func query(w http.ResponseWriter, r *http.Request, allowed ...string) (map[string]string, bool) {
 	q, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, &apiError{Error: "query: " + err.Error()})
@@ -327,17 +327,28 @@ func (h *Handler) importUsers(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) doImport(w http.ResponseWriter, r *http.Request, imp func(actor, file string, data []byte, dryRun bool) (*inventory.ImportReport, error)) {
+	// A misspelt dry_run would otherwise import for real.
+	q, ok := query(w, r, "file", "dry_run")
+	if !ok {
+		return
+	}
+	var dryRun bool
+	if v, ok := q["dry_run"]; ok {
+		var err error
+		if dryRun, err = strconv.ParseBool(v); err != nil {
+			writeError(w, http.StatusBadRequest, &apiError{Error: fmt.Sprintf("dry_run: want true or false, not %q", v), Field: "dry_run"})
+			return
+		}
+	}
 	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 	if err != nil {
 		writeError(w, http.StatusRequestEntityTooLarge, &apiError{Error: "import: " + err.Error()})
 		return
 	}
-	q := r.URL.Query()
-	file := q.Get("file")
+	file := q["file"]
 	if file == "" {
 		file = "import"
 	}
-	dryRun, _ := strconv.ParseBool(q.Get("dry_run"))
 	rep, err := imp(actor(r), file, data, dryRun)
 	if err != nil {
 		h.fail(w, r, err)
@@ -348,7 +359,7 @@ func (h *Handler) doImport(w http.ResponseWriter, r *http.Request, imp func(acto
 }
 
 func (h *Handler) listUsers(w http.ResponseWriter, r *http.Request) {
-	if _, ok := listQuery(w, r); !ok {
+	if _, ok := query(w, r); !ok {
 		return
 	}
 	users, err := h.store.Users()
@@ -386,7 +397,7 @@ func (h *Handler) getUser(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) audit(w http.ResponseWriter, r *http.Request) {
-	q, ok := listQuery(w, r, "subject")
+	q, ok := query(w, r, "subject")
 	if !ok {
 		return
 	}

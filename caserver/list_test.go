@@ -56,3 +56,25 @@ func TestListFilters(t *testing.T) {
 		t.Errorf("GET ?status=active: HTTP %d, want an empty list:\n%s", code, body)
 	}
 }
+
+// TestImportQuery: a misspelt dry_run would import for real: refused.
+func TestImportQuery(t *testing.T) {
+	ca := catest.Start(t, nil)
+	csv := "email,login,groups\nbob@example.com,bob,\n"
+	for path, want := range map[string]string{
+		"/devid/v1/import/users?dry-run=true": `"error": "unknown query parameter \"dry-run\" (want file or dry_run)", "field": "dry-run"`,
+		"/devid/v1/import/users?dry_run=ture": `"error": "dry_run: want true or false, not \"ture\"", "field": "dry_run"`,
+	} {
+		code, body := adminDo(t, ca, "POST", path, csv)
+		body = strings.Join(strings.Fields(body), " ")
+		if code != http.StatusBadRequest || !strings.Contains(body, want) {
+			t.Errorf("POST %s: HTTP %d, want 400 with %q:\n%s", path, code, want, body)
+		}
+	}
+	if users, err := ca.Server.Inventory().Users(); err != nil || len(users) != 0 {
+		t.Fatalf("users after refused imports: %d, %v", len(users), err)
+	}
+	if code, body := adminDo(t, ca, "POST", "/devid/v1/import/users?file=u.csv&dry_run=true", csv); code != http.StatusOK || !strings.Contains(body, `"dryRun": true`) {
+		t.Fatalf("dry run: HTTP %d %s", code, body)
+	}
+}
