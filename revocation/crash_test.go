@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -197,6 +198,50 @@ func (f *fixture) wantRevoked(t *testing.T, when string, revoked, good []*ssh.Ce
 		}
 		if want := i < len(revoked); got != want {
 			t.Errorf("%s: ssh-keygen -Q says certificate %d revoked: %v, want %v", when, c.Serial, got, want)
+		}
+	}
+}
+
+// TestRepairAtStart: a database left by an earlier devid-ca with a device
+// active and the certificates it held before its quarantine not revoked
+// (the activation committed, the revocations lost) is repaired when
+// devid-ca starts, and the repair is audited once.
+func TestRepairAtStart(t *testing.T) {
+	f := newFixture(t)
+	laptop := f.device(t, "laptop", inventory.KindWorkstation)
+	old := f.issue(t, laptop, 16*time.Hour)
+	f.clk.Advance(time.Hour)
+	if _, err := f.inv.SetStatus("test", laptop.ID, inventory.StatusQuarantined, "lost"); err != nil {
+		t.Fatal(err)
+	}
+	f.clk.Advance(time.Hour)
+	if _, err := f.inv.SetStatus("test", laptop.ID, inventory.StatusActive, "found"); err != nil {
+		t.Fatal(err)
+	}
+	f.clk.Advance(time.Minute)
+	fresh := f.issue(t, laptop, 16*time.Hour)
+	// The damage: the serial revocation is gone.
+	if err := f.db.Del([]byte("devid_revoked_serials"), []byte("user:"+strconv.FormatUint(old.Serial, 10))); err != nil {
+		t.Fatal(err)
+	}
+	for restart := range 2 {
+		if err := f.open(f.db); err != nil {
+			t.Fatal(err)
+		}
+		f.wantRevoked(t, fmt.Sprintf("restart %d", restart+1), []*ssh.Certificate{old}, []*ssh.Certificate{fresh})
+		audit, err := f.inv.Audit(laptop.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var repairs []inventory.AuditEntry
+		for _, e := range audit {
+			if e.Action == "cert.revoke" {
+				repairs = append(repairs, e)
+			}
+		}
+		if len(repairs) != 1 || repairs[0].Actor != "devid-ca" || !strings.Contains(repairs[0].Reason, "repaired") ||
+			!strings.Contains(string(repairs[0].After), `"serial":"`+strconv.FormatUint(old.Serial, 10)+`"`) {
+			t.Fatalf("restart %d: cert.revoke audit entries %+v, want one repair", restart+1, repairs)
 		}
 	}
 }

@@ -16,7 +16,8 @@
 //     the status change (inventory.Store.BeforeDeviceCommit): a crash
 //     leaves either the device still quarantined or the device active with
 //     its old certificates revoked by serial, never active and its old
-//     certificates good.
+//     certificates good. At start, Open repairs a database an older
+//     devid-ca left with such a device (see repair).
 //
 // A serial is revoked once: revoking it again changes nothing and is an
 // [AlreadyRevokedError], so the first reason and time stay on record.
@@ -47,6 +48,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -71,6 +73,7 @@ var (
 // *inventory.Store).
 type Inventory interface {
 	Devices() ([]*inventory.Device, error)
+	Audit(subject string) ([]inventory.AuditEntry, error)
 	Update(actor string, prepare func(tx *database.Tx) ([]inventory.AuditEntry, error)) error
 	BeforeDeviceCommit(func([]inventory.DeviceChange, *database.Tx) error)
 	OnDeviceChange(func([]inventory.DeviceChange))
@@ -135,6 +138,9 @@ func Open(cfg Config, db database.DB, inv Inventory) (*Store, error) {
 	} else if !database.IsErrNotFound(err) {
 		return nil, fmt.Errorf("revocation: %w", err)
 	}
+	if err := s.repair(); err != nil {
+		return nil, err
+	}
 	if err := s.Rebuild(); err != nil {
 		return nil, err
 	}
@@ -192,36 +198,96 @@ func (s *Store) prepareDeviceChange(changes []inventory.DeviceChange, tx *databa
 				return fmt.Errorf("revocation: device %s stays %s: %w", c.After.ID, c.Before.Status, err)
 			}
 		}
-		n, err := s.revokeEarlier(tx, certs, c.Before)
+		added, err := s.revokeEarlier(tx, certs, c.Before, "")
 		if err != nil {
 			return fmt.Errorf("revocation: device %s stays %s: %w", c.After.ID, c.Before.Status, err)
 		}
-		s.cfg.Log.Info("device brought back: its earlier certificates are revoked by serial, with the status change", "device", c.After.ID, "certificates", n)
+		s.cfg.Log.Info("device brought back: its earlier certificates are revoked by serial, with the status change", "device", c.After.ID, "certificates", len(added))
 	}
 	return nil
 }
 
 // revokeEarlier adds to tx the revocation by serial of every unexpired
 // certificate of d whose validity began before d left active, but for those
-// revoked already (their first reason and time stay).
-func (s *Store) revokeEarlier(tx *database.Tx, certs []*ssh.Certificate, d *inventory.Device) (int, error) {
+// revoked already (their first reason and time stay), and returns them. d
+// is the device as it was before it was brought back.
+func (s *Store) revokeEarlier(tx *database.Tx, certs []*ssh.Certificate, d *inventory.Device, note string) ([]*RevokedCert, error) {
 	now := s.cfg.Now()
 	left := uint64(d.StatusChanged.Unix())
-	n := 0
+	var added []*RevokedCert
 	for _, c := range certs {
 		if c.KeyId != d.ID || c.ValidAfter >= left || c.ValidBefore <= uint64(now.Unix()) {
 			continue
 		}
-		key, rc := record(c, now, "certificate from before the device was "+string(d.Status))
+		key, rc := record(c, now, "certificate from before the device was "+string(d.Status)+note)
 		if prev, err := s.revoked(key); err != nil {
-			return 0, err
+			return nil, err
 		} else if prev != nil {
 			continue
 		}
 		tx.Set(serialsTable, key, mustJSON(rc))
-		n++
+		added = append(added, rc)
 	}
-	return n, nil
+	return added, nil
+}
+
+// repair revokes, at start, what an earlier devid-ca may have left
+// unrevoked: it committed a device's activation and then died before it
+// revoked the certificates the device held before (devid-ca now does both
+// in one transaction). For every active device whose last change was
+// device.activate, the certificates that activation had to revoke are
+// revoked by serial if they are not, and audited as cert.revoke by
+// devid-ca.
+func (s *Store) repair() error {
+	devs, err := s.inv.Devices()
+	if err != nil {
+		return err
+	}
+	active := map[string]*inventory.Device{}
+	for _, d := range devs {
+		if d.Status == inventory.StatusActive {
+			active[d.ID] = d
+		}
+	}
+	entries, err := s.inv.Audit("")
+	if err != nil {
+		return err
+	}
+	before := map[string]*inventory.Device{} // device ID → as it was before its current activation
+	for _, e := range entries {
+		if e.Action != "device.activate" {
+			continue
+		}
+		var b, a inventory.Device
+		if json.Unmarshal(e.Before, &b) != nil || json.Unmarshal(e.After, &a) != nil {
+			return fmt.Errorf("revocation: audit entry %s: undecodable device", e.ID)
+		}
+		if d, ok := active[a.ID]; ok && d.StatusChanged.Equal(a.StatusChanged) {
+			before[a.ID] = &b
+		}
+	}
+	if len(before) == 0 {
+		return nil
+	}
+	certs, err := s.issued()
+	if err != nil {
+		return err
+	}
+	return s.inv.Update("devid-ca", func(tx *database.Tx) ([]inventory.AuditEntry, error) {
+		var audits []inventory.AuditEntry
+		for _, id := range slices.Sorted(maps.Keys(before)) {
+			added, err := s.revokeEarlier(tx, certs, before[id], "; repaired at start-up")
+			if err != nil {
+				return nil, fmt.Errorf("revocation: repair: %w", err)
+			}
+			for _, rc := range added {
+				audits = append(audits, inventory.AuditEntry{Action: "cert.revoke", Subject: rc.KeyID, Reason: rc.Reason, After: mustJSON(rc)})
+				s.cfg.Log.Warn("repaired: an active device's certificate from before its quarantine was not revoked; revoked now",
+					"device", id, "serial", rc.Serial.String(), "type", rc.Type)
+			}
+		}
+		return audits, nil
+	})
 }
 
 // issued lists the SSH certificates step-ca issued.
