@@ -17,7 +17,7 @@ func certCmds() []*cliutil.Command {
 	var c conn
 	var reason string
 	revoke := &cliutil.Command{
-		Name: "revoke", Summary: "revoke one SSH certificate, by serial or by its file; every host refuses it within seconds",
+		Name: "revoke", Summary: "revoke one SSH certificate, by serial or by its file; every host refuses it within seconds (revoking it again is refused: the first revocation stays)",
 		Usage: "SERIAL|CERT-FILE [--reason TEXT]",
 		Flags: func(fs *flag.FlagSet) {
 			c.flags(fs)
