@@ -13,7 +13,12 @@
 //	{"error": "...", "field": "...", "line": N}
 //
 // with 400 for invalid input, 404 for an unknown device or user, 409 for a
-// conflict (a duplicate, a status change the status machine refuses).
+// conflict (a duplicate, a status change the status machine refuses, a
+// certificate revoked already).
+//
+// SSH certificate serials are JSON strings of decimal digits in every
+// response (they use all 64 bits; JSON numbers above 2^53 lose precision in
+// many readers); requests may give them as strings or as numbers.
 package adminapi
 
 import (
@@ -25,7 +30,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -114,9 +122,9 @@ type Revoker interface {
 // RevokeRequest is the body of POST /devid/v1/certs/revoke: a serial, or
 // the certificate itself (OpenSSH authorized_keys format).
 type RevokeRequest struct {
-	Serial      uint64 `json:"serial,omitempty"`
-	Certificate string `json:"certificate,omitempty"`
-	Reason      string `json:"reason,omitempty"`
+	Serial      revocation.Serial `json:"serial,omitempty"`
+	Certificate string            `json:"certificate,omitempty"`
+	Reason      string            `json:"reason,omitempty"`
 }
 
 func (h *Handler) revokeCert(w http.ResponseWriter, r *http.Request) {
@@ -139,12 +147,15 @@ func (h *Handler) revokeCert(w http.ResponseWriter, r *http.Request) {
 		}
 		rc, err = h.revoke.RevokeCert(actor(r), c, req.Reason)
 	case req.Serial != 0:
-		rc, err = h.revoke.RevokeSerial(actor(r), req.Serial, req.Reason)
+		rc, err = h.revoke.RevokeSerial(actor(r), uint64(req.Serial), req.Reason)
 	default:
 		writeError(w, http.StatusBadRequest, &apiError{Error: "give the serial or the certificate to revoke"})
 		return
 	}
+	var already *revocation.AlreadyRevokedError
 	switch {
+	case errors.As(err, &already):
+		writeError(w, http.StatusConflict, &apiError{Error: err.Error()})
 	case errors.Is(err, revocation.ErrUnknownCertificate):
 		writeError(w, http.StatusNotFound, &apiError{Error: err.Error(), Field: "serial"})
 	case err != nil && strings.Contains(err.Error(), "was not signed by this CA"):
@@ -175,30 +186,99 @@ type (
 	}
 )
 
+// listDevices serves GET /devid/v1/devices[?status=S&kind=K&collection=C&owner=EMAIL].
+// A filter that can match nothing because it is misspelt is a 400 naming
+// the parameter: an unknown parameter, status or kind, an owner who is not
+// a user, a collection no device is in.
 func (h *Handler) listDevices(w http.ResponseWriter, r *http.Request) {
+	q, ok := query(w, r, "status", "kind", "collection", "owner")
+	if !ok {
+		return
+	}
+	if s, ok := q["status"]; ok {
+		if _, err := inventory.ParseStatus(s); err != nil {
+			writeError(w, http.StatusBadRequest, &apiError{Error: "status: " + err.Error(), Field: "status"})
+			return
+		}
+	}
+	if k, ok := q["kind"]; ok {
+		if _, err := inventory.ParseKind(k); err != nil {
+			writeError(w, http.StatusBadRequest, &apiError{Error: "kind: " + err.Error(), Field: "kind"})
+			return
+		}
+	}
+	if o, ok := q["owner"]; ok {
+		u, err := h.store.User(o)
+		if errors.Is(err, inventory.ErrNotFound) {
+			writeError(w, http.StatusBadRequest, &apiError{Error: "owner: no user " + o, Field: "owner"})
+			return
+		}
+		if err != nil {
+			h.fail(w, r, err)
+			return
+		}
+		q["owner"] = u.Email
+	}
 	devs, err := h.store.Devices()
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	q := r.URL.Query()
+	if c, ok := q["collection"]; ok && !slices.ContainsFunc(devs, func(d *inventory.Device) bool { return d.Collection == c }) {
+		writeError(w, http.StatusBadRequest, &apiError{Error: fmt.Sprintf("collection: no device is in collection %q", c), Field: "collection"})
+		return
+	}
 	out := []*inventory.Device{}
 	for _, d := range devs {
-		if s := q.Get("status"); s != "" && string(d.Status) != s {
-			continue
-		}
-		if k := q.Get("kind"); k != "" && string(d.Kind) != k {
-			continue
-		}
-		if c := q.Get("collection"); c != "" && d.Collection != c {
-			continue
-		}
-		if o := q.Get("owner"); o != "" && d.Owner != o {
+		if !matches(q, "status", string(d.Status)) || !matches(q, "kind", string(d.Kind)) ||
+			!matches(q, "collection", d.Collection) || !matches(q, "owner", d.Owner) {
 			continue
 		}
 		out = append(out, d)
 	}
 	writeJSON(w, http.StatusOK, DeviceList{out})
+}
+
+// matches reports whether value passes the filter q[param], if there is one.
+func matches(q map[string]string, param, value string) bool {
+	want, ok := q[param]
+	return !ok || want == value
+}
+
+// query reads a request's query: only the parameters allowed,
+// each once, not empty. On an error it answers 400 naming the parameter.
+func query(w http.ResponseWriter, r *http.Request, allowed ...string) (map[string]string, bool) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, &apiError{Error: "query: " + err.Error()})
+		return nil, false
+	}
+	want := "this list takes none"
+	if len(allowed) > 0 {
+		want = "want " + strings.Join(allowed[:len(allowed)-1], ", ")
+		if len(allowed) > 1 {
+			want += " or "
+		}
+		want += allowed[len(allowed)-1]
+	}
+	out := map[string]string{}
+	for _, k := range slices.Sorted(maps.Keys(q)) {
+		var msg string
+		switch vs := q[k]; {
+		case !slices.Contains(allowed, k):
+			msg = fmt.Sprintf("unknown query parameter %q (%s)", k, want)
+		case len(vs) > 1:
+			msg = fmt.Sprintf("%s: given %d times; give it once", k, len(vs))
+		case vs[0] == "":
+			msg = fmt.Sprintf("%s: empty; leave the parameter out not to filter on it", k)
+		default:
+			out[k] = vs[0]
+			continue
+		}
+		writeError(w, http.StatusBadRequest, &apiError{Error: msg, Field: k})
+		return nil, false
+	}
+	return out, true
 }
 
 func (h *Handler) addDevice(w http.ResponseWriter, r *http.Request) {
@@ -247,17 +327,28 @@ func (h *Handler) importUsers(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) doImport(w http.ResponseWriter, r *http.Request, imp func(actor, file string, data []byte, dryRun bool) (*inventory.ImportReport, error)) {
+	// A misspelt dry_run would otherwise import for real.
+	q, ok := query(w, r, "file", "dry_run")
+	if !ok {
+		return
+	}
+	var dryRun bool
+	if v, ok := q["dry_run"]; ok {
+		var err error
+		if dryRun, err = strconv.ParseBool(v); err != nil {
+			writeError(w, http.StatusBadRequest, &apiError{Error: fmt.Sprintf("dry_run: want true or false, not %q", v), Field: "dry_run"})
+			return
+		}
+	}
 	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 	if err != nil {
 		writeError(w, http.StatusRequestEntityTooLarge, &apiError{Error: "import: " + err.Error()})
 		return
 	}
-	q := r.URL.Query()
-	file := q.Get("file")
+	file := q["file"]
 	if file == "" {
 		file = "import"
 	}
-	dryRun, _ := strconv.ParseBool(q.Get("dry_run"))
 	rep, err := imp(actor(r), file, data, dryRun)
 	if err != nil {
 		h.fail(w, r, err)
@@ -268,6 +359,9 @@ func (h *Handler) doImport(w http.ResponseWriter, r *http.Request, imp func(acto
 }
 
 func (h *Handler) listUsers(w http.ResponseWriter, r *http.Request) {
+	if _, ok := query(w, r); !ok {
+		return
+	}
 	users, err := h.store.Users()
 	if err != nil {
 		h.fail(w, r, err)
@@ -303,7 +397,11 @@ func (h *Handler) getUser(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) audit(w http.ResponseWriter, r *http.Request) {
-	subject := r.URL.Query().Get("subject")
+	q, ok := query(w, r, "subject")
+	if !ok {
+		return
+	}
+	subject := q["subject"]
 	if subject != "" && !isID(subject) {
 		// A device name: audit entries are by device ID.
 		if d, err := h.store.Device(subject); err == nil {
@@ -318,7 +416,28 @@ func (h *Handler) audit(w http.ResponseWriter, r *http.Request) {
 	if entries == nil {
 		entries = []inventory.AuditEntry{}
 	}
+	for i, e := range entries {
+		entries[i].After = serialsAsStrings(e)
+	}
 	writeJSON(w, http.StatusOK, AuditList{entries})
+}
+
+// serialsAsStrings returns an audit entry's "after", with the serial of a
+// cert.revoke entry as a string: entries written before serials were
+// strings hold a JSON number.
+func serialsAsStrings(e inventory.AuditEntry) json.RawMessage {
+	if e.Action != "cert.revoke" {
+		return e.After
+	}
+	var rc revocation.RevokedCert
+	if json.Unmarshal(e.After, &rc) != nil {
+		return e.After
+	}
+	b, err := json.Marshal(rc)
+	if err != nil {
+		return e.After
+	}
+	return b
 }
 
 func isID(s string) bool { return len(s) > 4 && s[:4] == "urn:" || bytes.ContainsRune([]byte(s), '@') }

@@ -197,7 +197,6 @@ func (s *Server) open(opts Options) error {
 	if s.revoke, err = s.openRevocation(ndb, opts.Now); err != nil {
 		return err
 	}
-	s.inv.OnDeviceChange(s.revoke.OnDeviceChange)
 	if s.acmeDB, err = acmenosql.New(ndb); err != nil {
 		return fmt.Errorf("devid-ca: ACME store: %w", err)
 	}
@@ -336,7 +335,8 @@ func (s *Server) routes() http.Handler {
 	return s.accessLog(h)
 }
 
-// accessLog logs every request. It wraps the response in step-ca's
+// accessLog logs every request: at debug level a KRL poll answered 200 or
+// 304, else at info, warn (4xx) or error (5xx). It wraps the response in step-ca's
 // ResponseLogger, in which step-ca's handlers leave the detail of an error
 // they answer with only a generic message.
 func (s *Server) accessLog(next http.Handler) http.Handler {
@@ -360,6 +360,10 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 			level = slog.LevelError
 		case code >= 400:
 			level = slog.LevelWarn
+		case r.URL.Path == krldist.Path:
+			// Every host long-polls the KRL, about once a minute: routine.
+			// A new KRL is logged once, when it is published.
+			level = slog.LevelDebug
 		}
 		s.log.Log(r.Context(), level, "request", attrs...)
 	})

@@ -32,6 +32,7 @@ type Store struct {
 	mu       sync.Mutex // serialises read-modify-write
 	lastSeq  uint64
 	onChange func([]DeviceChange)
+	prepare  func([]DeviceChange, *database.Tx) error
 }
 
 // DeviceChange is a device record before and after a committed change
@@ -47,30 +48,61 @@ func (s *Store) OnDeviceChange(f func([]DeviceChange)) {
 	s.onChange = f
 }
 
+// BeforeDeviceCommit sets a function called, with the store's write lock
+// held, before every change to devices is committed. What it adds to tx is
+// committed in the same transaction as the change, or not at all; an error
+// refuses the change. It must not call the Store's write methods.
+//
+// Revocation uses it so that bringing a device back to active and revoking
+// the certificates it held before are one transaction: a crash in between
+// cannot leave the device active and its old certificates good.
+func (s *Store) BeforeDeviceCommit(f func(changes []DeviceChange, tx *database.Tx) error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.prepare = f
+}
+
 // RecordAudit adds an audit entry for a change made outside the inventory
 // (a certificate revoked by serial, say). before and after are marshalled
 // to JSON. The reason must pass CheckReason.
 func (s *Store) RecordAudit(actor, action, subject, reason string, before, after any) error {
-	if err := CheckReason(reason); err != nil {
-		return err
-	}
+	return s.Update(actor, func(*database.Tx) ([]AuditEntry, error) {
+		var b, a json.RawMessage
+		if before != nil {
+			b = mustJSON(before)
+		}
+		if after != nil {
+			a = mustJSON(after)
+		}
+		return []AuditEntry{{Action: action, Subject: subject, Reason: reason, Before: b, After: a}}, nil
+	})
+}
+
+// Update commits a change made outside the inventory with its audit
+// entries, in one transaction, with the store's write lock held: prepare
+// adds the change to tx and returns the audit entries (their ID, time and
+// actor are filled in, and a device's name where the subject is a device
+// ID). An error from prepare, or a reason CheckReason refuses, commits
+// nothing.
+func (s *Store) Update(actor string, prepare func(tx *database.Tx) ([]AuditEntry, error)) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var w writer
-	var b, a json.RawMessage
-	if before != nil {
-		b = mustJSON(before)
+	w := writer{tx: new(database.Tx)}
+	audits, err := prepare(w.tx)
+	if err != nil {
+		return err
 	}
-	if after != nil {
-		a = mustJSON(after)
-	}
-	e := AuditEntry{Action: action, Subject: subject, Reason: reason, Before: b, After: a}
-	if strings.HasPrefix(subject, "urn:") {
-		if d, err := s.Device(subject); err == nil {
-			e.SubjectName = d.Name
+	for i, e := range audits {
+		if err := CheckReason(e.Reason); err != nil {
+			return err
+		}
+		if e.SubjectName == "" && strings.HasPrefix(e.Subject, "urn:") {
+			if d, err := s.Device(e.Subject); err == nil {
+				audits[i].SubjectName = d.Name
+			}
 		}
 	}
-	w.audits = append(w.audits, e)
+	w.audits = audits
 	return s.commit(actor, s.clock(), &w)
 }
 
@@ -349,6 +381,7 @@ func (snap *snapshot) owner(email string) (string, *Error) {
 
 // writer collects the records and audit entries of one transaction.
 type writer struct {
+	tx      *database.Tx // other writes of the transaction, if any
 	puts    []put
 	audits  []AuditEntry
 	changes []DeviceChange
@@ -391,10 +424,18 @@ func mustJSON(v any) json.RawMessage {
 // commit writes w's records and audit entries in one transaction. Callers
 // hold s.mu.
 func (s *Store) commit(actor string, now time.Time, w *writer) error {
-	if len(w.puts) == 0 && len(w.audits) == 0 {
+	tx := w.tx
+	if tx == nil {
+		tx = new(database.Tx)
+	}
+	if len(w.puts) == 0 && len(w.audits) == 0 && len(tx.Operations) == 0 {
 		return nil
 	}
-	tx := new(database.Tx)
+	if s.prepare != nil && len(w.changes) > 0 {
+		if err := s.prepare(w.changes, tx); err != nil {
+			return err
+		}
+	}
 	for _, p := range w.puts {
 		tx.Set(p.table, []byte(p.key), p.value)
 	}

@@ -12,7 +12,15 @@
 //     that moment (every unexpired certificate step-ca issued with the
 //     device's key ID and a validity that started before the quarantine),
 //     and the key ID entry goes, so the certificates it gets from now on are
-//     good.
+//     good. The serials are written in the same database transaction as
+//     the status change (inventory.Store.BeforeDeviceCommit): a crash
+//     leaves either the device still quarantined or the device active with
+//     its old certificates revoked by serial, never active and its old
+//     certificates good. At start, Open repairs a database an older
+//     devid-ca left with such a device (see repair).
+//
+// A serial is revoked once: revoking it again changes nothing and is an
+// [AlreadyRevokedError], so the first reason and time stay on record.
 //
 // Entries that can only match expired certificates are pruned: a serial
 // once its certificate has expired; a key ID once every certificate issued
@@ -40,6 +48,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -60,10 +69,14 @@ var (
 	currentKey    = []byte("current")
 )
 
-// Inventory is what revocation reads of the inventory.
+// Inventory is what revocation needs of the inventory (an
+// *inventory.Store).
 type Inventory interface {
 	Devices() ([]*inventory.Device, error)
-	RecordAudit(actor, action, subject, reason string, before, after any) error
+	Audit(subject string) ([]inventory.AuditEntry, error)
+	Update(actor string, prepare func(tx *database.Tx) ([]inventory.AuditEntry, error)) error
+	BeforeDeviceCommit(func([]inventory.DeviceChange, *database.Tx) error)
+	OnDeviceChange(func([]inventory.DeviceChange))
 }
 
 // Config configures a Store.
@@ -88,8 +101,8 @@ type Published struct {
 
 // RevokedCert is a certificate revoked by serial.
 type RevokedCert struct {
-	Serial    uint64    `json:"serial"`
-	Type      string    `json:"type"` // host or user
+	Serial    Serial    `json:"serial"` // a string in JSON
+	Type      string    `json:"type"`   // host or user
 	KeyID     string    `json:"keyId"`
 	NotAfter  time.Time `json:"notAfter"`
 	RevokedAt time.Time `json:"revokedAt"`
@@ -107,7 +120,8 @@ type Store struct {
 	changed chan struct{} // closed and replaced when a new version is published
 }
 
-// Open opens the revocation tables in db and builds the KRL.
+// Open opens the revocation tables in db, builds the KRL, and hooks the
+// store to inv's device changes.
 func Open(cfg Config, db database.DB, inv Inventory) (*Store, error) {
 	for _, t := range [][]byte{serialsTable, stateTable, sshCertsTable} {
 		if err := db.CreateTable(t); err != nil {
@@ -124,9 +138,14 @@ func Open(cfg Config, db database.DB, inv Inventory) (*Store, error) {
 	} else if !database.IsErrNotFound(err) {
 		return nil, fmt.Errorf("revocation: %w", err)
 	}
+	if err := s.repair(); err != nil {
+		return nil, err
+	}
 	if err := s.Rebuild(); err != nil {
 		return nil, err
 	}
+	inv.BeforeDeviceCommit(s.prepareDeviceChange)
+	inv.OnDeviceChange(s.OnDeviceChange)
 	return s, nil
 }
 
@@ -155,43 +174,120 @@ func (s *Store) Wait(ctx context.Context, after uint64) *Published {
 	}
 }
 
-// OnDeviceChange is the inventory hook: a device brought back to active
-// has its earlier certificates revoked by serial; every change rebuilds the
-// KRL.
+// OnDeviceChange is the inventory hook called after a change to devices is
+// committed: it rebuilds the KRL. (Open sets it.)
 func (s *Store) OnDeviceChange(changes []inventory.DeviceChange) {
-	for _, c := range changes {
-		if c.Before != nil && c.Before.Status != inventory.StatusActive && c.After.Status == inventory.StatusActive {
-			if err := s.revokeEarlier(c.Before); err != nil {
-				s.cfg.Log.Error("revoking a reactivated device's earlier certificates", "device", c.After.ID, "err", err)
-			}
-		}
-	}
 	if err := s.Rebuild(); err != nil {
 		s.cfg.Log.Error("KRL rebuild failed; the previous KRL is still served", "err", err)
 	}
 }
 
-// revokeEarlier revokes by serial every unexpired certificate of d whose
-// validity began before d left active.
-func (s *Store) revokeEarlier(d *inventory.Device) error {
-	certs, err := s.issued()
-	if err != nil {
-		return err
+// prepareDeviceChange is the inventory hook called before a change to
+// devices is committed: a device brought back to active has its earlier
+// certificates revoked by serial in tx, the transaction of the change. An
+// error refuses the change.
+func (s *Store) prepareDeviceChange(changes []inventory.DeviceChange, tx *database.Tx) error {
+	var certs []*ssh.Certificate
+	for _, c := range changes {
+		if c.Before == nil || c.Before.Status == inventory.StatusActive || c.After.Status != inventory.StatusActive {
+			continue
+		}
+		if certs == nil {
+			var err error
+			if certs, err = s.issued(); err != nil {
+				return fmt.Errorf("revocation: device %s stays %s: %w", c.After.ID, c.Before.Status, err)
+			}
+		}
+		added, err := s.revokeEarlier(tx, certs, c.Before, "")
+		if err != nil {
+			return fmt.Errorf("revocation: device %s stays %s: %w", c.After.ID, c.Before.Status, err)
+		}
+		s.cfg.Log.Info("device brought back: its earlier certificates are revoked by serial, with the status change", "device", c.After.ID, "certificates", len(added))
 	}
+	return nil
+}
+
+// revokeEarlier adds to tx the revocation by serial of every unexpired
+// certificate of d whose validity began before d left active, but for those
+// revoked already (their first reason and time stay), and returns them. d
+// is the device as it was before it was brought back.
+func (s *Store) revokeEarlier(tx *database.Tx, certs []*ssh.Certificate, d *inventory.Device, note string) ([]*RevokedCert, error) {
 	now := s.cfg.Now()
 	left := uint64(d.StatusChanged.Unix())
-	n := 0
+	var added []*RevokedCert
 	for _, c := range certs {
 		if c.KeyId != d.ID || c.ValidAfter >= left || c.ValidBefore <= uint64(now.Unix()) {
 			continue
 		}
-		if err := s.putSerial(c, now, "certificate from before the device was "+string(d.Status)); err != nil {
-			return err
+		key, rc := record(c, now, "certificate from before the device was "+string(d.Status)+note)
+		if prev, err := s.revoked(key); err != nil {
+			return nil, err
+		} else if prev != nil {
+			continue
 		}
-		n++
+		tx.Set(serialsTable, key, mustJSON(rc))
+		added = append(added, rc)
 	}
-	s.cfg.Log.Info("reactivated device: earlier certificates stay revoked by serial", "device", d.ID, "certificates", n)
-	return nil
+	return added, nil
+}
+
+// repair revokes, at start, what an earlier devid-ca may have left
+// unrevoked: it committed a device's activation and then died before it
+// revoked the certificates the device held before (devid-ca now does both
+// in one transaction). For every active device whose last change was
+// device.activate, the certificates that activation had to revoke are
+// revoked by serial if they are not, and audited as cert.revoke by
+// devid-ca.
+func (s *Store) repair() error {
+	devs, err := s.inv.Devices()
+	if err != nil {
+		return err
+	}
+	active := map[string]*inventory.Device{}
+	for _, d := range devs {
+		if d.Status == inventory.StatusActive {
+			active[d.ID] = d
+		}
+	}
+	entries, err := s.inv.Audit("")
+	if err != nil {
+		return err
+	}
+	before := map[string]*inventory.Device{} // device ID → as it was before its current activation
+	for _, e := range entries {
+		if e.Action != "device.activate" {
+			continue
+		}
+		var b, a inventory.Device
+		if json.Unmarshal(e.Before, &b) != nil || json.Unmarshal(e.After, &a) != nil {
+			return fmt.Errorf("revocation: audit entry %s: undecodable device", e.ID)
+		}
+		if d, ok := active[a.ID]; ok && d.StatusChanged.Equal(a.StatusChanged) {
+			before[a.ID] = &b
+		}
+	}
+	if len(before) == 0 {
+		return nil
+	}
+	certs, err := s.issued()
+	if err != nil {
+		return err
+	}
+	return s.inv.Update("devid-ca", func(tx *database.Tx) ([]inventory.AuditEntry, error) {
+		var audits []inventory.AuditEntry
+		for _, id := range slices.Sorted(maps.Keys(before)) {
+			added, err := s.revokeEarlier(tx, certs, before[id], "; repaired at start-up")
+			if err != nil {
+				return nil, fmt.Errorf("revocation: repair: %w", err)
+			}
+			for _, rc := range added {
+				audits = append(audits, inventory.AuditEntry{Action: "cert.revoke", Subject: rc.KeyID, Reason: rc.Reason, After: mustJSON(rc)})
+				s.cfg.Log.Warn("repaired: an active device's certificate from before its quarantine was not revoked; revoked now",
+					"device", id, "serial", rc.Serial.String(), "type", rc.Type)
+			}
+		}
+		return audits, nil
+	})
 }
 
 // issued lists the SSH certificates step-ca issued.
@@ -220,20 +316,67 @@ func certType(c *ssh.Certificate) string {
 	return "user"
 }
 
-func (s *Store) putSerial(c *ssh.Certificate, now time.Time, reason string) error {
-	rc := RevokedCert{Serial: c.Serial, Type: certType(c), KeyID: c.KeyId, NotAfter: time.Unix(int64(c.ValidBefore), 0).UTC(), RevokedAt: now.UTC(), Reason: reason}
-	b, _ := json.Marshal(rc)
-	return s.db.Set(serialsTable, []byte(rc.Type+":"+strconv.FormatUint(rc.Serial, 10)), b)
+// record is the revocation of c by serial, and its key in the serials table.
+func record(c *ssh.Certificate, now time.Time, reason string) ([]byte, *RevokedCert) {
+	rc := &RevokedCert{Serial: Serial(c.Serial), Type: certType(c), KeyID: c.KeyId, NotAfter: time.Unix(int64(c.ValidBefore), 0).UTC(), RevokedAt: now.UTC(), Reason: reason}
+	return []byte(rc.Type + ":" + rc.Serial.String()), rc
+}
+
+// revoked returns the revocation stored under key, or nil if there is none.
+func (s *Store) revoked(key []byte) (*RevokedCert, error) {
+	b, err := s.db.Get(serialsTable, key)
+	if database.IsErrNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("revoked serial %s: %w", key, err)
+	}
+	var rc RevokedCert
+	if err := json.Unmarshal(b, &rc); err != nil {
+		return nil, fmt.Errorf("revoked serial %s: %w", key, err)
+	}
+	return &rc, nil
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("revocation: marshal %T: %v", v, err)) // plain structs: cannot fail
+	}
+	return b
 }
 
 // ErrUnknownCertificate: no such certificate was issued by this CA.
 var ErrUnknownCertificate = errors.New("no SSH certificate with that serial was issued by this CA")
+
+// AlreadyRevokedError: the certificate was revoked by serial before.
+// Nothing changed; Revoked is the revocation on record, with its first
+// reason and time.
+type AlreadyRevokedError struct{ Revoked *RevokedCert }
+
+func (e *AlreadyRevokedError) Error() string {
+	r := e.Revoked
+	msg := fmt.Sprintf("revocation: %s certificate %s was already revoked at %s", r.Type, r.Serial, r.RevokedAt.Format(time.RFC3339))
+	if r.Reason != "" {
+		msg += fmt.Sprintf(" (%s)", r.Reason)
+	}
+	return msg + "; nothing changed"
+}
 
 // RevokeSerial revokes the certificate with this serial, which this CA
 // issued, and rebuilds the KRL.
 func (s *Store) RevokeSerial(actor string, serial uint64, reason string) (*RevokedCert, error) {
 	b, err := s.db.Get(sshCertsTable, []byte(strconv.FormatUint(serial, 10)))
 	if database.IsErrNotFound(err) {
+		// Revoked already by its file (a certificate step-ca did not
+		// record): say so rather than that it is unknown.
+		for _, typ := range []string{"user", "host"} {
+			if prev, err := s.revoked([]byte(typ + ":" + strconv.FormatUint(serial, 10))); err != nil {
+				return nil, fmt.Errorf("revocation: %w", err)
+			} else if prev != nil {
+				return nil, &AlreadyRevokedError{Revoked: prev}
+			}
+		}
 		return nil, fmt.Errorf("revocation: serial %d: %w", serial, ErrUnknownCertificate)
 	}
 	if err != nil {
@@ -250,7 +393,10 @@ func (s *Store) RevokeSerial(actor string, serial uint64, reason string) (*Revok
 	return s.RevokeCert(actor, c, reason)
 }
 
-// RevokeCert revokes a certificate this CA signed, by serial.
+// RevokeCert revokes a certificate this CA signed, by serial, and records
+// it in the audit trail (action cert.revoke, the revocation as "after"),
+// in one transaction. A certificate revoked by serial already is an
+// *AlreadyRevokedError.
 func (s *Store) RevokeCert(actor string, c *ssh.Certificate, reason string) (*RevokedCert, error) {
 	if err := inventory.CheckReason(reason); err != nil { // before anything is written
 		return nil, err
@@ -265,12 +411,22 @@ func (s *Store) RevokeCert(actor string, c *ssh.Certificate, reason string) (*Re
 	if c.Serial == 0 {
 		return nil, errors.New("revocation: serial 0 cannot be revoked in a KRL")
 	}
-	now := s.cfg.Now()
-	if err := s.putSerial(c, now, reason); err != nil {
-		return nil, fmt.Errorf("revocation: %w", err)
-	}
-	rc := &RevokedCert{Serial: c.Serial, Type: certType(c), KeyID: c.KeyId, NotAfter: time.Unix(int64(c.ValidBefore), 0).UTC(), RevokedAt: now.UTC(), Reason: reason}
-	if err := s.inv.RecordAudit(actor, "cert.revoke", c.KeyId, reason, nil, rc); err != nil {
+	key, rc := record(c, s.cfg.Now(), reason)
+	err := s.inv.Update(actor, func(tx *database.Tx) ([]inventory.AuditEntry, error) {
+		// Under the inventory's write lock, as the revocations of a device
+		// brought back are: no other revocation of this serial in between.
+		prev, err := s.revoked(key)
+		if err != nil {
+			return nil, fmt.Errorf("revocation: %w", err)
+		}
+		if prev != nil {
+			return nil, &AlreadyRevokedError{Revoked: prev}
+		}
+		b := mustJSON(rc)
+		tx.Set(serialsTable, key, b)
+		return []inventory.AuditEntry{{Action: "cert.revoke", Subject: c.KeyId, Reason: reason, After: b}}, nil
+	})
+	if err != nil {
 		return nil, err
 	}
 	s.cfg.Log.Warn("certificate revoked", "admin", actor, "serial", c.Serial, "type", rc.Type, "key_id", c.KeyId, "reason", reason)
@@ -317,9 +473,9 @@ func (s *Store) revocations(now time.Time) (*Revocations, error) {
 			continue
 		}
 		if rc.Type == "host" {
-			r.Host = append(r.Host, rc.Serial)
+			r.Host = append(r.Host, uint64(rc.Serial))
 		} else {
-			r.User = append(r.User, rc.Serial)
+			r.User = append(r.User, uint64(rc.Serial))
 		}
 	}
 	slices.Sort(r.KeyIDs)

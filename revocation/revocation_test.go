@@ -16,6 +16,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -52,15 +53,24 @@ func newFixture(t *testing.T) *fixture {
 	}
 	t.Cleanup(func() { db.Close() })
 	f := &fixture{db: db, clk: fakeclock.New(time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)), hostCA: signer(t), userCA: signer(t), serial: 100}
-	if f.inv, err = inventory.Open(db, f.clk.Now); err != nil {
+	if err := f.open(db); err != nil {
 		t.Fatal(err)
+	}
+	return f
+}
+
+// open opens the inventory and the revocation store on db, as devid-ca
+// does at start.
+func (f *fixture) open(db nosql.DB) error {
+	var err error
+	if f.inv, err = inventory.Open(db, f.clk.Now); err != nil {
+		return err
 	}
 	if f.rev, err = revocation.Open(revocation.Config{HostCA: f.hostCA.PublicKey(), UserCA: f.userCA.PublicKey(), Signer: f.userCA,
 		MaxLifetime: 24 * time.Hour, Now: f.clk.Now, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}, db, f.inv); err != nil {
-		t.Fatal(err)
+		return err
 	}
-	f.inv.OnDeviceChange(f.rev.OnDeviceChange)
-	return f
+	return nil
 }
 
 func (f *fixture) device(t *testing.T, name string, kind inventory.Kind) *inventory.Device {
@@ -266,5 +276,52 @@ func TestRevokeReasonChecked(t *testing.T) {
 	}
 	if _, k := f.current(t); k.IsRevoked(c) || !k.IsRevoked(c2) {
 		t.Fatalf("revoked: refused one %v, good one %v", k.IsRevoked(c), k.IsRevoked(c2))
+	}
+}
+
+// TestRevokeTwice: a second revocation of a serial, by hand or by bringing
+// the device back, keeps the first one's reason and time, and is not
+// audited again.
+func TestRevokeTwice(t *testing.T) {
+	f := newFixture(t)
+	laptop := f.device(t, "laptop", inventory.KindWorkstation)
+	c := f.issue(t, laptop, 16*time.Hour)
+	first, err := f.rev.RevokeSerial("root", c.Serial, "key leaked")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.clk.Advance(time.Hour)
+	_, err = f.rev.RevokeSerial("root", c.Serial, "again")
+	var already *revocation.AlreadyRevokedError
+	if !errors.As(err, &already) || already.Revoked.Reason != "key leaked" || !already.Revoked.RevokedAt.Equal(first.RevokedAt) {
+		t.Fatalf("second revocation: %v, want an AlreadyRevokedError with the first reason and time", err)
+	}
+	if want := "was already revoked at 2026-11-01T12:00:00Z (key leaked); nothing changed"; !strings.Contains(err.Error(), want) {
+		t.Errorf("second revocation: %q, want %q", err, want)
+	}
+	// Quarantined and back: the revocation by hand stays as it was.
+	if _, err := f.inv.SetStatus("test", laptop.ID, inventory.StatusQuarantined, "lost"); err != nil {
+		t.Fatal(err)
+	}
+	f.clk.Advance(time.Hour)
+	if _, err := f.inv.SetStatus("test", laptop.ID, inventory.StatusActive, "found"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.rev.RevokeCert("root", c, "third")
+	if !errors.As(err, &already) || already.Revoked.Reason != "key leaked" {
+		t.Fatalf("after reactivation: %v, want the first reason", err)
+	}
+	if _, k := f.current(t); !k.IsRevoked(c) {
+		t.Fatal("not revoked")
+	}
+	audit, _ := f.inv.Audit(laptop.ID)
+	var revokes []inventory.AuditEntry
+	for _, e := range audit {
+		if e.Action == "cert.revoke" {
+			revokes = append(revokes, e)
+		}
+	}
+	if len(revokes) != 1 || revokes[0].Reason != "key leaked" || !strings.Contains(string(revokes[0].After), `"serial":"`+strconv.FormatUint(c.Serial, 10)+`"`) {
+		t.Fatalf("cert.revoke audit entries: %+v, want one, with the serial and the first reason", revokes)
 	}
 }

@@ -41,6 +41,13 @@ type CA struct {
 // nil, may change the configuration before the server starts.
 func Start(t testing.TB, edit func(*caserver.Config)) *CA {
 	t.Helper()
+	return StartLogged(t, edit, nil)
+}
+
+// StartLogged is Start with the CA logging to log (nil: discarded, or the
+// test log with -v).
+func StartLogged(t testing.TB, edit func(*caserver.Config), log *slog.Logger) *CA {
+	t.Helper()
 	dir := t.TempDir()
 	res, err := caserver.Init(caserver.InitOptions{Dir: dir, DNSNames: []string{"127.0.0.1", "localhost"}, Now: time.Now()})
 	if err != nil {
@@ -58,9 +65,11 @@ func Start(t testing.TB, edit func(*caserver.Config)) *CA {
 	if edit != nil {
 		edit(cfg)
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if testing.Verbose() {
-		log = slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+		if testing.Verbose() {
+			log = slog.New(slog.NewTextHandler(testWriter{t}, nil))
+		}
 	}
 	ca := &CA{t: t, cfg: cfg, log: log}
 	if err := ca.serve(ln); err != nil {

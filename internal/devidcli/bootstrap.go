@@ -231,6 +231,9 @@ func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
 
 // auditChange summarises what an audit entry changed.
 func auditChange(e inventory.AuditEntry) string {
+	if e.Action == "cert.revoke" {
+		return revokeChange(e)
+	}
 	if len(e.Before) == 0 {
 		return "created"
 	}

@@ -1,14 +1,15 @@
 package devidcli
 
 import (
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
-	"strconv"
 	"time"
 
 	"github.com/devid-ssh/devid/adminapi"
 	"github.com/devid-ssh/devid/internal/cliutil"
+	"github.com/devid-ssh/devid/inventory"
 	"github.com/devid-ssh/devid/revocation"
 )
 
@@ -16,7 +17,7 @@ func certCmds() []*cliutil.Command {
 	var c conn
 	var reason string
 	revoke := &cliutil.Command{
-		Name: "revoke", Summary: "revoke one SSH certificate, by serial or by its file; every host refuses it within seconds",
+		Name: "revoke", Summary: "revoke one SSH certificate, by serial or by its file; every host refuses it within seconds (revoking it again is refused: the first revocation stays)",
 		Usage: "SERIAL|CERT-FILE [--reason TEXT]",
 		Flags: func(fs *flag.FlagSet) {
 			c.flags(fs)
@@ -27,7 +28,7 @@ func certCmds() []*cliutil.Command {
 				return err
 			}
 			req := adminapi.RevokeRequest{Reason: reason}
-			if n, err := strconv.ParseUint(args[0], 10, 64); err == nil {
+			if n, err := revocation.ParseSerial(args[0]); err == nil {
 				req.Serial = n
 			} else {
 				b, err := os.ReadFile(args[0])
@@ -38,11 +39,25 @@ func certCmds() []*cliutil.Command {
 			}
 			return call(env, &c, func(cl *adminapi.Client) (*revocation.RevokedCert, error) { return cl.RevokeCert(req) },
 				func(rc *revocation.RevokedCert) error {
-					fmt.Fprintf(env.Stdout, "revoked %s certificate %d (key ID %s); it would have expired at %s\n",
+					fmt.Fprintf(env.Stdout, "revoked %s certificate %s (key ID %s); it would have expired at %s\n",
 						rc.Type, rc.Serial, rc.KeyID, rc.NotAfter.Format(time.RFC3339))
 					return nil
 				})
 		},
 	}
 	return []*cliutil.Command{revoke}
+}
+
+// revokeChange summarises a cert.revoke audit entry: which certificate, and
+// why.
+func revokeChange(e inventory.AuditEntry) string {
+	var rc revocation.RevokedCert
+	if json.Unmarshal(e.After, &rc) != nil {
+		return "?"
+	}
+	s := fmt.Sprintf("revoked %s certificate serial %s, key ID %q, valid until %s", rc.Type, rc.Serial, rc.KeyID, rc.NotAfter.Format(time.RFC3339))
+	if e.Reason != "" {
+		s += fmt.Sprintf(" (%s)", e.Reason)
+	}
+	return s
 }

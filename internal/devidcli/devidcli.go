@@ -79,14 +79,20 @@ func deviceCmds() []*cliutil.Command {
 		Name: "list", Summary: "list devices", Usage: "[--status S] [--kind K] [--collection C] [--owner EMAIL]",
 		Flags: func(fs *flag.FlagSet) {
 			c.flags(fs)
-			fs.StringVar(&filter.status, "status", "", "only devices with this status")
-			fs.StringVar(&filter.kind, "kind", "", "only devices of this kind")
-			fs.StringVar(&filter.collection, "collection", "", "only devices in this collection")
-			fs.StringVar(&filter.owner, "owner", "", "only devices of this owner")
+			fs.StringVar(&filter.status, "status", "", "only devices with this status: active, quarantined or retired")
+			fs.StringVar(&filter.kind, "kind", "", "only devices of this kind: host or workstation")
+			fs.StringVar(&filter.collection, "collection", "", "only devices in this collection (an error if no device is in it)")
+			fs.StringVar(&filter.owner, "owner", "", "only devices of this owner (an error if no such user)")
 		},
 		Run: func(env *cliutil.Env, args []string) error {
 			if err := cliutil.Args(args, 0, 0, "no arguments"); err != nil {
 				return err
+			}
+			if _, err := inventory.ParseStatus(filter.status); filter.status != "" && err != nil {
+				return cliutil.Usagef("--status: %v", err)
+			}
+			if _, err := inventory.ParseKind(filter.kind); filter.kind != "" && err != nil {
+				return cliutil.Usagef("--kind: %v", err)
 			}
 			q := url.Values{}
 			for k, v := range map[string]string{"status": filter.status, "kind": filter.kind, "collection": filter.collection, "owner": filter.owner} {

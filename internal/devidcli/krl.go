@@ -14,6 +14,7 @@ import (
 	"github.com/devid-ssh/devid/internal/atomicfile"
 	"github.com/devid-ssh/devid/internal/cliutil"
 	"github.com/devid-ssh/devid/krl"
+	"github.com/devid-ssh/devid/revocation"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -252,11 +253,11 @@ type krlReport struct {
 }
 
 type krlCertReport struct {
-	CA            string            `json:"ca"` // authorized_keys format; empty: any CA
-	CAFingerprint string            `json:"caFingerprint,omitempty"`
-	SerialCount   uint64            `json:"serialCount"`
-	Serials       []krl.SerialRange `json:"serials"`
-	KeyIDs        []string          `json:"keyIds"`
+	CA            string        `json:"ca"` // authorized_keys format; empty: any CA
+	CAFingerprint string        `json:"caFingerprint,omitempty"`
+	SerialCount   uint64        `json:"serialCount"`
+	Serials       []serialRange `json:"serials"`
+	KeyIDs        []string      `json:"keyIds"`
 }
 
 func inspect(k *krl.KRL, size int) *krlReport {
@@ -266,12 +267,12 @@ func inspect(k *krl.KRL, size int) *krlReport {
 		rep.Generated = &k.Generated
 	}
 	for _, s := range k.Certs {
-		c := krlCertReport{SerialCount: s.Serials.Count(), Serials: []krl.SerialRange{}, KeyIDs: s.KeyIDs}
+		c := krlCertReport{SerialCount: s.Serials.Count(), Serials: []serialRange{}, KeyIDs: s.KeyIDs}
 		if s.CA != nil {
 			c.CA, c.CAFingerprint = authorizedKeyLine(s.CA), ssh.FingerprintSHA256(s.CA)
 		}
 		for r := range s.Serials.Ranges() {
-			c.Serials = append(c.Serials, r)
+			c.Serials = append(c.Serials, serialRange{revocation.Serial(r.First), revocation.Serial(r.Last)})
 		}
 		if c.KeyIDs == nil {
 			c.KeyIDs = []string{}
@@ -291,6 +292,16 @@ func inspect(k *krl.KRL, size int) *krlReport {
 		rep.Signatures = append(rep.Signatures, authorizedKeyLine(s.Key))
 	}
 	return rep
+}
+
+// serialRange is a krl.SerialRange with its serials as JSON strings.
+type serialRange struct {
+	First revocation.Serial `json:"first"`
+	Last  revocation.Serial `json:"last"`
+}
+
+func (r serialRange) String() string {
+	return krl.SerialRange{First: uint64(r.First), Last: uint64(r.Last)}.String()
 }
 
 func authorizedKeyLine(k ssh.PublicKey) string {
