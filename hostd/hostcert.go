@@ -173,22 +173,19 @@ func (h *HostCert) renew(ctx context.Context, pub ssh.PublicKey) (*ssh.Certifica
 }
 
 // install writes the certificate, checks sshd accepts it, and reloads sshd;
-// if sshd -t refuses, the old file is put back and sshd is not reloaded.
+// if sshd -t refuses, the old file is put back (none, if there was none),
+// Watch keeps guarding only the last good one, and sshd is not reloaded.
 func (h *HostCert) install(ctx context.Context, cert *ssh.Certificate) error {
-	path := h.Cfg.HostCertificate
-	old, oldErr := os.ReadFile(path)
-	if err := h.Files.Write(path, ssh.MarshalAuthorizedKey(cert), 0o644); err != nil {
+	var refused error
+	err := h.Files.WriteChecked(h.Cfg.HostCertificate, ssh.MarshalAuthorizedKey(cert), 0o644, func() error {
+		refused = h.SSHD.Check(ctx)
+		return refused
+	})
+	if err != nil && refused == nil {
 		return err
 	}
-	if err := h.SSHD.Check(ctx); err != nil {
+	if err != nil {
 		h.Report.M.SSHDReloads.WithLabelValues("check_failed").Inc()
-		if oldErr == nil {
-			if rerr := h.Files.Write(path, old, 0o644); rerr != nil {
-				return errors.Join(err, rerr)
-			}
-		} else if errors.Is(oldErr, fs.ErrNotExist) {
-			os.Remove(path)
-		}
 		return fmt.Errorf("sshd refused its configuration with the new certificate; old file put back, sshd not reloaded: %w", err)
 	}
 	if err := h.SSHD.Reload(ctx); err != nil {
