@@ -188,16 +188,23 @@ func (d *Daemon) runOnce(ctx context.Context, cfg *Config, configChanged func(),
 			})
 		},
 	}
+	// The last good user CA keys, from the installed file until the CA
+	// sends some: the KRL task verifies with them.
+	caKeys := &CAKeys{}
+	if _, err := caKeys.Load(cfg.TrustedUserCAKeys); err != nil && !errors.Is(err, os.ErrNotExist) {
+		d.Log.Warn("cannot read the installed user CA keys; KRLs are verified with the CA's until it sends some", "err", err)
+	}
 	tasks := []func(context.Context) error{
 		hc.Run,
-		(&UserCA{CAURL: cfg.CAURL, HTTP: newPinnedClient(pool), File: cfg.TrustedUserCAKeys, Interval: cfg.UserCAInterval.Duration, Files: files, Report: rep}).Run,
+		(&UserCA{CAURL: cfg.CAURL, HTTP: newPinnedClient(pool), File: cfg.TrustedUserCAKeys, Interval: cfg.UserCAInterval.Duration,
+			Files: files, Report: rep, CAKeys: caKeys}).Run,
 		(&Watch{Files: files, Report: rep, Dirs: uniqueDirs(managed...), ConfigFile: cfg.File(), ConfigChanged: configChanged}).Run,
 	}
 	if cfg.RevokedKeys != "off" {
 		// No client timeout: the KRL request long-polls (its wait bounds it).
 		hc := newPinnedClient(pool)
 		hc.Timeout = 0
-		k := &KRL{CAURL: cfg.CAURL, HTTP: hc, File: cfg.RevokedKeys, Files: files, Report: rep}
+		k := &KRL{CAURL: cfg.CAURL, HTTP: hc, File: cfg.RevokedKeys, Files: files, Report: rep, CAKeys: caKeys}
 		// The file must be there before anything else runs.
 		if err := k.Prepare(); err != nil {
 			return err
