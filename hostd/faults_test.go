@@ -36,7 +36,9 @@ type fakeCA struct {
 	times   map[string][]time.Time // by path
 }
 
-func newFakeCA(h http.HandlerFunc) *fakeCA { return &fakeCA{handler: h, times: map[string][]time.Time{}} }
+func newFakeCA(h http.HandlerFunc) *fakeCA {
+	return &fakeCA{handler: h, times: map[string][]time.Time{}}
+}
 
 func (f *fakeCA) RoundTrip(r *http.Request) (*http.Response, error) {
 	f.mu.Lock()
