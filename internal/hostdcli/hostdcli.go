@@ -115,7 +115,7 @@ func renewCmd() *cliutil.Command {
 }
 
 func checkCmd() *cliutil.Command {
-	return withConfig("check", "check a configuration file and print it with its defaults",
+	return withConfig("check", "check a configuration file (the tpm address as run opens it, ports 1-65535) and print it with its defaults",
 		func(env *cliutil.Env, file string, cfg *hostd.Config) error {
 			fmt.Fprintf(env.Stdout, "%s: OK\n  caUrl %s\n  tpm %s\n  hostKey %s\n  hostCertificate %s\n  principals %v\n  trustedUserCAKeys %s\n  sshd %s -t -f %s\n  reload %+v\n  metricsAddress %s\n  renewFraction %.4f\n",
 				file, cfg.CAURL, cfg.TPM, cfg.HostKey, cfg.HostCertificate, cfg.Principals, cfg.TrustedUserCAKeys,
