@@ -85,13 +85,13 @@ func (k *KRL) Run(ctx context.Context) error {
 	earlyPolicy := renew.Policy{MinBackoff: 2 * time.Second, MaxBackoff: max(wait, 2*time.Second)}
 	failures, early := 0, 0
 	for ctx.Err() == nil {
-		start := k.Report.Now()
+		start := time.Now() // monotonic: elapsed times, not dates
 		next, err := k.fetch(ctx, cur, wait)
 		var pause time.Duration
 		switch {
 		case ctx.Err() != nil:
 			return nil
-		case errors.Is(err, krldist.ErrNotModified) && k.Report.Now().Sub(start) < wait/2:
+		case errors.Is(err, krldist.ErrNotModified) && time.Since(start) < wait/2:
 			// Not held: a CA (or something in front of it) answering at
 			// once. Back off; not a success, so that DevidKRLStale fires
 			// if it goes on.
@@ -116,7 +116,7 @@ func (k *KRL) Run(ctx context.Context) error {
 			cur = next
 			k.Report.Success(TaskKRL)
 		}
-		pause = max(pause, floor-k.Report.Now().Sub(start))
+		pause = max(pause, floor-time.Since(start))
 		if renew.Sleep(ctx, pause, time.After) != nil {
 			return nil
 		}
