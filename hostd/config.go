@@ -155,6 +155,8 @@ func (c *Config) check() error {
 		return errors.New("caUrl is required")
 	case !strings.HasPrefix(c.CAURL, "https://"):
 		return fmt.Errorf("caUrl %q: want https://host[:port]", c.CAURL)
+	case checkCAURL(c.CAURL) != nil:
+		return fmt.Errorf("caUrl %q: %w", c.CAURL, checkCAURL(c.CAURL))
 	case c.Root == "":
 		return errors.New("root is required (the CA's root certificate; devid bootstrap fetches it)")
 	case c.HostKeyType != "ecdsa" && c.HostKeyType != "ed25519":
@@ -181,9 +183,12 @@ func (c *Config) check() error {
 			return fmt.Errorf("principals: %q is not a host name or address", p)
 		}
 	}
+	if _, err := ParseTPMAddress(c.TPM); err != nil {
+		return fmt.Errorf("tpm %q: %w", c.TPM, err)
+	}
 	if c.MetricsAddress != "off" {
-		if _, _, err := net.SplitHostPort(c.MetricsAddress); err != nil {
-			return fmt.Errorf("metricsAddress %q: %v", c.MetricsAddress, err)
+		if err := checkHostPort(c.MetricsAddress, false); err != nil {
+			return fmt.Errorf("metricsAddress %q: %w", c.MetricsAddress, err)
 		}
 	}
 	return nil

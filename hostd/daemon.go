@@ -20,6 +20,7 @@ import (
 
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/devid-ssh/devid/enroll"
+	"github.com/devid-ssh/devid/internal/atomicfile"
 	"github.com/devid-ssh/devid/renew"
 	"github.com/devid-ssh/devid/tpm"
 	"go.step.sm/crypto/pemutil"
@@ -60,9 +61,33 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	lock, err := LockStateDir(cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	defer func() { lock.Release() }()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	// SIGUSR1 (`devid-hostd renew`): renew the host certificate now.
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
+	renewNow := make(chan struct{}, 1)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-usr1:
+				d.Log.Info("renewal of the host certificate requested (SIGUSR1)")
+				select {
+				case renewNow <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
 	stopWatchdog := d.watchdog(ctx)
 	defer stopWatchdog()
 	for {
@@ -75,7 +100,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 		rctx, cancel := context.WithCancel(ctx)
 		errc := make(chan error, 1)
-		go func() { errc <- d.runOnce(rctx, cfg, changed) }()
+		go func() { errc <- d.runOnce(rctx, cfg, changed, renewNow) }()
 	wait:
 		for {
 			var why string
@@ -106,6 +131,16 @@ func (d *Daemon) Run(ctx context.Context) error {
 			if err := <-errc; err != nil {
 				return err
 			}
+			if next.StateDir != cfg.StateDir {
+				// Claim the new one first: hostd.pid is never unclaimed
+				// while the daemon runs.
+				nl, err := LockStateDir(next.StateDir)
+				if err != nil {
+					return err
+				}
+				lock.Release()
+				lock = nl
+			}
 			cfg = next
 			break wait
 		}
@@ -114,7 +149,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 // runOnce runs every task for one configuration until ctx is done or a
 // task fails for good.
-func (d *Daemon) runOnce(ctx context.Context, cfg *Config, configChanged func()) error {
+func (d *Daemon) runOnce(ctx context.Context, cfg *Config, configChanged func(), renewNow <-chan struct{}) error {
 	roots, err := pemutil.ReadCertificateBundle(cfg.Root)
 	if err != nil {
 		return fmt.Errorf("root: %w", err)
@@ -122,6 +157,10 @@ func (d *Daemon) runOnce(ctx context.Context, cfg *Config, configChanged func())
 	pool := x509.NewCertPool()
 	for _, c := range roots {
 		pool.AddCert(c)
+	}
+	tpmAddr, err := ParseTPMAddress(cfg.TPM) // as check did
+	if err != nil {
+		return fmt.Errorf("tpm %q: %w", cfg.TPM, err)
 	}
 	managed := []string{cfg.HostCertificate, cfg.TrustedUserCAKeys}
 	if cfg.RevokedKeys != "off" {
@@ -132,36 +171,45 @@ func (d *Daemon) runOnce(ctx context.Context, cfg *Config, configChanged func())
 			return fmt.Errorf("create %s: %w", dir, err)
 		}
 	}
+	d.removeStale(cfg, managed)
 	rep := NewReporter(d.Metrics, d.Log, func() time.Time { return time.Now().Round(0) }, cfg.StateDir)
 	rep.reloads = &d.reloads
 	rep.data.SSHDReloads = d.reloads.Load()
 	files := NewFiles()
 	var readyOnce sync.Once
 	hc := &HostCert{
-		Cfg:     cfg,
-		Enroll:  enroll.New(cfg.CAURL, pool, d.Log),
-		OpenTPM: func() (*tpm.TPM, error) { return tpm.OpenAddress(cfg.TPM, &tpm.Config{Logger: d.Log}) },
-		SSHD:    NewSSHD(cfg),
-		Files:   files,
-		Report:  rep,
-		Policy:  renew.Policy{Fraction: cfg.RenewFraction},
-		Rand:    rand.Float64,
+		Cfg:      cfg,
+		Enroll:   enroll.New(cfg.CAURL, pool, d.Log),
+		OpenTPM:  func() (*tpm.TPM, error) { return tpmAddr.Open(&tpm.Config{Logger: d.Log}) },
+		SSHD:     NewSSHD(cfg),
+		Files:    files,
+		Report:   rep,
+		Policy:   renew.Policy{Fraction: cfg.RenewFraction},
+		Rand:     rand.Float64,
+		RenewNow: renewNow,
 		Ready: func() {
 			readyOnce.Do(func() {
 				notify(d.Log, daemon.SdNotifyReady+"\nSTATUS=host certificate in place; keeping it renewed")
 			})
 		},
 	}
+	// The last good user CA keys, from the installed file until the CA
+	// sends some: the KRL task verifies with them.
+	caKeys := &CAKeys{}
+	if _, err := caKeys.Load(cfg.TrustedUserCAKeys); err != nil && !errors.Is(err, os.ErrNotExist) {
+		d.Log.Warn("cannot read the installed user CA keys; KRLs are verified with the CA's until it sends some", "err", err)
+	}
 	tasks := []func(context.Context) error{
 		hc.Run,
-		(&UserCA{CAURL: cfg.CAURL, HTTP: newPinnedClient(pool), File: cfg.TrustedUserCAKeys, Interval: cfg.UserCAInterval.Duration, Files: files, Report: rep}).Run,
+		(&UserCA{CAURL: cfg.CAURL, HTTP: newPinnedClient(pool), File: cfg.TrustedUserCAKeys, Interval: cfg.UserCAInterval.Duration,
+			Files: files, Report: rep, CAKeys: caKeys}).Run,
 		(&Watch{Files: files, Report: rep, Dirs: uniqueDirs(managed...), ConfigFile: cfg.File(), ConfigChanged: configChanged}).Run,
 	}
 	if cfg.RevokedKeys != "off" {
 		// No client timeout: the KRL request long-polls (its wait bounds it).
 		hc := newPinnedClient(pool)
 		hc.Timeout = 0
-		k := &KRL{CAURL: cfg.CAURL, HTTP: hc, File: cfg.RevokedKeys, Files: files, Report: rep}
+		k := &KRL{CAURL: cfg.CAURL, HTTP: hc, File: cfg.RevokedKeys, Files: files, Report: rep, CAKeys: caKeys}
 		// The file must be there before anything else runs.
 		if err := k.Prepare(); err != nil {
 			return err
@@ -213,6 +261,26 @@ func (d *Daemon) watchdog(ctx context.Context) func() {
 		}
 	}()
 	return cancel
+}
+
+// removeStale removes the temporary files interrupted writes left in the
+// directories devid-hostd writes. Nothing else writes there while it runs
+// (its StateDir lock keeps a second devid-hostd out), and the tasks of a
+// previous configuration have stopped.
+func (d *Daemon) removeStale(cfg *Config, managed []string) {
+	names := []string{"status.json"}
+	for _, p := range managed {
+		names = append(names, filepath.Base(p))
+	}
+	for _, dir := range uniqueDirs(append(managed, filepath.Join(cfg.StateDir, "status.json"))...) {
+		removed, err := atomicfile.RemoveStale(dir, names...)
+		if err != nil {
+			d.Log.Warn("cannot remove stale temporary files", "dir", dir, "err", err)
+		}
+		for _, p := range removed {
+			d.Log.Info("removed a temporary file an interrupted write left", "file", p)
+		}
+	}
 }
 
 func uniqueDirs(paths ...string) []string {

@@ -2,7 +2,9 @@ package hostd
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
@@ -39,6 +41,47 @@ func (f *Files) Write(path string, data []byte, perm os.FileMode) error {
 	}
 	f.files[path] = managed{bytes.Clone(data), perm}
 	return nil
+}
+
+// WriteChecked replaces path with data, as Write does, and then runs check.
+// If check fails, the file is put back as it was (or removed, if there was
+// none) and what is remembered for path stays what it was before: the last
+// good content, or nothing, so that Watch never brings back content check
+// refused. It returns check's error, joined with any error putting back.
+func (f *Files) WriteChecked(path string, data []byte, perm os.FileMode, check func() error) error {
+	old, oldErr := os.ReadFile(path)
+	if oldErr != nil && !errors.Is(oldErr, fs.ErrNotExist) {
+		return fmt.Errorf("hostd: %w", oldErr)
+	}
+	f.mu.Lock()
+	prev, had := f.files[path]
+	f.mu.Unlock()
+	if err := f.Write(path, data, perm); err != nil {
+		return err
+	}
+	err := check()
+	if err == nil {
+		return nil
+	}
+	// Under the lock: Restore must not see the file put back while the
+	// refused content is still remembered.
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var rerr error
+	if oldErr == nil {
+		rerr = atomicfile.WriteFile(path, old, perm)
+	} else if rerr = os.Remove(path); errors.Is(rerr, fs.ErrNotExist) {
+		rerr = nil
+	}
+	if had {
+		f.files[path] = prev
+	} else {
+		delete(f.files, path)
+	}
+	if rerr != nil {
+		return errors.Join(err, fmt.Errorf("hostd: put back %s: %w", path, rerr))
+	}
+	return err
 }
 
 // Restore puts path back if it is managed and its content differs from

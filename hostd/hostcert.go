@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/devid-ssh/devid/enroll"
@@ -32,6 +33,8 @@ type HostCert struct {
 	Report  *Reporter
 	Policy  renew.Policy
 	Rand    func() float64 // jitter draw in [0,1)
+	// RenewNow, if set, asks for a renewal at once (`devid-hostd renew`).
+	RenewNow <-chan struct{}
 	// Ready is called once a valid certificate is in place: at start if
 	// the one on disk is valid for the host key, else after the first
 	// issuance.
@@ -45,26 +48,35 @@ func (h *HostCert) Run(ctx context.Context) error {
 		return err
 	}
 	var st renew.State
-	ready := false
+	ready, now := false, false
 	if cert, written := h.current(pub); cert != nil {
 		st = h.state(cert, written)
 		h.publish(cert, st)
 		h.Report.Log.Info("host certificate in place", "file", h.Cfg.HostCertificate, "serial", cert.Serial, "not_after", st.NotAfter)
 		h.Ready()
 		ready = true
+		if !samePrincipals(cert.ValidPrincipals, h.Cfg.Principals) {
+			h.Report.Log.Info("the configured principals differ from the certificate's: renewing now",
+				"certificate", cert.ValidPrincipals, "configured", h.Cfg.Principals)
+			now = true
+		}
 	}
 	for {
-		now := h.Report.Now()
-		d := h.Policy.Decide(now, st)
+		d := h.Policy.Decide(h.Report.Now(), st)
 		if !d.At.IsZero() {
 			h.Report.M.NextRenewal.Set(float64(d.At.Unix()))
 		}
-		if !d.Renew {
-			if err := renew.Sleep(ctx, d.Wait, time.After); err != nil {
+		if !d.Renew && !now {
+			select {
+			case <-ctx.Done():
 				return nil
+			case <-time.After(d.Wait):
+			case <-h.RenewNow:
+				now = true
 			}
 			continue
 		}
+		now = false
 		cert, err := h.renew(ctx, pub)
 		if ctx.Err() != nil {
 			return nil
@@ -87,6 +99,17 @@ func (h *HostCert) Run(ctx context.Context) error {
 			ready = true
 		}
 	}
+}
+
+// samePrincipals reports whether a and b hold the same principals, in any
+// order.
+func samePrincipals(a, b []string) bool {
+	set := func(s []string) []string {
+		s = slices.Clone(s)
+		slices.Sort(s)
+		return slices.Compact(s)
+	}
+	return slices.Equal(set(a), set(b))
 }
 
 // state is the renewal state of a certificate obtained at issued. The CA
@@ -173,22 +196,19 @@ func (h *HostCert) renew(ctx context.Context, pub ssh.PublicKey) (*ssh.Certifica
 }
 
 // install writes the certificate, checks sshd accepts it, and reloads sshd;
-// if sshd -t refuses, the old file is put back and sshd is not reloaded.
+// if sshd -t refuses, the old file is put back (none, if there was none),
+// Watch keeps guarding only the last good one, and sshd is not reloaded.
 func (h *HostCert) install(ctx context.Context, cert *ssh.Certificate) error {
-	path := h.Cfg.HostCertificate
-	old, oldErr := os.ReadFile(path)
-	if err := h.Files.Write(path, ssh.MarshalAuthorizedKey(cert), 0o644); err != nil {
+	var refused error
+	err := h.Files.WriteChecked(h.Cfg.HostCertificate, ssh.MarshalAuthorizedKey(cert), 0o644, func() error {
+		refused = h.SSHD.Check(ctx)
+		return refused
+	})
+	if err != nil && refused == nil {
 		return err
 	}
-	if err := h.SSHD.Check(ctx); err != nil {
+	if err != nil {
 		h.Report.M.SSHDReloads.WithLabelValues("check_failed").Inc()
-		if oldErr == nil {
-			if rerr := h.Files.Write(path, old, 0o644); rerr != nil {
-				return errors.Join(err, rerr)
-			}
-		} else if errors.Is(oldErr, fs.ErrNotExist) {
-			os.Remove(path)
-		}
 		return fmt.Errorf("sshd refused its configuration with the new certificate; old file put back, sshd not reloaded: %w", err)
 	}
 	if err := h.SSHD.Reload(ctx); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"time"
@@ -19,6 +20,13 @@ import (
 // and it decodes; on any failure the last good file stays. sshd is never
 // without the file once this task has started: it first writes a valid
 // empty KRL if there is none.
+//
+// A poll that fails backs off exponentially with jitter (Rand). Every
+// poll, whatever its answer, starts at least MinInterval after the one
+// before; a 304 that comes back before half of Wait is an early answer (a
+// CA or load balancer that does not hold the long-poll): it is not a
+// success, it is counted (devid_krl_early_answers_total), and repeated
+// early answers back off, with jitter, up to Wait.
 type KRL struct {
 	CAURL  string
 	HTTP   *http.Client // trusts only the pinned root; no overall timeout
@@ -26,6 +34,16 @@ type KRL struct {
 	Wait   time.Duration // long-poll; default 55s
 	Files  *Files
 	Report *Reporter
+	// CAKeys is the last good set of the CA's user CA keys, kept by the
+	// UserCA task. A KRL is verified against it; /ssh/roots is fetched
+	// only when it is empty or does not verify the KRL (a rotated key).
+	// Nil: fetch them for every KRL.
+	CAKeys *CAKeys
+	// MinInterval is the least time from the start of one poll to the
+	// start of the next; default 1s.
+	MinInterval time.Duration
+	// Rand draws the back-off jitter in [0, 1); default rand.Float64.
+	Rand func() float64
 
 	prepared bool
 	cur      uint64 // version of the KRL in place
@@ -55,26 +73,53 @@ func (k *KRL) Run(ctx context.Context) error {
 	if wait <= 0 {
 		wait = 55 * time.Second
 	}
-	policy := renew.Policy{MaxBackoff: time.Minute}
-	failures := 0
+	floor := k.MinInterval
+	if floor <= 0 {
+		floor = time.Second
+	}
+	draw := k.Rand
+	if draw == nil {
+		draw = rand.Float64
+	}
+	failPolicy := renew.Policy{MaxBackoff: time.Minute}
+	earlyPolicy := renew.Policy{MinBackoff: 2 * time.Second, MaxBackoff: max(wait, 2*time.Second)}
+	failures, early := 0, 0
 	for ctx.Err() == nil {
+		start := time.Now() // monotonic: elapsed times, not dates
 		next, err := k.fetch(ctx, cur, wait)
+		var pause time.Duration
 		switch {
 		case ctx.Err() != nil:
 			return nil
+		case errors.Is(err, krldist.ErrNotModified) && time.Since(start) < wait/2:
+			// Not held: a CA (or something in front of it) answering at
+			// once. Back off; not a success, so that DevidKRLStale fires
+			// if it goes on.
+			failures = 0
+			early++
+			k.Report.M.KRLEarlyAnswers.Inc()
+			pause = earlyPolicy.Backoff(early, draw())
+			if early == 1 {
+				k.Report.Log.Warn("the CA answered the KRL long-poll at once (304 without waiting): backing off",
+					"wait", wait, "next_poll_in", pause)
+			}
 		case errors.Is(err, krldist.ErrNotModified):
+			failures, early = 0, 0
 			k.Report.Success(TaskKRL) // the CA answered: nothing new
-			continue
 		case err != nil:
-			failures++
+			failures, early = failures+1, 0
 			k.Report.M.KRLFetchFailures.Inc()
 			k.Report.Failure(TaskKRL, fmt.Errorf("KRL: keeping version %d: %w", cur, err))
-			renew.Sleep(ctx, policy.Backoff(failures, 0.5), time.After)
-			continue
+			pause = failPolicy.Backoff(failures, draw())
+		default:
+			failures, early = 0, 0
+			cur = next
+			k.Report.Success(TaskKRL)
 		}
-		failures = 0
-		cur = next
-		k.Report.Success(TaskKRL)
+		pause = max(pause, floor-time.Since(start))
+		if renew.Sleep(ctx, pause, time.After) != nil {
+			return nil
+		}
 	}
 	return nil
 }
@@ -120,11 +165,7 @@ func (k *KRL) fetch(ctx context.Context, cur uint64, wait time.Duration) (uint64
 	if got.Version <= cur {
 		return cur, fmt.Errorf("the CA sent version %d, not newer than the installed %d: refused", got.Version, cur)
 	}
-	keys, err := fetchUserCAKeys(ctx, k.HTTP, k.CAURL)
-	if err != nil {
-		return cur, err
-	}
-	if err := krldist.Verify(got.Version, got.Body, got.Signature, keys); err != nil {
+	if err := k.verify(ctx, got); err != nil {
 		return cur, err
 	}
 	parsed, err := krl.Parse(got.Body)
@@ -140,6 +181,24 @@ func (k *KRL) fetch(ctx context.Context, cur uint64, wait time.Duration) (uint64
 	k.publish(got.Version, got.Generated)
 	k.Report.Log.Info("KRL installed", "file", k.File, "version", got.Version, "bytes", len(got.Body))
 	return got.Version, nil
+}
+
+// verify checks got's signature with the last good user CA keys and, only
+// if there are none or they do not verify it, with the keys /ssh/roots
+// gives now: a broken /ssh/roots does not hold up KRLs, and a rotated user
+// CA key does not either.
+func (k *KRL) verify(ctx context.Context, got *krldist.KRL) error {
+	var known error = errors.New("no user CA keys known yet")
+	if keys := k.CAKeys.Get(); len(keys) > 0 {
+		if known = krldist.Verify(got.Version, got.Body, got.Signature, keys); known == nil {
+			return nil
+		}
+	}
+	fresh, err := fetchUserCAKeys(ctx, k.HTTP, k.CAURL)
+	if err != nil {
+		return fmt.Errorf("KRL signature: %v; and %w", known, err)
+	}
+	return krldist.Verify(got.Version, got.Body, got.Signature, fresh)
 }
 
 func (k *KRL) publish(version uint64, generated time.Time) {

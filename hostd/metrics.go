@@ -30,7 +30,7 @@ type Metrics struct {
 	UserCAKeys, UserCAKeysChanged            prometheus.Gauge
 	FilesRestored                            *prometheus.CounterVec // file
 	KRLVersion, KRLGenerated                 prometheus.Gauge
-	KRLFetchFailures                         prometheus.Counter
+	KRLFetchFailures, KRLEarlyAnswers        prometheus.Counter
 }
 
 // Task names, the task label of the per-task metrics.
@@ -77,7 +77,9 @@ func NewMetrics() *Metrics {
 		KRLGenerated:       f("krl_generated_seconds", "When the CA built the KRL in RevokedKeys, Unix time (its age: time() minus this)."),
 	}
 	m.KRLFetchFailures = prometheus.NewCounter(prometheus.CounterOpts{Name: "devid_krl_fetch_failures_total", Help: "Failed KRL fetches (unreachable CA, bad signature, older version, undecodable KRL)."})
-	r.MustRegister(m.KRLFetchFailures)
+	m.KRLEarlyAnswers = prometheus.NewCounter(prometheus.CounterOpts{Name: "devid_krl_early_answers_total",
+		Help: "KRL long-polls answered 304 at once instead of being held (a CA or load balancer not holding the request); each backs off."})
+	r.MustRegister(m.KRLFetchFailures, m.KRLEarlyAnswers)
 	for _, res := range []string{"success", "failure"} {
 		m.Renewals.WithLabelValues(res)
 		m.Attestations.WithLabelValues(res)

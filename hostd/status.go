@@ -139,8 +139,9 @@ func ReadStatus(dir string) (*StatusData, error) {
 	return &d, nil
 }
 
-// Print writes a human summary of d.
-func (d *StatusData) Print(w io.Writer, now time.Time) {
+// Print writes a human summary of d; pid is the running daemon's process
+// ID (RunningPID), 0 if none runs.
+func (d *StatusData) Print(w io.Writer, now time.Time, pid int) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	ago := func(t time.Time) string {
 		if t.IsZero() {
@@ -154,7 +155,11 @@ func (d *StatusData) Print(w io.Writer, now time.Time) {
 		}
 		return fmt.Sprintf("%s (in %s)", t.Local().Format(time.RFC3339), t.Sub(now).Round(time.Second))
 	}
-	fmt.Fprintf(tw, "devid-hostd\tpid %d, status updated %s\n", d.PID, ago(d.Updated))
+	if pid != 0 {
+		fmt.Fprintf(tw, "devid-hostd\trunning, pid %d, status updated %s\n", pid, ago(d.Updated))
+	} else {
+		fmt.Fprintf(tw, "devid-hostd\tnot running (was pid %d), status updated %s\n", d.PID, ago(d.Updated))
+	}
 	if c := d.HostCert; c != nil {
 		fmt.Fprintf(tw, "host certificate\t%s\n", c.File)
 		fmt.Fprintf(tw, "  serial\t%d\n", c.Serial)

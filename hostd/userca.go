@@ -9,8 +9,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
+	"os"
+	"slices"
+	"sync"
 	"time"
+
+	"github.com/devid-ssh/devid/renew"
 
 	"golang.org/x/crypto/ssh"
 )
@@ -23,24 +29,87 @@ type UserCA struct {
 	Interval time.Duration
 	Files    *Files
 	Report   *Reporter
+	// CAKeys, if set, is given every good set of keys (the KRL task
+	// verifies KRLs with the last one).
+	CAKeys *CAKeys
+	// Rand draws the back-off jitter in [0, 1); default rand.Float64.
+	Rand func() float64
 }
 
-// Run fetches the keys now and every Interval until ctx is done.
+// Run fetches the keys now and every Interval until ctx is done. After a
+// failure it retries with renew's exponential back-off and jitter (5 s
+// doubling to 5 min, or Interval if longer), not every Interval: a fleet
+// must not hammer a CA that is coming back.
 func (u *UserCA) Run(ctx context.Context) error {
+	draw := u.Rand
+	if draw == nil {
+		draw = rand.Float64
+	}
+	policy := renew.Policy{MaxBackoff: max(renew.DefaultMaxBackoff, u.Interval)}
+	failures := 0
 	for {
+		wait := u.Interval
 		if err := u.Sync(ctx); ctx.Err() != nil {
 			return nil
 		} else if err != nil {
-			u.Report.Failure(TaskUserCA, err)
+			failures++
+			wait = policy.Backoff(failures, draw())
+			u.Report.Failure(TaskUserCA, fmt.Errorf("%w (attempt %d; next in %v)", err, failures, wait.Round(time.Millisecond)))
 		} else {
+			failures = 0
 			u.Report.Success(TaskUserCA)
 		}
-		select {
-		case <-ctx.Done():
+		if renew.Sleep(ctx, wait, time.After) != nil {
 			return nil
-		case <-time.After(u.Interval):
 		}
 	}
+}
+
+// CAKeys is the last good set of the CA's SSH user CA keys, shared by the
+// UserCA and KRL tasks. The zero value (and nil) holds none.
+type CAKeys struct {
+	mu   sync.Mutex
+	keys []ssh.PublicKey
+}
+
+// Get returns the keys (none for a nil CAKeys).
+func (c *CAKeys) Get() []ssh.PublicKey {
+	if c == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.keys
+}
+
+// Set replaces the keys.
+func (c *CAKeys) Set(keys []ssh.PublicKey) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.keys = slices.Clone(keys)
+}
+
+// Load sets the keys from an installed TrustedUserCAKeys file (as UserCA
+// writes it: comments and one key a line), if it holds any. It returns how
+// many it found; a file that is missing or holds none changes nothing.
+func (c *CAKeys) Load(file string) (int, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return 0, err
+	}
+	var keys []ssh.PublicKey
+	for len(bytes.TrimSpace(b)) > 0 {
+		k, _, _, rest, err := ssh.ParseAuthorizedKey(b)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", file, err)
+		}
+		keys = append(keys, k)
+		b = rest
+	}
+	if len(keys) > 0 {
+		c.Set(keys)
+	}
+	return len(keys), nil
 }
 
 // Sync fetches the user CA keys and rewrites the file if they changed. An
@@ -54,6 +123,9 @@ func (u *UserCA) Sync(ctx context.Context) error {
 	buf.WriteString("# SSH user CA keys from devid-ca, written by devid-hostd: edits are undone.\n")
 	for _, k := range keys {
 		buf.Write(ssh.MarshalAuthorizedKey(k))
+	}
+	if u.CAKeys != nil {
+		u.CAKeys.Set(keys)
 	}
 	u.Report.M.UserCAKeys.Set(float64(len(keys)))
 	u.Report.update(func(d *StatusData) { d.UserCA = len(keys) })

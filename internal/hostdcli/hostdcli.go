@@ -1,5 +1,5 @@
 // Package hostdcli is the devid-hostd command: run the daemon, show its
-// status, check a configuration.
+// status, ask it to renew now, check a configuration.
 package hostdcli
 
 import (
@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -24,7 +25,7 @@ func root() *cliutil.Command {
 	return &cliutil.Command{
 		Name:    "devid-hostd",
 		Summary: "devid-hostd keeps this host's SSH host certificate, user CA keys and sshd right.",
-		Sub:     []*cliutil.Command{runCmd(), statusCmd(), checkCmd()},
+		Sub:     []*cliutil.Command{runCmd(), statusCmd(), renewCmd(), checkCmd()},
 	}
 }
 
@@ -35,7 +36,7 @@ func configFlag(fs *flag.FlagSet, p *string) {
 func runCmd() *cliutil.Command {
 	var file, format string
 	return &cliutil.Command{
-		Name: "run", Summary: "run the daemon until SIGTERM or SIGINT (SIGHUP rereads the configuration)", Usage: "[--config FILE] [--log-format text|json]",
+		Name: "run", Summary: "run the daemon until SIGTERM or SIGINT (SIGHUP rereads the configuration, SIGUSR1 renews the host certificate now)", Usage: "[--config FILE] [--log-format text|json]",
 		Flags: func(fs *flag.FlagSet) {
 			configFlag(fs, &file)
 			fs.StringVar(&format, "log-format", "text", "log format on standard error (journald keeps it): text or json")
@@ -58,20 +59,63 @@ func runCmd() *cliutil.Command {
 	}
 }
 
+// ExitNotRunning is the exit code of status and renew when no devid-hostd
+// runs with the configuration's stateDir (3, as `systemctl status` and the
+// LSB init scripts use for "not running").
+const ExitNotRunning = 3
+
+func notRunning(cfg *hostd.Config) error {
+	return &cliutil.ExitCodeError{Code: ExitNotRunning,
+		Err: fmt.Errorf("devid-hostd is not running (no process holds %s)", filepath.Join(cfg.StateDir, hostd.PIDFileName))}
+}
+
 func statusCmd() *cliutil.Command {
-	return withConfig("status", "show the host certificate, next renewal and each task's last success and error",
+	return withConfig("status", "show whether the daemon runs, the host certificate, next renewal and each task's last success and error; exit 0 running, 3 not running, 1 error",
 		func(env *cliutil.Env, file string, cfg *hostd.Config) error {
-			st, err := hostd.ReadStatus(cfg.StateDir)
+			pid, err := hostd.RunningPID(cfg.StateDir)
 			if err != nil {
 				return err
 			}
-			st.Print(env.Stdout, time.Now())
+			if pid == 0 {
+				fmt.Fprintf(env.Stdout, "devid-hostd  NOT RUNNING (stateDir %s)\n", cfg.StateDir)
+			}
+			st, err := hostd.ReadStatus(cfg.StateDir)
+			if err != nil && pid != 0 {
+				return err
+			}
+			if st != nil {
+				if pid == 0 {
+					fmt.Fprintln(env.Stdout, "last known status:")
+				}
+				st.Print(env.Stdout, time.Now(), pid)
+			}
+			if pid == 0 {
+				return notRunning(cfg)
+			}
+			return nil
+		})
+}
+
+func renewCmd() *cliutil.Command {
+	return withConfig("renew", "ask the running daemon to renew the host certificate now (SIGUSR1); exit 0 asked, 3 not running, 1 error",
+		func(env *cliutil.Env, file string, cfg *hostd.Config) error {
+			pid, err := hostd.RunningPID(cfg.StateDir)
+			if err != nil {
+				return err
+			}
+			if pid == 0 {
+				return notRunning(cfg)
+			}
+			if err := syscall.Kill(pid, syscall.SIGUSR1); err != nil {
+				return fmt.Errorf("SIGUSR1 to devid-hostd (pid %d): %w", pid, err)
+			}
+			fmt.Fprintf(env.Stdout, "asked devid-hostd (pid %d) to renew the host certificate now; `devid-hostd status` shows the result\n", pid)
 			return nil
 		})
 }
 
 func checkCmd() *cliutil.Command {
-	return withConfig("check", "check a configuration file and print it with its defaults",
+	return withConfig("check", "check a configuration file (the tpm address as run opens it, ports 1-65535) and print it with its defaults",
 		func(env *cliutil.Env, file string, cfg *hostd.Config) error {
 			fmt.Fprintf(env.Stdout, "%s: OK\n  caUrl %s\n  tpm %s\n  hostKey %s\n  hostCertificate %s\n  principals %v\n  trustedUserCAKeys %s\n  sshd %s -t -f %s\n  reload %+v\n  metricsAddress %s\n  renewFraction %.4f\n",
 				file, cfg.CAURL, cfg.TPM, cfg.HostKey, cfg.HostCertificate, cfg.Principals, cfg.TrustedUserCAKeys,

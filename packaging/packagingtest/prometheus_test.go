@@ -34,6 +34,7 @@ var exportedMetrics = []string{
 	"devid_krl_version",
 	"devid_krl_generated_seconds",
 	"devid_krl_fetch_failures_total",
+	"devid_krl_early_answers_total",
 }
 
 var wantAlerts = []string{
