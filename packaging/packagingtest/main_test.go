@@ -25,6 +25,12 @@ func TestMain(m *testing.M) {
 	if os.Getenv(nsEnv) == "1" {
 		execInNamespace(os.Args[1:])
 	}
+	if upper := os.Getenv(hostEnv); upper != "" {
+		runInHost(upper, os.Args[1:])
+	}
+	if records := os.Getenv(systemctlEnv); records != "" {
+		os.Exit(fakeSystemctl(records, os.Args[1:]))
+	}
 	os.Exit(m.Run())
 }
 

@@ -1,0 +1,354 @@
+package packagingtest
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/devid-ssh/devid/caserver"
+	"github.com/devid-ssh/devid/caserver/catest"
+	"github.com/devid-ssh/devid/internal/sshdtest"
+	"github.com/devid-ssh/devid/inventory"
+	"github.com/devid-ssh/devid/tpm/swtpmtest"
+	"golang.org/x/crypto/ssh"
+)
+
+// The host set-up test runs README.md's block as root in a private mount
+// namespace whose /etc, /usr and /var are overlays: the block changes them
+// as it would a real host's, and every change lands in the test's
+// directory. There is no systemd there: systemctl is the test binary,
+// which starts devid-hostd from the installed unit's ExecStart and waits
+// for its READY=1, as systemctl start does.
+const (
+	// hostEnv, set to the upper directory, makes a re-executed test binary
+	// set up that namespace and run its arguments in it.
+	hostEnv = "DEVID_PACKAGINGTEST_HOST"
+	// systemctlEnv, set to a directory for its records, makes the test
+	// binary act as systemctl.
+	systemctlEnv = "DEVID_PACKAGINGTEST_SYSTEMCTL"
+	// hostSetupMarker precedes the block in README.md.
+	hostSetupMarker = "<!-- host-setup -->"
+	// readyTimeout only bounds a hang of devid-hostd's start.
+	readyTimeout = 3 * time.Minute
+)
+
+// overlaid are the directories the block may change.
+var overlaid = []string{"/etc", "/usr", "/var"}
+
+// readmeHostSetup returns README.md's host set-up block.
+func readmeHostSetup(t *testing.T) string {
+	t.Helper()
+	readme := readRepoFile(t, "README.md")
+	_, rest, ok := strings.Cut(readme, hostSetupMarker+"\n```sh\n")
+	if !ok {
+		t.Fatalf("README.md: no %q followed by a ```sh block", hostSetupMarker)
+	}
+	block, _, ok := strings.Cut(rest, "\n```\n")
+	if !ok {
+		t.Fatal("README.md: the host set-up block does not end")
+	}
+	return block + "\n"
+}
+
+// setVar gives the block's assignment to name, a line of its own, value.
+func setVar(t *testing.T, block, name, value string) string {
+	t.Helper()
+	re := regexp.MustCompile(`(?m)^` + name + `=\S*`)
+	if n := len(re.FindAllString(block, -1)); n != 1 {
+		t.Fatalf("README.md host set-up: %d assignments to %s, want 1", n, name)
+	}
+	return re.ReplaceAllLiteralString(block, name+"='"+value+"'")
+}
+
+// TestREADMEHostSetup runs README.md's host set-up block, as written, on a
+// host where sshd is set up as Debian's is, against a real devid-ca with a
+// software TPM registered as the host's. It must run to its end: sshd -t
+// passes, silent, with the snippet installed, and devid-hostd has written
+// the files sshd reads.
+func TestREADMEHostSetup(t *testing.T) {
+	sshdtest.NeedRoot(t)
+	sshdtest.Need(t, "swtpm", "swtpm_setup", "useradd", "bash")
+	tool(t, "sshd", "openssh-server", "/usr/sbin")
+	tool(t, "ssh-keygen", "openssh-client")
+	block := readmeHostSetup(t)
+
+	ca := catest.Start(t, nil)
+	sw := swtpmtest.New(t)
+	ek, err := sw.TPM.EK()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, err := ca.Server.Inventory().AddDevice("test", inventory.NewDevice{
+		EK: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ek.Certificate.Raw})), Name: "host-1", Kind: "host"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "tpm.sock")
+	stop, err := sw.ServeUnix(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+
+	// The checkout the block runs in: bin/ from make build, and the repository's files.
+	work := filepath.Join(dir, "checkout")
+	build := exec.Command("go", "build", "-o", filepath.Join(work, "bin")+"/", "./cmd/devid", "./cmd/devid-hostd", "./cmd/devid-principals")
+	build.Dir = repoPath(".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	for _, d := range []string{"packaging", "contrib"} {
+		abs, _ := filepath.Abs(repoPath(d))
+		if err := os.Symlink(abs, filepath.Join(work, d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	block = setVar(t, block, "CA_URL", ca.URL)
+	block = setVar(t, block, "CA_FINGERPRINT", caserver.Fingerprint(ca.Root))
+	block = setVar(t, block, "TPM", "unix:"+sock)
+	script := filepath.Join(dir, "host-setup.sh")
+	if err := os.WriteFile(script, []byte(block), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	upper, records := filepath.Join(dir, "root"), filepath.Join(dir, "systemctl")
+	for _, d := range []string{upper, records} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { stopStarted(t, records) })
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(self, "bash", "-e", script)
+	cmd.Dir = work
+	cmd.Env = append(os.Environ(), hostEnv+"="+upper, systemctlEnv+"="+records)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		log, _ := os.ReadFile(filepath.Join(records, "devid-hostd.log"))
+		t.Fatalf("the README's host set-up failed: %v\n%s\ndevid-hostd's log:\n%s", err, out, log)
+	}
+	t.Logf("host set-up:\n%s", out)
+
+	// What the block left, in the overlay's upper layer.
+	file := func(p string) []byte {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Join(upper, p))
+		if err != nil {
+			t.Fatalf("after the host set-up: %v", err)
+		}
+		return b
+	}
+	if !bytes.Equal(file("/etc/ssh/sshd_config.d/devid.conf"), []byte(readRepoFile(t, snippetPath))) {
+		t.Errorf("/etc/ssh/sshd_config.d/devid.conf is not %s", snippetPath)
+	}
+	account := regexp.MustCompile(`(?m)^devid-principals:`)
+	if before, _ := os.ReadFile("/etc/passwd"); !account.Match(before) && !account.Match(file("/etc/passwd")) {
+		t.Error("no devid-principals account")
+	}
+	k, _, _, _, err := ssh.ParseAuthorizedKey(file("/etc/ssh/devid/ssh_host_ecdsa_key-cert.pub"))
+	cert, ok := k.(*ssh.Certificate)
+	if err != nil || !ok || cert.CertType != ssh.HostCert || cert.KeyId != dev.ID {
+		t.Fatalf("host certificate: %v, key ID %q; want a host certificate for %s", err, cert.KeyId, dev.ID)
+	}
+	hostCA, _ := os.ReadFile(filepath.Join(ca.Dir, "certs", "ssh_host_ca.pub"))
+	if caKey, _, _, _, err := ssh.ParseAuthorizedKey(hostCA); err != nil || !bytes.Equal(caKey.Marshal(), cert.SignatureKey.Marshal()) {
+		t.Errorf("host certificate not signed by the CA's host key (%v)", err)
+	}
+	userCA, _ := os.ReadFile(filepath.Join(ca.Dir, "certs", "ssh_user_ca.pub"))
+	want, _, _, _, err := ssh.ParseAuthorizedKey(userCA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _, _, _, err := ssh.ParseAuthorizedKey(file("/etc/ssh/devid/user_ca.pub")); err != nil || !bytes.Equal(got.Marshal(), want.Marshal()) {
+		t.Errorf("user_ca.pub is not the CA's user key (%v)", err)
+	}
+	if len(file("/etc/ssh/devid/revoked.krl")) == 0 {
+		t.Error("revoked.krl is empty")
+	}
+	calls, _ := os.ReadFile(filepath.Join(records, "calls"))
+	if want := "daemon-reload\nenable --now devid-hostd\nreload ssh\n"; string(calls) != want {
+		t.Errorf("systemctl calls %q, want %q", calls, want)
+	}
+}
+
+// stopStarted stops what the fake systemctl started, by the pids it
+// recorded.
+func stopStarted(t *testing.T, records string) {
+	pids, _ := filepath.Glob(filepath.Join(records, "*.pid"))
+	for _, f := range pids {
+		b, _ := os.ReadFile(f)
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil {
+			continue
+		}
+		if p, err := os.FindProcess(pid); err == nil && p.Signal(syscall.SIGTERM) == nil {
+			// Wait for it to go: it is not our child, so poll for the pid.
+			for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+				if p.Signal(syscall.Signal(0)) != nil {
+					break
+				}
+			}
+		}
+	}
+}
+
+// runInHost sets up the host namespace (see hostEnv) and execs argv.
+func runInHost(upper string, argv []string) {
+	fail := func(err error) {
+		fmt.Fprintln(os.Stderr, "packagingtest: host namespace:", err)
+		os.Exit(nsSetupFailed)
+	}
+	if err := syscall.Mount("tmpfs", "/run", "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, "mode=0755"); err != nil {
+		fail(fmt.Errorf("mount tmpfs on /run: %w", err))
+	}
+	if err := os.Mkdir("/run/sshd", 0o755); err != nil {
+		fail(err)
+	}
+	for _, d := range overlaid {
+		up, wd := filepath.Join(upper, d), filepath.Join(upper, ".work", d)
+		if err := os.MkdirAll(up, 0o755); err != nil {
+			fail(err)
+		}
+		if err := os.MkdirAll(wd, 0o755); err != nil {
+			fail(err)
+		}
+		if err := syscall.Mount("overlay", d, "overlay", 0, "lowerdir="+d+",upperdir="+up+",workdir="+wd); err != nil {
+			fail(fmt.Errorf("overlay on %s: %w", d, err))
+		}
+	}
+	self, err := os.Executable()
+	if err != nil {
+		fail(err)
+	}
+	// systemctl is this binary (its records directory is in the environment).
+	stub := "#!/bin/sh\nexec '" + self + "' \"$@\"\n"
+	for _, p := range []string{"/usr/bin/systemctl", "/usr/sbin/systemctl"} {
+		os.Remove(p)
+	}
+	if err := os.WriteFile("/usr/bin/systemctl", []byte(stub), 0o755); err != nil {
+		fail(err)
+	}
+	// A Debian host has its host keys from openssh-server's installation.
+	if out, err := exec.Command("ssh-keygen", "-A").CombinedOutput(); err != nil {
+		fail(fmt.Errorf("ssh-keygen -A: %v: %s", err, out))
+	}
+	env := []string{}
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, hostEnv+"=") {
+			env = append(env, kv)
+		}
+	}
+	path, err := exec.LookPath(argv[0])
+	if err != nil {
+		fail(err)
+	}
+	fail(syscall.Exec(path, argv, env))
+}
+
+// fakeSystemctl does what the block asks of systemctl: daemon-reload and
+// reload do nothing (there is no systemd, and no sshd runs), enable --now
+// starts the unit's ExecStart and returns once it says READY=1. Each call
+// is recorded in records/calls.
+func fakeSystemctl(records string, args []string) int {
+	fail := func(err error) int {
+		fmt.Fprintln(os.Stderr, "systemctl (test):", err)
+		return 1
+	}
+	f, err := os.OpenFile(filepath.Join(records, "calls"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return fail(err)
+	}
+	fmt.Fprintln(f, strings.Join(args, " "))
+	f.Close()
+	switch {
+	case len(args) == 1 && args[0] == "daemon-reload", len(args) == 2 && args[0] == "reload":
+		return 0
+	case len(args) == 3 && args[0] == "enable" && args[1] == "--now":
+		if err := startUnit(records, args[2]); err != nil {
+			return fail(err)
+		}
+		return 0
+	}
+	return fail(fmt.Errorf("unsupported: %q", args))
+}
+
+func startUnit(records, name string) error {
+	unit := "/etc/systemd/system/" + name + ".service"
+	b, err := os.ReadFile(unit)
+	if err != nil {
+		return err
+	}
+	var argv []string
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "ExecStart="); ok {
+			argv = strings.Fields(v)
+		}
+	}
+	if len(argv) == 0 {
+		return fmt.Errorf("%s: no ExecStart=", unit)
+	}
+	notify := filepath.Join(records, name+".notify")
+	ln, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notify, Net: "unixgram"})
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	log, err := os.Create(filepath.Join(records, name+".log"))
+	if err != nil {
+		return err
+	}
+	defer log.Close()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify)
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(records, name+".pid"), []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err != nil {
+		return err
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	ready := make(chan struct{})
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := ln.Read(buf)
+			if err != nil {
+				return
+			}
+			for _, line := range strings.Split(string(buf[:n]), "\n") {
+				if line == "READY=1" {
+					close(ready)
+					return
+				}
+			}
+		}
+	}()
+	select {
+	case <-ready:
+		return nil
+	case err := <-exited:
+		return fmt.Errorf("%s exited before READY=1: %v (log: %s)", argv[0], err, log.Name())
+	case <-time.After(readyTimeout):
+		return fmt.Errorf("%s: no READY=1 within %v (log: %s)", argv[0], readyTimeout, log.Name())
+	}
+}
