@@ -22,6 +22,7 @@ import (
 	"github.com/devid-ssh/devid/inventory"
 	"github.com/devid-ssh/devid/tpm/swtpmtest"
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
 )
 
 // The host set-up test runs README.md's block as root in a private mount
@@ -188,23 +189,27 @@ func TestREADMEHostSetup(t *testing.T) {
 }
 
 // stopStarted stops what the fake systemctl started, by the pids it
-// recorded.
+// recorded, and waits for each to end.
 func stopStarted(t *testing.T, records string) {
 	pids, _ := filepath.Glob(filepath.Join(records, "*.pid"))
 	for _, f := range pids {
 		b, _ := os.ReadFile(f)
 		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
 		if err != nil {
+			t.Errorf("%s: %v", f, err)
 			continue
 		}
-		if p, err := os.FindProcess(pid); err == nil && p.Signal(syscall.SIGTERM) == nil {
-			// Wait for it to go: it is not our child, so poll for the pid.
-			for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-				if p.Signal(syscall.Signal(0)) != nil {
-					break
-				}
+		fd, err := unix.PidfdOpen(pid, 0)
+		if err != nil {
+			continue // gone already
+		}
+		if err := unix.PidfdSendSignal(fd, unix.SIGTERM, nil, 0); err == nil {
+			// Not our child: wait for the pidfd to become readable (exit).
+			if _, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, int(time.Minute/time.Millisecond)); err != nil {
+				t.Errorf("waiting for pid %d: %v", pid, err)
 			}
 		}
+		unix.Close(fd)
 	}
 }
 
