@@ -176,14 +176,6 @@ func (c *Config) check(file string) error {
 	if c.Limits.MaxBody < 0 {
 		return fmt.Errorf("devid-ca config: %s: limits.maxBody %d: want a positive number of bytes", file, c.Limits.MaxBody)
 	}
-	for _, f := range []struct {
-		name string
-		d    conffile.Duration
-	}{{"bodyTimeout", c.Limits.BodyTimeout}, {"headerTimeout", c.Limits.HeaderTimeout}, {"idleTimeout", c.Limits.IdleTimeout}} {
-		if f.d.Duration < 0 {
-			return fmt.Errorf("devid-ca config: %s: limits.%s %v: want a positive duration", file, f.name, f.d)
-		}
-	}
 	switch c.Log.Format {
 	case "", "text", "json":
 	default:

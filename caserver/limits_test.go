@@ -9,11 +9,14 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -54,6 +57,19 @@ func waitClosed(t *testing.T, c net.Conn) []byte {
 	return b
 }
 
+// expectStatus reads a response from c and checks its status.
+func expectStatus(t *testing.T, c net.Conn, want int) {
+	t.Helper()
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("no answer: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != want {
+		t.Fatalf("status %d, want %d", resp.StatusCode, want)
+	}
+}
+
 func isReset(err error) bool {
 	var ne *net.OpError
 	return errors.As(err, &ne) && strings.Contains(ne.Err.Error(), "connection reset")
@@ -78,14 +94,7 @@ func TestBodyTooLarge(t *testing.T) {
 	t.Run("declared", func(t *testing.T) {
 		c := dialRaw(t, ca)
 		fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/jose+json\r\nContent-Length: %d\r\n\r\n", path, 1<<30)
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			t.Fatalf("no answer before the body: %v", err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusRequestEntityTooLarge {
-			t.Fatalf("status %d, want 413", resp.StatusCode)
-		}
+		expectStatus(t, c, http.StatusRequestEntityTooLarge)
 		waitClosed(t, c)
 	})
 
@@ -107,14 +116,7 @@ func TestBodyTooLarge(t *testing.T) {
 			}
 			c.Write([]byte("0\r\n\r\n"))
 		}()
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			t.Fatalf("no answer: %v", err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusRequestEntityTooLarge {
-			t.Fatalf("status %d, want 413", resp.StatusCode)
-		}
+		expectStatus(t, c, http.StatusRequestEntityTooLarge)
 		waitClosed(t, c)
 		<-done
 		// What the client could send is the limit and what the socket
@@ -224,5 +226,39 @@ func TestLongPollOutlivesTimeouts(t *testing.T) {
 	r := <-got
 	if r.err != nil || r.k.Version <= cur {
 		t.Fatalf("long-poll: %+v %v, want a KRL newer than %d", r.k, r.err, cur)
+	}
+}
+
+// TestLimitsConfig: the limits have defaults, and negative ones are
+// errors.
+func TestLimitsConfig(t *testing.T) {
+	ca := catest.Start(t, nil)
+	cfg, err := caserver.LoadConfig(ca.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := cfg.Limits; l.MaxBody != 256<<10 || l.BodyTimeout.Duration != 30*time.Second ||
+		l.HeaderTimeout.Duration != 10*time.Second || l.IdleTimeout.Duration != 2*time.Minute {
+		t.Errorf("defaults: %+v", l)
+	}
+	orig, err := os.ReadFile(ca.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// conffile refuses a negative duration itself (with the line).
+	for field, bad := range map[string]any{"maxBody": -1, "bodyTimeout": "-1s", "headerTimeout": "-2s", "idleTimeout": "-1m"} {
+		want := "limits." + field
+		if field != "maxBody" {
+			want = fmt.Sprintf("duration %q must be positive", bad)
+		}
+		var m map[string]any
+		json.Unmarshal(orig, &m)
+		m["limits"] = map[string]any{field: bad}
+		b, _ := json.Marshal(m)
+		p := filepath.Join(t.TempDir(), "devid-ca.json")
+		os.WriteFile(p, b, 0o644)
+		if _, err := caserver.LoadConfig(p); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("limits.%s %v: err = %v", field, bad, err)
+		}
 	}
 }

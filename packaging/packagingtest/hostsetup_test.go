@@ -219,10 +219,7 @@ func runInHost(upper string, argv []string) {
 		fmt.Fprintln(os.Stderr, "packagingtest: host namespace:", err)
 		os.Exit(nsSetupFailed)
 	}
-	if err := syscall.Mount("tmpfs", "/run", "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, "mode=0755"); err != nil {
-		fail(fmt.Errorf("mount tmpfs on /run: %w", err))
-	}
-	if err := os.Mkdir("/run/sshd", 0o755); err != nil {
+	if err := mountRun(); err != nil {
 		fail(err)
 	}
 	for _, d := range overlaid {
@@ -253,17 +250,11 @@ func runInHost(upper string, argv []string) {
 	if out, err := exec.Command("ssh-keygen", "-A").CombinedOutput(); err != nil {
 		fail(fmt.Errorf("ssh-keygen -A: %v: %s", err, out))
 	}
-	env := []string{}
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, hostEnv+"=") {
-			env = append(env, kv)
-		}
-	}
 	path, err := exec.LookPath(argv[0])
 	if err != nil {
 		fail(err)
 	}
-	fail(syscall.Exec(path, argv, env))
+	fail(syscall.Exec(path, argv, envWithout(hostEnv)))
 }
 
 // fakeSystemctl does what the block asks of systemctl: daemon-reload and
