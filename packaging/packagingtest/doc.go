@@ -12,7 +12,8 @@
 //   - README.md's host set-up block, run as written (TestREADMEHostSetup) by
 //     bash as root against a real devid-ca and a software TPM, in a private
 //     mount namespace whose /etc, /usr and /var are overlays in the test's
-//     directory and whose systemctl is the test binary;
+//     directory and whose systemctl is the test binary, then a login to
+//     the sshd it set up;
 //   - contrib/README.md's alert table against the rules file.
 //
 // A test whose tool is missing skips, or fails when the environment has

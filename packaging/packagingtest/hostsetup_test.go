@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -76,10 +77,12 @@ func setVar(t *testing.T, block, name, value string) string {
 // host where sshd is set up as Debian's is, against a real devid-ca with a
 // software TPM registered as the host's. It must run to its end: sshd -t
 // passes, silent, with the snippet installed, and devid-hostd has written
-// the files sshd reads.
+// the files sshd reads. Then that sshd, on a loopback port, lets a user in
+// with a certificate from a registered workstation's TPM, and the client
+// trusts the host by its devid host certificate alone.
 func TestREADMEHostSetup(t *testing.T) {
 	sshdtest.NeedRoot(t)
-	sshdtest.Need(t, "swtpm", "swtpm_setup", "useradd", "bash")
+	sshdtest.Need(t, "swtpm", "swtpm_setup", "useradd", "usermod", "bash", "ssh")
 	tool(t, "sshd", "openssh-server", "/usr/sbin")
 	tool(t, "ssh-keygen", "openssh-client")
 	block := readmeHostSetup(t)
@@ -119,12 +122,18 @@ func TestREADMEHostSetup(t *testing.T) {
 	block = setVar(t, block, "CA_URL", ca.URL)
 	block = setVar(t, block, "CA_FINGERPRINT", caserver.Fingerprint(ca.Root))
 	block = setVar(t, block, "TPM", "unix:"+sock)
+	upper, records := filepath.Join(dir, "root"), filepath.Join(dir, "systemctl")
+	// After the README's lines, the test's own: the user's account, and the
+	// host's sshd on a loopback port, for a login from outside.
+	port := freePort(t)
+	block += fmt.Sprintf("\n# --- TestREADMEHostSetup ---\nuseradd --no-create-home --shell /bin/sh %[1]s\nusermod -p '*' %[1]s\n"+
+		"/usr/sbin/sshd -p %[2]d -o ListenAddress=127.0.0.1 -o PidFile=%[3]s/sshd.pid\n", setupLogin, port, records)
 	script := filepath.Join(dir, "host-setup.sh")
 	if err := os.WriteFile(script, []byte(block), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	key, wsCert := enrollWorkstation(t, ca, dir)
 
-	upper, records := filepath.Join(dir, "root"), filepath.Join(dir, "systemctl")
 	for _, d := range []string{upper, records} {
 		if err := os.Mkdir(d, 0o755); err != nil {
 			t.Fatal(err)
@@ -167,7 +176,10 @@ func TestREADMEHostSetup(t *testing.T) {
 	if err != nil || !ok || cert.CertType != ssh.HostCert || cert.KeyId != dev.ID {
 		t.Fatalf("host certificate: %v, key ID %q; want a host certificate for %s", err, cert.KeyId, dev.ID)
 	}
-	hostCA, _ := os.ReadFile(filepath.Join(ca.Dir, "certs", "ssh_host_ca.pub"))
+	hostCA, err := os.ReadFile(filepath.Join(ca.Dir, "certs", "ssh_host_ca.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if caKey, _, _, _, err := ssh.ParseAuthorizedKey(hostCA); err != nil || !bytes.Equal(caKey.Marshal(), cert.SignatureKey.Marshal()) {
 		t.Errorf("host certificate not signed by the CA's host key (%v)", err)
 	}
@@ -185,6 +197,98 @@ func TestREADMEHostSetup(t *testing.T) {
 	calls, _ := os.ReadFile(filepath.Join(records, "calls"))
 	if want := "daemon-reload\nenable --now devid-hostd\nreload ssh\n"; string(calls) != want {
 		t.Errorf("systemctl calls %q, want %q", calls, want)
+	}
+
+	// A user logs in with the workstation's certificate, trusting the host
+	// by its devid host certificate only.
+	knownHosts := filepath.Join(dir, "known_hosts")
+	alias := cert.ValidPrincipals[0]
+	if err := os.WriteFile(knownHosts, append([]byte("@cert-authority "+alias+" "), hostCA...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitPort(t, port)
+	login := exec.Command("ssh", "-F", "/dev/null", "-v", "-p", strconv.Itoa(port), "-o", "BatchMode=yes",
+		"-o", "StrictHostKeyChecking=yes", "-o", "UserKnownHostsFile="+knownHosts, "-o", "GlobalKnownHostsFile=/dev/null",
+		"-o", "HostKeyAlias="+alias, "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=30",
+		"-i", key, "-o", "CertificateFile="+wsCert, setupLogin+"@127.0.0.1", "id -un")
+	out, err = login.CombinedOutput()
+	if err != nil || !slices.Contains(strings.Split(string(out), "\n"), setupLogin) {
+		t.Fatalf("login as %s: %v\n%s", setupLogin, err, out)
+	}
+	if serial, err := sshdtest.HostCertSerial(string(out)); err != nil || serial != cert.Serial {
+		t.Errorf("the host presented certificate serial %d (%v), want devid-hostd's %d", serial, err, cert.Serial)
+	}
+}
+
+// setupLogin is the account TestREADMEHostSetup logs in to (created in
+// its namespace only).
+const setupLogin = "devid-setup-user"
+
+// enrollWorkstation registers a second software TPM as setupLogin's
+// workstation and gets a user certificate with it through the real
+// `devid enroll`. It returns the key and certificate files.
+func enrollWorkstation(t *testing.T, ca *catest.CA, dir string) (key, cert string) {
+	t.Helper()
+	inv := ca.Server.Inventory()
+	if _, err := inv.AddUser("test", inventory.NewUser{Email: "setup@example.com", Login: setupLogin}); err != nil {
+		t.Fatal(err)
+	}
+	ws := swtpmtest.New(t)
+	ek, err := ws.TPM.EK()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := inv.AddDevice("test", inventory.NewDevice{EK: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ek.Certificate.Raw})),
+		Name: "laptop-1", Kind: "workstation", Owner: "setup@example.com"}); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "ws-tpm.sock")
+	stop, err := ws.ServeUnix(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+	key, cert = filepath.Join(dir, "id_ecdsa"), filepath.Join(dir, "id_ecdsa-cert.pub")
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ecdsa", "-N", "", "-C", "", "-f", key).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v\n%s", err, out)
+	}
+	root := filepath.Join(dir, "ws-root.crt")
+	if err := os.WriteFile(root, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Root.Raw}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	enroll := exec.Command(filepath.Join(dir, "checkout", "bin", "devid"), "enroll", "--ca-url", ca.URL, "--root", root,
+		"--tpm", "unix:"+sock, "--type", "user", "--key", key+".pub", "--out", cert)
+	enroll.Env = append(os.Environ(), "DEVID_CONFIG="+filepath.Join(dir, "no-devid-config.json"))
+	if out, err := enroll.CombinedOutput(); err != nil {
+		t.Fatalf("devid enroll: %v\n%s", err, out)
+	}
+	return key, cert
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// waitPort waits until something accepts connections on the loopback
+// port; the bound only ends a hang.
+func waitPort(t *testing.T, port int) {
+	t.Helper()
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) { // nothing to wait on but the port
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nothing listens on %s: %v", addr, err)
+		}
 	}
 }
 
