@@ -493,8 +493,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, ready func()) error
 		Handler:     s.handler,
 		TLSConfig:   tc,
 		// The handshake and headers have HeaderTimeout; a body has
-		// BodyTimeout (limitBody). No ReadTimeout: in HTTP/1.1 it would
-		// cancel a long-poll's context once it passed.
+		// BodyTimeout (limitBody), counted from the end of the headers.
+		// WriteTimeout counts from the request to the end of the answer,
+		// so it must outlast the longest KRL long-poll.
 		ReadHeaderTimeout: s.cfg.Limits.HeaderTimeout.Duration,
 		WriteTimeout:      writeTimeout,
 		IdleTimeout:       s.cfg.Limits.IdleTimeout.Duration,
