@@ -88,23 +88,8 @@ func TestREADMEHostSetup(t *testing.T) {
 	block := readmeHostSetup(t)
 
 	ca := catest.Start(t, nil)
-	sw := swtpmtest.New(t)
-	ek, err := sw.TPM.EK()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dev, err := ca.Server.Inventory().AddDevice("test", inventory.NewDevice{
-		EK: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ek.Certificate.Raw})), Name: "host-1", Kind: "host"})
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
-	sock := filepath.Join(dir, "tpm.sock")
-	stop, err := sw.ServeUnix(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(stop)
+	dev, sock := registerTPM(t, ca, filepath.Join(dir, "tpm.sock"), inventory.NewDevice{Name: "host-1", Kind: "host"})
 
 	// The checkout the block runs in: bin/ from make build, and the repository's files.
 	work := filepath.Join(dir, "checkout")
@@ -121,7 +106,7 @@ func TestREADMEHostSetup(t *testing.T) {
 	}
 	block = setVar(t, block, "CA_URL", ca.URL)
 	block = setVar(t, block, "CA_FINGERPRINT", caserver.Fingerprint(ca.Root))
-	block = setVar(t, block, "TPM", "unix:"+sock)
+	block = setVar(t, block, "TPM", sock)
 	upper, records := filepath.Join(dir, "root"), filepath.Join(dir, "systemctl")
 	// After the README's lines, the test's own: the user's account, and the
 	// host's sshd on a loopback port, for a login from outside.
@@ -233,21 +218,8 @@ func enrollWorkstation(t *testing.T, ca *catest.CA, dir string) (key, cert strin
 	if _, err := inv.AddUser("test", inventory.NewUser{Email: "setup@example.com", Login: setupLogin}); err != nil {
 		t.Fatal(err)
 	}
-	ws := swtpmtest.New(t)
-	ek, err := ws.TPM.EK()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := inv.AddDevice("test", inventory.NewDevice{EK: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ek.Certificate.Raw})),
-		Name: "laptop-1", Kind: "workstation", Owner: "setup@example.com"}); err != nil {
-		t.Fatal(err)
-	}
-	sock := filepath.Join(dir, "ws-tpm.sock")
-	stop, err := ws.ServeUnix(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(stop)
+	_, sock := registerTPM(t, ca, filepath.Join(dir, "ws-tpm.sock"),
+		inventory.NewDevice{Name: "laptop-1", Kind: "workstation", Owner: "setup@example.com"})
 	key, cert = filepath.Join(dir, "id_ecdsa"), filepath.Join(dir, "id_ecdsa-cert.pub")
 	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ecdsa", "-N", "", "-C", "", "-f", key).CombinedOutput(); err != nil {
 		t.Fatalf("ssh-keygen: %v\n%s", err, out)
@@ -257,12 +229,34 @@ func enrollWorkstation(t *testing.T, ca *catest.CA, dir string) (key, cert strin
 		t.Fatal(err)
 	}
 	enroll := exec.Command(filepath.Join(dir, "checkout", "bin", "devid"), "enroll", "--ca-url", ca.URL, "--root", root,
-		"--tpm", "unix:"+sock, "--type", "user", "--key", key+".pub", "--out", cert)
+		"--tpm", sock, "--type", "user", "--key", key+".pub", "--out", cert)
 	enroll.Env = append(os.Environ(), "DEVID_CONFIG="+filepath.Join(dir, "no-devid-config.json"))
 	if out, err := enroll.CombinedOutput(); err != nil {
 		t.Fatalf("devid enroll: %v\n%s", err, out)
 	}
 	return key, cert
+}
+
+// registerTPM makes a software TPM, registers its EK certificate as the
+// device nd, and serves it on the socket sock for the programs under test.
+func registerTPM(t *testing.T, ca *catest.CA, sock string, nd inventory.NewDevice) (*inventory.Device, string) {
+	t.Helper()
+	sw := swtpmtest.New(t)
+	ek, err := sw.TPM.EK()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nd.EK = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ek.Certificate.Raw}))
+	dev, err := ca.Server.Inventory().AddDevice("test", nd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop, err := sw.ServeUnix(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+	return dev, "unix:" + sock
 }
 
 func freePort(t *testing.T) int {
