@@ -72,7 +72,7 @@ func (c *Client) do(method, path string, query url.Values, body io.Reader, conte
 		return fmt.Errorf("adminapi: %s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, MaxBody))
 	if err != nil {
 		return fmt.Errorf("adminapi: %s %s: reading response: %w", method, path, err)
 	}

@@ -45,8 +45,8 @@ import (
 // Prefix is where the admin API lives.
 const Prefix = "/devid/v1/"
 
-// maxBody bounds request bodies (imports included).
-const maxBody = 32 << 20
+// MaxBody bounds request bodies (imports included).
+const MaxBody = 32 << 20
 
 // AdminName returns the admin a request is authenticated as: the common
 // name of a verified client certificate chaining to adminRoot.
@@ -340,7 +340,7 @@ func (h *Handler) doImport(w http.ResponseWriter, r *http.Request, imp func(acto
 			return
 		}
 	}
-	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
 	if err != nil {
 		writeError(w, http.StatusRequestEntityTooLarge, &apiError{Error: "import: " + err.Error()})
 		return
@@ -450,7 +450,7 @@ type apiError struct {
 }
 
 func (h *Handler) decode(w http.ResponseWriter, r *http.Request, v any) bool {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		writeError(w, http.StatusBadRequest, &apiError{Error: "request body: " + err.Error()})

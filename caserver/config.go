@@ -44,6 +44,8 @@ type Config struct {
 	Lifetimes Lifetimes `json:"lifetimes"`
 	// Log sets the format of devid-ca's own log on standard error.
 	Log LogConfig `json:"log"`
+	// Limits bound what one client can make the CA read and hold.
+	Limits LimitsConfig `json:"limits"`
 
 	dir string // directory of the config file
 }
@@ -94,6 +96,25 @@ type LogConfig struct {
 	Level string `json:"level,omitempty"`
 }
 
+// LimitsConfig bounds requests, so that no client, anonymous or not, can
+// make the CA hold a large body in memory or keep a connection open by
+// sending slowly.
+type LimitsConfig struct {
+	// MaxBody is the largest request body, in bytes, on every endpoint but
+	// the admin API (whose limit, for imports, is adminapi.MaxBody). A larger
+	// body is refused with 413 before it is read. Default 262144 (256 KiB).
+	MaxBody int64 `json:"maxBody"`
+	// BodyTimeout is how long a request's whole body may take to arrive; a
+	// slower client gets 408 and its connection is closed. Default 30s.
+	BodyTimeout conffile.Duration `json:"bodyTimeout"`
+	// HeaderTimeout is how long the TLS handshake and a request's headers
+	// may take. Default 10s.
+	HeaderTimeout conffile.Duration `json:"headerTimeout"`
+	// IdleTimeout is how long a kept-alive connection may wait for its next
+	// request. Default 2m.
+	IdleTimeout conffile.Duration `json:"idleTimeout"`
+}
+
 // ConfigVersion implements conffile's version check.
 func (c *Config) ConfigVersion() int { return c.Version }
 
@@ -132,6 +153,12 @@ func (c *Config) setDefaults() {
 	def(&c.Lifetimes.Device, 24*time.Hour)
 	def(&c.Attestation.SecretTTL, 60*time.Second)
 	def(&c.Attestation.AKCertLifetime, attestca.DefaultAKCertLifetime)
+	def(&c.Limits.BodyTimeout, 30*time.Second)
+	def(&c.Limits.HeaderTimeout, 10*time.Second)
+	def(&c.Limits.IdleTimeout, 2*time.Minute)
+	if c.Limits.MaxBody == 0 {
+		c.Limits.MaxBody = 256 << 10
+	}
 }
 
 func (c *Config) check(file string) error {
@@ -160,6 +187,9 @@ func (c *Config) check(file string) error {
 	case "bbolt", "postgresql":
 	default:
 		return fmt.Errorf("devid-ca config: %s: db.type %q: want bbolt or postgresql", file, c.DB.Type)
+	}
+	if c.Limits.MaxBody < 0 {
+		return fmt.Errorf("devid-ca config: %s: limits.maxBody %d: want a positive number of bytes", file, c.Limits.MaxBody)
 	}
 	switch c.Log.Format {
 	case "", "text", "json":

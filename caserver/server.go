@@ -22,8 +22,10 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -332,7 +334,73 @@ func (s *Server) routes() http.Handler {
 		ctx = acme.NewContext(ctx, s.acmeDB, acme.NewClient(), s.linker, nil)
 		mux.ServeHTTP(w, r.WithContext(ctx))
 	})
-	return s.accessLog(h)
+	return s.accessLog(s.limitBody(h))
+}
+
+// krlMaxWait is the longest a KRL long-poll may wait (revocation's ?wait=
+// allows up to 5m); writeTimeout leaves it a minute to answer.
+const (
+	krlMaxWait   = 5 * time.Minute
+	writeTimeout = krlMaxWait + time.Minute
+)
+
+// limitBody reads a request's body before any handler sees it: at most
+// Limits.MaxBody bytes (adminapi.MaxBody on the admin API, for imports),
+// within Limits.BodyTimeout. A declared length over the limit is refused
+// with 413 without reading anything; a body that grows past it is refused
+// as soon as it does, and a body that comes too slowly gets 408. Either way
+// the connection is closed. The handler then reads the body from memory,
+// and the connection has no read deadline while it runs, so that a
+// long-poll is not cut short.
+func (s *Server) limitBody(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body == nil || r.Body == http.NoBody {
+			next.ServeHTTP(w, r)
+			return
+		}
+		limit := s.cfg.Limits.MaxBody
+		if strings.HasPrefix(r.URL.Path, adminapi.Prefix) {
+			limit = adminapi.MaxBody
+		}
+		if r.ContentLength > limit {
+			refuseBody(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body of %d bytes: the limit is %d", r.ContentLength, limit))
+			return
+		}
+		rc := http.NewResponseController(w)
+		if err := rc.SetReadDeadline(time.Now().Add(s.cfg.Limits.BodyTimeout.Duration)); err != nil {
+			s.log.Error("cannot bound the request body's read time", "err", err)
+		}
+		var buf bytes.Buffer
+		if r.ContentLength > 0 {
+			buf.Grow(int(r.ContentLength))
+		}
+		_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, limit))
+		var tooLarge *http.MaxBytesError
+		switch {
+		case errors.As(err, &tooLarge):
+			refuseBody(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over the limit of %d bytes", limit))
+			return
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			refuseBody(w, http.StatusRequestTimeout, fmt.Sprintf("request body not received within %v", s.cfg.Limits.BodyTimeout.Duration))
+			return
+		case err != nil:
+			refuseBody(w, http.StatusBadRequest, "reading the request body: "+err.Error())
+			return
+		}
+		rc.SetReadDeadline(time.Time{})
+		r.Body = io.NopCloser(&buf)
+		r.ContentLength = int64(buf.Len())
+		next.ServeHTTP(w, r)
+	})
+}
+
+// refuseBody answers a request whose body was not read, and closes the
+// connection rather than read the rest.
+func refuseBody(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Connection", "close")
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(map[string]string{"error": msg})
 }
 
 // accessLog logs every request: at debug level a KRL poll answered 200 or
@@ -343,7 +411,7 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rw := logging.NewResponseLogger(w)
-		next.ServeHTTP(rw, r)
+		next.ServeHTTP(loggedWriter{rw, w}, r)
 		code := rw.StatusCode()
 		attrs := []any{"method", r.Method, "path", r.URL.Path, "status", code,
 			"duration", time.Since(start).Round(time.Microsecond), "remote", r.RemoteAddr}
@@ -368,6 +436,15 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 		s.log.Log(r.Context(), level, "request", attrs...)
 	})
 }
+
+// loggedWriter is step-ca's ResponseLogger, unwrapping to the connection's
+// writer for http.ResponseController (read deadlines, flushes).
+type loggedWriter struct {
+	logging.ResponseLogger
+	w http.ResponseWriter
+}
+
+func (l loggedWriter) Unwrap() http.ResponseWriter { return l.w }
 
 // TLSConfig is the server's TLS configuration: a certificate for the
 // configured names from step-ca, renewed before it expires, and client
@@ -416,11 +493,16 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, ready func()) error
 	srv := &http.Server{
 		// Requests see ctx end at shutdown, so long-polls (the KRL) return
 		// instead of holding up a graceful stop.
-		BaseContext:       func(net.Listener) context.Context { return ctx },
-		Handler:           s.handler,
-		TLSConfig:         tc,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		BaseContext: func(net.Listener) context.Context { return ctx },
+		Handler:     s.handler,
+		TLSConfig:   tc,
+		// The handshake and headers have HeaderTimeout; a body has
+		// BodyTimeout (limitBody), counted from the end of the headers.
+		// WriteTimeout counts from the request to the end of the answer,
+		// so it must outlast the longest KRL long-poll.
+		ReadHeaderTimeout: s.cfg.Limits.HeaderTimeout.Duration,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       s.cfg.Limits.IdleTimeout.Duration,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 	errc := make(chan error, 1)

@@ -9,6 +9,12 @@
 //   - contrib/sshd_config.d/devid.conf with the real sshd (sshd -t, sshd -T);
 //   - contrib/prometheus/devid-hostd.rules.yml with promtool check rules and
 //     the unit tests in devid-hostd.rules_test.yml with promtool test rules.
+//   - README.md's host set-up block, run as written (TestREADMEHostSetup) by
+//     bash as root against a real devid-ca and a software TPM, in a private
+//     mount namespace whose /etc, /usr and /var are overlays in the test's
+//     directory and whose systemctl is the test binary, then a login to
+//     the sshd it set up;
+//   - contrib/README.md's alert table against the rules file.
 //
 // A test whose tool is missing skips, or fails when the environment has
 // CI=true. The Debian packages are systemd, util-linux, openssh-server,

@@ -25,6 +25,12 @@ func TestMain(m *testing.M) {
 	if os.Getenv(nsEnv) == "1" {
 		execInNamespace(os.Args[1:])
 	}
+	if upper := os.Getenv(hostEnv); upper != "" {
+		runInHost(upper, os.Args[1:])
+	}
+	if records := os.Getenv(systemctlEnv); records != "" {
+		os.Exit(fakeSystemctl(records, os.Args[1:]))
+	}
 	os.Exit(m.Run())
 }
 
@@ -33,14 +39,24 @@ func execInNamespace(argv []string) {
 		fmt.Fprintln(os.Stderr, "packagingtest: namespace:", err)
 		os.Exit(nsSetupFailed)
 	}
-	if err := syscall.Mount("tmpfs", "/run", "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, "mode=0755"); err != nil {
-		fail(fmt.Errorf("mount tmpfs on /run: %w", err))
-	}
-	if err := os.Mkdir("/run/sshd", 0o755); err != nil {
+	if err := mountRun(); err != nil {
 		fail(err)
 	}
-	env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, nsEnv+"=") })
-	fail(syscall.Exec(argv[0], argv, env))
+	fail(syscall.Exec(argv[0], argv, envWithout(nsEnv)))
+}
+
+// mountRun mounts an empty tmpfs on /run holding /run/sshd, sshd's
+// privilege separation directory, in a namespace of the test's own.
+func mountRun() error {
+	if err := syscall.Mount("tmpfs", "/run", "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, "mode=0755"); err != nil {
+		return fmt.Errorf("mount tmpfs on /run: %w", err)
+	}
+	return os.Mkdir("/run/sshd", 0o755)
+}
+
+// envWithout is the environment without the variable name.
+func envWithout(name string) []string {
+	return slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, name+"=") })
 }
 
 // command returns a command running argv such that sshd finds its privilege

@@ -165,3 +165,22 @@ func TestAlertRulesContent(t *testing.T) {
 		}
 	}
 }
+
+// readmeAlertRow is a row of contrib/README.md's alert table.
+var readmeAlertRow = regexp.MustCompile(`(?m)^\| (Devid[A-Za-z]+) \| ([a-z]+) \|`)
+
+// TestAlertRulesREADME: contrib/README.md lists every alert of the rules
+// file, in its order, with its severity, and no other.
+func TestAlertRulesREADME(t *testing.T) {
+	const readme = "contrib/README.md"
+	var want, got []string
+	for _, r := range readAlertRules(t) {
+		want = append(want, r.Alert+" "+r.Labels["severity"])
+	}
+	for _, m := range readmeAlertRow.FindAllStringSubmatch(readRepoFile(t, readme), -1) {
+		got = append(got, m[1]+" "+m[2])
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("%s lists alerts %q; %s has %q", readme, got, rulesPath, want)
+	}
+}
