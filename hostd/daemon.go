@@ -61,11 +61,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	lock, err := LockStateDir(cfg.StateDir)
-	if err != nil {
-		return err
-	}
-	defer func() { lock.Release() }()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -73,6 +68,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 	usr1 := make(chan os.Signal, 1)
 	signal.Notify(usr1, syscall.SIGUSR1)
 	defer signal.Stop(usr1)
+	// The lock tells `devid-hostd renew` and `status` this process's ID:
+	// only once its signals are handled (SIGUSR1 would otherwise kill it).
+	lock, err := LockStateDir(cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	defer func() { lock.Release() }()
 	renewNow := make(chan struct{}, 1)
 	go func() {
 		for {

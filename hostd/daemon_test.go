@@ -96,8 +96,8 @@ func waitExit(t *testing.T, done chan struct{}) {
 	t.Helper()
 	select {
 	case <-done:
-	case <-time.After(20 * time.Second):
-		t.Fatal("devid-hostd did not exit within 20s")
+	case <-time.After(3 * time.Minute): // bounds a hang only
+		t.Fatal("devid-hostd did not exit within 3 minutes")
 	}
 }
 
@@ -113,7 +113,7 @@ func TestHostdStatusTells(t *testing.T) {
 	for _, how := range []string{"SIGTERM", "kill -9"} {
 		cmd, _, done := h.start(t)
 		pid := strconv.Itoa(cmd.Process.Pid)
-		waitFor(t, 30*time.Second, "status to say running", func() bool {
+		waitFor(t, 3*time.Minute, "status to say running", func() bool {
 			out, code := h.cli(t, "status")
 			return code == 0 && strings.Contains(out, "running, pid "+pid)
 		})
@@ -144,12 +144,12 @@ func TestHostdRenewSignals(t *testing.T) {
 	t.Parallel()
 	h := newLoneHost(t)
 	cmd, log, _ := h.start(t)
-	waitFor(t, 30*time.Second, "status to say running", func() bool { _, code := h.cli(t, "status"); return code == 0 })
+	waitFor(t, 3*time.Minute, "status to say running", func() bool { _, code := h.cli(t, "status"); return code == 0 })
 	out, code := h.cli(t, "renew")
 	if code != 0 || !strings.Contains(out, "pid "+strconv.Itoa(cmd.Process.Pid)) {
 		t.Fatalf("renew: exit %d\n%s", code, out)
 	}
-	waitFor(t, 10*time.Second, "the daemon to take the request", func() bool {
+	waitFor(t, 3*time.Minute, "the daemon to take the request", func() bool {
 		return strings.Contains(log.String(), "renewal of the host certificate requested")
 	})
 }
@@ -177,7 +177,7 @@ func TestHostdRemovesStaleTemporaryFiles(t *testing.T) {
 		os.WriteFile(f, []byte("partial"), 0o600)
 	}
 	h.start(t)
-	waitFor(t, 30*time.Second, "the stale temporary files removed", func() bool {
+	waitFor(t, 3*time.Minute, "the stale temporary files removed", func() bool {
 		for _, f := range stale {
 			if _, err := os.Stat(f); err == nil {
 				return false

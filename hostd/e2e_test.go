@@ -182,10 +182,10 @@ func (h *host) startWatchdog(t testing.TB, watchdog time.Duration) {
 		h.proc.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-h.done:
-		case <-time.After(10 * time.Second):
+		case <-time.After(time.Minute): // bounds a hang only
 			h.proc.Process.Kill()
 			<-h.done
-			t.Error("devid-hostd did not stop within 10s of SIGTERM")
+			t.Error("devid-hostd did not stop within a minute of SIGTERM")
 		}
 		if t.Failed() {
 			t.Logf("devid-hostd log:\n%s", h.log.String())

@@ -65,7 +65,7 @@ func TestPrincipalsLogins(t *testing.T) {
 	cfg, _ := os.ReadFile(h.sshd.Config)
 	cfg = append(cfg, []byte(fmt.Sprintf("AuthorizedPrincipalsCommand %s --policy %s %%u %%t %%k\nAuthorizedPrincipalsCommandUser nobody\nMaxStartups 300\n", helper, policy))...)
 	os.WriteFile(h.sshd.Config, cfg, 0o644)
-	h.start(t)          // its first reload makes sshd read the config above
+	h.start(t)
 	h.waitServing(t, 0) // the host certificate installed, and sshd reloaded with the config above
 
 	inv := h.ca.Server.Inventory()

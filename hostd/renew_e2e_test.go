@@ -15,19 +15,19 @@ func TestHostdRenewNow(t *testing.T) {
 	t.Parallel()
 	h := newHost(t, time.Hour)
 	h.start(t)
-	waitFor(t, 30*time.Second, "the first host certificate", func() bool { return h.cert(t) != nil })
+	waitFor(t, 3*time.Minute, "the first host certificate", func() bool { return h.cert(t) != nil })
 	c1 := h.cert(t)
 
 	out, err := exec.Command(hostdBin, "renew", "--config", h.cfgFile).CombinedOutput()
 	if err != nil {
 		t.Fatalf("devid-hostd renew: %v\n%s", err, out)
 	}
-	waitFor(t, 60*time.Second, "a certificate renewed on request", func() bool { c := h.cert(t); return c != nil && c.Serial != c1.Serial })
+	waitFor(t, 3*time.Minute, "a certificate renewed on request", func() bool { c := h.cert(t); return c != nil && c.Serial != c1.Serial })
 
 	want := []string{"localhost", "127.0.0.1", "web-1.example.com"}
 	h.cfg["principals"] = want
 	h.writeConfig(t)
-	waitFor(t, 60*time.Second, "a certificate with the new principals", func() bool {
+	waitFor(t, 3*time.Minute, "a certificate with the new principals", func() bool {
 		c := h.cert(t)
 		return c != nil && slices.Equal(c.ValidPrincipals, want)
 	})
