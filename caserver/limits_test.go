@@ -70,11 +70,13 @@ func expectStatus(t *testing.T, c net.Conn, want int) {
 	}
 }
 
-func withLimits(maxBody int64, timeout time.Duration) func(*caserver.Config) {
+// withLimits sets the body limits; the header and idle timeouts stay at
+// their defaults (the header timeout also bounds the TLS handshake, which a
+// loaded machine may take a while over).
+func withLimits(maxBody int64, bodyTimeout time.Duration) func(*caserver.Config) {
 	return func(c *caserver.Config) {
 		c.Limits.MaxBody = maxBody
-		d := conffile.Duration{Duration: timeout}
-		c.Limits.BodyTimeout, c.Limits.HeaderTimeout, c.Limits.IdleTimeout = d, d, d
+		c.Limits.BodyTimeout = conffile.Duration{Duration: bodyTimeout}
 	}
 }
 
@@ -139,6 +141,15 @@ func TestBodyTooLarge(t *testing.T) {
 			t.Fatalf("import of 64 KiB: %d %s", resp.StatusCode, b)
 		}
 	})
+
+	t.Run("anonymous on the admin API", func(t *testing.T) {
+		// Without an admin certificate the admin API's limit does not
+		// apply: no anonymous client makes the CA hold 32 MiB.
+		c := dialRaw(t, ca)
+		fmt.Fprintf(c, "POST /devid/v1/import/users HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\nContent-Length: %d\r\n\r\n", 32<<20)
+		expectStatus(t, c, http.StatusRequestEntityTooLarge)
+		waitClosed(t, c)
+	})
 }
 
 // TestSlowClient: a client that sends its body or its headers too slowly is
@@ -157,6 +168,9 @@ func TestSlowClient(t *testing.T) {
 	})
 
 	t.Run("headers", func(t *testing.T) {
+		// A CA of its own, whose header timeout (which bounds the TLS
+		// handshake too) is short but leaves the handshake room.
+		ca := catest.Start(t, func(c *caserver.Config) { c.Limits.HeaderTimeout = conffile.Duration{Duration: 3 * time.Second} })
 		c := dialRaw(t, ca)
 		fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: x\r\n", path)
 		waitClosed(t, c)

@@ -345,7 +345,8 @@ const (
 )
 
 // limitBody reads a request's body before any handler sees it: at most
-// Limits.MaxBody bytes (adminapi.MaxBody on the admin API, for imports),
+// Limits.MaxBody bytes (adminapi.MaxBody on the admin API for an
+// authenticated admin, for imports),
 // within Limits.BodyTimeout. A declared length over the limit is refused
 // with 413 without reading anything; a body that grows past it is refused
 // as soon as it does, and a body that comes too slowly gets 408. Either way
@@ -358,8 +359,11 @@ func (s *Server) limitBody(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
+		// Only an admin, by a verified certificate, gets the admin API's
+		// larger limit: an anonymous client never makes the CA hold more
+		// than Limits.MaxBody.
 		limit := s.cfg.Limits.MaxBody
-		if strings.HasPrefix(r.URL.Path, adminapi.Prefix) {
+		if _, admin := adminapi.AdminName(r, s.adminRoot); admin && strings.HasPrefix(r.URL.Path, adminapi.Prefix) {
 			limit = adminapi.MaxBody
 		}
 		if r.ContentLength > limit {
@@ -370,10 +374,8 @@ func (s *Server) limitBody(next http.Handler) http.Handler {
 		if err := rc.SetReadDeadline(time.Now().Add(s.cfg.Limits.BodyTimeout.Duration)); err != nil {
 			s.log.Error("cannot bound the request body's read time", "err", err)
 		}
+		// The buffer grows with what arrives, not with what is declared.
 		var buf bytes.Buffer
-		if r.ContentLength > 0 {
-			buf.Grow(int(r.ContentLength))
-		}
 		_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, limit))
 		var tooLarge *http.MaxBytesError
 		switch {

@@ -73,8 +73,9 @@ func checkHostPort(hp string, needHost bool) error {
 
 // checkPort checks a port number: decimal, 1-65535.
 func checkPort(port string) error {
-	n, err := strconv.Atoi(port)
-	if err != nil {
+	// Digits only: strconv.Atoi takes "+80", which net then refuses.
+	n, err := strconv.ParseUint(port, 10, 32)
+	if err != nil || strings.TrimLeft(port, "0123456789") != "" {
 		return fmt.Errorf("port %q is not a number", port)
 	}
 	if n < 1 || n > 65535 {

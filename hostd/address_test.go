@@ -36,7 +36,7 @@ func TestParseTPMAddress(t *testing.T) {
 		"tcp:localhost:0":     "port 0",
 		"tcp:localhost:65536": "port 65536",
 		"tcp:localhost:99999": "port 99999",
-		"tcp:localhost:-1":    "port -1",
+		"tcp:localhost:-1":    `port "-1" is not a number`,
 		"tcp:localhost:swtpm": "port",
 		"tcp:a b:1":           "host",
 		"TCP:localhost:2321":  "absolute",
@@ -64,6 +64,9 @@ func TestConfigAddresses(t *testing.T) {
 		`, "caUrl": "https://ca.example.com:0"}`:   `caUrl "https://ca.example.com:0": port 0`,
 		`, "caUrl": "https://ca.example.com:1e5"}`: `caUrl "https://ca.example.com:1e5"`,
 		`, "caUrl": "https://:8443"}`:              `caUrl "https://:8443"`,
+		`, "metricsAddress": "127.0.0.1:+9750"}`:   `metricsAddress "127.0.0.1:+9750": port "+9750"`,
+		`, "tpm": "tcp:localhost:+2321"}`:          `tpm "tcp:localhost:+2321"`,
+		`, "revokedKeys": "offline.krl"}`:          `revokedKeys`,
 	} {
 		os.WriteFile(file, []byte(base+in), 0o644)
 		_, err := hostd.LoadConfig(file)

@@ -169,9 +169,13 @@ func (c *Config) check() error {
 	if err := (renew.Policy{Fraction: c.RenewFraction}).Validate(); err != nil {
 		return fmt.Errorf("renewFraction: %w", err)
 	}
+	revokedKeys := c.RevokedKeys // "off", or a path
+	if revokedKeys == "off" {
+		revokedKeys = "/off"
+	}
 	for _, p := range []struct{ name, path string }{
 		{"hostKey", c.HostKey}, {"hostCertificate", c.HostCertificate}, {"trustedUserCAKeys", c.TrustedUserCAKeys},
-		{"revokedKeys", strings.Replace(c.RevokedKeys, "off", "/off", 1)},
+		{"revokedKeys", revokedKeys},
 		{"sshd.binary", c.SSHD.Binary}, {"sshd.config", c.SSHD.Config}, {"stateDir", c.StateDir},
 	} {
 		if !filepath.IsAbs(p.path) {

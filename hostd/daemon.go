@@ -127,21 +127,30 @@ func (d *Daemon) Run(ctx context.Context) error {
 				notify(d.Log, "STATUS=configuration not reloaded: "+err.Error())
 				continue
 			}
+			// A new stateDir is claimed before the running configuration
+			// stops: hostd.pid is never unclaimed while the daemon runs, and
+			// one that cannot be claimed keeps the running configuration.
+			// The same directory under another name keeps its claim (a
+			// process's second lock on a file is no claim at all, and
+			// releasing the first would drop both).
+			var newLock *StateLock
+			if !SameDir(next.StateDir, cfg.StateDir) {
+				if newLock, err = LockStateDir(next.StateDir); err != nil {
+					d.Log.Error("configuration not reloaded: keeping the running one", "reason", why, "err", err)
+					notify(d.Log, "STATUS=configuration not reloaded: "+err.Error())
+					continue
+				}
+			}
 			notify(d.Log, daemon.SdNotifyReloading)
 			d.Log.Info("reloading configuration", "reason", why, "file", d.ConfigFile)
 			cancel()
 			if err := <-errc; err != nil {
+				newLock.Release()
 				return err
 			}
-			if next.StateDir != cfg.StateDir {
-				// Claim the new one first: hostd.pid is never unclaimed
-				// while the daemon runs.
-				nl, err := LockStateDir(next.StateDir)
-				if err != nil {
-					return err
-				}
+			if newLock != nil {
 				lock.Release()
-				lock = nl
+				lock = newLock
 			}
 			cfg = next
 			break wait
@@ -178,7 +187,32 @@ func (d *Daemon) runOnce(ctx context.Context, cfg *Config, configChanged func(),
 	rep.reloads = &d.reloads
 	rep.data.SSHDReloads = d.reloads.Load()
 	files := NewFiles()
-	var readyOnce sync.Once
+	// READY once sshd has what a login needs: a host certificate and the
+	// user CA keys (either found valid on disk at start counts); the KRL is
+	// written before any task starts.
+	// The last good user CA keys, from the installed file until the CA
+	// sends some: the KRL task verifies with them.
+	caKeys := &CAKeys{}
+	nCAKeys, caKeysErr := caKeys.Load(cfg.TrustedUserCAKeys)
+	if caKeysErr != nil && !errors.Is(caKeysErr, os.ErrNotExist) {
+		d.Log.Warn("cannot read the installed user CA keys; KRLs are verified with the CA's until it sends some", "err", caKeysErr)
+	}
+	var (
+		readyMu                  sync.Mutex
+		haveHostCert, haveCAKeys bool
+		readyOnce                sync.Once
+	)
+	haveCAKeys = caKeysErr == nil && nCAKeys > 0
+	ready := func(hostCert, userCAKeys bool) {
+		readyMu.Lock()
+		defer readyMu.Unlock()
+		haveHostCert, haveCAKeys = haveHostCert || hostCert, haveCAKeys || userCAKeys
+		if haveHostCert && haveCAKeys {
+			readyOnce.Do(func() {
+				notify(d.Log, daemon.SdNotifyReady+"\nSTATUS=host certificate and user CA keys in place; keeping them current")
+			})
+		}
+	}
 	hc := &HostCert{
 		Cfg:      cfg,
 		Enroll:   enroll.New(cfg.CAURL, pool, d.Log),
@@ -189,22 +223,12 @@ func (d *Daemon) runOnce(ctx context.Context, cfg *Config, configChanged func(),
 		Policy:   renew.Policy{Fraction: cfg.RenewFraction},
 		Rand:     rand.Float64,
 		RenewNow: renewNow,
-		Ready: func() {
-			readyOnce.Do(func() {
-				notify(d.Log, daemon.SdNotifyReady+"\nSTATUS=host certificate in place; keeping it renewed")
-			})
-		},
-	}
-	// The last good user CA keys, from the installed file until the CA
-	// sends some: the KRL task verifies with them.
-	caKeys := &CAKeys{}
-	if _, err := caKeys.Load(cfg.TrustedUserCAKeys); err != nil && !errors.Is(err, os.ErrNotExist) {
-		d.Log.Warn("cannot read the installed user CA keys; KRLs are verified with the CA's until it sends some", "err", err)
+		Ready:    func() { ready(true, false) },
 	}
 	tasks := []func(context.Context) error{
 		hc.Run,
 		(&UserCA{CAURL: cfg.CAURL, HTTP: newPinnedClient(pool), File: cfg.TrustedUserCAKeys, Interval: cfg.UserCAInterval.Duration,
-			Files: files, Report: rep, CAKeys: caKeys}).Run,
+			Files: files, Report: rep, CAKeys: caKeys, Synced: func() { ready(false, true) }}).Run,
 		(&Watch{Files: files, Report: rep, Dirs: uniqueDirs(managed...), ConfigFile: cfg.File(), ConfigChanged: configChanged}).Run,
 	}
 	if cfg.RevokedKeys != "off" {

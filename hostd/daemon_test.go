@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/devid-ssh/devid/hostd"
 )
 
 // loneHost is devid-hostd run as a process with a CA that does not answer
@@ -189,5 +191,59 @@ func TestHostdRemovesStaleTemporaryFiles(t *testing.T) {
 		if _, err := os.Stat(f); err != nil {
 			t.Errorf("%s, not ours, was removed", f)
 		}
+	}
+}
+
+// TestHostdStateDirAliases: a configuration reload whose stateDir names
+// the same directory another way (a trailing slash, a symbolic link) keeps
+// the daemon's claim on it; one whose stateDir cannot be claimed keeps the
+// running configuration, and the daemon.
+func TestHostdStateDirAliases(t *testing.T) {
+	t.Parallel()
+	h := newLoneHost(t)
+	cmd, log, done := h.start(t)
+	running := func() bool { _, code := h.cli(t, "status"); return code == 0 }
+	waitFor(t, 3*time.Minute, "status to say running", running)
+	link := filepath.Join(h.dir, "run-link")
+	if err := os.Symlink(h.stateDir, link); err != nil {
+		t.Fatal(err)
+	}
+	var cfg map[string]any
+	b, _ := os.ReadFile(h.cfgFile)
+	json.Unmarshal(b, &cfg)
+	for i, alias := range []string{h.stateDir + "/", link} {
+		cfg["stateDir"] = alias
+		b, _ = json.Marshal(cfg)
+		os.WriteFile(h.cfgFile, b, 0o644)
+		cmd.Process.Signal(syscall.SIGHUP)
+		waitFor(t, 3*time.Minute, "the reload", func() bool { return strings.Count(log.String(), "reloading configuration") >= i+1 })
+		if out, code := h.cli(t, "status"); code != 0 || !strings.Contains(out, "running, pid "+strconv.Itoa(cmd.Process.Pid)) {
+			t.Fatalf("stateDir %s: status exit %d, want running\n%s", alias, code, out)
+		}
+	}
+	// A stateDir another process holds: not taken, the daemon keeps going.
+	other := filepath.Join(h.dir, "other")
+	lock, err := hostd.LockStateDir(other) // this test process holds it
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Release()
+	cfg["stateDir"] = other
+	b, _ = json.Marshal(cfg)
+	os.WriteFile(h.cfgFile, b, 0o644)
+	cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, 3*time.Minute, "the refusal", func() bool {
+		return strings.Contains(log.String(), "configuration not reloaded") && strings.Contains(log.String(), "another devid-hostd")
+	})
+	select {
+	case <-done:
+		t.Fatal("devid-hostd exited when its new stateDir was taken")
+	default:
+	}
+	cfg["stateDir"] = h.stateDir
+	b, _ = json.Marshal(cfg)
+	os.WriteFile(h.cfgFile, b, 0o644) // for status below
+	if out, code := h.cli(t, "status"); code != 0 {
+		t.Fatalf("status after the refused reload: exit %d\n%s", code, out)
 	}
 }

@@ -23,8 +23,8 @@
 //     private registry.
 //
 // Each task is a value with Run(ctx) error. Daemon wires them together
-// with systemd notification (READY once a host certificate is in place —
-// a valid one found at start counts — WATCHDOG at half of WATCHDOG_USEC,
+// with systemd notification (READY once a host certificate and the user CA
+// keys are in place — ones found valid at start count — WATCHDOG at half of WATCHDOG_USEC,
 // STATUS, RELOADING, STOPPING) and reloads its configuration on SIGHUP or
 // when the file changes. The state a human wants (`devid-hostd status`) is
 // kept in StateDir/status.json; StateDir/hostd.pid, locked while the daemon

@@ -405,7 +405,8 @@ func (h *host) waitNote(t testing.TB, limit time.Duration, prefix string) []stri
 	}
 }
 
-// TestHostdSystemd: READY only once the host certificate is in place,
+// TestHostdSystemd: READY only once the host certificate and the user CA
+// keys are in place,
 // watchdog pings at half of WATCHDOG_USEC, RELOADING (then READY) on SIGHUP
 // and on a change of the config file, STOPPING on SIGTERM; and
 // `devid-hostd status` tells a human what is going on.
@@ -416,6 +417,9 @@ func TestHostdSystemd(t *testing.T) {
 	before := h.waitNote(t, 3*time.Minute, "READY=1")
 	if h.cert(t) == nil {
 		t.Fatal("READY=1 before the host certificate was in place")
+	}
+	if _, err := os.Stat(h.userCAFile); err != nil {
+		t.Fatalf("READY=1 before the user CA keys were in place: %v", err)
 	}
 	for _, n := range before {
 		if strings.HasPrefix(n, "WATCHDOG=1") {

@@ -48,7 +48,11 @@ func (h *HostCert) Run(ctx context.Context) error {
 		return err
 	}
 	var st renew.State
-	ready, now := false, false
+	ready := false
+	// A renewal asked for (the configured principals changed, or SIGUSR1)
+	// stays asked for until one succeeds; a failed one is retried after the
+	// failure back-off, not at the usual time.
+	pending, pendingFailures, retryAt := false, 0, time.Time{}
 	if cert, written := h.current(pub); cert != nil {
 		st = h.state(cert, written)
 		h.publish(cert, st)
@@ -58,25 +62,32 @@ func (h *HostCert) Run(ctx context.Context) error {
 		if !samePrincipals(cert.ValidPrincipals, h.Cfg.Principals) {
 			h.Report.Log.Info("the configured principals differ from the certificate's: renewing now",
 				"certificate", cert.ValidPrincipals, "configured", h.Cfg.Principals)
-			now = true
+			pending = true
 		}
 	}
 	for {
-		d := h.Policy.Decide(h.Report.Now(), st)
+		now := h.Report.Now()
+		d := h.Policy.Decide(now, st)
+		if pending && !d.Renew {
+			if !now.Before(retryAt) {
+				d.Renew = true
+			} else if w := retryAt.Sub(now); w < d.Wait {
+				d.Wait = w
+			}
+		}
 		if !d.At.IsZero() {
 			h.Report.M.NextRenewal.Set(float64(d.At.Unix()))
 		}
-		if !d.Renew && !now {
+		if !d.Renew {
 			select {
 			case <-ctx.Done():
 				return nil
 			case <-time.After(d.Wait):
 			case <-h.RenewNow:
-				now = true
+				pending, pendingFailures, retryAt = true, 0, time.Time{}
 			}
 			continue
 		}
-		now = false
 		cert, err := h.renew(ctx, pub)
 		if ctx.Err() != nil {
 			return nil
@@ -84,10 +95,15 @@ func (h *HostCert) Run(ctx context.Context) error {
 		if err != nil {
 			st.Failures++
 			st.LastFailure = h.Report.Now()
+			if pending {
+				pendingFailures++
+				retryAt = st.LastFailure.Add(h.Policy.Backoff(pendingFailures, h.Rand()))
+			}
 			h.Report.M.Renewals.WithLabelValues("failure").Inc()
 			h.Report.Failure(TaskHostCert, fmt.Errorf("renewal %d failed, keeping the current certificate: %w", st.Failures, err))
 			continue
 		}
+		pending, pendingFailures, retryAt = false, 0, time.Time{}
 		st = h.state(cert, h.Report.Now())
 		h.Report.M.Renewals.WithLabelValues("success").Inc()
 		h.Report.Success(TaskHostCert)

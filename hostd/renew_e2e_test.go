@@ -35,3 +35,29 @@ func TestHostdRenewNow(t *testing.T) {
 		t.Errorf("the log does not say why it renewed")
 	}
 }
+
+// TestHostdPrincipalsRetried: a change of the configured principals whose
+// first renewal fails (the CA is down) is retried after the failure
+// back-off, not left for the renewal at 2/3 of an hour's lifetime.
+func TestHostdPrincipalsRetried(t *testing.T) {
+	t.Parallel()
+	h := newHost(t, time.Hour)
+	h.start(t)
+	c1 := h.waitServing(t, 0)
+
+	h.ca.Stop()
+	want := []string{"localhost", "127.0.0.1", "web-2.example.com"}
+	h.cfg["principals"] = want
+	h.writeConfig(t)
+	waitFor(t, 3*time.Minute, "the renewal for the new principals to fail", func() bool { return h.metric(t, failure) >= 1 })
+	if c := h.cert(t); c == nil || c.Serial != c1.Serial {
+		t.Fatalf("the certificate changed while the CA was down")
+	}
+	if err := h.ca.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	st := h.waitServing(t, c1.Serial)
+	if !slices.Equal(st.Principals, want) {
+		t.Fatalf("after the CA came back: principals %v, want %v", st.Principals, want)
+	}
+}

@@ -93,3 +93,17 @@ func RunningPID(dir string) (int, error) {
 	}
 	return pid, nil
 }
+
+// SameDir reports whether a and b name one directory: the same path once
+// cleaned, or the same file (device and inode) however reached.
+func SameDir(a, b string) bool {
+	if filepath.Clean(a) == filepath.Clean(b) {
+		return true
+	}
+	fa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	fb, err := os.Stat(b)
+	return err == nil && os.SameFile(fa, fb)
+}

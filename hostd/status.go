@@ -39,7 +39,7 @@ type StatusData struct {
 // CertStatus describes the host certificate in place.
 type CertStatus struct {
 	File        string    `json:"file"`
-	Serial      uint64    `json:"serial"`
+	Serial      uint64    `json:"serial,string"` // a string: jq would round it
 	KeyID       string    `json:"keyId"`
 	Principals  []string  `json:"principals"`
 	NotBefore   time.Time `json:"notBefore"`

@@ -34,6 +34,9 @@ type UserCA struct {
 	CAKeys *CAKeys
 	// Rand draws the back-off jitter in [0, 1); default rand.Float64.
 	Rand func() float64
+	// Synced, if set, is called after every successful sync: the file
+	// holds the CA's keys.
+	Synced func()
 }
 
 // Run fetches the keys now and every Interval until ctx is done. After a
@@ -58,6 +61,9 @@ func (u *UserCA) Run(ctx context.Context) error {
 		} else {
 			failures = 0
 			u.Report.Success(TaskUserCA)
+			if u.Synced != nil {
+				u.Synced()
+			}
 		}
 		if renew.Sleep(ctx, wait, time.After) != nil {
 			return nil

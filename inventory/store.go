@@ -154,6 +154,13 @@ func (s *Store) User(email string) (*User, error) {
 	if err == nil || !errors.Is(err, ErrNotFound) {
 		return &u, err
 	}
+	// Stored in lower case since emails are case-insensitive: one more
+	// lookup, and a scan only for a mixed-case record an older devid wrote.
+	if folded := foldEmail(email); folded != email {
+		if ferr := s.get(usersTable, folded, &u); ferr == nil || !errors.Is(ferr, ErrNotFound) {
+			return &u, ferr
+		}
+	}
 	users, lerr := s.Users()
 	if lerr != nil {
 		return nil, lerr

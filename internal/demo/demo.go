@@ -88,7 +88,7 @@ func (d *demo) story(ctx context.Context) error {
 		return err
 	}
 	defer stop()
-	if err := waitHealthy(ctx, caURL, 30*time.Second); err != nil {
+	if err := waitHealthy(ctx, caURL, 3*time.Minute); err != nil {
 		return err
 	}
 	d.say("The CA answers step-ca's /health: it is up.")
@@ -216,7 +216,7 @@ func (d *demo) story(ctx context.Context) error {
 	}
 	if h != nil {
 		start := time.Now()
-		if err := waitFile(ctx, 30*time.Second, func() bool { return krlVersion(h.krlFile) > before }); err != nil {
+		if err := waitFile(ctx, 3*time.Minute, func() bool { return krlVersion(h.krlFile) > before }); err != nil {
 			return fmt.Errorf("the new KRL did not reach the host: %w", err)
 		}
 		d.say("The host has KRL version %d %s after the quarantine.", krlVersion(h.krlFile), time.Since(start).Round(time.Millisecond))

@@ -97,9 +97,27 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 			return nil, err
 		}
 	}
+	// The port is free when FreePort looks, not always when sshd binds it:
+	// another program may take it in between. Then sshd says so, and
+	// exits, and the harness tries another port.
+	for attempt := 1; ; attempt++ {
+		err := s.launch(ctx, o)
+		if err == nil {
+			return s, nil
+		}
+		log, _ := os.ReadFile(s.Log)
+		if attempt == 5 || !bytes.Contains(log, []byte("Address already in use")) {
+			return nil, err
+		}
+		os.Remove(s.Log)
+	}
+}
+
+// launch starts sshd on a free port and waits until it listens.
+func (s *Server) launch(ctx context.Context, o Options) error {
 	port, err := FreePort()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	s.Port, s.Addr = port, "127.0.0.1:"+strconv.Itoa(port)
 	lines := append([]string{
@@ -114,29 +132,29 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		"LogLevel " + o.LogLevel,
 	}, o.Lines...)
 	if err := s.WriteConfig(lines...); err != nil {
-		return nil, err
+		return err
 	}
 	// A file, not a pipe: sshd's children inherit it, and a pipe would
 	// keep Wait waiting for them.
 	s.out = filepath.Join(o.Dir, "sshd.out")
 	out, err := os.Create(s.out)
 	if err != nil {
-		return nil, fmt.Errorf("sshdrun: %w", err)
+		return fmt.Errorf("sshdrun: %w", err)
 	}
 	defer out.Close()
 	s.cmd = exec.Command(SSHD, "-D", "-f", s.Config, "-E", s.Log)
 	s.cmd.Stdout, s.cmd.Stderr = out, out
 	if err := s.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("sshdrun: %w", err)
+		return fmt.Errorf("sshdrun: %w", err)
 	}
 	s.PID = s.cmd.Process.Pid
 	s.done = make(chan struct{})
 	go func() { s.cmd.Wait(); close(s.done) }()
 	if err := s.WaitReloaded(ctx, 0); err != nil {
 		s.Stop()
-		return nil, err
+		return err
 	}
-	return s, nil
+	return nil
 }
 
 // Stop kills sshd and waits for it to exit.
@@ -265,7 +283,7 @@ func (s *Server) Args(c Client) []string {
 }
 
 // RetryFor bounds how long SSH retries a connection sshd's re-exec refused.
-const RetryFor = 30 * time.Second
+const RetryFor = 2 * time.Minute
 
 // SSH runs the real ssh client as c says and returns its combined output
 // and error. A connection refused, or closed before sshd sent its version
