@@ -76,6 +76,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	defer func() { lock.Release() }()
 	renewNow := make(chan struct{}, 1)
+	ctx, stopSignals := context.WithCancel(ctx) // ends the goroutine below with Run
+	defer stopSignals()
 	go func() {
 		for {
 			select {
