@@ -15,6 +15,7 @@ import (
 	"github.com/devid-ssh/devid/internal/fakeclock"
 	"github.com/devid-ssh/devid/internal/sshdtest"
 	"github.com/devid-ssh/devid/inventory"
+	"github.com/devid-ssh/devid/krl"
 	"github.com/smallstep/nosql"
 	"github.com/smallstep/nosql/database"
 	"golang.org/x/crypto/ssh"
@@ -169,7 +170,18 @@ func TestActivateCrash(t *testing.T) {
 // and none in good, with the krl package and with ssh-keygen -Q.
 func (f *fixture) wantRevoked(t *testing.T, when string, revoked, good []*ssh.Certificate) {
 	t.Helper()
-	p, k := f.current(t)
+	p, _ := f.current(t)
+	wantKRL(t, when, p.KRL, revoked, good)
+}
+
+// wantKRL checks the KRL body revokes every certificate in revoked and
+// none in good, with the krl package and with ssh-keygen -Q.
+func wantKRL(t *testing.T, when string, body []byte, revoked, good []*ssh.Certificate) {
+	t.Helper()
+	k, err := krl.Parse(body)
+	if err != nil {
+		t.Fatalf("%s: %v", when, err)
+	}
 	for _, c := range revoked {
 		if !k.IsRevoked(c) {
 			t.Errorf("%s: certificate %d (%s) from before the quarantine is not revoked", when, c.Serial, c.KeyId)
@@ -183,7 +195,7 @@ func (f *fixture) wantRevoked(t *testing.T, when string, revoked, good []*ssh.Ce
 	sshdtest.Need(t, "ssh-keygen")
 	dir := t.TempDir()
 	krlFile := filepath.Join(dir, "krl")
-	if err := os.WriteFile(krlFile, p.KRL, 0o644); err != nil {
+	if err := os.WriteFile(krlFile, body, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	for i, c := range append(append([]*ssh.Certificate{}, revoked...), good...) {
