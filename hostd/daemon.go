@@ -188,6 +188,7 @@ func (d *Daemon) runOnce(ctx context.Context, cfg *Config, configChanged func(),
 	rep := NewReporter(d.Metrics, d.Log, func() time.Time { return time.Now().Round(0) }, cfg.StateDir)
 	rep.reloads = &d.reloads
 	rep.data.SSHDReloads = d.reloads.Load()
+	rep.update(func(*StatusData) {}) // this run's status file, with its PID, from the start
 	files := NewFiles()
 	// READY once sshd has what a login needs: a host certificate and the
 	// user CA keys (either found valid on disk at start counts); the KRL is

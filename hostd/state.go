@@ -94,6 +94,20 @@ func RunningPID(dir string) (int, error) {
 	return pid, nil
 }
 
+// LastPID returns the process ID in dir/hostd.pid: the devid-hostd that
+// runs, or the last one that ran, with stateDir dir (0 if none is known).
+func LastPID(dir string) int {
+	b, err := os.ReadFile(filepath.Join(dir, PIDFileName))
+	if err != nil {
+		return 0
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return 0
+	}
+	return pid
+}
+
 // SameDir reports whether a and b name one directory: the same path once
 // cleaned, or the same file (device and inode) however reached.
 func SameDir(a, b string) bool {

@@ -140,8 +140,9 @@ func ReadStatus(dir string) (*StatusData, error) {
 }
 
 // Print writes a human summary of d; pid is the running daemon's process
-// ID (RunningPID), 0 if none runs.
-func (d *StatusData) Print(w io.Writer, now time.Time, pid int) {
+// ID (RunningPID), 0 if none runs, and last the last one to run (LastPID;
+// 0 if unknown).
+func (d *StatusData) Print(w io.Writer, now time.Time, pid, last int) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	ago := func(t time.Time) string {
 		if t.IsZero() {
@@ -155,10 +156,19 @@ func (d *StatusData) Print(w io.Writer, now time.Time, pid int) {
 		}
 		return fmt.Sprintf("%s (in %s)", t.Local().Format(time.RFC3339), t.Sub(now).Round(time.Second))
 	}
+	// The status file may be an earlier run's: a daemon killed, or one
+	// just started, before it wrote its own.
+	earlier := ""
+	if running := max(pid, last); running != 0 && d.PID != running {
+		earlier = fmt.Sprintf(" by an earlier run (pid %d)", d.PID)
+	}
 	if pid != 0 {
-		fmt.Fprintf(tw, "devid-hostd\trunning, pid %d, status updated %s\n", pid, ago(d.Updated))
+		fmt.Fprintf(tw, "devid-hostd\trunning, pid %d, status updated%s %s\n", pid, earlier, ago(d.Updated))
 	} else {
-		fmt.Fprintf(tw, "devid-hostd\tnot running (was pid %d), status updated %s\n", d.PID, ago(d.Updated))
+		if last == 0 {
+			last = d.PID
+		}
+		fmt.Fprintf(tw, "devid-hostd\tnot running (was pid %d), status updated%s %s\n", last, earlier, ago(d.Updated))
 	}
 	if c := d.HostCert; c != nil {
 		fmt.Fprintf(tw, "host certificate\t%s\n", c.File)

@@ -87,7 +87,7 @@ func statusCmd() *cliutil.Command {
 				if pid == 0 {
 					fmt.Fprintln(env.Stdout, "last known status:")
 				}
-				st.Print(env.Stdout, time.Now(), pid)
+				st.Print(env.Stdout, time.Now(), pid, hostd.LastPID(cfg.StateDir))
 			}
 			if pid == 0 {
 				return notRunning(cfg)
