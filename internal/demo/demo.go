@@ -11,14 +11,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/devid-ssh/devid/internal/sshdrun"
 )
 
 // Options configure a demo run.
@@ -65,10 +67,11 @@ func Run(ctx context.Context, o Options) (err error) {
 }
 
 func (d *demo) story(ctx context.Context) error {
-	port, err := freePort()
+	p, err := sshdrun.FreePort()
 	if err != nil {
 		return err
 	}
+	port := strconv.Itoa(p)
 	caURL := "https://localhost:" + port
 	caDir := filepath.Join(d.Dir, "ca")
 
@@ -335,16 +338,6 @@ func quoteAll(args []string) []string {
 		out[i] = a
 	}
 	return out
-}
-
-func freePort() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	_, port, err := net.SplitHostPort(ln.Addr().String())
-	return port, err
 }
 
 // waitHealthy waits until the CA answers /health. Only liveness is checked

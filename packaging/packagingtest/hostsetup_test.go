@@ -19,6 +19,7 @@ import (
 
 	"github.com/devid-ssh/devid/caserver"
 	"github.com/devid-ssh/devid/caserver/catest"
+	"github.com/devid-ssh/devid/internal/sshdrun"
 	"github.com/devid-ssh/devid/internal/sshdtest"
 	"github.com/devid-ssh/devid/inventory"
 	"github.com/devid-ssh/devid/tpm/swtpmtest"
@@ -110,7 +111,10 @@ func TestREADMEHostSetup(t *testing.T) {
 	upper, records := filepath.Join(dir, "root"), filepath.Join(dir, "systemctl")
 	// After the README's lines, the test's own: the user's account, and the
 	// host's sshd on a loopback port, for a login from outside.
-	port := freePort(t)
+	port, err := sshdrun.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
 	block += fmt.Sprintf("\n# --- TestREADMEHostSetup ---\nuseradd --no-create-home --shell /bin/sh %[1]s\nusermod -p '*' %[1]s\n"+
 		"/usr/sbin/sshd -p %[2]d -o ListenAddress=127.0.0.1 -o PidFile=%[3]s/sshd.pid\n", setupLogin, port, records)
 	script := filepath.Join(dir, "host-setup.sh")
@@ -257,16 +261,6 @@ func registerTPM(t *testing.T, ca *catest.CA, sock string, nd inventory.NewDevic
 	}
 	t.Cleanup(stop)
 	return dev, "unix:" + sock
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // waitPort waits until something accepts connections on the loopback
