@@ -2,10 +2,10 @@
 package main
 
 import (
-	"github.com/devid-ssh/devid/internal/cliutil"
+	"github.com/devid-ssh/devid/internal/command"
 	"os"
 
-	"github.com/devid-ssh/devid/internal/cacli"
+	"github.com/devid-ssh/devid/cmd/devid-ca/cacli"
 )
 
-func main() { os.Exit(cacli.Main(os.Args[1:], cliutil.OSEnv())) }
+func main() { os.Exit(cacli.Main(os.Args[1:], command.OSEnv())) }

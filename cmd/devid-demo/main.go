@@ -10,7 +10,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/devid-ssh/devid/internal/demo"
+	"github.com/devid-ssh/devid/cmd/devid-demo/demo"
 )
 
 func main() {

@@ -4,8 +4,8 @@ package main
 import (
 	"os"
 
-	"github.com/devid-ssh/devid/internal/cliutil"
-	"github.com/devid-ssh/devid/internal/hostdcli"
+	"github.com/devid-ssh/devid/internal/command"
+	"github.com/devid-ssh/devid/cmd/devid-hostd/hostdcli"
 )
 
-func main() { os.Exit(hostdcli.Main(os.Args[1:], cliutil.OSEnv())) }
+func main() { os.Exit(hostdcli.Main(os.Args[1:], command.OSEnv())) }

@@ -2,10 +2,10 @@
 package main
 
 import (
-	"github.com/devid-ssh/devid/internal/cliutil"
+	"github.com/devid-ssh/devid/internal/command"
 	"os"
 
-	"github.com/devid-ssh/devid/internal/devidcli"
+	"github.com/devid-ssh/devid/cmd/devid/devidcli"
 )
 
-func main() { os.Exit(devidcli.Main(os.Args[1:], cliutil.OSEnv())) }
+func main() { os.Exit(devidcli.Main(os.Args[1:], command.OSEnv())) }

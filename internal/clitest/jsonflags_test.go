@@ -8,11 +8,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/devid-ssh/devid/internal/cacli"
-	"github.com/devid-ssh/devid/internal/cliutil"
-	"github.com/devid-ssh/devid/internal/devidcli"
-	"github.com/devid-ssh/devid/internal/hostdcli"
-	"github.com/devid-ssh/devid/internal/principalscli"
+	"github.com/devid-ssh/devid/cmd/devid-ca/cacli"
+	"github.com/devid-ssh/devid/internal/command"
+	"github.com/devid-ssh/devid/cmd/devid/devidcli"
+	"github.com/devid-ssh/devid/cmd/devid-hostd/hostdcli"
+	"github.com/devid-ssh/devid/cmd/devid-principals/principalscli"
 )
 
 // TestEveryJSONFlagIsScripted: every command of devid, devid-ca,
@@ -21,7 +21,10 @@ import (
 // listed --json that prints no JSON cannot go unnoticed.
 func TestEveryJSONFlagIsScripted(t *testing.T) {
 	var scripts strings.Builder
-	files, _ := filepath.Glob("../../testdata/script/*.txtar")
+	files, _ := filepath.Glob("../../cmd/*/testdata/script/*.txtar")
+	if len(files) < 5 {
+		t.Fatalf("found %d scripts under cmd/*/testdata/script: have they moved?", len(files))
+	}
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
@@ -29,7 +32,7 @@ func TestEveryJSONFlagIsScripted(t *testing.T) {
 		}
 		scripts.Write(b)
 	}
-	mains := map[string]func([]string, *cliutil.Env) int{
+	mains := map[string]func([]string, *command.Env) int{
 		"devid": devidcli.Main, "devid-ca": cacli.Main, "devid-hostd": hostdcli.Main, "devid-principals": principalscli.Main,
 	}
 	found := 0
@@ -65,7 +68,7 @@ func TestEveryJSONFlagIsScripted(t *testing.T) {
 }
 
 // commands lists the leaf commands under path, from --help.
-func commands(t *testing.T, main func([]string, *cliutil.Env) int, path []string) [][]string {
+func commands(t *testing.T, main func([]string, *command.Env) int, path []string) [][]string {
 	help := runHelp(main, append(append([]string{}, path...), "--help"))
 	_, list, ok := strings.Cut(help, "Commands:\n")
 	if !ok {
@@ -81,8 +84,8 @@ func commands(t *testing.T, main func([]string, *cliutil.Env) int, path []string
 	return out
 }
 
-func runHelp(main func([]string, *cliutil.Env) int, args []string) string {
+func runHelp(main func([]string, *command.Env) int, args []string) string {
 	var out bytes.Buffer
-	main(args, &cliutil.Env{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &out, Getenv: func(string) string { return "" }})
+	main(args, &command.Env{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &out, Getenv: func(string) string { return "" }})
 	return out.String()
 }

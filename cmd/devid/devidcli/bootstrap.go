@@ -26,14 +26,14 @@ import (
 
 	"github.com/devid-ssh/devid/adminapi"
 	"github.com/devid-ssh/devid/internal/atomicfile"
-	"github.com/devid-ssh/devid/internal/cliutil"
+	"github.com/devid-ssh/devid/internal/command"
 	"github.com/devid-ssh/devid/inventory"
 )
 
-func bootstrapCmd() *cliutil.Command {
+func bootstrapCmd() *command.Command {
 	var caURL, fp, adminCert, adminKey string
 	var force bool
-	return &cliutil.Command{
+	return &command.Command{
 		Name:    "bootstrap",
 		Summary: "fetch the CA's root certificate, check it against a fingerprint, and pin it (as step ca bootstrap); check the admin certificate with the CA",
 		Usage:   "--ca-url URL --fingerprint SHA256 [--admin-cert FILE --admin-key FILE] [--force]",
@@ -44,15 +44,15 @@ func bootstrapCmd() *cliutil.Command {
 			fs.StringVar(&adminKey, "admin-key", "", "admin client key `file` to use from now on")
 			fs.BoolVar(&force, "force", false, "replace an existing configuration")
 		},
-		Run: func(env *cliutil.Env, args []string) error {
-			if err := cliutil.Args(args, 0, 0, "no arguments"); err != nil {
+		Run: func(env *command.Env, args []string) error {
+			if err := command.Args(args, 0, 0, "no arguments"); err != nil {
 				return err
 			}
 			if caURL == "" || fp == "" {
-				return cliutil.Usagef("--ca-url and --fingerprint are required")
+				return command.Usagef("--ca-url and --fingerprint are required")
 			}
 			if (adminCert == "") != (adminKey == "") {
-				return cliutil.Usagef("--admin-cert and --admin-key go together")
+				return command.Usagef("--admin-cert and --admin-key go together")
 			}
 			path, err := configPath(env)
 			if err != nil {
@@ -167,11 +167,11 @@ func checkAdmin(caURL string, root *x509.Certificate, certFile, keyFile string) 
 func fetchRoot(caURL, fp string) (*x509.Certificate, error) {
 	fp = strings.ToLower(strings.ReplaceAll(fp, ":", ""))
 	if want, err := hex.DecodeString(fp); err != nil || len(want) != sha256.Size {
-		return nil, cliutil.Usagef("--fingerprint %q: want 64 hex digits (SHA-256)", fp)
+		return nil, command.Usagef("--fingerprint %q: want 64 hex digits (SHA-256)", fp)
 	}
 	u, err := url.Parse(caURL)
 	if err != nil || u.Scheme != "https" || u.Host == "" {
-		return nil, cliutil.Usagef("--ca-url %q: want https://host[:port]", caURL)
+		return nil, command.Usagef("--ca-url %q: want https://host[:port]", caURL)
 	}
 	var root *x509.Certificate
 	tc := &tls.Config{

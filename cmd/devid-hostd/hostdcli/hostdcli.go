@@ -13,19 +13,19 @@ import (
 	"time"
 
 	"github.com/devid-ssh/devid/hostd"
-	"github.com/devid-ssh/devid/internal/cliutil"
+	"github.com/devid-ssh/devid/internal/command"
 )
 
 // Main runs devid-hostd with args and returns its exit code.
-func Main(args []string, env *cliutil.Env) int {
-	return cliutil.Run(root(), env, args)
+func Main(args []string, env *command.Env) int {
+	return command.Run(root(), env, args)
 }
 
-func root() *cliutil.Command {
-	return &cliutil.Command{
+func root() *command.Command {
+	return &command.Command{
 		Name:    "devid-hostd",
 		Summary: "devid-hostd keeps this host's SSH host certificate, user CA keys and sshd right.",
-		Sub:     []*cliutil.Command{runCmd(), statusCmd(), renewCmd(), checkCmd()},
+		Sub:     []*command.Command{runCmd(), statusCmd(), renewCmd(), checkCmd()},
 	}
 }
 
@@ -33,23 +33,23 @@ func configFlag(fs *flag.FlagSet, p *string) {
 	fs.StringVar(p, "config", hostd.DefaultConfigFile, "configuration `file`")
 }
 
-func runCmd() *cliutil.Command {
+func runCmd() *command.Command {
 	var file, format string
-	return &cliutil.Command{
+	return &command.Command{
 		Name: "run", Summary: "run the daemon until SIGTERM or SIGINT (SIGHUP rereads the configuration, SIGUSR1 renews the host certificate now)", Usage: "[--config FILE] [--log-format text|json]",
 		Flags: func(fs *flag.FlagSet) {
 			configFlag(fs, &file)
 			fs.StringVar(&format, "log-format", "text", "log format on standard error (journald keeps it): text or json")
 		},
-		Run: func(env *cliutil.Env, args []string) error {
-			if err := cliutil.Args(args, 0, 0, "no arguments"); err != nil {
+		Run: func(env *command.Env, args []string) error {
+			if err := command.Args(args, 0, 0, "no arguments"); err != nil {
 				return err
 			}
 			var h slog.Handler = slog.NewTextHandler(env.Stderr, nil)
 			if format == "json" {
 				h = slog.NewJSONHandler(env.Stderr, nil)
 			} else if format != "text" {
-				return cliutil.Usagef("--log-format %q: want text or json", format)
+				return command.Usagef("--log-format %q: want text or json", format)
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
@@ -65,13 +65,13 @@ func runCmd() *cliutil.Command {
 const ExitNotRunning = 3
 
 func notRunning(cfg *hostd.Config) error {
-	return &cliutil.ExitCodeError{Code: ExitNotRunning,
+	return &command.ExitCodeError{Code: ExitNotRunning,
 		Err: fmt.Errorf("devid-hostd is not running (no process holds %s)", filepath.Join(cfg.StateDir, hostd.PIDFileName))}
 }
 
-func statusCmd() *cliutil.Command {
+func statusCmd() *command.Command {
 	return withConfig("status", "show whether the daemon runs, the host certificate, next renewal and each task's last success and error; exit 0 running, 3 not running, 1 error",
-		func(env *cliutil.Env, file string, cfg *hostd.Config) error {
+		func(env *command.Env, file string, cfg *hostd.Config) error {
 			pid, err := hostd.RunningPID(cfg.StateDir)
 			if err != nil {
 				return err
@@ -96,9 +96,9 @@ func statusCmd() *cliutil.Command {
 		})
 }
 
-func renewCmd() *cliutil.Command {
+func renewCmd() *command.Command {
 	return withConfig("renew", "ask the running daemon to renew the host certificate now (SIGUSR1); exit 0 asked, 3 not running, 1 error",
-		func(env *cliutil.Env, file string, cfg *hostd.Config) error {
+		func(env *command.Env, file string, cfg *hostd.Config) error {
 			pid, err := hostd.RunningPID(cfg.StateDir)
 			if err != nil {
 				return err
@@ -114,9 +114,9 @@ func renewCmd() *cliutil.Command {
 		})
 }
 
-func checkCmd() *cliutil.Command {
+func checkCmd() *command.Command {
 	return withConfig("check", "check a configuration file (the tpm address as run opens it, ports 1-65535) and print it with its defaults",
-		func(env *cliutil.Env, file string, cfg *hostd.Config) error {
+		func(env *command.Env, file string, cfg *hostd.Config) error {
 			fmt.Fprintf(env.Stdout, "%s: OK\n  caUrl %s\n  tpm %s\n  hostKey %s\n  hostCertificate %s\n  principals %v\n  trustedUserCAKeys %s\n  sshd %s -t -f %s\n  reload %+v\n  metricsAddress %s\n  renewFraction %.4f\n",
 				file, cfg.CAURL, cfg.TPM, cfg.HostKey, cfg.HostCertificate, cfg.Principals, cfg.TrustedUserCAKeys,
 				cfg.SSHD.Binary, cfg.SSHD.Config, cfg.Reload, cfg.MetricsAddress, cfg.RenewFraction)
@@ -126,13 +126,13 @@ func checkCmd() *cliutil.Command {
 
 // withConfig is a command that takes only --config and works on the loaded
 // configuration.
-func withConfig(name, summary string, run func(env *cliutil.Env, file string, cfg *hostd.Config) error) *cliutil.Command {
+func withConfig(name, summary string, run func(env *command.Env, file string, cfg *hostd.Config) error) *command.Command {
 	var file string
-	return &cliutil.Command{
+	return &command.Command{
 		Name: name, Summary: summary, Usage: "[--config FILE]",
 		Flags: func(fs *flag.FlagSet) { configFlag(fs, &file) },
-		Run: func(env *cliutil.Env, args []string) error {
-			if err := cliutil.Args(args, 0, 0, "no arguments"); err != nil {
+		Run: func(env *command.Env, args []string) error {
+			if err := command.Args(args, 0, 0, "no arguments"); err != nil {
 				return err
 			}
 			cfg, err := hostd.LoadConfig(file)

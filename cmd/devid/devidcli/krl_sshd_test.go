@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/devid-ssh/devid/internal/cliutil"
-	"github.com/devid-ssh/devid/internal/devidcli"
+	"github.com/devid-ssh/devid/internal/command"
+	"github.com/devid-ssh/devid/cmd/devid/devidcli"
 	"github.com/devid-ssh/devid/internal/sshdtest"
 )
 
@@ -58,7 +58,7 @@ func TestKRLInspectAgreesWithSSHD(t *testing.T) {
 				t.Fatalf("login succeeded: %v, want %v\n%s", err == nil, tc.login, out)
 			}
 			var stdout, stderr bytes.Buffer
-			env := &cliutil.Env{Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: &stderr, Getenv: func(string) string { return "" }}
+			env := &command.Env{Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: &stderr, Getenv: func(string) string { return "" }}
 			code := devidcli.Main([]string{"krl", "inspect", revoked}, env)
 			all := stdout.String() + stderr.String()
 			if !strings.Contains(all, "not a binary KRL") || !strings.Contains(all, tc.says) {

@@ -9,7 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/devid-ssh/devid/internal/cliutil"
+	"github.com/devid-ssh/devid/internal/command"
 	"github.com/devid-ssh/devid/principals"
 )
 
@@ -69,7 +69,7 @@ func parseHelperArgs(args []string) (*helperArgs, error) {
 // watchdog finishes it first prints (or not) and logs, exactly once.
 type run struct {
 	args  *helperArgs
-	env   *cliutil.Env
+	env   *command.Env
 	start time.Time
 	cert  atomic.Pointer[principals.Certificate] // once parsed, for the log
 	done  atomic.Bool
@@ -89,7 +89,7 @@ type outcome struct {
 // The decision runs on the calling goroutine; a watchdog timer denies and
 // exits the process at Deadline if it has not finished by then (a policy
 // that is a FIFO, or on a hung file system), and a panic denies.
-func helper(args []string, env *cliutil.Env) int {
+func helper(args []string, env *command.Env) int {
 	r := &run{env: env, start: time.Now()}
 	a, err := parseHelperArgs(args)
 	if err != nil {
@@ -98,12 +98,12 @@ func helper(args []string, env *cliutil.Env) int {
 			l.write(sevErr, "usage", "reason", err.Error())
 			l.close()
 		}
-		return cliutil.ExitUsage
+		return command.ExitUsage
 	}
 	r.args = a
 	watchdog := time.AfterFunc(Deadline, func() {
 		if r.finish(outcome{failure: fmt.Sprintf("no decision within %v: denied", Deadline)}) {
-			os.Exit(cliutil.ExitOK)
+			os.Exit(command.ExitOK)
 		}
 	})
 	defer watchdog.Stop()
@@ -113,7 +113,7 @@ func helper(args []string, env *cliutil.Env) int {
 		}
 	}()
 	r.finish(r.decide())
-	return cliutil.ExitOK
+	return command.ExitOK
 }
 
 // decide reads the certificate and the policy and decides.

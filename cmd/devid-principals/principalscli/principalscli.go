@@ -16,7 +16,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/devid-ssh/devid/internal/cliutil"
+	"github.com/devid-ssh/devid/internal/command"
 	"github.com/devid-ssh/devid/principals"
 )
 
@@ -52,18 +52,18 @@ Run 'devid-principals COMMAND --help' for a command's flags.
 // are the account, type and certificate whatever they look like (an account
 // named check, or --help), and nothing but a principal ever reaches
 // standard output.
-func Main(args []string, env *cliutil.Env) int {
+func Main(args []string, env *command.Env) int {
 	if !sshdForm(args) && len(args) > 0 {
 		switch args[0] {
 		case "-h", "-help", "--help", "help":
 			if len(args) == 1 {
 				io.WriteString(env.Stdout, usage)
-				return cliutil.ExitOK
+				return command.ExitOK
 			}
 		case "check":
-			return cliutil.Run(checkCmd(), env, args[1:])
+			return command.Run(checkCmd(), env, args[1:])
 		case "explain":
-			return cliutil.Run(explainCmd(), env, args[1:])
+			return command.Run(explainCmd(), env, args[1:])
 		}
 	}
 	return helper(args, env)
@@ -78,15 +78,15 @@ func policyFlag(fs *flag.FlagSet, p *string) {
 	fs.StringVar(p, "policy", principals.DefaultPath, "policy `file`")
 }
 
-func checkCmd() *cliutil.Command {
+func checkCmd() *command.Command {
 	var path string
-	return &cliutil.Command{
+	return &command.Command{
 		Name:    name + " check",
 		Usage:   "[--policy PATH]",
 		Summary: "Checks a policy file as devid-principals reads it: exit 0 if it parses (warnings on\nstandard error: lines never used, principals of no kind devid issues), 1 with every error, as FILE:LINE: message, on standard error.",
 		Flags:   func(fs *flag.FlagSet) { policyFlag(fs, &path) },
-		Run: func(env *cliutil.Env, args []string) error {
-			if err := cliutil.Args(args, 0, 0, "no arguments"); err != nil {
+		Run: func(env *command.Env, args []string) error {
+			if err := command.Args(args, 0, 0, "no arguments"); err != nil {
 				return err
 			}
 			p, err := loadPolicy(env.Stderr, path)
@@ -115,15 +115,15 @@ func loadPolicy(w io.Writer, path string) (*principals.Policy, error) {
 	return p, err
 }
 
-func explainCmd() *cliutil.Command {
+func explainCmd() *command.Command {
 	var path string
-	return &cliutil.Command{
+	return &command.Command{
 		Name:    name + " explain",
 		Usage:   "[--policy PATH] ACCOUNT CERT.pub",
 		Summary: "Says whether devid-principals would let the certificate in CERT.pub (as ssh-keygen\nwrites it) log in to ACCOUNT, and why: each line tried and what it lacks.\nExit 0 if allowed, 1 if denied. sshd's own checks (CA, validity, KRL) are not made.",
 		Flags:   func(fs *flag.FlagSet) { policyFlag(fs, &path) },
-		Run: func(env *cliutil.Env, args []string) error {
-			if err := cliutil.Args(args, 2, 2, "ACCOUNT CERT.pub"); err != nil {
+		Run: func(env *command.Env, args []string) error {
+			if err := command.Args(args, 2, 2, "ACCOUNT CERT.pub"); err != nil {
 				return err
 			}
 			return explain(env.Stdout, env.Stderr, path, args[0], args[1])

@@ -12,7 +12,7 @@ import (
 	"path/filepath"
 
 	"github.com/devid-ssh/devid/adminapi"
-	"github.com/devid-ssh/devid/internal/cliutil"
+	"github.com/devid-ssh/devid/internal/command"
 	"github.com/devid-ssh/devid/internal/conffile"
 )
 
@@ -29,7 +29,7 @@ func (c *clientConfig) ConfigVersion() int { return c.Version }
 
 // configPath is $DEVID_CONFIG, or config.json in $XDG_CONFIG_HOME/devid
 // (~/.config/devid).
-func configPath(env *cliutil.Env) (string, error) {
+func configPath(env *command.Env) (string, error) {
 	if p := env.Getenv("DEVID_CONFIG"); p != "" {
 		return p, nil
 	}
@@ -58,7 +58,7 @@ func (c *conn) flags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.json, "json", false, "print JSON instead of text")
 }
 
-func loadConfig(env *cliutil.Env) (*clientConfig, string, error) {
+func loadConfig(env *command.Env) (*clientConfig, string, error) {
 	var cfg clientConfig
 	path, err := configPath(env)
 	if err != nil {
@@ -78,7 +78,7 @@ func pick(flag, conf string) string {
 }
 
 // client builds the admin API client from flags over the configuration file.
-func (c *conn) client(env *cliutil.Env) (*adminapi.Client, error) {
+func (c *conn) client(env *command.Env) (*adminapi.Client, error) {
 	caURL, pool, err := c.trust(env)
 	if err != nil {
 		return nil, err
@@ -102,7 +102,7 @@ func (c *conn) client(env *cliutil.Env) (*adminapi.Client, error) {
 	return adminapi.NewClient(caURL, pool, cert)
 }
 
-func writeJSON(env *cliutil.Env, v any) error {
+func writeJSON(env *command.Env, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
@@ -112,7 +112,7 @@ func writeJSON(env *cliutil.Env, v any) error {
 }
 
 // readInput reads a file, or standard input for "-".
-func readInput(env *cliutil.Env, name string) ([]byte, error) {
+func readInput(env *command.Env, name string) ([]byte, error) {
 	if name == "-" {
 		return io.ReadAll(env.Stdin)
 	}

@@ -1,6 +1,6 @@
-// Package cliutil holds what devid's commands share: subcommand dispatch,
+// Package command is the small framework devid's commands share: subcommand dispatch,
 // flags that may follow positional arguments, usage errors and exit codes.
-package cliutil
+package command
 
 import (
 	"errors"

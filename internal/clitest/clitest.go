@@ -10,7 +10,6 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/pem"
-	"github.com/devid-ssh/devid/internal/cliutil"
 	"math/big"
 	"net"
 	"net/http"
@@ -18,25 +17,20 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"testing"
 	"time"
 
-	"github.com/devid-ssh/devid/internal/cacli"
-	"github.com/devid-ssh/devid/internal/devidcli"
+	"github.com/devid-ssh/devid/internal/command"
+
 	"github.com/devid-ssh/devid/tpm/swtpmtest"
 	"github.com/rogpeppe/go-internal/testscript"
 )
 
-func TestMain(m *testing.M) {
-	testscript.Main(m, map[string]func(){
-		"devid":    func() { os.Exit(devidcli.Main(os.Args[1:], cliutil.OSEnv())) },
-		"devid-ca": func() { os.Exit(cacli.Main(os.Args[1:], cliutil.OSEnv())) },
-	})
-}
-
-func TestScripts(t *testing.T) {
-	testscript.Run(t, testscript.Params{
-		Dir:                 "../../testdata/script",
+// Params returns the testscript parameters of devid's script tests: the
+// scripts in dir, and the commands below. The test's TestMain registers
+// the mains the scripts exec (RequireExplicitExec).
+func Params(dir string) testscript.Params {
+	return testscript.Params{
+		Dir:                 dir,
 		RequireExplicitExec: true,
 		Setup: func(env *testscript.Env) error {
 			env.Setenv("DEVID_CONFIG", env.WorkDir+"/.config/devid/config.json")
@@ -53,7 +47,13 @@ func TestScripts(t *testing.T) {
 			"needtools":   needTools,
 			"swtpm":       swtpmServe,
 		},
-	})
+	}
+}
+
+// Main returns what testscript.Main registers for a command whose code is
+// main: os.Exit(main(arguments, the process's environment)).
+func Main(main func([]string, *command.Env) int) func() {
+	return func() { os.Exit(main(os.Args[1:], command.OSEnv())) }
 }
 
 // freeport VAR: set VAR to a free loopback TCP port.

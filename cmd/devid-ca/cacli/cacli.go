@@ -19,28 +19,28 @@ import (
 
 	"github.com/devid-ssh/devid/caserver"
 	"github.com/devid-ssh/devid/internal/atomicfile"
-	"github.com/devid-ssh/devid/internal/cliutil"
+	"github.com/devid-ssh/devid/internal/command"
 	"go.step.sm/crypto/pemutil"
 )
 
 // Main runs devid-ca with args (without the program name) and returns its
 // exit code.
-func Main(args []string, env *cliutil.Env) int {
-	return cliutil.Run(root(), env, args)
+func Main(args []string, env *command.Env) int {
+	return command.Run(root(), env, args)
 }
 
-func root() *cliutil.Command {
-	return &cliutil.Command{
+func root() *command.Command {
+	return &command.Command{
 		Name:    "devid-ca",
 		Summary: "devid-ca is devid's CA: device inventory and SSH certificates, built on step-ca.",
-		Sub:     []*cliutil.Command{initCmd(), serveCmd(), {Name: "admin", Summary: "admin certificates", Sub: []*cliutil.Command{adminIssueCmd()}}},
+		Sub:     []*command.Command{initCmd(), serveCmd(), {Name: "admin", Summary: "admin certificates", Sub: []*command.Command{adminIssueCmd()}}},
 	}
 }
 
-func initCmd() *cliutil.Command {
+func initCmd() *command.Command {
 	var o caserver.InitOptions
 	var dns string
-	return &cliutil.Command{
+	return &command.Command{
 		Name: "init", Summary: "create a new CA: root, intermediate, SSH CA keys, admin CA and certificate, config file",
 		Usage: "--dir DIR [--dns NAMES] [--address HOST:PORT] [--name NAME] [--admin NAME]",
 		Flags: func(fs *flag.FlagSet) {
@@ -50,12 +50,12 @@ func initCmd() *cliutil.Command {
 			fs.StringVar(&o.Name, "name", "devid", "CA name, in certificate subjects")
 			fs.StringVar(&o.AdminName, "admin", "admin", "name of the first admin")
 		},
-		Run: func(env *cliutil.Env, args []string) error {
-			if err := cliutil.Args(args, 0, 0, "no arguments"); err != nil {
+		Run: func(env *command.Env, args []string) error {
+			if err := command.Args(args, 0, 0, "no arguments"); err != nil {
 				return err
 			}
 			if o.Dir == "" {
-				return cliutil.Usagef("--dir is required")
+				return command.Usagef("--dir is required")
 			}
 			if dns != "" {
 				for _, n := range strings.Split(dns, ",") {
@@ -100,19 +100,19 @@ func portSuffix(addr string) string {
 	return ":" + port
 }
 
-func serveCmd() *cliutil.Command {
+func serveCmd() *command.Command {
 	var cfgFile string
-	return &cliutil.Command{
+	return &command.Command{
 		Name: "serve", Summary: "serve the CA over HTTPS until SIGINT or SIGTERM", Usage: "--config FILE",
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&cfgFile, "config", "", "config file written by devid-ca init (required)")
 		},
-		Run: func(env *cliutil.Env, args []string) error {
-			if err := cliutil.Args(args, 0, 0, "no arguments"); err != nil {
+		Run: func(env *command.Env, args []string) error {
+			if err := command.Args(args, 0, 0, "no arguments"); err != nil {
 				return err
 			}
 			if cfgFile == "" {
-				return cliutil.Usagef("--config is required")
+				return command.Usagef("--config is required")
 			}
 			cfg, err := caserver.LoadConfig(cfgFile)
 			if err != nil {
@@ -137,7 +137,7 @@ func serveCmd() *cliutil.Command {
 	}
 }
 
-func newLogger(env *cliutil.Env, c caserver.LogConfig) *slog.Logger {
+func newLogger(env *command.Env, c caserver.LogConfig) *slog.Logger {
 	var level slog.Level
 	level.UnmarshalText([]byte(c.Level)) // checked by LoadConfig; "" is info
 	opts := &slog.HandlerOptions{Level: level}
@@ -147,10 +147,10 @@ func newLogger(env *cliutil.Env, c caserver.LogConfig) *slog.Logger {
 	return slog.New(slog.NewTextHandler(env.Stderr, opts))
 }
 
-func adminIssueCmd() *cliutil.Command {
+func adminIssueCmd() *command.Command {
 	var dir, name, out string
 	var lifetime time.Duration
-	return &cliutil.Command{
+	return &command.Command{
 		Name: "issue", Summary: "issue an admin client certificate with the admin CA key",
 		Usage: "--dir DIR --name NAME [--lifetime 8760h] [--out PREFIX]",
 		Flags: func(fs *flag.FlagSet) {
@@ -159,15 +159,15 @@ func adminIssueCmd() *cliutil.Command {
 			fs.DurationVar(&lifetime, "lifetime", 365*24*time.Hour, "certificate lifetime")
 			fs.StringVar(&out, "out", "", "write PREFIX.crt and PREFIX.key (default DIR/admin/NAME)")
 		},
-		Run: func(env *cliutil.Env, args []string) error {
-			if err := cliutil.Args(args, 0, 0, "no arguments"); err != nil {
+		Run: func(env *command.Env, args []string) error {
+			if err := command.Args(args, 0, 0, "no arguments"); err != nil {
 				return err
 			}
 			if dir == "" || name == "" {
-				return cliutil.Usagef("--dir and --name are required")
+				return command.Usagef("--dir and --name are required")
 			}
 			if lifetime <= 0 {
-				return cliutil.Usagef("--lifetime must be positive")
+				return command.Usagef("--lifetime must be positive")
 			}
 			adminCA, err := pemutil.ReadCertificate(filepath.Join(dir, "certs", "admin_ca.crt"))
 			if err != nil {

@@ -12,25 +12,25 @@ import (
 	"time"
 
 	"github.com/devid-ssh/devid/internal/atomicfile"
-	"github.com/devid-ssh/devid/internal/cliutil"
+	"github.com/devid-ssh/devid/internal/command"
 	"github.com/devid-ssh/devid/krl"
 	"github.com/devid-ssh/devid/revocation"
 	"golang.org/x/crypto/ssh"
 )
 
-func krlCmd() *cliutil.Command {
-	return &cliutil.Command{
+func krlCmd() *command.Command {
+	return &command.Command{
 		Name:    "krl",
 		Summary: "build, inspect and query OpenSSH key revocation lists (offline)",
-		Sub:     []*cliutil.Command{krlBuildCmd(), krlInspectCmd(), krlQueryCmd()},
+		Sub:     []*command.Command{krlBuildCmd(), krlInspectCmd(), krlQueryCmd()},
 	}
 }
 
-func krlBuildCmd() *cliutil.Command {
+func krlBuildCmd() *command.Command {
 	var caFile, out, comment string
 	var version uint64
 	var update bool
-	return &cliutil.Command{
+	return &command.Command{
 		Name:    "build",
 		Summary: "write a KRL from ssh-keygen -k revocation specs, one OpenSSH always loads",
 		Usage:   "--ca CA.pub|none -o OUT [--update] [--krl-version N] [--comment TEXT] SPEC...",
@@ -42,12 +42,12 @@ func krlBuildCmd() *cliutil.Command {
 			fs.Uint64Var(&version, "krl-version", 0, "KRL version to record (ssh-keygen -z; 0 keeps the current)")
 			fs.StringVar(&comment, "comment", "", "comment to record")
 		},
-		Run: func(env *cliutil.Env, args []string) error {
-			if err := cliutil.Args(args, 1, -1, "one or more spec files (- for standard input)"); err != nil {
+		Run: func(env *command.Env, args []string) error {
+			if err := command.Args(args, 1, -1, "one or more spec files (- for standard input)"); err != nil {
 				return err
 			}
 			if out == "" {
-				return cliutil.Usagef("-o is required")
+				return command.Usagef("-o is required")
 			}
 			opts := krl.SpecOptions{AnyCA: caFile == "none"}
 			if caFile != "" && caFile != "none" {
@@ -109,7 +109,7 @@ func krlBuildCmd() *cliutil.Command {
 	}
 }
 
-func addSpec(env *cliutil.Env, k *krl.KRL, name string, opts krl.SpecOptions) error {
+func addSpec(env *command.Env, k *krl.KRL, name string, opts krl.SpecOptions) error {
 	var r io.Reader = env.Stdin
 	opts.Name = "(standard input)"
 	if name != "-" {
@@ -148,17 +148,17 @@ func readPublicKeyComment(name string) (ssh.PublicKey, string, error) {
 	return nil, "", err
 }
 
-func krlInspectCmd() *cliutil.Command {
+func krlInspectCmd() *command.Command {
 	var asJSON bool
-	return &cliutil.Command{
+	return &command.Command{
 		Name:    "inspect",
 		Summary: "show what a KRL (or a RevokedKeys list of keys) revokes, or why OpenSSH would refuse it",
 		Usage:   "FILE [--json]",
 		Flags: func(fs *flag.FlagSet) {
 			fs.BoolVar(&asJSON, "json", false, "print JSON instead of text")
 		},
-		Run: func(env *cliutil.Env, args []string) error {
-			if err := cliutil.Args(args, 1, 1, "one KRL file (- for standard input)"); err != nil {
+		Run: func(env *command.Env, args []string) error {
+			if err := command.Args(args, 1, 1, "one KRL file (- for standard input)"); err != nil {
 				return err
 			}
 			b, err := readInput(env, args[0])
@@ -190,7 +190,7 @@ const krlMagic = "SSHKRL\n\x00"
 // one a line, blank lines and lines starting with # skipped (after spaces
 // and tabs). A listed key is revoked, with its certificates and those it
 // signed as a CA; any other line makes sshd refuse every public-key login.
-func inspectKeyList(env *cliutil.Env, name string, b []byte, asJSON bool) error {
+func inspectKeyList(env *command.Env, name string, b []byte, asJSON bool) error {
 	var keys []string
 	for i, line := range strings.Split(string(b), "\n") {
 		line = strings.TrimLeft(line, " \t")
@@ -353,22 +353,22 @@ func printLines(w io.Writer, heading, prefix string, items []string) {
 	}
 }
 
-func krlQueryCmd() *cliutil.Command {
-	return &cliutil.Command{
+func krlQueryCmd() *command.Command {
+	return &command.Command{
 		Name:    "query",
 		Summary: "say whether a KRL revokes keys or certificates; exit codes as ssh-keygen -Q",
 		Usage:   "FILE KEY.pub...",
-		Run: func(env *cliutil.Env, args []string) error {
-			if err := cliutil.Args(args, 2, -1, "a KRL file and one or more public key or certificate files"); err != nil {
+		Run: func(env *command.Env, args []string) error {
+			if err := command.Args(args, 2, -1, "a KRL file and one or more public key or certificate files"); err != nil {
 				return err
 			}
 			b, err := readInput(env, args[0])
 			if err != nil {
-				return &cliutil.ExitCodeError{Code: 255, Err: err}
+				return &command.ExitCodeError{Code: 255, Err: err}
 			}
 			k, err := krl.Parse(b)
 			if err != nil {
-				return &cliutil.ExitCodeError{Code: 255, Err: fmt.Errorf("%s: %w", args[0], err)}
+				return &command.ExitCodeError{Code: 255, Err: fmt.Errorf("%s: %w", args[0], err)}
 			}
 			revoked, failed := false, false
 			for _, name := range args[1:] {
@@ -389,9 +389,9 @@ func krlQueryCmd() *cliutil.Command {
 			}
 			switch {
 			case failed:
-				return &cliutil.ExitCodeError{Code: 255}
+				return &command.ExitCodeError{Code: 255}
 			case revoked:
-				return &cliutil.ExitCodeError{Code: 1}
+				return &command.ExitCodeError{Code: 1}
 			}
 			return nil
 		},

@@ -19,17 +19,17 @@ import (
 
 	"github.com/devid-ssh/devid/enroll"
 	"github.com/devid-ssh/devid/internal/atomicfile"
-	"github.com/devid-ssh/devid/internal/cliutil"
+	"github.com/devid-ssh/devid/internal/command"
 	"github.com/devid-ssh/devid/tpm"
 	"go.step.sm/crypto/pemutil"
 	"golang.org/x/crypto/ssh"
 )
 
-func enrollCmd() *cliutil.Command {
+func enrollCmd() *command.Command {
 	var c conn
 	var tpmAddr, certType, principals, keyFile, out string
 	var verbose bool
-	return &cliutil.Command{
+	return &command.Command{
 		Name:    "enroll",
 		Summary: "attest this machine's TPM to the CA and get an SSH certificate for a public key (by hand; devid-hostd does this for hosts)",
 		Usage:   "--key FILE.pub [--type host|user] [--principals N1,N2] [--tpm /dev/tpmrm0|unix:PATH|tcp:HOST:PORT] [--out FILE] [--json]",
@@ -42,15 +42,15 @@ func enrollCmd() *cliutil.Command {
 			fs.StringVar(&out, "out", "", "write the SSH certificate to this `file`, in an existing directory (default: standard output)")
 			fs.BoolVar(&verbose, "v", false, "log each step on standard error")
 		},
-		Run: func(env *cliutil.Env, args []string) error {
-			if err := cliutil.Args(args, 0, 0, "no arguments"); err != nil {
+		Run: func(env *command.Env, args []string) error {
+			if err := command.Args(args, 0, 0, "no arguments"); err != nil {
 				return err
 			}
 			if keyFile == "" {
-				return cliutil.Usagef("--key is required")
+				return command.Usagef("--key is required")
 			}
 			if certType != "host" && certType != "user" {
-				return cliutil.Usagef("--type %q: want host or user", certType)
+				return command.Usagef("--type %q: want host or user", certType)
 			}
 			if out != "" {
 				// Before the CA issues anything: a certificate that cannot
@@ -96,7 +96,7 @@ func enrollCmd() *cliutil.Command {
 	}
 }
 
-func runEnroll(env *cliutil.Env, cl *enroll.Client, t *tpm.TPM, certType string, names []string, pub ssh.PublicKey, out string, asJSON bool) error {
+func runEnroll(env *command.Env, cl *enroll.Client, t *tpm.TPM, certType string, names []string, pub ssh.PublicKey, out string, asJSON bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	start := time.Now()
@@ -217,7 +217,7 @@ func checkDestination(path string) error {
 
 // trust returns the CA URL and pinned roots, from flags over the
 // configuration; no admin certificate is needed.
-func (c *conn) trust(env *cliutil.Env) (string, *x509.CertPool, error) {
+func (c *conn) trust(env *command.Env) (string, *x509.CertPool, error) {
 	cfg, path, err := loadConfig(env)
 	if err != nil {
 		return "", nil, err

@@ -12,21 +12,21 @@ import (
 	"time"
 
 	"github.com/devid-ssh/devid/adminapi"
-	"github.com/devid-ssh/devid/internal/cliutil"
+	"github.com/devid-ssh/devid/internal/command"
 	"github.com/devid-ssh/devid/inventory"
 )
 
 // Main runs the devid command with args (without the program name) and
 // returns its exit code.
-func Main(args []string, env *cliutil.Env) int {
-	return cliutil.Run(root(), env, args)
+func Main(args []string, env *command.Env) int {
+	return command.Run(root(), env, args)
 }
 
-func root() *cliutil.Command {
-	return &cliutil.Command{
+func root() *command.Command {
+	return &command.Command{
 		Name:    "devid",
 		Summary: "devid manages which machines may reach company hosts over SSH.",
-		Sub: []*cliutil.Command{
+		Sub: []*command.Command{
 			bootstrapCmd(),
 			{Name: "device", Summary: "register, list, quarantine, retire and import devices", Sub: deviceCmds()},
 			{Name: "user", Summary: "add, list and import users", Sub: userCmds()},
@@ -38,11 +38,11 @@ func root() *cliutil.Command {
 	}
 }
 
-func deviceCmds() []*cliutil.Command {
+func deviceCmds() []*command.Command {
 	var c conn
 	var nd inventory.NewDevice
 	var ekFile string
-	add := &cliutil.Command{
+	add := &command.Command{
 		Name: "add", Summary: "register a device by its TPM's EK", Usage: "--ek FILE --name NAME --kind host|workstation [flags]",
 		Flags: func(fs *flag.FlagSet) {
 			c.flags(fs)
@@ -53,12 +53,12 @@ func deviceCmds() []*cliutil.Command {
 			fs.StringVar(&nd.Owner, "owner", "", "owner's email (a user added before)")
 			fs.StringVar(&nd.Status, "status", "", "initial status (default active)")
 		},
-		Run: func(env *cliutil.Env, args []string) error {
-			if err := cliutil.Args(args, 0, 0, "no arguments"); err != nil {
+		Run: func(env *command.Env, args []string) error {
+			if err := command.Args(args, 0, 0, "no arguments"); err != nil {
 				return err
 			}
 			if ekFile == "" || nd.Name == "" || nd.Kind == "" {
-				return cliutil.Usagef("--ek, --name and --kind are required")
+				return command.Usagef("--ek, --name and --kind are required")
 			}
 			b, err := readInput(env, ekFile)
 			if err != nil {
@@ -75,7 +75,7 @@ func deviceCmds() []*cliutil.Command {
 		},
 	}
 	var filter struct{ status, kind, collection, owner string }
-	list := &cliutil.Command{
+	list := &command.Command{
 		Name: "list", Summary: "list devices", Usage: "[--status S] [--kind K] [--collection C] [--owner EMAIL]",
 		Flags: func(fs *flag.FlagSet) {
 			c.flags(fs)
@@ -84,15 +84,15 @@ func deviceCmds() []*cliutil.Command {
 			fs.StringVar(&filter.collection, "collection", "", "only devices in this collection (an error if no device is in it)")
 			fs.StringVar(&filter.owner, "owner", "", "only devices of this owner (an error if no such user)")
 		},
-		Run: func(env *cliutil.Env, args []string) error {
-			if err := cliutil.Args(args, 0, 0, "no arguments"); err != nil {
+		Run: func(env *command.Env, args []string) error {
+			if err := command.Args(args, 0, 0, "no arguments"); err != nil {
 				return err
 			}
 			if _, err := inventory.ParseStatus(filter.status); filter.status != "" && err != nil {
-				return cliutil.Usagef("--status: %v", err)
+				return command.Usagef("--status: %v", err)
 			}
 			if _, err := inventory.ParseKind(filter.kind); filter.kind != "" && err != nil {
-				return cliutil.Usagef("--kind: %v", err)
+				return command.Usagef("--kind: %v", err)
 			}
 			q := url.Values{}
 			for k, v := range map[string]string{"status": filter.status, "kind": filter.kind, "collection": filter.collection, "owner": filter.owner} {
@@ -110,11 +110,11 @@ func deviceCmds() []*cliutil.Command {
 			})
 		},
 	}
-	show := &cliutil.Command{
+	show := &command.Command{
 		Name: "show", Summary: "show one device", Usage: "NAME|DEVICE-ID",
 		Flags: c.flags,
-		Run: func(env *cliutil.Env, args []string) error {
-			if err := cliutil.Args(args, 1, 1, "one device name or ID"); err != nil {
+		Run: func(env *command.Env, args []string) error {
+			if err := command.Args(args, 1, 1, "one device name or ID"); err != nil {
 				return err
 			}
 			return call(env, &c, func(cl *adminapi.Client) (*inventory.Device, error) { return cl.Device(args[0]) }, func(d *inventory.Device) error {
@@ -123,7 +123,7 @@ func deviceCmds() []*cliutil.Command {
 			})
 		},
 	}
-	cmds := []*cliutil.Command{add, list, show}
+	cmds := []*command.Command{add, list, show}
 	for _, st := range []struct {
 		name   string
 		status inventory.Status
@@ -134,14 +134,14 @@ func deviceCmds() []*cliutil.Command {
 		{"activate", inventory.StatusActive, "bring a quarantined device back (its earlier certificates stay revoked)"},
 	} {
 		var reason string
-		cmds = append(cmds, &cliutil.Command{
+		cmds = append(cmds, &command.Command{
 			Name: st.name, Summary: st.what, Usage: "NAME|DEVICE-ID [--reason TEXT]",
 			Flags: func(fs *flag.FlagSet) {
 				c.flags(fs)
 				fs.StringVar(&reason, "reason", "", "why, for the audit trail: one line, at most 1024 bytes")
 			},
-			Run: func(env *cliutil.Env, args []string) error {
-				if err := cliutil.Args(args, 1, 1, "one device name or ID"); err != nil {
+			Run: func(env *command.Env, args []string) error {
+				if err := command.Args(args, 1, 1, "one device name or ID"); err != nil {
 					return err
 				}
 				return call(env, &c, func(cl *adminapi.Client) (*inventory.Device, error) { return cl.SetStatus(args[0], st.status, reason) }, func(d *inventory.Device) error {
@@ -154,17 +154,17 @@ func deviceCmds() []*cliutil.Command {
 	return append(cmds, importCmd("devices", &c))
 }
 
-func importCmd(what string, c *conn) *cliutil.Command {
+func importCmd(what string, c *conn) *command.Command {
 	var dryRun bool
-	return &cliutil.Command{
+	return &command.Command{
 		Name: "import", Usage: "FILE [--dry-run]",
 		Summary: "add or update " + what + " from a CSV or JSON export; all or nothing",
 		Flags: func(fs *flag.FlagSet) {
 			c.flags(fs)
 			fs.BoolVar(&dryRun, "dry-run", false, "check and report, change nothing")
 		},
-		Run: func(env *cliutil.Env, args []string) error {
-			if err := cliutil.Args(args, 1, 1, "one file (- for standard input)"); err != nil {
+		Run: func(env *command.Env, args []string) error {
+			if err := command.Args(args, 1, 1, "one file (- for standard input)"); err != nil {
 				return err
 			}
 			data, err := readInput(env, args[0])
@@ -203,11 +203,11 @@ func importCmd(what string, c *conn) *cliutil.Command {
 	}
 }
 
-func userCmds() []*cliutil.Command {
+func userCmds() []*command.Command {
 	var c conn
 	var nu inventory.NewUser
 	var groups string
-	add := &cliutil.Command{
+	add := &command.Command{
 		Name: "add", Summary: "add a user", Usage: "--email EMAIL --login NAME [--groups G1,G2]",
 		Flags: func(fs *flag.FlagSet) {
 			c.flags(fs)
@@ -215,12 +215,12 @@ func userCmds() []*cliutil.Command {
 			fs.StringVar(&nu.Login, "login", "", "login name (required)")
 			fs.StringVar(&groups, "groups", "", "comma-separated IdP groups")
 		},
-		Run: func(env *cliutil.Env, args []string) error {
-			if err := cliutil.Args(args, 0, 0, "no arguments"); err != nil {
+		Run: func(env *command.Env, args []string) error {
+			if err := command.Args(args, 0, 0, "no arguments"); err != nil {
 				return err
 			}
 			if nu.Email == "" || nu.Login == "" {
-				return cliutil.Usagef("--email and --login are required")
+				return command.Usagef("--email and --login are required")
 			}
 			if groups != "" {
 				nu.Groups = strings.Split(groups, ",")
@@ -231,10 +231,10 @@ func userCmds() []*cliutil.Command {
 			})
 		},
 	}
-	list := &cliutil.Command{
+	list := &command.Command{
 		Name: "list", Summary: "list users", Flags: c.flags,
-		Run: func(env *cliutil.Env, args []string) error {
-			if err := cliutil.Args(args, 0, 0, "no arguments"); err != nil {
+		Run: func(env *command.Env, args []string) error {
+			if err := command.Args(args, 0, 0, "no arguments"); err != nil {
 				return err
 			}
 			return call(env, &c, func(cl *adminapi.Client) ([]*inventory.User, error) { return cl.Users() }, func(users []*inventory.User) error {
@@ -247,20 +247,20 @@ func userCmds() []*cliutil.Command {
 			})
 		},
 	}
-	return []*cliutil.Command{add, list, importCmd("users", &c)}
+	return []*command.Command{add, list, importCmd("users", &c)}
 }
 
-func auditCmd() *cliutil.Command {
+func auditCmd() *command.Command {
 	var c conn
 	var subject string
-	return &cliutil.Command{
+	return &command.Command{
 		Name: "audit", Summary: "show the inventory's audit trail, oldest first", Usage: "[--subject NAME|DEVICE-ID|EMAIL]",
 		Flags: func(fs *flag.FlagSet) {
 			c.flags(fs)
 			fs.StringVar(&subject, "subject", "", "only entries about this device or user")
 		},
-		Run: func(env *cliutil.Env, args []string) error {
-			if err := cliutil.Args(args, 0, 0, "no arguments"); err != nil {
+		Run: func(env *command.Env, args []string) error {
+			if err := command.Args(args, 0, 0, "no arguments"); err != nil {
 				return err
 			}
 			return call(env, &c, func(cl *adminapi.Client) ([]inventory.AuditEntry, error) { return cl.Audit(subject) }, func(entries []inventory.AuditEntry) error {
@@ -279,7 +279,7 @@ func auditCmd() *cliutil.Command {
 	}
 }
 
-func printDevice(env *cliutil.Env, d *inventory.Device) {
+func printDevice(env *command.Env, d *inventory.Device) {
 	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 1, ' ', 0)
 	row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
 	row("Name", d.Name)
@@ -307,7 +307,7 @@ func dash(s string) string {
 
 // call runs fn with an admin API client and prints its result: as JSON
 // with --json, else with human.
-func call[T any](env *cliutil.Env, c *conn, fn func(*adminapi.Client) (T, error), human func(T) error) error {
+func call[T any](env *command.Env, c *conn, fn func(*adminapi.Client) (T, error), human func(T) error) error {
 	cl, err := c.client(env)
 	if err != nil {
 		return err

@@ -8,23 +8,23 @@ import (
 	"time"
 
 	"github.com/devid-ssh/devid/adminapi"
-	"github.com/devid-ssh/devid/internal/cliutil"
+	"github.com/devid-ssh/devid/internal/command"
 	"github.com/devid-ssh/devid/inventory"
 	"github.com/devid-ssh/devid/revocation"
 )
 
-func certCmds() []*cliutil.Command {
+func certCmds() []*command.Command {
 	var c conn
 	var reason string
-	revoke := &cliutil.Command{
+	revoke := &command.Command{
 		Name: "revoke", Summary: "revoke one SSH certificate, by serial or by its file; every host refuses it within seconds (revoking it again is refused: the first revocation stays)",
 		Usage: "SERIAL|CERT-FILE [--reason TEXT]",
 		Flags: func(fs *flag.FlagSet) {
 			c.flags(fs)
 			fs.StringVar(&reason, "reason", "", "why, for the audit trail: one line, at most 1024 bytes")
 		},
-		Run: func(env *cliutil.Env, args []string) error {
-			if err := cliutil.Args(args, 1, 1, "a serial or a certificate file"); err != nil {
+		Run: func(env *command.Env, args []string) error {
+			if err := command.Args(args, 1, 1, "a serial or a certificate file"); err != nil {
 				return err
 			}
 			req := adminapi.RevokeRequest{Reason: reason}
@@ -45,7 +45,7 @@ func certCmds() []*cliutil.Command {
 				})
 		},
 	}
-	return []*cliutil.Command{revoke}
+	return []*command.Command{revoke}
 }
 
 // revokeChange summarises a cert.revoke audit entry: which certificate, and

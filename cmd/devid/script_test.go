@@ -1,0 +1,21 @@
+package main
+
+import (
+	"testing"
+
+	"github.com/devid-ssh/devid/cmd/devid-ca/cacli"
+	"github.com/devid-ssh/devid/cmd/devid/devidcli"
+	"github.com/devid-ssh/devid/internal/clitest"
+	"github.com/rogpeppe/go-internal/testscript"
+)
+
+// The scripts exec devid and, for the CA they talk to, devid-ca.
+func TestMain(m *testing.M) {
+	testscript.Main(m, map[string]func(){
+		"devid":    clitest.Main(devidcli.Main),
+		"devid-ca": clitest.Main(cacli.Main),
+	})
+}
+
+// TestScripts runs testdata/script/*.txtar.
+func TestScripts(t *testing.T) { testscript.Run(t, clitest.Params("testdata/script")) }
