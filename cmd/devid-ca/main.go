@@ -2,8 +2,9 @@
 package main
 
 import (
-	"github.com/devid-ssh/devid/internal/command"
 	"os"
+
+	"github.com/devid-ssh/devid/internal/command"
 
 	"github.com/devid-ssh/devid/cmd/devid-ca/cacli"
 )

@@ -4,8 +4,8 @@ package main
 import (
 	"os"
 
-	"github.com/devid-ssh/devid/internal/command"
 	"github.com/devid-ssh/devid/cmd/devid-hostd/hostdcli"
+	"github.com/devid-ssh/devid/internal/command"
 )
 
 func main() { os.Exit(hostdcli.Main(os.Args[1:], command.OSEnv())) }

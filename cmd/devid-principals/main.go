@@ -7,8 +7,8 @@ package main
 import (
 	"os"
 
-	"github.com/devid-ssh/devid/internal/command"
 	"github.com/devid-ssh/devid/cmd/devid-principals/principalscli"
+	"github.com/devid-ssh/devid/internal/command"
 )
 
 func main() { os.Exit(principalscli.Main(os.Args[1:], command.OSEnv())) }

@@ -9,10 +9,10 @@ import (
 	"testing"
 
 	"github.com/devid-ssh/devid/cmd/devid-ca/cacli"
-	"github.com/devid-ssh/devid/internal/command"
-	"github.com/devid-ssh/devid/cmd/devid/devidcli"
 	"github.com/devid-ssh/devid/cmd/devid-hostd/hostdcli"
 	"github.com/devid-ssh/devid/cmd/devid-principals/principalscli"
+	"github.com/devid-ssh/devid/cmd/devid/devidcli"
+	"github.com/devid-ssh/devid/internal/command"
 )
 
 // TestEveryJSONFlagIsScripted: every command of devid, devid-ca,

@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/devid-ssh/devid/internal/command"
 	"github.com/devid-ssh/devid/cmd/devid/devidcli"
+	"github.com/devid-ssh/devid/internal/command"
 	"github.com/devid-ssh/devid/internal/sshdtest"
 )
 
