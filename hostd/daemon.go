@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -23,6 +22,7 @@ import (
 	"github.com/devid-ssh/devid/internal/atomicfile"
 	"github.com/devid-ssh/devid/renew"
 	"github.com/devid-ssh/devid/tpm"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.step.sm/crypto/pemutil"
 )
 
@@ -45,7 +45,9 @@ func notify(log *slog.Logger, state string) {
 type Daemon struct {
 	ConfigFile string
 	Log        *slog.Logger
-	Metrics    *Metrics
+	// Registry takes the tasks' metrics; default NewRegistry(). It is kept
+	// across configurations, so counters go on counting.
+	Registry *prometheus.Registry
 	// MetricsReady, if set, is told the metrics listener's address.
 	MetricsReady func(net.Addr)
 
@@ -54,8 +56,8 @@ type Daemon struct {
 
 // Run runs until ctx is done (SIGTERM/SIGINT in devid-hostd).
 func (d *Daemon) Run(ctx context.Context) error {
-	if d.Metrics == nil {
-		d.Metrics = NewMetrics()
+	if d.Registry == nil {
+		d.Registry = NewRegistry()
 	}
 	cfg, err := LoadConfig(d.ConfigFile)
 	if err != nil {
@@ -160,6 +162,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 }
 
+// A Task is one of the daemon's jobs: Run until ctx is done.
+type Task interface {
+	Name() string
+	Run(ctx context.Context) error
+}
+
 // runOnce runs every task for one configuration until ctx is done or a
 // task fails for good.
 func (d *Daemon) runOnce(ctx context.Context, cfg *Config, configChanged func(), renewNow <-chan struct{}) error {
@@ -175,6 +183,10 @@ func (d *Daemon) runOnce(ctx context.Context, cfg *Config, configChanged func(),
 	if err != nil {
 		return fmt.Errorf("tpm %q: %w", cfg.TPM, err)
 	}
+	hostKey, err := HostPublicKey(cfg)
+	if err != nil {
+		return err
+	}
 	managed := []string{cfg.HostCertificate, cfg.TrustedUserCAKeys}
 	if cfg.RevokedKeys != "off" {
 		managed = append(managed, cfg.RevokedKeys)
@@ -185,90 +197,87 @@ func (d *Daemon) runOnce(ctx context.Context, cfg *Config, configChanged func(),
 		}
 	}
 	d.removeStale(cfg, managed)
-	rep := NewReporter(d.Metrics, d.Log, func() time.Time { return time.Now().Round(0) }, cfg.StateDir)
-	rep.reloads = &d.reloads
-	rep.data.SSHDReloads = d.reloads.Load()
-	rep.update(func(*StatusData) {}) // this run's status file, with its PID, from the start
+	st := newStatusWriter(cfg.StateDir, d.Log)
+	scoped := func(task string) *slog.Logger { return d.Log.With("task", task) }
 	files := NewFiles()
-	// READY once sshd has what a login needs: a host certificate and the
-	// user CA keys (either found valid on disk at start counts); the KRL is
-	// written before any task starts.
 	// The last good user CA keys, from the installed file until the CA
-	// sends some: the KRL task verifies with them.
+	// sends some: the RevokedKeys task verifies with them.
 	caKeys := &CAKeys{}
 	nCAKeys, caKeysErr := caKeys.Load(cfg.TrustedUserCAKeys)
 	if caKeysErr != nil && !errors.Is(caKeysErr, os.ErrNotExist) {
 		d.Log.Warn("cannot read the installed user CA keys; KRLs are verified with the CA's until it sends some", "err", caKeysErr)
 	}
-	var (
-		readyMu                  sync.Mutex
-		haveHostCert, haveCAKeys bool
-		readyOnce                sync.Once
-	)
-	haveCAKeys = caKeysErr == nil && nCAKeys > 0
-	ready := func(hostCert, userCAKeys bool) {
-		readyMu.Lock()
-		defer readyMu.Unlock()
-		haveHostCert, haveCAKeys = haveHostCert || hostCert, haveCAKeys || userCAKeys
-		if haveHostCert && haveCAKeys {
+	hc := NewHostCertificate(HostCertificateConfig{
+		File: cfg.HostCertificate, Key: hostKey, Principals: cfg.Principals,
+		Issuer: &EnrollIssuer{
+			Client:  enroll.New(cfg.CAURL, pool, scoped(TaskHostCert)),
+			OpenTPM: func() (*tpm.TPM, error) { return tpmAddr.Open(&tpm.Config{Logger: scoped(TaskHostCert)}) },
+		},
+		SSHD: NewSSHD(cfg), Files: files, Policy: renew.Policy{Fraction: cfg.RenewFraction},
+		RenewNow: renewNow, Reloads: &d.reloads,
+		Registerer: d.registry(), Log: scoped(TaskHostCert), Changed: st.kick,
+	})
+	userCA := NewTrustedUserCAKeys(TrustedUserCAKeysConfig{
+		CAURL: cfg.CAURL, HTTP: newPinnedClient(pool), File: cfg.TrustedUserCAKeys, Interval: cfg.UserCAInterval.Duration,
+		Files: files, CAKeys: caKeys,
+		Registerer: d.registry(), Log: scoped(TaskUserCA), Changed: st.kick,
+	})
+	if caKeysErr == nil {
+		userCA.Installed(nCAKeys)
+	}
+	watch := NewWatch(WatchConfig{
+		Files: files, Dirs: uniqueDirs(managed...), ConfigFile: cfg.File(), ConfigChanged: configChanged,
+		Registerer: d.registry(), Log: scoped(TaskWatch), Changed: st.kick,
+	})
+	tasks := []Task{hc, userCA, watch}
+	var revoked *RevokedKeys
+	if cfg.RevokedKeys != "off" {
+		// No client timeout: the KRL request long-polls (its wait bounds it).
+		hc := newPinnedClient(pool)
+		hc.Timeout = 0
+		revoked = NewRevokedKeys(RevokedKeysConfig{
+			CAURL: cfg.CAURL, HTTP: hc, File: cfg.RevokedKeys, Files: files, CAKeys: caKeys,
+			Registerer: d.registry(), Log: scoped(TaskKRL), Changed: st.kick,
+		})
+		// The file must be there before anything else runs.
+		if err := revoked.Prepare(); err != nil {
+			return err
+		}
+		tasks = append(tasks, revoked)
+	}
+	if cfg.MetricsAddress != "off" {
+		tasks = append(tasks, &MetricsServer{Addr: cfg.MetricsAddress, Gatherer: d.registry(), Log: scoped("metrics"), Ready: d.MetricsReady})
+	}
+	// The status file is written from the tasks' snapshots, after every
+	// change; READY once sshd has what a login needs: a host certificate
+	// and the user CA keys (either found valid on disk at start counts).
+	var readyOnce sync.Once
+	st.snapshot = func() *StatusData {
+		s := &StatusData{PID: os.Getpid(), Tasks: map[string]TaskStatus{}, Restored: map[string]int{}}
+		h := hc.Status()
+		s.HostCert, s.SSHDReloads, s.Tasks[TaskHostCert] = h.Cert, h.SSHDReloads, h.Task
+		u := userCA.Status()
+		s.UserCA, s.Tasks[TaskUserCA] = u.Keys, u.Task
+		w := watch.Status()
+		s.Restored, s.Tasks[TaskWatch] = w.Restored, w.Task
+		if revoked != nil {
+			k := revoked.Status()
+			s.KRLVersion, s.KRLGenerated, s.Tasks[TaskKRL] = k.Version, k.Generated, k.Task
+		}
+		return s
+	}
+	st.written = func(s *StatusData) {
+		if s.HostCert != nil && s.UserCA > 0 {
 			readyOnce.Do(func() {
 				notify(d.Log, daemon.SdNotifyReady+"\nSTATUS=host certificate and user CA keys in place; keeping them current")
 			})
 		}
 	}
-	hc := &HostCert{
-		Cfg:      cfg,
-		Enroll:   enroll.New(cfg.CAURL, pool, d.Log),
-		OpenTPM:  func() (*tpm.TPM, error) { return tpmAddr.Open(&tpm.Config{Logger: d.Log}) },
-		SSHD:     NewSSHD(cfg),
-		Files:    files,
-		Report:   rep,
-		Policy:   renew.Policy{Fraction: cfg.RenewFraction},
-		Rand:     rand.Float64,
-		RenewNow: renewNow,
-		Ready:    func() { ready(true, false) },
-	}
-	tasks := []func(context.Context) error{
-		hc.Run,
-		(&UserCA{CAURL: cfg.CAURL, HTTP: newPinnedClient(pool), File: cfg.TrustedUserCAKeys, Interval: cfg.UserCAInterval.Duration,
-			Files: files, Report: rep, CAKeys: caKeys, Synced: func() { ready(false, true) }}).Run,
-		(&Watch{Files: files, Report: rep, Dirs: uniqueDirs(managed...), ConfigFile: cfg.File(), ConfigChanged: configChanged}).Run,
-	}
-	if cfg.RevokedKeys != "off" {
-		// No client timeout: the KRL request long-polls (its wait bounds it).
-		hc := newPinnedClient(pool)
-		hc.Timeout = 0
-		k := &KRL{CAURL: cfg.CAURL, HTTP: hc, File: cfg.RevokedKeys, Files: files, Report: rep, CAKeys: caKeys}
-		// The file must be there before anything else runs.
-		if err := k.Prepare(); err != nil {
-			return err
-		}
-		tasks = append(tasks, k.Run)
-	}
-	if cfg.MetricsAddress != "off" {
-		tasks = append(tasks, func(ctx context.Context) error {
-			return ServeMetrics(ctx, cfg.MetricsAddress, d.Metrics, d.Log, d.MetricsReady)
-		})
-	}
 	notify(d.Log, "STATUS=getting a host certificate")
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errc := make(chan error, len(tasks))
-	for _, t := range tasks {
-		go func() { errc <- t(ctx) }()
-	}
-	var first error
-	for range tasks {
-		if err := <-errc; err != nil && first == nil {
-			first = err
-			cancel()
-		}
-	}
-	if first != nil && !errors.Is(first, context.Canceled) {
-		return first
-	}
-	return nil
+	return runTasks(ctx, d.Log, append(tasks, st))
 }
+
+func (d *Daemon) registry() *prometheus.Registry { return d.Registry }
 
 // watchdog pings systemd at half of WATCHDOG_USEC, if set.
 func (d *Daemon) watchdog(ctx context.Context) func() {

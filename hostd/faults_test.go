@@ -8,8 +8,6 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -24,7 +22,6 @@ import (
 	"github.com/devid-ssh/devid/krldist"
 	"github.com/devid-ssh/devid/renew"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -55,17 +52,34 @@ func (f *fakeCA) requests(path string) []time.Time {
 	return append([]time.Time(nil), f.times[path]...)
 }
 
-func quietReporter() *hostd.Reporter {
-	return hostd.NewReporter(hostd.NewMetrics(), slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now, "")
-}
-
-// value reads a counter or gauge.
-func value(c prometheus.Collector) float64 {
-	ch := make(chan prometheus.Metric, 1)
-	c.Collect(ch)
-	var m dto.Metric
-	(<-ch).Write(&m)
-	return m.GetCounter().GetValue() + m.GetGauge().GetValue()
+// metric returns the value of the metric name (with the given label
+// pairs) gathered from reg; it fails the test if there is none.
+func metric(t *testing.T, reg prometheus.Gatherer, name string, labels ...string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				found := false
+				for _, lp := range m.GetLabel() {
+					found = found || lp.GetName() == labels[i] && lp.GetValue() == labels[i+1]
+				}
+				if !found {
+					continue next
+				}
+			}
+			return m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s%v", name, labels)
+	return 0
 }
 
 // runFor runs task for d of the bubble's fake time, then stops it.
@@ -93,9 +107,9 @@ func TestKRLEarlyAnswersBackOff(t *testing.T) {
 			}
 			w.WriteHeader(http.StatusNotModified)
 		})
-		rep := quietReporter()
-		k := &hostd.KRL{CAURL: "https://ca.test", HTTP: &http.Client{Transport: ca}, File: file, Files: hostd.NewFiles(), Report: rep,
-			Rand: func() float64 { return 0.5 }}
+		reg := prometheus.NewRegistry()
+		k := hostd.NewRevokedKeys(hostd.RevokedKeysConfig{CAURL: "https://ca.test", HTTP: &http.Client{Transport: ca}, File: file, Files: hostd.NewFiles(),
+			Registerer: reg, Rand: func() float64 { return 0.5 }})
 		runFor(t, 10*time.Minute, k.Run)
 		got := ca.requests(krldist.Path)
 		// 2 s doubling to the 55 s wait, at 3/4 of each (the draw 0.5):
@@ -108,10 +122,10 @@ func TestKRLEarlyAnswersBackOff(t *testing.T) {
 				t.Fatalf("polls %d and %d %v apart, want at least 1s", i-1, i, gap)
 			}
 		}
-		if n := value(rep.M.KRLEarlyAnswers); int(n) != len(got) {
+		if n := metric(t, reg, "devid_krl_early_answers_total"); int(n) != len(got) {
 			t.Errorf("devid_krl_early_answers_total = %v, want %d", n, len(got))
 		}
-		if n := value(rep.M.LastSuccess.WithLabelValues(hostd.TaskKRL)); n != 0 {
+		if n := metric(t, reg, "devid_task_last_success_seconds", "task", hostd.TaskKRL); n != 0 {
 			t.Errorf("an early 304 counted as the KRL task's success")
 		}
 	})
@@ -126,13 +140,14 @@ func TestKRLHeldPollsAreNotEarly(t *testing.T) {
 			time.Sleep(55 * time.Second)
 			w.WriteHeader(http.StatusNotModified)
 		})
-		rep := quietReporter()
-		k := &hostd.KRL{CAURL: "https://ca.test", HTTP: &http.Client{Transport: ca}, File: file, Files: hostd.NewFiles(), Report: rep}
+		reg := prometheus.NewRegistry()
+		k := hostd.NewRevokedKeys(hostd.RevokedKeysConfig{CAURL: "https://ca.test", HTTP: &http.Client{Transport: ca}, File: file, Files: hostd.NewFiles(),
+			Registerer: reg})
 		runFor(t, 10*time.Minute, k.Run)
 		if n := len(ca.requests(krldist.Path)); n != 11 {
 			t.Errorf("%d polls held 55 s each in 10 minutes, want 11", n)
 		}
-		if n := value(rep.M.KRLEarlyAnswers); n != 0 {
+		if n := metric(t, reg, "devid_krl_early_answers_total"); n != 0 {
 			t.Errorf("held polls counted as early answers: %v", n)
 		}
 	})
@@ -147,9 +162,9 @@ func TestKRLRetryJitter(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			ca := newFakeCA(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "down", http.StatusServiceUnavailable) })
 			n := 0
-			k := &hostd.KRL{CAURL: "https://ca.test", HTTP: &http.Client{Transport: ca}, File: filepath.Join(dir, fmt.Sprint(i)),
-				Files: hostd.NewFiles(), Report: quietReporter(),
-				Rand: func() float64 { n++; return draws[(n-1)%len(draws)] }}
+			k := hostd.NewRevokedKeys(hostd.RevokedKeysConfig{CAURL: "https://ca.test", HTTP: &http.Client{Transport: ca}, File: filepath.Join(dir, fmt.Sprint(i)),
+				Files: hostd.NewFiles(),
+				Rand:  func() float64 { n++; return draws[(n-1)%len(draws)] }})
 			runFor(t, 2*time.Minute, k.Run)
 			got := ca.requests(krldist.Path)
 			if len(got) < len(draws)+1 {
@@ -227,8 +242,8 @@ func TestKRLVerifiesWithLastGoodKeys(t *testing.T) {
 						w.WriteHeader(http.StatusNotModified)
 					}
 				})
-				k := &hostd.KRL{CAURL: "https://ca.test", HTTP: &http.Client{Transport: ca}, File: file, Files: hostd.NewFiles(),
-					Report: quietReporter(), CAKeys: keys}
+				k := hostd.NewRevokedKeys(hostd.RevokedKeysConfig{CAURL: "https://ca.test", HTTP: &http.Client{Transport: ca}, File: file, Files: hostd.NewFiles(),
+					CAKeys: keys})
 				runFor(t, 10*time.Second, k.Run)
 			})
 			b, err := os.ReadFile(file)
@@ -252,8 +267,8 @@ func TestUserCABacksOff(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "user_ca.pub")
 	synctest.Test(t, func(t *testing.T) {
 		ca := newFakeCA(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "down", http.StatusServiceUnavailable) })
-		u := &hostd.UserCA{CAURL: "https://ca.test", HTTP: &http.Client{Transport: ca}, File: file, Interval: time.Second,
-			Files: hostd.NewFiles(), Report: quietReporter(), Rand: func() float64 { return 0.5 }}
+		u := hostd.NewTrustedUserCAKeys(hostd.TrustedUserCAKeysConfig{CAURL: "https://ca.test", HTTP: &http.Client{Transport: ca}, File: file, Interval: time.Second,
+			Files: hostd.NewFiles(), Rand: func() float64 { return 0.5 }})
 		runFor(t, 10*time.Minute, u.Run)
 		// 5 s doubling to 5 min, at 3/4 of each (the draw 0.5): requests
 		// at 0, 3.75, 11.25, 26.25, 56.25, 116.25, 236.25, 461.25 s.

@@ -120,5 +120,3 @@ func (f *Files) remember(path string, data []byte, perm os.FileMode) {
 	defer f.mu.Unlock()
 	f.files[path] = managed{bytes.Clone(data), perm}
 }
-
-func readFile(path string) ([]byte, error) { return os.ReadFile(path) }

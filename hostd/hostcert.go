@@ -12,62 +12,175 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
+	mrand "math/rand/v2"
 	"os"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/devid-ssh/devid/enroll"
 	"github.com/devid-ssh/devid/internal/atomicfile"
 	"github.com/devid-ssh/devid/renew"
 	"github.com/devid-ssh/devid/tpm"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/ssh"
 )
 
-// HostCert keeps the host certificate valid.
-type HostCert struct {
-	Cfg     *Config
-	Enroll  *enroll.Client
+// Issuer gets an SSH host certificate for a key. devid-hostd's is
+// EnrollIssuer: every call is a whole enrolment, a fresh attestation of the
+// host's TPM, so the CA checks the device's status each time.
+type Issuer interface {
+	Issue(ctx context.Context, key ssh.PublicKey, principals []string) (*Issued, error)
+}
+
+// Issued is a new host certificate and what the enrolment learnt on the
+// way.
+type Issued struct {
+	Cert *ssh.Certificate
+	// DeviceCertNotAfter is the end of the device certificate's validity;
+	// zero if unknown.
+	DeviceCertNotAfter time.Time
+}
+
+// EnrollIssuer is the Issuer of a host with a TPM: it opens the TPM and
+// runs one enroll.Client.Enroll per certificate. A failure is an
+// *enroll.StepError.
+type EnrollIssuer struct {
+	Client  *enroll.Client
 	OpenTPM func() (*tpm.TPM, error)
-	SSHD    SSHD
-	Files   *Files
-	Report  *Reporter
-	Policy  renew.Policy
-	Rand    func() float64 // jitter draw in [0,1)
+}
+
+// Issue implements Issuer.
+func (e *EnrollIssuer) Issue(ctx context.Context, key ssh.PublicKey, principals []string) (*Issued, error) {
+	t, err := e.OpenTPM()
+	if err != nil {
+		return nil, &enroll.StepError{Step: enroll.StepAttest, Err: err}
+	}
+	defer t.Close()
+	res, err := e.Client.Enroll(ctx, t, enroll.Request{Type: "host", Principals: principals, Key: key})
+	if err != nil {
+		return nil, err
+	}
+	return &Issued{Cert: res.SSHCertificate, DeviceCertNotAfter: res.DeviceCertificate.NotAfter}, nil
+}
+
+// HostCertificateConfig configures the HostCertificate task.
+type HostCertificateConfig struct {
+	// File is sshd's HostCertificate.
+	File string
+	// Key is the host key's public half, the key certified.
+	Key        ssh.PublicKey
+	Principals []string
+	Issuer     Issuer
+	SSHD       SSHD
+	Files      *Files
+	Policy     renew.Policy
+	// Rand draws the renewal and back-off jitter in [0,1); default
+	// math/rand/v2's Float64.
+	Rand func() float64
+	// Now is the wall clock; default time.Now without its monotonic
+	// reading.
+	Now func() time.Time
 	// RenewNow, if set, asks for a renewal at once (`devid-hostd renew`).
 	RenewNow <-chan struct{}
-	// Ready is called once a valid certificate is in place: at start if
-	// the one on disk is valid for the host key, else after the first
-	// issuance.
-	Ready func()
+	// Reloads, if set, counts the sshd reloads across the daemon's
+	// configurations; each task of one configuration adds to it.
+	Reloads *atomic.Uint64
+	// Registerer takes the task's metrics; default a private registry.
+	Registerer prometheus.Registerer
+	// Log is the task's logger; default discards.
+	Log *slog.Logger
+	// Changed, if set, is called after every change of Status.
+	Changed func()
+}
+
+// HostCertificate keeps sshd's HostCertificate valid: it renews the host
+// certificate at 2/3 of its lifetime (package renew decides when), backs
+// off with jitter when the CA cannot be reached and keeps the current
+// certificate meanwhile, and starts over with a fresh attestation once it
+// has expired. A new certificate is written atomically and checked with
+// `sshd -t`; if sshd refuses it the old file is put back (none on a new
+// host), Watch keeps guarding only the last good one, and sshd is not
+// reloaded. It renews at once when the configured principals differ from
+// the certificate's, or when asked (RenewNow).
+type HostCertificate struct {
+	c   HostCertificateConfig
+	log *slog.Logger
+	h   *health
+
+	certNotBefore, certNotAfter, nextRenewal, deviceCertNotAfter prometheus.Gauge
+	renewals, attestations, reloads                              *prometheus.CounterVec
+
+	mu sync.Mutex
+	st *CertStatus
+}
+
+// HostCertificateStatus is a snapshot of the task.
+type HostCertificateStatus struct {
+	// Cert is the certificate in place; nil if there is none yet.
+	Cert *CertStatus
+	// SSHDReloads counts the reloads of sshd asked for (Config.Reloads).
+	SSHDReloads uint64
+	Task        TaskStatus
+}
+
+// NewHostCertificate returns the task, its metrics registered.
+func NewHostCertificate(c HostCertificateConfig) *HostCertificate {
+	c.Registerer, c.Log, c.Now = orRegistry(c.Registerer), orDiscard(c.Log), orWallClock(c.Now)
+	if c.Rand == nil {
+		c.Rand = mrand.Float64
+	}
+	if c.Reloads == nil {
+		c.Reloads = new(atomic.Uint64)
+	}
+	reg := c.Registerer
+	t := &HostCertificate{c: c, log: c.Log,
+		h:             newHealth(reg, TaskHostCert, c.Log, c.Now, c.Changed),
+		certNotBefore: gauge(reg, "devid_host_certificate_not_before_seconds", "Start of the host certificate's validity, Unix time."),
+		certNotAfter:  gauge(reg, "devid_host_certificate_not_after_seconds", "End of the host certificate's validity, Unix time."),
+		nextRenewal:   gauge(reg, "devid_host_certificate_next_renewal_seconds", "When the host certificate is due for renewal, Unix time."),
+		deviceCertNotAfter: gauge(reg, "devid_device_certificate_not_after_seconds",
+			"End of the device certificate's validity, Unix time."),
+		renewals:     counterVec(reg, "devid_renewals_total", "Host certificate renewals, by result.", "result", "success", "failure"),
+		attestations: counterVec(reg, "devid_attestations_total", "TPM attestations, by result.", "result", "success", "failure"),
+		reloads: counterVec(reg, "devid_sshd_reloads_total", "sshd reloads, by result (check_failed: sshd -t refused the new files).",
+			"result", "success", "failure", "check_failed"),
+	}
+	return t
+}
+
+// Name is the task's name.
+func (t *HostCertificate) Name() string { return TaskHostCert }
+
+// Status returns a snapshot.
+func (t *HostCertificate) Status() HostCertificateStatus {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return HostCertificateStatus{Cert: t.st, SSHDReloads: t.c.Reloads.Load(), Task: t.h.status()}
 }
 
 // Run keeps the certificate valid until ctx is done.
-func (h *HostCert) Run(ctx context.Context) error {
-	pub, err := HostPublicKey(h.Cfg)
-	if err != nil {
-		return err
-	}
+func (t *HostCertificate) Run(ctx context.Context) error {
 	var st renew.State
-	ready := false
-	// A renewal asked for (the configured principals changed, or SIGUSR1)
+	// A renewal asked for (the configured principals changed, or RenewNow)
 	// stays asked for until one succeeds; a failed one is retried after the
 	// failure back-off, not at the usual time.
 	pending, pendingFailures, retryAt := false, 0, time.Time{}
-	if cert, written := h.current(pub); cert != nil {
-		st = h.state(cert, written)
-		h.publish(cert, st)
-		h.Report.Log.Info("host certificate in place", "file", h.Cfg.HostCertificate, "serial", cert.Serial, "not_after", st.NotAfter)
-		h.Ready()
-		ready = true
-		if !samePrincipals(cert.ValidPrincipals, h.Cfg.Principals) {
-			h.Report.Log.Info("the configured principals differ from the certificate's: renewing now",
-				"certificate", cert.ValidPrincipals, "configured", h.Cfg.Principals)
+	if cert, written := t.current(); cert != nil {
+		st = t.state(cert, written)
+		t.publish(cert, st)
+		t.log.Info("host certificate in place", "file", t.c.File, "serial", cert.Serial, "not_after", st.NotAfter)
+		if !samePrincipals(cert.ValidPrincipals, t.c.Principals) {
+			t.log.Info("the configured principals differ from the certificate's: renewing now",
+				"certificate", cert.ValidPrincipals, "configured", t.c.Principals)
 			pending = true
 		}
 	}
 	for {
-		now := h.Report.Now()
-		d := h.Policy.Decide(now, st)
+		now := t.c.Now()
+		d := t.c.Policy.Decide(now, st)
 		if pending && !d.Renew {
 			if !now.Before(retryAt) {
 				d.Renew = true
@@ -75,45 +188,38 @@ func (h *HostCert) Run(ctx context.Context) error {
 				d.Wait = w
 			}
 		}
-		if !d.At.IsZero() {
-			h.Report.M.NextRenewal.Set(float64(d.At.Unix()))
-		}
 		if !d.Renew {
 			select {
 			case <-ctx.Done():
 				return nil
 			case <-time.After(d.Wait):
-			case <-h.RenewNow:
+			case <-t.c.RenewNow:
 				pending, pendingFailures, retryAt = true, 0, time.Time{}
 			}
 			continue
 		}
-		cert, err := h.renew(ctx, pub)
+		cert, err := t.renew(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if err != nil {
 			st.Failures++
-			st.LastFailure = h.Report.Now()
+			st.LastFailure = t.c.Now()
 			if pending {
 				pendingFailures++
-				retryAt = st.LastFailure.Add(h.Policy.Backoff(pendingFailures, h.Rand()))
+				retryAt = st.LastFailure.Add(t.c.Policy.Backoff(pendingFailures, t.c.Rand()))
 			}
-			h.Report.M.Renewals.WithLabelValues("failure").Inc()
-			h.Report.Failure(TaskHostCert, fmt.Errorf("renewal %d failed, keeping the current certificate: %w", st.Failures, err))
+			t.renewals.WithLabelValues("failure").Inc()
+			t.h.fail(fmt.Errorf("renewal %d failed, keeping the current certificate: %w", st.Failures, err))
 			continue
 		}
 		pending, pendingFailures, retryAt = false, 0, time.Time{}
-		st = h.state(cert, h.Report.Now())
-		h.Report.M.Renewals.WithLabelValues("success").Inc()
-		h.Report.Success(TaskHostCert)
-		h.publish(cert, st)
-		h.Report.Log.Info("host certificate renewed", "serial", cert.Serial, "principals", cert.ValidPrincipals,
-			"not_after", st.NotAfter, "next_renewal", h.Policy.RenewAt(st.NotBefore, st.NotAfter, st.Rnd))
-		if !ready {
-			h.Ready()
-			ready = true
-		}
+		st = t.state(cert, t.c.Now())
+		t.renewals.WithLabelValues("success").Inc()
+		next := t.publish(cert, st)
+		t.h.ok()
+		t.log.Info("host certificate renewed", "serial", cert.Serial, "principals", cert.ValidPrincipals,
+			"not_after", st.NotAfter, "next_renewal", next)
 	}
 }
 
@@ -132,7 +238,7 @@ func samePrincipals(a, b []string) bool {
 // backdates certificates (a minute, against clock skew), so the lifetime
 // that counts starts when the certificate was issued, not at ValidAfter:
 // with short lifetimes the backdating would otherwise dominate.
-func (h *HostCert) state(cert *ssh.Certificate, issued time.Time) renew.State {
+func (t *HostCertificate) state(cert *ssh.Certificate, issued time.Time) renew.State {
 	nb := time.Unix(int64(cert.ValidAfter), 0)
 	if issued.After(nb) {
 		nb = issued
@@ -141,14 +247,14 @@ func (h *HostCert) state(cert *ssh.Certificate, issued time.Time) renew.State {
 	if !nb.Before(na) {
 		nb = time.Unix(int64(cert.ValidAfter), 0)
 	}
-	return renew.State{NotBefore: nb, NotAfter: na, Rnd: h.Rand()}
+	return renew.State{NotBefore: nb, NotAfter: na, Rnd: t.c.Rand()}
 }
 
 // current returns the certificate on disk, if it is a valid host
-// certificate for pub, and when it was written (its modification time, at
-// the latest now).
-func (h *HostCert) current(pub ssh.PublicKey) (*ssh.Certificate, time.Time) {
-	b, err := os.ReadFile(h.Cfg.HostCertificate)
+// certificate for the key, and when it was written (its modification time,
+// at the latest now).
+func (t *HostCertificate) current() (*ssh.Certificate, time.Time) {
+	b, err := os.ReadFile(t.c.File)
 	if err != nil {
 		return nil, time.Time{}
 	}
@@ -157,82 +263,83 @@ func (h *HostCert) current(pub ssh.PublicKey) (*ssh.Certificate, time.Time) {
 		return nil, time.Time{}
 	}
 	cert, ok := k.(*ssh.Certificate)
-	now := h.Report.Now()
-	if !ok || cert.CertType != ssh.HostCert || !bytes.Equal(cert.Key.Marshal(), pub.Marshal()) || uint64(now.Unix()) >= cert.ValidBefore {
+	now := t.c.Now()
+	if !ok || cert.CertType != ssh.HostCert || !bytes.Equal(cert.Key.Marshal(), t.c.Key.Marshal()) || uint64(now.Unix()) >= cert.ValidBefore {
 		return nil, time.Time{}
 	}
-	h.Files.remember(h.Cfg.HostCertificate, b, 0o644)
+	t.c.Files.remember(t.c.File, b, 0o644)
 	written := now
-	if fi, err := os.Stat(h.Cfg.HostCertificate); err == nil && fi.ModTime().Before(now) {
+	if fi, err := os.Stat(t.c.File); err == nil && fi.ModTime().Before(now) {
 		written = fi.ModTime()
 	}
 	return cert, written
 }
 
-func (h *HostCert) publish(cert *ssh.Certificate, st renew.State) {
-	m := h.Report.M
-	m.CertNotBefore.Set(float64(st.NotBefore.Unix()))
-	m.CertNotAfter.Set(float64(st.NotAfter.Unix()))
-	next := h.Policy.RenewAt(st.NotBefore, st.NotAfter, st.Rnd)
-	m.NextRenewal.Set(float64(next.Unix()))
-	h.Report.update(func(d *StatusData) {
-		d.HostCert = &CertStatus{File: h.Cfg.HostCertificate, Serial: cert.Serial, KeyID: cert.KeyId, Principals: cert.ValidPrincipals,
-			NotBefore: st.NotBefore, NotAfter: st.NotAfter, NextRenewal: next}
-	})
+// publish makes cert, in state st, the one the metrics and Status show, and
+// returns when it is due for renewal: the one place that computes it.
+func (t *HostCertificate) publish(cert *ssh.Certificate, st renew.State) time.Time {
+	next := t.c.Policy.RenewAt(st.NotBefore, st.NotAfter, st.Rnd)
+	t.certNotBefore.Set(float64(st.NotBefore.Unix()))
+	t.certNotAfter.Set(float64(st.NotAfter.Unix()))
+	t.nextRenewal.Set(float64(next.Unix()))
+	t.mu.Lock()
+	t.st = &CertStatus{File: t.c.File, Serial: cert.Serial, KeyID: cert.KeyId, Principals: cert.ValidPrincipals,
+		NotBefore: st.NotBefore, NotAfter: st.NotAfter, NextRenewal: next}
+	t.mu.Unlock()
+	if t.c.Changed != nil {
+		t.c.Changed()
+	}
+	return next
 }
 
-// renew attests the TPM afresh, gets a new certificate, and installs it.
-func (h *HostCert) renew(ctx context.Context, pub ssh.PublicKey) (*ssh.Certificate, error) {
+// renew gets a new certificate and installs it.
+func (t *HostCertificate) renew(ctx context.Context) (*ssh.Certificate, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	t, err := h.OpenTPM()
+	got, err := t.c.Issuer.Issue(ctx, t.c.Key, t.c.Principals)
+	// An attempt that failed before the CA issued the device certificate
+	// is a failed attestation.
+	if se := (*enroll.StepError)(nil); err == nil || errors.As(err, &se) && se.Attested() {
+		t.attestations.WithLabelValues("success").Inc()
+	} else {
+		t.attestations.WithLabelValues("failure").Inc()
+	}
 	if err != nil {
 		return nil, err
 	}
-	defer t.Close()
-	att, err := h.Enroll.Attest(ctx, t)
-	if err != nil {
-		h.Report.M.Attestations.WithLabelValues("failure").Inc()
-		return nil, err
+	if !got.DeviceCertNotAfter.IsZero() {
+		t.deviceCertNotAfter.Set(float64(got.DeviceCertNotAfter.Unix()))
 	}
-	defer att.Close()
-	dc, err := h.Enroll.DeviceCertificate(ctx, att)
-	if err != nil {
-		h.Report.M.Attestations.WithLabelValues("failure").Inc()
-		return nil, err
+	cert := got.Cert
+	if cert == nil || cert.CertType != ssh.HostCert || !bytes.Equal(cert.Key.Marshal(), t.c.Key.Marshal()) {
+		return nil, errors.New("the CA answered with something other than a host certificate for the host key")
 	}
-	defer dc.Close()
-	h.Report.M.Attestations.WithLabelValues("success").Inc()
-	h.Report.M.DeviceCertNotAfter.Set(float64(dc.Chain[0].NotAfter.Unix()))
-	cert, err := h.Enroll.SSHCertificate(ctx, dc, "host", h.Cfg.Principals, pub)
-	if err != nil {
-		return nil, err
-	}
-	return cert, h.install(ctx, cert)
+	return cert, t.install(ctx, cert)
 }
 
 // install writes the certificate, checks sshd accepts it, and reloads sshd;
 // if sshd -t refuses, the old file is put back (none, if there was none),
 // Watch keeps guarding only the last good one, and sshd is not reloaded.
-func (h *HostCert) install(ctx context.Context, cert *ssh.Certificate) error {
+func (t *HostCertificate) install(ctx context.Context, cert *ssh.Certificate) error {
 	var refused error
-	err := h.Files.WriteChecked(h.Cfg.HostCertificate, ssh.MarshalAuthorizedKey(cert), 0o644, func() error {
-		refused = h.SSHD.Check(ctx)
+	err := t.c.Files.WriteChecked(t.c.File, ssh.MarshalAuthorizedKey(cert), 0o644, func() error {
+		refused = t.c.SSHD.Check(ctx)
 		return refused
 	})
 	if err != nil && refused == nil {
 		return err
 	}
 	if err != nil {
-		h.Report.M.SSHDReloads.WithLabelValues("check_failed").Inc()
+		t.reloads.WithLabelValues("check_failed").Inc()
 		return fmt.Errorf("sshd refused its configuration with the new certificate; old file put back, sshd not reloaded: %w", err)
 	}
-	if err := h.SSHD.Reload(ctx); err != nil {
-		h.Report.M.SSHDReloads.WithLabelValues("failure").Inc()
-		h.Report.Log.Error("sshd reload failed; the new certificate is in place", "err", err)
+	if err := t.c.SSHD.Reload(ctx); err != nil {
+		t.reloads.WithLabelValues("failure").Inc()
+		t.log.Error("sshd reload failed; the new certificate is in place", "err", err)
 		return nil
 	}
-	h.Report.Reloaded()
+	t.reloads.WithLabelValues("success").Inc()
+	t.c.Reloads.Add(1)
 	return nil
 }
 

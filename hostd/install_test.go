@@ -6,12 +6,9 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"errors"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"golang.org/x/crypto/ssh"
 )
@@ -55,8 +52,7 @@ func TestInstallRefusedIsNotRestored(t *testing.T) {
 				}
 			}
 			sshd := &refusingSSHD{}
-			h := &HostCert{Cfg: &Config{HostCertificate: file}, SSHD: sshd, Files: files,
-				Report: NewReporter(NewMetrics(), slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now, "")}
+			h := NewHostCertificate(HostCertificateConfig{File: file, SSHD: sshd, Files: files})
 			if err := h.install(context.Background(), testHostCert(t)); err == nil {
 				t.Fatal("install succeeded although sshd -t refused")
 			}

@@ -6,7 +6,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"regexp"
 	"runtime"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,98 +18,80 @@ import (
 // Version is devid-hostd's version, set by the build.
 var Version = "dev"
 
-// Metrics are devid-hostd's Prometheus metrics, on a private registry.
-// Times are Unix seconds; 0 means never.
-type Metrics struct {
-	Registry *prometheus.Registry
-
-	CertNotBefore, CertNotAfter, NextRenewal prometheus.Gauge
-	DeviceCertNotAfter                       prometheus.Gauge
-	Renewals                                 *prometheus.CounterVec // result
-	Attestations                             *prometheus.CounterVec // result
-	SSHDReloads                              *prometheus.CounterVec // result
-	LastSuccess, LastFailure                 *prometheus.GaugeVec   // task
-	UserCAKeys, UserCAKeysChanged            prometheus.Gauge
-	FilesRestored                            *prometheus.CounterVec // file
-	KRLVersion, KRLGenerated                 prometheus.Gauge
-	KRLFetchFailures, KRLEarlyAnswers        prometheus.Counter
-}
-
-// Task names, the task label of the per-task metrics.
-const (
-	TaskHostCert = "hostcert"
-	TaskUserCA   = "userca"
-	TaskWatch    = "watch"
-	TaskKRL      = "krl"
-)
-
-// NewMetrics registers devid-hostd's metrics on a new registry.
-func NewMetrics() *Metrics {
+// NewRegistry returns a private registry holding devid_build_info. Each
+// task registers its own metrics (prefix devid_) on it; times are Unix
+// seconds, 0 meaning never.
+func NewRegistry() *prometheus.Registry {
 	r := prometheus.NewRegistry()
-	f := func(name, help string) prometheus.Gauge {
-		g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "devid_" + name, Help: help})
-		r.MustRegister(g)
-		return g
-	}
-	cv := func(name, help, label string) *prometheus.CounterVec {
-		c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "devid_" + name, Help: help}, []string{label})
-		r.MustRegister(c)
-		return c
-	}
-	gv := func(name, help, label string) *prometheus.GaugeVec {
-		g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "devid_" + name, Help: help}, []string{label})
-		r.MustRegister(g)
-		return g
-	}
-	m := &Metrics{
-		Registry:           r,
-		CertNotBefore:      f("host_certificate_not_before_seconds", "Start of the host certificate's validity, Unix time."),
-		CertNotAfter:       f("host_certificate_not_after_seconds", "End of the host certificate's validity, Unix time."),
-		NextRenewal:        f("host_certificate_next_renewal_seconds", "When the host certificate is due for renewal, Unix time."),
-		DeviceCertNotAfter: f("device_certificate_not_after_seconds", "End of the device certificate's validity, Unix time."),
-		Renewals:           cv("renewals_total", "Host certificate renewals, by result.", "result"),
-		Attestations:       cv("attestations_total", "TPM attestations, by result.", "result"),
-		SSHDReloads:        cv("sshd_reloads_total", "sshd reloads, by result (check_failed: sshd -t refused the new files).", "result"),
-		LastSuccess:        gv("task_last_success_seconds", "Last success of each task, Unix time.", "task"),
-		LastFailure:        gv("task_last_failure_seconds", "Last failure of each task, Unix time.", "task"),
-		UserCAKeys:         f("user_ca_keys", "User CA keys in TrustedUserCAKeys."),
-		UserCAKeysChanged:  f("user_ca_keys_last_change_seconds", "Last change of TrustedUserCAKeys, Unix time."),
-		FilesRestored:      cv("files_restored_total", "Managed files put back after someone else changed or deleted them.", "file"),
-		KRLVersion:         f("krl_version", "Version of the KRL in RevokedKeys."),
-		KRLGenerated:       f("krl_generated_seconds", "When the CA built the KRL in RevokedKeys, Unix time (its age: time() minus this)."),
-	}
-	m.KRLFetchFailures = prometheus.NewCounter(prometheus.CounterOpts{Name: "devid_krl_fetch_failures_total", Help: "Failed KRL fetches (unreachable CA, bad signature, older version, undecodable KRL)."})
-	m.KRLEarlyAnswers = prometheus.NewCounter(prometheus.CounterOpts{Name: "devid_krl_early_answers_total",
-		Help: "KRL long-polls answered 304 at once instead of being held (a CA or load balancer not holding the request); each backs off."})
-	r.MustRegister(m.KRLFetchFailures, m.KRLEarlyAnswers)
-	for _, res := range []string{"success", "failure"} {
-		m.Renewals.WithLabelValues(res)
-		m.Attestations.WithLabelValues(res)
-		m.SSHDReloads.WithLabelValues(res)
-	}
-	m.SSHDReloads.WithLabelValues("check_failed")
-	for _, t := range []string{TaskHostCert, TaskUserCA, TaskWatch, TaskKRL} {
-		m.LastSuccess.WithLabelValues(t)
-		m.LastFailure.WithLabelValues(t)
-	}
 	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "devid_build_info", Help: "devid-hostd's version."}, []string{"version", "goversion"})
 	info.WithLabelValues(Version, runtime.Version()).Set(1)
 	r.MustRegister(info)
-	return m
+	return r
 }
 
-// ServeMetrics serves /metrics on addr until ctx is done. ready is called
-// once the listener is bound.
-func ServeMetrics(ctx context.Context, addr string, m *Metrics, log *slog.Logger, ready func(net.Addr)) error {
-	ln, err := net.Listen("tcp", addr)
+// MetricNames lists the names of every metric devid-hostd exports, with
+// every task enabled: for checks that alert rules and dashboards name only
+// metrics that exist.
+func MetricNames() []string {
+	rec := &descRecorder{}
+	reg := prometheus.WrapRegistererWith(nil, rec)
+	NewHostCertificate(HostCertificateConfig{Registerer: reg})
+	NewTrustedUserCAKeys(TrustedUserCAKeysConfig{Registerer: reg})
+	NewRevokedKeys(RevokedKeysConfig{Registerer: reg})
+	NewWatch(WatchConfig{Registerer: reg})
+	rec.Register(NewRegistry())
+	slices.Sort(rec.names)
+	return slices.Compact(rec.names)
+}
+
+// descRecorder is a Registerer that keeps the names of what is registered.
+type descRecorder struct{ names []string }
+
+var fqName = regexp.MustCompile(`fqName: "([^"]+)"`)
+
+func (r *descRecorder) Register(c prometheus.Collector) error {
+	descs := make(chan *prometheus.Desc)
+	go func() { c.Describe(descs); close(descs) }()
+	for d := range descs {
+		if m := fqName.FindStringSubmatch(d.String()); m != nil {
+			r.names = append(r.names, m[1])
+		}
+	}
+	return nil
+}
+
+func (r *descRecorder) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		r.Register(c)
+	}
+}
+
+func (r *descRecorder) Unregister(prometheus.Collector) bool { return false }
+
+// MetricsServer serves the registry at /metrics.
+type MetricsServer struct {
+	Addr     string
+	Gatherer prometheus.Gatherer
+	Log      *slog.Logger
+	// Ready, if set, is told the listener's address once it is bound.
+	Ready func(net.Addr)
+}
+
+// Name is the task's name.
+func (m *MetricsServer) Name() string { return "metrics" }
+
+// Run serves until ctx is done. A listener that cannot be bound is an
+// error: the daemon stops (systemd restarts it), rather than run unwatched.
+func (m *MetricsServer) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", m.Addr)
 	if err != nil {
 		return err
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}))
+	mux.Handle("/metrics", promhttp.HandlerFor(m.Gatherer, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(m.Log.Handler(), slog.LevelWarn)}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	if ready != nil {
-		ready(ln.Addr())
+	if m.Ready != nil {
+		m.Ready(ln.Addr())
 	}
 	go func() {
 		<-ctx.Done()

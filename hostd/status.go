@@ -5,13 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -47,80 +44,17 @@ type CertStatus struct {
 	NextRenewal time.Time `json:"nextRenewal"`
 }
 
-// TaskStatus is a task's last success and failure.
-type TaskStatus struct {
-	LastSuccess time.Time `json:"lastSuccess,omitzero"`
-	LastFailure time.Time `json:"lastFailure,omitzero"`
-	LastError   string    `json:"lastError,omitempty"`
-}
-
-// Reporter records what the tasks do: metrics, status file, log.
-type Reporter struct {
-	M   *Metrics
-	Log *slog.Logger
-	Now func() time.Time
-
-	mu      sync.Mutex
-	file    string
-	data    StatusData
-	reloads *atomic.Uint64 // shared by the Reporters of one daemon
-}
-
-// NewReporter returns a Reporter writing dir/status.json ("" for none).
-func NewReporter(m *Metrics, log *slog.Logger, now func() time.Time, dir string) *Reporter {
-	r := &Reporter{M: m, Log: log, Now: now, reloads: new(atomic.Uint64),
-		data: StatusData{PID: os.Getpid(), Tasks: map[string]TaskStatus{}, Restored: map[string]int{}}}
-	if dir != "" {
-		r.file = filepath.Join(dir, "status.json")
+// writeStatus writes d to dir/status.json, whole.
+func writeStatus(dir string, d *StatusData) error {
+	file := filepath.Join(dir, "status.json")
+	b, err := json.MarshalIndent(d, "", "  ")
+	if err != nil {
+		return err
 	}
-	return r
-}
-
-// Success records a task's success.
-func (r *Reporter) Success(task string) {
-	now := r.Now()
-	r.M.LastSuccess.WithLabelValues(task).Set(float64(now.Unix()))
-	r.update(func(d *StatusData) {
-		ts := d.Tasks[task]
-		ts.LastSuccess = now
-		d.Tasks[task] = ts
-	})
-}
-
-// Reloaded records a reload of sshd asked for.
-func (r *Reporter) Reloaded() {
-	r.M.SSHDReloads.WithLabelValues("success").Inc()
-	n := r.reloads.Add(1)
-	r.update(func(d *StatusData) { d.SSHDReloads = n })
-}
-
-// Failure records and logs a task's failure.
-func (r *Reporter) Failure(task string, err error) {
-	now := r.Now()
-	r.M.LastFailure.WithLabelValues(task).Set(float64(now.Unix()))
-	r.Log.Error("task failed", "task", task, "err", err)
-	r.update(func(d *StatusData) {
-		ts := d.Tasks[task]
-		ts.LastFailure, ts.LastError = now, err.Error()
-		d.Tasks[task] = ts
-	})
-}
-
-func (r *Reporter) update(f func(*StatusData)) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	f(&r.data)
-	r.data.Updated = r.Now()
-	if r.file == "" {
-		return
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
 	}
-	b, _ := json.MarshalIndent(r.data, "", "  ")
-	if err := os.MkdirAll(filepath.Dir(r.file), 0o755); err == nil {
-		err = atomicfile.WriteFile(r.file, append(b, '\n'), 0o644)
-		if err != nil {
-			r.Log.Warn("cannot write the status file", "file", r.file, "err", err)
-		}
-	}
+	return atomicfile.WriteFile(file, append(b, '\n'), 0o644)
 }
 
 // ReadStatus reads the status file in dir.

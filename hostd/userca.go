@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -17,53 +18,116 @@ import (
 	"time"
 
 	"github.com/devid-ssh/devid/renew"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"golang.org/x/crypto/ssh"
 )
 
-// UserCA keeps TrustedUserCAKeys equal to the CA's SSH user CA keys.
-type UserCA struct {
-	CAURL    string
-	HTTP     *http.Client // trusts only the pinned root
+// TrustedUserCAKeysConfig configures the TrustedUserCAKeys task.
+type TrustedUserCAKeysConfig struct {
+	CAURL string
+	HTTP  *http.Client // trusts only the pinned root
+	// File is sshd's TrustedUserCAKeys.
 	File     string
 	Interval time.Duration
 	Files    *Files
-	Report   *Reporter
-	// CAKeys, if set, is given every good set of keys (the KRL task
-	// verifies KRLs with the last one).
+	// CAKeys, if set, is given every good set of keys (the RevokedKeys
+	// task verifies KRLs with the last one).
 	CAKeys *CAKeys
-	// Rand draws the back-off jitter in [0, 1); default rand.Float64.
+	// Rand draws the back-off jitter in [0, 1); default math/rand/v2's
+	// Float64.
 	Rand func() float64
-	// Synced, if set, is called after every successful sync: the file
-	// holds the CA's keys.
-	Synced func()
+	// Now is the wall clock; default time.Now without its monotonic
+	// reading.
+	Now func() time.Time
+	// Registerer takes the task's metrics; default a private registry.
+	Registerer prometheus.Registerer
+	// Log is the task's logger; default discards.
+	Log *slog.Logger
+	// Changed, if set, is called after every change of Status.
+	Changed func()
 }
 
-// Run fetches the keys now and every Interval until ctx is done. After a
-// failure it retries with renew's exponential back-off and jitter (5 s
-// doubling to 5 min, or Interval if longer), not every Interval: a fleet
-// must not hammer a CA that is coming back.
-func (u *UserCA) Run(ctx context.Context) error {
-	draw := u.Rand
-	if draw == nil {
-		draw = rand.Float64
+// TrustedUserCAKeys keeps sshd's TrustedUserCAKeys equal to the CA's SSH
+// user CA keys (/ssh/roots), rewriting the file when they change and never
+// with nothing in it. After a failure it retries with renew's exponential
+// back-off and jitter (5 s doubling to 5 min, or Interval if longer), not
+// every Interval: a fleet must not hammer a CA that is coming back.
+type TrustedUserCAKeys struct {
+	c   TrustedUserCAKeysConfig
+	log *slog.Logger
+	h   *health
+
+	keys, changedAt prometheus.Gauge
+
+	mu sync.Mutex
+	n  int // keys in the file
+}
+
+// TrustedUserCAKeysStatus is a snapshot of the task.
+type TrustedUserCAKeysStatus struct {
+	// Keys is how many keys the file holds (0 before the first sync, unless
+	// the file held some at start).
+	Keys int
+	Task TaskStatus
+}
+
+// NewTrustedUserCAKeys returns the task, its metrics registered.
+func NewTrustedUserCAKeys(c TrustedUserCAKeysConfig) *TrustedUserCAKeys {
+	c.Registerer, c.Log, c.Now = orRegistry(c.Registerer), orDiscard(c.Log), orWallClock(c.Now)
+	if c.Rand == nil {
+		c.Rand = rand.Float64
 	}
-	policy := renew.Policy{MaxBackoff: max(renew.DefaultMaxBackoff, u.Interval)}
+	return &TrustedUserCAKeys{c: c, log: c.Log, h: newHealth(c.Registerer, TaskUserCA, c.Log, c.Now, c.Changed),
+		keys:      gauge(c.Registerer, "devid_user_ca_keys", "User CA keys in TrustedUserCAKeys."),
+		changedAt: gauge(c.Registerer, "devid_user_ca_keys_last_change_seconds", "Last change of TrustedUserCAKeys, Unix time."),
+	}
+}
+
+// Name is the task's name.
+func (u *TrustedUserCAKeys) Name() string { return TaskUserCA }
+
+// Status returns a snapshot.
+func (u *TrustedUserCAKeys) Status() TrustedUserCAKeysStatus {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return TrustedUserCAKeysStatus{Keys: u.n, Task: u.h.status()}
+}
+
+// Installed records n keys found in the file at start (CAKeys.Load): they
+// count as synced until the CA says otherwise.
+func (u *TrustedUserCAKeys) Installed(n int) {
+	if n <= 0 {
+		return
+	}
+	u.setKeys(n)
+}
+
+func (u *TrustedUserCAKeys) setKeys(n int) {
+	u.keys.Set(float64(n))
+	u.mu.Lock()
+	u.n = n
+	u.mu.Unlock()
+	if u.c.Changed != nil {
+		u.c.Changed()
+	}
+}
+
+// Run fetches the keys now and every Interval until ctx is done.
+func (u *TrustedUserCAKeys) Run(ctx context.Context) error {
+	policy := renew.Policy{MaxBackoff: max(renew.DefaultMaxBackoff, u.c.Interval)}
 	failures := 0
 	for {
-		wait := u.Interval
+		wait := u.c.Interval
 		if err := u.Sync(ctx); ctx.Err() != nil {
 			return nil
 		} else if err != nil {
 			failures++
-			wait = policy.Backoff(failures, draw())
-			u.Report.Failure(TaskUserCA, fmt.Errorf("%w (attempt %d; next in %v)", err, failures, wait.Round(time.Millisecond)))
+			wait = policy.Backoff(failures, u.c.Rand())
+			u.h.fail(fmt.Errorf("%w (attempt %d; next in %v)", err, failures, wait.Round(time.Millisecond)))
 		} else {
 			failures = 0
-			u.Report.Success(TaskUserCA)
-			if u.Synced != nil {
-				u.Synced()
-			}
+			u.h.ok()
 		}
 		if renew.Sleep(ctx, wait, time.After) != nil {
 			return nil
@@ -120,8 +184,8 @@ func (c *CAKeys) Load(file string) (int, error) {
 
 // Sync fetches the user CA keys and rewrites the file if they changed. An
 // empty or unparsable answer is an error, and the file stays as it was.
-func (u *UserCA) Sync(ctx context.Context) error {
-	keys, err := fetchUserCAKeys(ctx, u.HTTP, u.CAURL)
+func (u *TrustedUserCAKeys) Sync(ctx context.Context) error {
+	keys, err := fetchUserCAKeys(ctx, u.c.HTTP, u.c.CAURL)
 	if err != nil {
 		return err
 	}
@@ -130,20 +194,20 @@ func (u *UserCA) Sync(ctx context.Context) error {
 	for _, k := range keys {
 		buf.Write(ssh.MarshalAuthorizedKey(k))
 	}
-	if u.CAKeys != nil {
-		u.CAKeys.Set(keys)
+	if u.c.CAKeys != nil {
+		u.c.CAKeys.Set(keys)
 	}
-	u.Report.M.UserCAKeys.Set(float64(len(keys)))
-	u.Report.update(func(d *StatusData) { d.UserCA = len(keys) })
-	if cur, err := readFile(u.File); err == nil && bytes.Equal(cur, buf.Bytes()) {
-		u.Files.remember(u.File, cur, 0o644)
+	if cur, err := os.ReadFile(u.c.File); err == nil && bytes.Equal(cur, buf.Bytes()) {
+		u.c.Files.remember(u.c.File, cur, 0o644)
+		u.setKeys(len(keys))
 		return nil
 	}
-	if err := u.Files.Write(u.File, buf.Bytes(), 0o644); err != nil {
+	if err := u.c.Files.Write(u.c.File, buf.Bytes(), 0o644); err != nil {
 		return err
 	}
-	u.Report.M.UserCAKeysChanged.Set(float64(u.Report.Now().Unix()))
-	u.Report.Log.Info("TrustedUserCAKeys updated", "file", u.File, "keys", len(keys))
+	u.changedAt.Set(float64(u.c.Now().Unix()))
+	u.setKeys(len(keys))
+	u.log.Info("TrustedUserCAKeys updated", "file", u.c.File, "keys", len(keys))
 	return nil
 }
 

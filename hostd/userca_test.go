@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/devid-ssh/devid/hostd"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -37,9 +37,9 @@ func TestUserCANeverEmpty(t *testing.T) {
 	}))
 	defer srv.Close()
 	file := filepath.Join(t.TempDir(), "devid", "user_ca.pub")
-	m := hostd.NewMetrics()
-	u := &hostd.UserCA{CAURL: srv.URL, HTTP: srv.Client(), File: file, Interval: time.Hour, Files: hostd.NewFiles(),
-		Report: hostd.NewReporter(m, slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now, "")}
+	reg := prometheus.NewRegistry()
+	u := hostd.NewTrustedUserCAKeys(hostd.TrustedUserCAKeysConfig{CAURL: srv.URL, HTTP: srv.Client(), File: file, Interval: time.Hour,
+		Files: hostd.NewFiles(), Registerer: reg})
 	ctx := context.Background()
 	if err := u.Sync(ctx); err != nil {
 		t.Fatal(err)
@@ -65,5 +65,12 @@ func TestUserCANeverEmpty(t *testing.T) {
 		if now, _ := os.ReadFile(file); string(now) != string(good) {
 			t.Fatalf("%d %s: the file changed to %q", bad.code, bad.body, now)
 		}
+	}
+	// What the task tells is the file's content, not the last answer.
+	if st := u.Status(); st.Keys != 1 {
+		t.Errorf("status: %d keys, want the 1 in the file", st.Keys)
+	}
+	if n := metric(t, reg, "devid_user_ca_keys"); n != 1 {
+		t.Errorf("devid_user_ca_keys = %v, want 1", n)
 	}
 }

@@ -3,24 +3,76 @@ package hostd
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"maps"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Watch puts back managed files that someone else changed or deleted,
-// within seconds (fsnotify on their directories, and a sweep every
-// Interval in case an event was missed), and reports config file changes.
-type Watch struct {
+// WatchConfig configures the Watch task.
+type WatchConfig struct {
 	Files    *Files
-	Report   *Reporter
 	Interval time.Duration // sweep; default 30s
 	// Dirs to watch (the managed files' directories).
 	Dirs []string
 	// ConfigFile, if set, triggers ConfigChanged when written.
 	ConfigFile    string
 	ConfigChanged func()
+	// Now is the wall clock; default time.Now without its monotonic
+	// reading.
+	Now func() time.Time
+	// Registerer takes the task's metrics; default a private registry.
+	Registerer prometheus.Registerer
+	// Log is the task's logger; default discards.
+	Log *slog.Logger
+	// Changed, if set, is called after every change of Status.
+	Changed func()
+}
+
+// Watch puts back managed files that someone else changed or deleted,
+// within seconds (fsnotify on their directories, and a sweep every
+// Interval in case an event was missed), and reports config file changes.
+type Watch struct {
+	c        WatchConfig
+	log      *slog.Logger
+	h        *health
+	restored *prometheus.CounterVec
+
+	mu     sync.Mutex
+	counts map[string]int
+}
+
+// WatchStatus is a snapshot of the task.
+type WatchStatus struct {
+	// Restored counts, by file, the times a file was put back.
+	Restored map[string]int
+	Task     TaskStatus
+}
+
+// NewWatch returns the task, its metrics registered.
+func NewWatch(c WatchConfig) *Watch {
+	c.Registerer, c.Log, c.Now = orRegistry(c.Registerer), orDiscard(c.Log), orWallClock(c.Now)
+	if c.Interval <= 0 {
+		c.Interval = 30 * time.Second
+	}
+	return &Watch{c: c, log: c.Log, h: newHealth(c.Registerer, TaskWatch, c.Log, c.Now, c.Changed),
+		restored: counterVec(c.Registerer, "devid_files_restored_total",
+			"Managed files put back after someone else changed or deleted them.", "file"),
+		counts: map[string]int{}}
+}
+
+// Name is the task's name.
+func (w *Watch) Name() string { return TaskWatch }
+
+// Status returns a snapshot.
+func (w *Watch) Status() WatchStatus {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return WatchStatus{Restored: maps.Clone(w.counts), Task: w.h.status()}
 }
 
 // Run watches until ctx is done.
@@ -31,39 +83,35 @@ func (w *Watch) Run(ctx context.Context) error {
 	}
 	defer fw.Close()
 	dirs := map[string]bool{}
-	for _, d := range w.Dirs {
+	for _, d := range w.c.Dirs {
 		dirs[d] = true
 	}
-	if w.ConfigFile != "" {
-		dirs[filepath.Dir(w.ConfigFile)] = true
+	if w.c.ConfigFile != "" {
+		dirs[filepath.Dir(w.c.ConfigFile)] = true
 	}
 	for d := range dirs {
 		if err := fw.Add(d); err != nil {
-			w.Report.Failure(TaskWatch, fmt.Errorf("watch %s: %w", d, err))
+			w.h.fail(fmt.Errorf("watch %s: %w", d, err))
 		}
 	}
-	interval := w.Interval
-	if interval <= 0 {
-		interval = 30 * time.Second
-	}
-	sweep := time.NewTicker(interval)
+	sweep := time.NewTicker(w.c.Interval)
 	defer sweep.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case ev := <-fw.Events:
-			if w.ConfigFile != "" && filepath.Clean(ev.Name) == filepath.Clean(w.ConfigFile) && ev.Has(fsnotify.Write|fsnotify.Create) {
-				if w.ConfigChanged != nil {
-					w.ConfigChanged()
+			if w.c.ConfigFile != "" && filepath.Clean(ev.Name) == filepath.Clean(w.c.ConfigFile) && ev.Has(fsnotify.Write|fsnotify.Create) {
+				if w.c.ConfigChanged != nil {
+					w.c.ConfigChanged()
 				}
 				continue
 			}
 			w.restore(ev.Name)
 		case err := <-fw.Errors:
-			w.Report.Failure(TaskWatch, fmt.Errorf("watch: %w", err))
+			w.h.fail(fmt.Errorf("watch: %w", err))
 		case <-sweep.C:
-			for _, p := range w.Files.Paths() {
+			for _, p := range w.c.Files.Paths() {
 				w.restore(p)
 			}
 		}
@@ -71,14 +119,16 @@ func (w *Watch) Run(ctx context.Context) error {
 }
 
 func (w *Watch) restore(path string) {
-	done, err := w.Files.Restore(path)
+	done, err := w.c.Files.Restore(path)
 	switch {
 	case err != nil:
-		w.Report.Failure(TaskWatch, err)
+		w.h.fail(err)
 	case done:
-		w.Report.M.FilesRestored.WithLabelValues(path).Inc()
-		w.Report.Log.Warn("managed file changed or deleted by someone else: put back", "file", path)
-		w.Report.update(func(d *StatusData) { d.Restored[path]++ })
-		w.Report.Success(TaskWatch)
+		w.restored.WithLabelValues(path).Inc()
+		w.log.Warn("managed file changed or deleted by someone else: put back", "file", path)
+		w.mu.Lock()
+		w.counts[path]++
+		w.mu.Unlock()
+		w.h.ok()
 	}
 }

@@ -100,30 +100,21 @@ func runEnroll(env *command.Env, cl *enroll.Client, t *tpm.TPM, certType string,
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	start := time.Now()
-	att, err := cl.Attest(ctx, t)
+	res, err := cl.Enroll(ctx, t, enroll.Request{Type: certType, Principals: names, Key: pub})
 	if err != nil {
 		return err
 	}
-	defer att.Close()
+	ak, dc, cert := res.AKCertificate, res.DeviceCertificate, res.SSHCertificate
 	w := env.Stderr
-	fmt.Fprintf(w, "Device ID:           %s\n", att.DeviceID)
-	fmt.Fprintf(w, "AK certificate:      subject %q, issuer %q, until %s\n", att.Chain[0].Subject.String(), att.Chain[0].Issuer.CommonName, att.Chain[0].NotAfter.Format(time.RFC3339))
-	dc, err := cl.DeviceCertificate(ctx, att)
-	if err != nil {
-		return err
-	}
-	defer dc.Close()
+	fmt.Fprintf(w, "Device ID:           %s\n", res.DeviceID)
+	fmt.Fprintf(w, "AK certificate:      subject %q, issuer %q, until %s\n", ak.Subject.String(), ak.Issuer.CommonName, ak.NotAfter.Format(time.RFC3339))
 	fmt.Fprintf(w, "Device certificate:  subject %q, issuer %q, until %s (key in the TPM; kept in memory only)\n",
-		dc.Chain[0].Subject.String(), dc.Chain[0].Issuer.CommonName, dc.Chain[0].NotAfter.Format(time.RFC3339))
-	cert, err := cl.SSHCertificate(ctx, dc, certType, names, pub)
-	if err != nil {
-		return err
-	}
+		dc.Subject.String(), dc.Issuer.CommonName, dc.NotAfter.Format(time.RFC3339))
 	fmt.Fprintf(w, "SSH %s certificate: key ID %q, serial %d, principals %s, until %s\n", certType, cert.KeyId, cert.Serial,
 		strings.Join(cert.ValidPrincipals, ","), certTime(cert.ValidBefore).Format(time.RFC3339))
 	fmt.Fprintf(w, "Enrolled in %s.\n", time.Since(start).Round(time.Millisecond))
 	line := ssh.MarshalAuthorizedKey(cert)
-	rep := enrollReport{DeviceID: att.DeviceID, AKCertificate: x509Report(att.Chain[0]), DeviceCertificate: x509Report(dc.Chain[0]),
+	rep := enrollReport{DeviceID: res.DeviceID, AKCertificate: x509Report(ak), DeviceCertificate: x509Report(dc),
 		SSHCertificate: sshCertReport{Type: certType, KeyID: cert.KeyId, Serial: strconv.FormatUint(cert.Serial, 10),
 			Principals: cert.ValidPrincipals, ValidAfter: certTime(cert.ValidAfter), ValidBefore: certTime(cert.ValidBefore), File: out},
 		Files: []string{}}

@@ -1,0 +1,78 @@
+package enroll
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+
+	"github.com/devid-ssh/devid/tpm"
+	"golang.org/x/crypto/ssh"
+)
+
+// Request is what a whole enrolment asks for: an SSH certificate of Type
+// ("host" or "user") for Key. Principals are a host's names; the CA sets a
+// user certificate's principals itself.
+type Request struct {
+	Type       string
+	Principals []string
+	Key        ssh.PublicKey
+}
+
+// Result is what a whole enrolment obtained. The TPM objects it made (the
+// AK and the device certificate's key) are gone from the TPM by the time
+// Enroll returns; the certificates are kept for reports and metrics.
+type Result struct {
+	DeviceID          string
+	AKCertificate     *x509.Certificate
+	DeviceCertificate *x509.Certificate
+	SSHCertificate    *ssh.Certificate
+}
+
+// The steps of an enrolment, as StepError names them.
+const (
+	StepAttest            = "attestation"
+	StepDeviceCertificate = "device certificate"
+	StepSSHCertificate    = "SSH certificate"
+)
+
+// StepError is a failed enrolment: which step failed, and why.
+type StepError struct {
+	Step string // StepAttest, StepDeviceCertificate or StepSSHCertificate
+	Err  error
+}
+
+func (e *StepError) Error() string { return e.Err.Error() }
+func (e *StepError) Unwrap() error { return e.Err }
+
+// Attested reports whether the device's TPM was attested: the enrolment
+// failed, if at all, only after the CA had accepted the attestation and
+// issued the device certificate.
+func (e *StepError) Attested() bool { return e.Step == StepSSHCertificate }
+
+// Enroll runs the three steps with t — Attest, DeviceCertificate,
+// SSHCertificate — and unloads the TPM objects it made, whatever happens.
+// A failure is a *StepError. It is the one enrolment sequence devid has:
+// devid-hostd, `devid enroll` and the tests call it.
+func (c *Client) Enroll(ctx context.Context, t *tpm.TPM, req Request) (*Result, error) {
+	if req.Type != "host" && req.Type != "user" {
+		return nil, &StepError{StepSSHCertificate, fmt.Errorf("enroll: certificate type %q: want host or user", req.Type)}
+	}
+	if req.Key == nil {
+		return nil, &StepError{StepSSHCertificate, fmt.Errorf("enroll: no public key to certify")}
+	}
+	att, err := c.Attest(ctx, t)
+	if err != nil {
+		return nil, &StepError{StepAttest, err}
+	}
+	defer att.Close()
+	dc, err := c.DeviceCertificate(ctx, att)
+	if err != nil {
+		return nil, &StepError{StepDeviceCertificate, err}
+	}
+	defer dc.Close()
+	cert, err := c.SSHCertificate(ctx, dc, req.Type, req.Principals, req.Key)
+	if err != nil {
+		return nil, &StepError{StepSSHCertificate, err}
+	}
+	return &Result{DeviceID: att.DeviceID, AKCertificate: att.Chain[0], DeviceCertificate: dc.Chain[0], SSHCertificate: cert}, nil
+}
