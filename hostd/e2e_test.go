@@ -637,20 +637,11 @@ func enrollUser(t *testing.T, ca *catest.CA, ws *swtpmtest.Instance, key string)
 	}
 	c := enroll.New(ca.URL, ca.Roots, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	ctx := context.Background()
-	att, err := c.Attest(ctx, ws.TPM)
+	res, err := c.Enroll(ctx, ws.TPM, enroll.Request{Type: "user", Key: pub})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer att.Close()
-	dc, err := c.DeviceCertificate(ctx, att)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dc.Close()
-	cert, err := c.SSHCertificate(ctx, dc, "user", nil, pub)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cert := res.SSHCertificate
 	if err := os.WriteFile(key+"-cert.pub", ssh.MarshalAuthorizedKey(cert), 0o644); err != nil {
 		t.Fatal(err)
 	}
