@@ -20,6 +20,7 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/devid-ssh/devid/enroll"
 	"github.com/devid-ssh/devid/internal/atomicfile"
+	"github.com/devid-ssh/devid/internal/task"
 	"github.com/devid-ssh/devid/renew"
 	"github.com/devid-ssh/devid/tpm"
 	"github.com/prometheus/client_golang/prometheus"
@@ -50,6 +51,11 @@ type Daemon struct {
 	Registry *prometheus.Registry
 	// MetricsReady, if set, is told the metrics listener's address.
 	MetricsReady func(net.Addr)
+	// NewIssuer and NewSSHD, if set, replace the host certificate's issuer
+	// (an EnrollIssuer with the configured TPM) and the configured sshd:
+	// tests run the daemon on fakes with them.
+	NewIssuer func(cfg *Config, roots *x509.CertPool, log *slog.Logger) Issuer
+	NewSSHD   func(cfg *Config) SSHD
 
 	reloads atomic.Uint64 // sshd reloads asked for, across configurations
 }
@@ -162,12 +168,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 }
 
-// A Task is one of the daemon's jobs: Run until ctx is done.
-type Task interface {
-	Name() string
-	Run(ctx context.Context) error
-}
-
 // runOnce runs every task for one configuration until ctx is done or a
 // task fails for good.
 func (d *Daemon) runOnce(ctx context.Context, cfg *Config, configChanged func(), renewNow <-chan struct{}) error {
@@ -207,13 +207,20 @@ func (d *Daemon) runOnce(ctx context.Context, cfg *Config, configChanged func(),
 	if caKeysErr != nil && !errors.Is(caKeysErr, os.ErrNotExist) {
 		d.Log.Warn("cannot read the installed user CA keys; KRLs are verified with the CA's until it sends some", "err", caKeysErr)
 	}
+	var issuer Issuer = &EnrollIssuer{
+		Client:  enroll.New(cfg.CAURL, pool, scoped(TaskHostCert)),
+		OpenTPM: func() (*tpm.TPM, error) { return tpmAddr.Open(&tpm.Config{Logger: scoped(TaskHostCert)}) },
+	}
+	if d.NewIssuer != nil {
+		issuer = d.NewIssuer(cfg, pool, scoped(TaskHostCert))
+	}
+	sshd := NewSSHD(cfg)
+	if d.NewSSHD != nil {
+		sshd = d.NewSSHD(cfg)
+	}
 	hc := NewHostCertificate(HostCertificateConfig{
-		File: cfg.HostCertificate, Key: hostKey, Principals: cfg.Principals,
-		Issuer: &EnrollIssuer{
-			Client:  enroll.New(cfg.CAURL, pool, scoped(TaskHostCert)),
-			OpenTPM: func() (*tpm.TPM, error) { return tpmAddr.Open(&tpm.Config{Logger: scoped(TaskHostCert)}) },
-		},
-		SSHD: NewSSHD(cfg), Files: files, Policy: renew.Policy{Fraction: cfg.RenewFraction},
+		File: cfg.HostCertificate, Key: hostKey, Principals: cfg.Principals, Issuer: issuer,
+		SSHD: sshd, Files: files, Policy: renew.Policy{Fraction: cfg.RenewFraction},
 		RenewNow: renewNow, Reloads: &d.reloads,
 		Registerer: d.registry(), Log: scoped(TaskHostCert), Changed: st.kick,
 	})
@@ -229,7 +236,7 @@ func (d *Daemon) runOnce(ctx context.Context, cfg *Config, configChanged func(),
 		Files: files, Dirs: uniqueDirs(managed...), ConfigFile: cfg.File(), ConfigChanged: configChanged,
 		Registerer: d.registry(), Log: scoped(TaskWatch), Changed: st.kick,
 	})
-	tasks := []Task{hc, userCA, watch}
+	tasks := []task.Task{hc, userCA, watch}
 	var revoked *RevokedKeys
 	if cfg.RevokedKeys != "off" {
 		// No client timeout: the KRL request long-polls (its wait bounds it).
@@ -274,7 +281,9 @@ func (d *Daemon) runOnce(ctx context.Context, cfg *Config, configChanged func(),
 		}
 	}
 	notify(d.Log, "STATUS=getting a host certificate")
-	return runTasks(ctx, d.Log, append(tasks, st))
+	// A task that fails is restarted with a back-off (a panic too); one
+	// that cannot go on (the metrics listener) stops the daemon.
+	return (&task.Runner{Log: d.Log}).Run(ctx, append(tasks, st)...)
 }
 
 func (d *Daemon) registry() *prometheus.Registry { return d.Registry }

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/devid-ssh/devid/internal/task"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -80,12 +81,13 @@ type MetricsServer struct {
 // Name is the task's name.
 func (m *MetricsServer) Name() string { return "metrics" }
 
-// Run serves until ctx is done. A listener that cannot be bound is an
-// error: the daemon stops (systemd restarts it), rather than run unwatched.
+// Run serves until ctx is done. A listener that cannot be bound is fatal
+// (task.Fatal): the daemon stops (systemd restarts it), rather than run
+// unwatched.
 func (m *MetricsServer) Run(ctx context.Context) error {
 	ln, err := net.Listen("tcp", m.Addr)
 	if err != nil {
-		return err
+		return task.Fatal(err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.Gatherer, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(m.Log.Handler(), slog.LevelWarn)}))

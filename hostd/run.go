@@ -2,7 +2,6 @@ package hostd
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 )
 
@@ -49,26 +48,4 @@ func (w *statusWriter) Run(ctx context.Context) error {
 		case <-w.kicks:
 		}
 	}
-}
-
-// runTasks runs tasks until ctx is done or one fails; a failure stops the
-// others and is returned.
-func runTasks(ctx context.Context, log *slog.Logger, tasks []Task) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errc := make(chan error, len(tasks))
-	for _, t := range tasks {
-		go func() { errc <- t.Run(ctx) }()
-	}
-	var first error
-	for range tasks {
-		if err := <-errc; err != nil && first == nil {
-			first = err
-			cancel()
-		}
-	}
-	if first != nil && !errors.Is(first, context.Canceled) {
-		return first
-	}
-	return nil
 }
