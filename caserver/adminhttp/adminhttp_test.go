@@ -1,7 +1,16 @@
 package adminhttp
 
 import (
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"strings"
 	"testing"
@@ -10,6 +19,7 @@ import (
 	"github.com/devid-ssh/devid/adminapi"
 	"github.com/devid-ssh/devid/inventory"
 	"github.com/devid-ssh/devid/revocation"
+	"golang.org/x/crypto/ssh"
 )
 
 // TestAuditSerialsAsStrings: a cert.revoke entry written before serials
@@ -104,6 +114,60 @@ func TestWireVocabulary(t *testing.T) {
 		{inventory.Unchanged, adminapi.Unchanged}, {inventory.Held, adminapi.Held}} {
 		if p[0] != p[1] {
 			t.Errorf("import result %q is %q on the wire", p[0], p[1])
+		}
+	}
+}
+
+// fakeRevoker answers every revocation with err.
+type fakeRevoker struct{ err error }
+
+func (f fakeRevoker) RevokeSerial(string, uint64, string) (*revocation.RevokedCert, error) {
+	return nil, f.err
+}
+
+func (f fakeRevoker) RevokeCert(string, *ssh.Certificate, string) (*revocation.RevokedCert, error) {
+	return nil, f.err
+}
+
+// TestRevokeErrors: the revocation store's errors reach the caller as the
+// admin API documents them, mapped by type, not by text.
+func TestRevokeErrors(t *testing.T) {
+	root := &x509.Certificate{Raw: []byte("admin root"), Subject: pkix.Name{CommonName: "root"}}
+	admin := &x509.Certificate{Raw: []byte("admin"), Subject: pkix.Name{CommonName: "alice"}}
+	other := &x509.Certificate{Raw: []byte("device root")}
+	rc := &revocation.RevokedCert{Serial: 7, Type: "user", RevokedAt: time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for _, c := range []struct {
+		err   error
+		chain []*x509.Certificate // nil: no client certificate
+		code  int
+		want  adminapi.ErrorResponse
+	}{
+		{&revocation.AlreadyRevokedError{Revoked: rc}, []*x509.Certificate{admin, root}, http.StatusConflict,
+			adminapi.ErrorResponse{Error: "revocation: user certificate 7 was already revoked at 2026-11-01T12:00:00Z; nothing changed"}},
+		{fmt.Errorf("revocation: serial 7: %w", revocation.ErrUnknownCertificate), []*x509.Certificate{admin, root}, http.StatusNotFound,
+			adminapi.ErrorResponse{Error: "revocation: serial 7: " + revocation.ErrUnknownCertificate.Error(), Field: "serial"}},
+		{&revocation.WrongCAError{Serial: 7, KeyID: "k", Type: "host"}, []*x509.Certificate{admin, root}, http.StatusBadRequest,
+			adminapi.ErrorResponse{Error: `revocation: certificate 7 (key ID "k") was not signed by this CA's host CA key`, Field: "certificate"}},
+		{errors.New("disk on fire"), []*x509.Certificate{admin, root}, http.StatusInternalServerError,
+			adminapi.ErrorResponse{Error: "internal error; see the CA's log"}},
+		{nil, nil, http.StatusUnauthorized,
+			adminapi.ErrorResponse{Error: "authentication required: present an admin client certificate"}},
+		{nil, []*x509.Certificate{admin, other}, http.StatusForbidden,
+			adminapi.ErrorResponse{Error: "this client certificate is not an admin certificate"}},
+	} {
+		h := NewHandler(nil, fakeRevoker{c.err}, root, log)
+		req := httptest.NewRequest("POST", adminapi.Prefix+"certs/revoke", strings.NewReader(`{"serial": "7"}`))
+		req.TLS = &tls.ConnectionState{}
+		if c.chain != nil {
+			req.TLS.PeerCertificates = c.chain[:1]
+			req.TLS.VerifiedChains = [][]*x509.Certificate{c.chain}
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		var got adminapi.ErrorResponse
+		if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil || rec.Code != c.code || got != c.want {
+			t.Errorf("%v: HTTP %d %s, want %d %+v", c.err, rec.Code, rec.Body, c.code, c.want)
 		}
 	}
 }
