@@ -12,9 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/devid-ssh/devid/inventory"
-	"github.com/devid-ssh/devid/revocation"
 )
 
 // Client calls the admin API over TLS, trusting only the pinned roots.
@@ -77,7 +74,7 @@ func (c *Client) do(method, path string, query url.Values, body io.Reader, conte
 		return fmt.Errorf("adminapi: %s %s: reading response: %w", method, path, err)
 	}
 	if resp.StatusCode >= 300 {
-		var e apiError
+		var e ErrorResponse
 		if json.Unmarshal(b, &e) != nil || e.Error == "" {
 			e.Error = strings.TrimSpace(string(b))
 			if e.Error == "" {
@@ -109,81 +106,81 @@ func (c *Client) doJSON(method, path string, in, out any) error {
 
 // WhoAmI returns the admin name the CA sees.
 func (c *Client) WhoAmI() (string, error) {
-	var out map[string]string
+	var out WhoAmI
 	err := c.doJSON("GET", Prefix+"whoami", nil, &out)
-	return out["admin"], err
+	return out.Admin, err
 }
 
 // Devices lists devices; filter may hold status, kind, collection, owner.
-func (c *Client) Devices(filter url.Values) ([]*inventory.Device, error) {
+func (c *Client) Devices(filter url.Values) ([]*Device, error) {
 	var out DeviceList
 	err := c.do("GET", Prefix+"devices", filter, nil, "", &out)
 	return out.Devices, err
 }
 
 // Device returns a device by ID or name.
-func (c *Client) Device(ref string) (*inventory.Device, error) {
-	var d inventory.Device
+func (c *Client) Device(ref string) (*Device, error) {
+	var d Device
 	err := c.doJSON("GET", Prefix+"devices/"+url.PathEscape(ref), nil, &d)
 	return &d, err
 }
 
 // AddDevice registers a device.
-func (c *Client) AddDevice(nd inventory.NewDevice) (*inventory.Device, error) {
-	var d inventory.Device
+func (c *Client) AddDevice(nd NewDevice) (*Device, error) {
+	var d Device
 	err := c.doJSON("POST", Prefix+"devices", nd, &d)
 	return &d, err
 }
 
 // SetStatus quarantines, retires or activates a device.
-func (c *Client) SetStatus(ref string, st inventory.Status, reason string) (*inventory.Device, error) {
-	var d inventory.Device
+func (c *Client) SetStatus(ref string, st Status, reason string) (*Device, error) {
+	var d Device
 	err := c.doJSON("POST", Prefix+"devices/"+url.PathEscape(ref)+"/status", StatusRequest{Status: st, Reason: reason}, &d)
 	return &d, err
 }
 
 // ImportDevices sends an export (CSV or JSON) to import; file names it in
 // errors.
-func (c *Client) ImportDevices(file string, data []byte, dryRun bool) (*inventory.ImportReport, error) {
+func (c *Client) ImportDevices(file string, data []byte, dryRun bool) (*ImportReport, error) {
 	return c.doImport("devices", file, data, dryRun)
 }
 
 // ImportUsers sends a user export (CSV or JSON) to import.
-func (c *Client) ImportUsers(file string, data []byte, dryRun bool) (*inventory.ImportReport, error) {
+func (c *Client) ImportUsers(file string, data []byte, dryRun bool) (*ImportReport, error) {
 	return c.doImport("users", file, data, dryRun)
 }
 
-func (c *Client) doImport(what, file string, data []byte, dryRun bool) (*inventory.ImportReport, error) {
-	var rep inventory.ImportReport
+func (c *Client) doImport(what, file string, data []byte, dryRun bool) (*ImportReport, error) {
+	var rep ImportReport
 	q := url.Values{"file": {file}, "dry_run": {strconv.FormatBool(dryRun)}}
 	err := c.do("POST", Prefix+"import/"+what, q, bytes.NewReader(data), "application/octet-stream", &rep)
 	return &rep, err
 }
 
 // Users lists users.
-func (c *Client) Users() ([]*inventory.User, error) {
+func (c *Client) Users() ([]*User, error) {
 	var out UserList
 	err := c.doJSON("GET", Prefix+"users", nil, &out)
 	return out.Users, err
 }
 
 // User returns a user by email.
-func (c *Client) User(email string) (*inventory.User, error) {
-	var u inventory.User
+func (c *Client) User(email string) (*User, error) {
+	var u User
 	err := c.doJSON("GET", Prefix+"users/"+url.PathEscape(email), nil, &u)
 	return &u, err
 }
 
 // AddUser adds a user.
-func (c *Client) AddUser(nu inventory.NewUser) (*inventory.User, error) {
-	var u inventory.User
+func (c *Client) AddUser(nu NewUser) (*User, error) {
+	var u User
 	err := c.doJSON("POST", Prefix+"users", nu, &u)
 	return &u, err
 }
 
 // Audit returns the audit trail, optionally for one subject (device ID or
 // name, or user email).
-func (c *Client) Audit(subject string) ([]inventory.AuditEntry, error) {
+func (c *Client) Audit(subject string) ([]AuditEntry, error) {
 	var out AuditList
 	var q url.Values
 	if subject != "" {
@@ -195,8 +192,8 @@ func (c *Client) Audit(subject string) ([]inventory.AuditEntry, error) {
 
 // RevokeCert revokes a certificate by serial, or by the certificate itself
 // (authorized_keys format).
-func (c *Client) RevokeCert(req RevokeRequest) (*revocation.RevokedCert, error) {
-	var rc revocation.RevokedCert
+func (c *Client) RevokeCert(req RevokeRequest) (*RevokedCert, error) {
+	var rc RevokedCert
 	err := c.doJSON("POST", Prefix+"certs/revoke", req, &rc)
 	return &rc, err
 }

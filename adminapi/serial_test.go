@@ -1,36 +1,61 @@
-package adminapi
+package adminapi_test
 
 import (
 	"encoding/json"
-	"strings"
+	"math"
+	"strconv"
 	"testing"
 
-	"github.com/devid-ssh/devid/inventory"
+	"github.com/devid-ssh/devid/adminapi"
 )
 
-// TestAuditSerialsAsStrings: a cert.revoke entry written before serials
-// were strings is answered with its serial as a string, exactly.
-func TestAuditSerialsAsStrings(t *testing.T) {
-	old := inventory.AuditEntry{Action: "cert.revoke", After: json.RawMessage(`{"serial":10071804687342786553,"type":"user","keyId":"k","notAfter":"2026-11-01T12:00:00Z","revokedAt":"2026-11-01T11:00:00Z","reason":"key leaked"}`)}
-	got := string(serialsAsStrings(old))
-	if !strings.Contains(got, `"serial":"10071804687342786553"`) || !strings.Contains(got, `"reason":"key leaked"`) {
-		t.Errorf("old cert.revoke entry: %s", got)
+func TestSerialJSON(t *testing.T) {
+	for in, want := range map[string]uint64{
+		`"10071804687342786553"`: 10071804687342786553,
+		`10071804687342786553`:   10071804687342786553,
+		`"18446744073709551615"`: math.MaxUint64,
+		`"\u0031\u0032"`:         12,
+		`0`:                      0,
+		`"7"`:                    7,
+	} {
+		var s adminapi.Serial
+		if err := json.Unmarshal([]byte(in), &s); err != nil || uint64(s) != want {
+			t.Errorf("%s: %d, %v; want %d", in, s, err, want)
+		}
 	}
-	dev := inventory.AuditEntry{Action: "device.add", After: json.RawMessage(`{"id":"x"}`)}
-	if got := string(serialsAsStrings(dev)); got != `{"id":"x"}` {
-		t.Errorf("device entry changed: %s", got)
+	for _, in := range []string{`"18446744073709551616"`, `"-1"`, `-1`, `1e3`, `1.5`, `"1.0"`, `""`, `" 1"`, `"+1"`, `"0x10"`, `"007"`, `true`, `[]`, `{}`} {
+		var s adminapi.Serial
+		if err := json.Unmarshal([]byte(in), &s); err == nil {
+			t.Errorf("%s: decoded as %d, want an error", in, s)
+		}
+	}
+	b, _ := json.Marshal(struct{ S adminapi.Serial }{10071804687342786553})
+	if string(b) != `{"S":"10071804687342786553"}` {
+		t.Errorf("marshal: %s", b)
 	}
 }
 
-func TestRevokeRequestSerial(t *testing.T) {
-	for _, in := range []string{`{"serial":"10071804687342786553"}`, `{"serial":10071804687342786553}`} {
-		var req RevokeRequest
-		if err := json.Unmarshal([]byte(in), &req); err != nil || req.Serial != 10071804687342786553 {
-			t.Errorf("%s: %d %v", in, req.Serial, err)
+// FuzzSerialJSON: what decodes encodes as a string of decimal digits that
+// decodes to the same serial.
+func FuzzSerialJSON(f *testing.F) {
+	for _, s := range []string{`"10071804687342786553"`, `10071804687342786553`, `"18446744073709551616"`, `"007"`, `1e3`, `"\u0031"`, `null`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		var s adminapi.Serial
+		if err := json.Unmarshal(in, &s); err != nil {
+			return
 		}
-	}
-	b, _ := json.Marshal(RevokeRequest{Serial: 10071804687342786553})
-	if string(b) != `{"serial":"10071804687342786553"}` {
-		t.Errorf("request sent as %s", b)
-	}
+		out, err := json.Marshal(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(out) != strconv.Quote(strconv.FormatUint(uint64(s), 10)) {
+			t.Fatalf("%q encodes as %s", in, out)
+		}
+		var back adminapi.Serial
+		if err := json.Unmarshal(out, &back); err != nil || back != s {
+			t.Fatalf("%s decodes as %d, %v; want %d", out, back, err, s)
+		}
+	})
 }

@@ -24,10 +24,16 @@
 //
 // Pending attestations live in the CA's database, so a restart or another
 // replica can finish one. They expire (60 s by default) and are single-use.
+//
+// Attest and Secret refuse with an *Error, whose kind says what is wrong:
+// ErrInvalid for a request that is malformed or inconsistent, ErrRefused
+// for a device or secret that is not good enough. The HTTP handler
+// (CA.ServeHTTP, mounted at wire.AttestationPath) answers them 400 and 403,
+// with the message as {"error": "..."}; anything else is a 500 whose
+// detail stays in the CA's log.
 package attestca
 
 import (
-	"bytes"
 	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
@@ -41,7 +47,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/big"
-	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -116,16 +121,36 @@ func New(cfg Config, devices Devices, db database.DB) (*CA, error) {
 	return &CA{cfg: cfg, devices: devices, db: db}, nil
 }
 
-// Error is a refusal, with the HTTP status to answer with.
+// The kinds of refusal (errors.Is).
+var (
+	// ErrInvalid: the request is malformed or inconsistent (an EK
+	// certificate for another key, an AK no TPM made, no secret).
+	ErrInvalid = errors.New("invalid attestation request")
+	// ErrRefused: the request is well formed, but not good enough: a
+	// device that is not registered or not active, an EK certificate that
+	// does not chain to a manufacturer's root, a secret that is wrong,
+	// used or expired.
+	ErrRefused = errors.New("attestation refused")
+)
+
+// Error is a refusal: its Kind (ErrInvalid or ErrRefused) and the reason
+// the device is shown (Msg).
 type Error struct {
-	Status int
-	Msg    string
+	Kind error
+	Msg  string
 }
 
 func (e *Error) Error() string { return "attestca: " + e.Msg }
 
-func refuse(status int, format string, args ...any) *Error {
-	return &Error{Status: status, Msg: fmt.Sprintf(format, args...)}
+// Unwrap lets errors.Is match the kind.
+func (e *Error) Unwrap() error { return e.Kind }
+
+func invalid(format string, args ...any) *Error {
+	return &Error{Kind: ErrInvalid, Msg: fmt.Sprintf(format, args...)}
+}
+
+func refused(format string, args ...any) *Error {
+	return &Error{Kind: ErrRefused, Msg: fmt.Sprintf(format, args...)}
 }
 
 // pending is an attestation waiting for its secret.
@@ -149,23 +174,23 @@ func (ca *CA) Attest(req *AttestRequest) (*AttestResponse, error) {
 	}
 	id, err := deviceid.FromPublicKey(ekPub)
 	if err != nil {
-		return nil, refuse(http.StatusBadRequest, "EK: %v", err)
+		return nil, invalid("EK: %v", err)
 	}
 	if err := ca.checkDevice(id); err != nil {
 		return nil, err
 	}
 	if req.TPMInfo.Version != 0 && req.TPMInfo.Version != 2 {
-		return nil, refuse(http.StatusBadRequest, "device %s: TPM version %d: only TPM 2.0 is supported", id, req.TPMInfo.Version)
+		return nil, invalid("device %s: TPM version %d: only TPM 2.0 is supported", id, req.TPMInfo.Version)
 	}
 	if err := checkAKEncoding(&req.AttestParams); err != nil {
-		return nil, refuse(http.StatusBadRequest, "device %s: %v", id, err)
+		return nil, invalid("device %s: %v", id, err)
 	}
 	akPub, err := attest.ParseAKPublic(req.AttestParams.Public)
 	if err != nil {
-		return nil, refuse(http.StatusBadRequest, "device %s: AK public area: %v", id, err)
+		return nil, invalid("device %s: AK public area: %v", id, err)
 	}
 	if _, ok := akPub.Public.(*rsa.PublicKey); !ok {
-		return nil, refuse(http.StatusBadRequest, "device %s: the AK is a %T: devid needs an RSA AK (step-ca's device-attest-01 verifies only RSA AKs)", id, akPub.Public)
+		return nil, invalid("device %s: the AK is a %T: devid needs an RSA AK (step-ca's device-attest-01 verifies only RSA AKs)", id, akPub.Public)
 	}
 	params := attest.ActivationParameters{
 		EK: ekPub,
@@ -179,7 +204,7 @@ func (ca *CA) Attest(req *AttestRequest) (*AttestResponse, error) {
 	}
 	secret, ec, err := params.Generate()
 	if err != nil {
-		return nil, refuse(http.StatusBadRequest, "device %s: AK parameters: %v", id, err)
+		return nil, invalid("device %s: AK parameters: %v", id, err)
 	}
 	sum := sha256.Sum256(secret)
 	rec := pending{SecretHash: sum[:], DeviceID: id, AKPublic: req.AttestParams.Public, TPM: req.TPMInfo, Expires: now.Add(ca.cfg.SecretTTL)}
@@ -198,7 +223,7 @@ func (ca *CA) ekPublic(req *AttestRequest) (crypto.PublicKey, error) {
 	if len(req.EKPub) > 0 {
 		ek, err := deviceid.ParseEK(req.EKPub)
 		if err != nil {
-			return nil, refuse(http.StatusBadRequest, "EK: %v", err)
+			return nil, invalid("EK: %v", err)
 		}
 		ekPub = ek.Public
 	}
@@ -206,21 +231,21 @@ func (ca *CA) ekPublic(req *AttestRequest) (crypto.PublicKey, error) {
 	if len(req.EKCerts) > 0 {
 		c, err := x509.ParseCertificate(req.EKCerts[0])
 		if err != nil {
-			return nil, refuse(http.StatusBadRequest, "EK certificate: %v", err)
+			return nil, invalid("EK certificate: %v", err)
 		}
 		ekCert = c
 		if ekPub == nil {
 			ekPub = c.PublicKey
 		} else if !publicKeysEqual(ekPub, c.PublicKey) {
-			return nil, refuse(http.StatusBadRequest, "the EK certificate is not for the EK sent")
+			return nil, invalid("the EK certificate is not for the EK sent")
 		}
 	}
 	if ekPub == nil {
-		return nil, refuse(http.StatusBadRequest, "no EK: send the EK public key or its certificate")
+		return nil, invalid("no EK: send the EK public key or its certificate")
 	}
 	if ca.cfg.EKRoots != nil {
 		if ekCert == nil {
-			return nil, refuse(http.StatusForbidden, "an EK certificate is required (manufacturer roots are configured)")
+			return nil, refused("an EK certificate is required (manufacturer roots are configured)")
 		}
 		inter := x509.NewCertPool()
 		if ca.cfg.EKIntermediates != nil {
@@ -232,7 +257,7 @@ func (ca *CA) ekPublic(req *AttestRequest) (crypto.PublicKey, error) {
 			}
 		}
 		if _, err := tpm.VerifyEKCertificate(ekCert, x509.VerifyOptions{Roots: ca.cfg.EKRoots, Intermediates: inter, CurrentTime: ca.cfg.Now()}); err != nil {
-			return nil, refuse(http.StatusForbidden, "EK certificate does not chain to a configured manufacturer root: %v", err)
+			return nil, refused("EK certificate does not chain to a configured manufacturer root: %v", err)
 		}
 	}
 	return ekPub, nil
@@ -243,17 +268,16 @@ func publicKeysEqual(a, b crypto.PublicKey) bool {
 	return ok && ea.Equal(b)
 }
 
-// checkDevice refuses unknown, quarantined and retired devices.
+// checkDevice refuses unknown, quarantined and retired devices
+// (inventory.CheckUsable).
 func (ca *CA) checkDevice(id string) error {
-	d, err := ca.devices.Device(id)
-	if errors.Is(err, inventory.ErrNotFound) {
-		return refuse(http.StatusForbidden, "device %s is not registered", id)
-	}
-	if err != nil {
+	_, err := inventory.CheckUsable(ca.devices, id)
+	var nu *inventory.NotUsableError
+	switch {
+	case errors.As(err, &nu):
+		return &Error{Kind: ErrRefused, Msg: nu.Error()}
+	case err != nil:
 		return fmt.Errorf("attestca: inventory: %w", err)
-	}
-	if d.Status != inventory.StatusActive {
-		return refuse(http.StatusForbidden, "device %s (%s) is %s", d.Name, id, d.Status)
 	}
 	return nil
 }
@@ -263,12 +287,12 @@ func (ca *CA) checkDevice(id string) error {
 func (ca *CA) Secret(req *SecretRequest) (*SecretResponse, error) {
 	now := ca.cfg.Now()
 	if len(req.Secret) == 0 {
-		return nil, refuse(http.StatusBadRequest, "no secret")
+		return nil, invalid("no secret")
 	}
 	sum := sha256.Sum256(req.Secret)
 	old, err := ca.db.Get(pendingTable, sum[:])
 	if database.IsErrNotFound(err) {
-		return nil, refuse(http.StatusForbidden, "wrong secret, or its attestation expired: start again with /attest")
+		return nil, refused("wrong secret, or its attestation expired: start again with /attest")
 	}
 	if err != nil {
 		return nil, fmt.Errorf("attestca: read pending attestation: %w", err)
@@ -278,16 +302,16 @@ func (ca *CA) Secret(req *SecretRequest) (*SecretResponse, error) {
 		return nil, fmt.Errorf("attestca: decode pending attestation: %w", err)
 	}
 	if subtle.ConstantTimeCompare(rec.SecretHash, sum[:]) != 1 {
-		return nil, refuse(http.StatusForbidden, "wrong secret")
+		return nil, refused("wrong secret")
 	}
 	switch {
 	case rec.Used:
-		return nil, refuse(http.StatusForbidden, "device %s: this secret was already used: start again with /attest", rec.DeviceID)
+		return nil, refused("device %s: this secret was already used: start again with /attest", rec.DeviceID)
 	case !now.Before(rec.Expires):
 		ca.db.Del(pendingTable, sum[:])
-		return nil, refuse(http.StatusForbidden, "device %s: the attestation expired at %s: start again with /attest", rec.DeviceID, rec.Expires.Format(time.RFC3339))
+		return nil, refused("device %s: the attestation expired at %s: start again with /attest", rec.DeviceID, rec.Expires.Format(time.RFC3339))
 	case req.DeviceID != "" && req.DeviceID != rec.DeviceID:
-		return nil, refuse(http.StatusForbidden, "this secret belongs to another device's attestation, not %s's", req.DeviceID)
+		return nil, refused("this secret belongs to another device's attestation, not %s's", req.DeviceID)
 	}
 	used := rec
 	used.Used = true
@@ -295,7 +319,7 @@ func (ca *CA) Secret(req *SecretRequest) (*SecretResponse, error) {
 	if _, swapped, err := ca.db.CmpAndSwap(pendingTable, sum[:], old, nb); err != nil {
 		return nil, fmt.Errorf("attestca: use pending attestation: %w", err)
 	} else if !swapped {
-		return nil, refuse(http.StatusForbidden, "device %s: this secret was already used: start again with /attest", rec.DeviceID)
+		return nil, refused("device %s: this secret was already used: start again with /attest", rec.DeviceID)
 	}
 	if err := ca.checkDevice(rec.DeviceID); err != nil {
 		return nil, err
@@ -402,61 +426,4 @@ func (ca *CA) prune(now time.Time) {
 			ca.db.Del(pendingTable, e.Key)
 		}
 	}
-}
-
-// ServeHTTP answers POST …/attest and POST …/secret (the last path
-// element decides).
-func (ca *CA) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": "use POST"})
-		return
-	}
-	var resp any
-	var err error
-	switch {
-	case strings.HasSuffix(r.URL.Path, "/attest"):
-		var req AttestRequest
-		if err = decode(r, &req); err == nil {
-			resp, err = ca.Attest(&req)
-		}
-	case strings.HasSuffix(r.URL.Path, "/secret"):
-		var req SecretRequest
-		if err = decode(r, &req); err == nil {
-			resp, err = ca.Secret(&req)
-		}
-	default:
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": "not found"})
-		return
-	}
-	var ae *Error
-	switch {
-	case err == nil:
-		writeJSON(w, http.StatusOK, resp)
-	case errors.As(err, &ae):
-		ca.cfg.Log.Warn("attestation refused", "path", r.URL.Path, "reason", ae.Msg)
-		writeJSON(w, ae.Status, map[string]string{"error": ae.Msg})
-	default:
-		ca.cfg.Log.Error("attestation failed", "path", r.URL.Path, "err", err)
-		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "internal error; see the CA's log"})
-	}
-}
-
-func decode(r *http.Request, v any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 1<<20))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return refuse(http.StatusBadRequest, "request body: %v", err)
-	}
-	if dec.More() {
-		return refuse(http.StatusBadRequest, "request body: trailing data")
-	}
-	return nil
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	var buf bytes.Buffer
-	json.NewEncoder(&buf).Encode(v)
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	w.Write(buf.Bytes())
 }

@@ -9,16 +9,16 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
-	"github.com/devid-ssh/devid/internal/fakeclock"
 	"io"
 	"log/slog"
 	"math/big"
-	"net/http"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/devid-ssh/devid/internal/fakeclock"
 
 	"github.com/devid-ssh/devid/attestca"
 	"github.com/devid-ssh/devid/inventory"
@@ -121,11 +121,11 @@ func (d *device) activate(t *testing.T, r *attestca.AttestResponse) []byte {
 	return secret
 }
 
-func wantRefusal(t *testing.T, err error, status int, msg string) {
+func wantRefusal(t *testing.T, err error, kind error, msg string) {
 	t.Helper()
 	var e *attestca.Error
-	if !errors.As(err, &e) || e.Status != status || !strings.Contains(e.Msg, msg) {
-		t.Fatalf("err = %v, want HTTP %d with %q", err, status, msg)
+	if !errors.As(err, &e) || !errors.Is(err, kind) || !strings.Contains(e.Msg, msg) {
+		t.Fatalf("err = %v, want %v with %q", err, kind, msg)
 	}
 }
 
@@ -135,7 +135,7 @@ func TestAttestation(t *testing.T) {
 
 	// Unregistered EK.
 	_, err := f.ca.Attest(a.req)
-	wantRefusal(t, err, http.StatusForbidden, "is not registered")
+	wantRefusal(t, err, attestca.ErrRefused, "is not registered")
 
 	a.register(t, f, "a")
 	b.register(t, f, "b")
@@ -151,10 +151,10 @@ func TestAttestation(t *testing.T) {
 
 	// Wrong secret.
 	_, err = f.ca.Secret(&attestca.SecretRequest{Secret: []byte("0123456789abcdef0123456789abcdef")})
-	wantRefusal(t, err, http.StatusForbidden, "wrong secret")
+	wantRefusal(t, err, attestca.ErrRefused, "wrong secret")
 	// A's secret to finish B's attestation: refused, and not used up.
 	_, err = f.ca.Secret(&attestca.SecretRequest{Secret: secretA, DeviceID: b.ek.DeviceID})
-	wantRefusal(t, err, http.StatusForbidden, "belongs to another device")
+	wantRefusal(t, err, attestca.ErrRefused, "belongs to another device")
 
 	resp, err := f.ca.Secret(&attestca.SecretRequest{Secret: secretA, DeviceID: a.ek.DeviceID})
 	if err != nil {
@@ -169,21 +169,21 @@ func TestAttestation(t *testing.T) {
 	}
 	// Replay.
 	_, err = f.ca.Secret(&attestca.SecretRequest{Secret: secretA})
-	wantRefusal(t, err, http.StatusForbidden, "already used")
+	wantRefusal(t, err, attestca.ErrRefused, "already used")
 
 	// B is quarantined between /attest and /secret.
 	if _, err := f.inv.SetStatus("test", b.ek.DeviceID, inventory.StatusQuarantined, ""); err != nil {
 		t.Fatal(err)
 	}
 	_, err = f.ca.Secret(&attestca.SecretRequest{Secret: secretB})
-	wantRefusal(t, err, http.StatusForbidden, "is quarantined")
+	wantRefusal(t, err, attestca.ErrRefused, "is quarantined")
 	_, err = f.ca.Attest(b.req)
-	wantRefusal(t, err, http.StatusForbidden, "is quarantined")
+	wantRefusal(t, err, attestca.ErrRefused, "is quarantined")
 	if _, err := f.inv.SetStatus("test", b.ek.DeviceID, inventory.StatusRetired, ""); err != nil {
 		t.Fatal(err)
 	}
 	_, err = f.ca.Attest(b.req)
-	wantRefusal(t, err, http.StatusForbidden, "is retired")
+	wantRefusal(t, err, attestca.ErrRefused, "is retired")
 
 	// Expired: the secret waits 60 s at most.
 	ra, err = f.ca.Attest(a.req)
@@ -193,7 +193,7 @@ func TestAttestation(t *testing.T) {
 	secretA = a.activate(t, ra)
 	f.clk.Advance(61 * time.Second)
 	_, err = f.ca.Secret(&attestca.SecretRequest{Secret: secretA})
-	wantRefusal(t, err, http.StatusForbidden, "expired")
+	wantRefusal(t, err, attestca.ErrRefused, "expired")
 }
 
 func TestAttestRequestChecks(t *testing.T) {
@@ -205,7 +205,7 @@ func TestAttestRequestChecks(t *testing.T) {
 	r := *a.req
 	r.EKCerts = b.req.EKCerts
 	_, err := f.ca.Attest(&r)
-	wantRefusal(t, err, http.StatusBadRequest, "not for the EK sent")
+	wantRefusal(t, err, attestca.ErrInvalid, "not for the EK sent")
 
 	// A's EK with B's AK: credential activation cannot work, but the
 	// parameters themselves are those of a real TPM key, so the CA answers;
@@ -225,12 +225,12 @@ func TestAttestRequestChecks(t *testing.T) {
 	r.AttestParams.CreateSignature = append([]byte{}, a.req.AttestParams.CreateSignature...)
 	r.AttestParams.CreateSignature[len(r.AttestParams.CreateSignature)-1] ^= 1
 	_, err = f.ca.Attest(&r)
-	wantRefusal(t, err, http.StatusBadRequest, "AK parameters")
+	wantRefusal(t, err, attestca.ErrInvalid, "AK parameters")
 
 	r = *a.req
 	r.TPMInfo.Version = 1
 	_, err = f.ca.Attest(&r)
-	wantRefusal(t, err, http.StatusBadRequest, "only TPM 2.0")
+	wantRefusal(t, err, attestca.ErrInvalid, "only TPM 2.0")
 }
 
 func TestEKRoots(t *testing.T) {
@@ -240,14 +240,14 @@ func TestEKRoots(t *testing.T) {
 	a.register(t, f, "a")
 	b.register(t, f, "b")
 	_, err := f.ca.Attest(a.req)
-	wantRefusal(t, err, http.StatusForbidden, "does not chain to a configured manufacturer root")
+	wantRefusal(t, err, attestca.ErrRefused, "does not chain to a configured manufacturer root")
 	if _, err := f.ca.Attest(b.req); err != nil {
 		t.Fatal(err)
 	}
 	r := *b.req
 	r.EKCerts = nil
 	_, err = f.ca.Attest(&r)
-	wantRefusal(t, err, http.StatusForbidden, "EK certificate is required")
+	wantRefusal(t, err, attestca.ErrRefused, "EK certificate is required")
 }
 
 // BenchmarkAttestation measures the CA's side of an attestation: /attest
@@ -299,7 +299,7 @@ func TestSecretOnAnotherInstance(t *testing.T) {
 		t.Fatalf("another instance: %v", err)
 	}
 	_, err = f.ca.Secret(&attestca.SecretRequest{Secret: secret})
-	wantRefusal(t, err, http.StatusForbidden, "already used")
+	wantRefusal(t, err, attestca.ErrRefused, "already used")
 }
 
 // TestAttestTrailingBytes: an AK public area or creation signature with
@@ -313,12 +313,12 @@ func TestAttestTrailingBytes(t *testing.T) {
 		r := *a.req
 		r.AttestParams.Public = append(append([]byte{}, a.req.AttestParams.Public...), extra...)
 		_, err := f.ca.Attest(&r)
-		wantRefusal(t, err, http.StatusBadRequest, "AK public area: "+strconv.Itoa(len(extra))+" bytes after the TPMT_PUBLIC")
+		wantRefusal(t, err, attestca.ErrInvalid, "AK public area: "+strconv.Itoa(len(extra))+" bytes after the TPMT_PUBLIC")
 
 		r = *a.req
 		r.AttestParams.CreateSignature = append(append([]byte{}, a.req.AttestParams.CreateSignature...), extra...)
 		_, err = f.ca.Attest(&r)
-		wantRefusal(t, err, http.StatusBadRequest, "AK creation signature: "+strconv.Itoa(len(extra))+" bytes after the TPMT_SIGNATURE")
+		wantRefusal(t, err, attestca.ErrInvalid, "AK creation signature: "+strconv.Itoa(len(extra))+" bytes after the TPMT_SIGNATURE")
 	}
 	// Untouched, it passes.
 	if _, err := f.ca.Attest(a.req); err != nil {

@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/devid-ssh/devid/attestca/wire"
 	"github.com/devid-ssh/devid/caserver"
 	"github.com/devid-ssh/devid/caserver/catest"
 	"github.com/devid-ssh/devid/internal/conffile"
@@ -86,7 +87,7 @@ func withLimits(maxBody int64, bodyTimeout time.Duration) func(*caserver.Config)
 // the limit.
 func TestBodyTooLarge(t *testing.T) {
 	ca := catest.Start(t, withLimits(4096, 30*time.Second))
-	const path = "/acme/" + caserver.AttestProvisioner + "/new-account"
+	const path = "/acme/" + wire.AttestProvisioner + "/new-account"
 
 	t.Run("declared", func(t *testing.T) {
 		c := dialRaw(t, ca)
@@ -156,7 +157,7 @@ func TestBodyTooLarge(t *testing.T) {
 // cut off by the server.
 func TestSlowClient(t *testing.T) {
 	ca := catest.Start(t, withLimits(4096, 300*time.Millisecond))
-	const path = "/acme/" + caserver.AttestProvisioner + "/new-account"
+	const path = "/acme/" + wire.AttestProvisioner + "/new-account"
 
 	t.Run("body", func(t *testing.T) {
 		c := dialRaw(t, ca)
@@ -203,7 +204,7 @@ func TestLongPollOutlivesTimeouts(t *testing.T) {
 	ca := catest.Start(t, withLimits(4096, 300*time.Millisecond))
 	cur := ca.Server.KRL().Version
 	type result struct {
-		k   *krldist.KRL
+		k   *krldist.Signed
 		err error
 	}
 	got := make(chan result, 1)

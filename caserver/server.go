@@ -6,9 +6,17 @@
 // on one HTTPS listener:
 //
 //   - /health, /roots, /root/{sha}, /ssh/roots, /ssh/sign, /ssh/renew, …
-//     (also under /1.0/) answer exactly as step-ca's do;
-//   - /devid/v1/… is the admin API (package adminapi), for admin client
-//     certificates only.
+//     (also under /1.0/) answer exactly as step-ca's do, and /acme/… is
+//     step-ca's ACME server (the provisioner wire.AttestProvisioner);
+//   - /attestation/… is the Attestation CA (package attestca), for devices;
+//   - GET /devid/v1/krl (krldist.Path) is the KRL (package revocation
+//     serves it), public: hosts poll it without a client certificate. It
+//     is routed on its own, before the admin API's prefix, whose handler
+//     never sees it;
+//   - every other /devid/v1/… path is the admin API (package adminapi; its
+//     handler is package caserver/adminhttp), for admin client
+//     certificates only. An admin certificate is refused outside
+//     /devid/v1/.
 //
 // Init creates a new CA directory; LoadConfig reads its configuration; New
 // builds the server and Serve runs it.
@@ -36,6 +44,8 @@ import (
 
 	"github.com/devid-ssh/devid/adminapi"
 	"github.com/devid-ssh/devid/attestca"
+	"github.com/devid-ssh/devid/attestca/wire"
+	"github.com/devid-ssh/devid/caserver/adminhttp"
 	"github.com/devid-ssh/devid/inventory"
 	"github.com/devid-ssh/devid/issuance"
 	"github.com/devid-ssh/devid/krldist"
@@ -54,19 +64,6 @@ import (
 	"github.com/smallstep/nosql"
 	"go.step.sm/crypto/pemutil"
 	"golang.org/x/crypto/ssh"
-)
-
-// Provisioners devid-ca configures in step-ca.
-const (
-	// DeviceProvisioner (X5C) is how a device, holding its device
-	// certificate, asks for SSH certificates.
-	DeviceProvisioner = "devid-devices"
-	// AttestProvisioner (ACME, device-attest-01, format tpm) issues device
-	// certificates to TPM-attested devices.
-	AttestProvisioner = "devid-tpm"
-	// AttestationPath is the Attestation CA's base path: POST
-	// AttestationPath+"/attest" and AttestationPath+"/secret".
-	AttestationPath = "/attestation"
 )
 
 // sshTemplate makes SSH certificates from what package issuance decided,
@@ -136,7 +133,7 @@ func New(cfg *Config, opts Options) (*Server, error) {
 	// step-ca calls devid's issuance policy as webhooks, in process; the
 	// policy needs the inventory, which needs step-ca's database: it is set
 	// below, before anything is served.
-	webhooks := issuance.Client{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	webhooks := issuance.InProcess{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.policy.ServeHTTP(w, r)
 	})}
 	authorityInit.Lock()
@@ -242,7 +239,7 @@ func (s *Server) stepConfig() (*config.Config, error) {
 	}
 	devices := &provisioner.X5C{
 		Type:  "X5C",
-		Name:  DeviceProvisioner,
+		Name:  wire.DeviceProvisioner,
 		Roots: rootPEM,
 		Options: &provisioner.Options{
 			SSH: &provisioner.SSHOptions{Template: sshTemplate},
@@ -266,7 +263,7 @@ func (s *Server) stepConfig() (*config.Config, error) {
 	}
 	tpmACME := &provisioner.ACME{
 		Type:               "ACME",
-		Name:               AttestProvisioner,
+		Name:               wire.AttestProvisioner,
 		Challenges:         []provisioner.ACMEChallenge{provisioner.DEVICE_ATTEST_01},
 		AttestationFormats: []provisioner.ACMEAttestationFormat{provisioner.TPM},
 		AttestationRoots:   attPEM,
@@ -315,15 +312,18 @@ func (s *Server) routes() http.Handler {
 	api.Route(mux)
 	mux.Route("/1.0", func(r chi.Router) { api.Route(r) })
 	mux.Route("/acme", func(r chi.Router) { acmeapi.Route(r) })
-	mux.Handle(krldist.Path, s.revoke) // public: hosts fetch it without an admin certificate
-	mux.Handle(adminapi.Prefix+"*", adminapi.NewHandler(s.inv, s.revoke, s.adminRoot, s.log))
-	mux.Handle(AttestationPath+"/*", s.attest)
+	// Public, though under the admin API's prefix: hosts fetch it without
+	// a client certificate. chi routes a static path before a wildcard,
+	// whatever the order; TestPublicRoutes checks it.
+	mux.Handle(krldist.Path, s.revoke)
+	mux.Handle(adminapi.Prefix+"*", adminhttp.NewHandler(s.inv, s.revoke, s.adminRoot, s.log))
+	mux.Handle(wire.AttestationPath+"/*", s.attest)
 	auth := s.auth
 	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// An admin certificate is for the admin API only: step-ca would
 		// otherwise renew it (/renew accepts certificates without a
 		// provisioner) into one that devices' provisioners trust.
-		if _, isAdmin := adminapi.AdminName(r, s.adminRoot); isAdmin && !strings.HasPrefix(r.URL.Path, adminapi.Prefix) {
+		if _, isAdmin := adminhttp.AdminName(r, s.adminRoot); isAdmin && !strings.HasPrefix(r.URL.Path, adminapi.Prefix) {
 			http.Error(w, `{"error": "admin certificates may only be used with the admin API"}`, http.StatusForbidden)
 			return
 		}
@@ -363,7 +363,7 @@ func (s *Server) limitBody(next http.Handler) http.Handler {
 		// larger limit: an anonymous client never makes the CA hold more
 		// than Limits.MaxBody.
 		limit := s.cfg.Limits.MaxBody
-		if _, admin := adminapi.AdminName(r, s.adminRoot); admin && strings.HasPrefix(r.URL.Path, adminapi.Prefix) {
+		if _, admin := adminhttp.AdminName(r, s.adminRoot); admin && strings.HasPrefix(r.URL.Path, adminapi.Prefix) {
 			limit = adminapi.MaxBody
 		}
 		if r.ContentLength > limit {
@@ -417,7 +417,7 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 		code := rw.StatusCode()
 		attrs := []any{"method", r.Method, "path", r.URL.Path, "status", code,
 			"duration", time.Since(start).Round(time.Microsecond), "remote", r.RemoteAddr}
-		if name, ok := adminapi.AdminName(r, s.adminRoot); ok {
+		if name, ok := adminhttp.AdminName(r, s.adminRoot); ok {
 			attrs = append(attrs, "admin", name)
 		}
 		if e, ok := rw.Fields()["error"]; ok {

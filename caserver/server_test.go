@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/devid-ssh/devid/attestca/wire"
 	"github.com/devid-ssh/devid/caserver"
 	"github.com/devid-ssh/devid/caserver/catest"
 	"github.com/devid-ssh/devid/internal/sshdtest"
@@ -225,7 +226,7 @@ func TestSSHSign(t *testing.T) {
 	now := time.Now()
 	keyID := dev.ID
 	claims := map[string]any{
-		"iss": caserver.DeviceProvisioner, "sub": keyID, "aud": "https://127.0.0.1/1.0/ssh/sign#x5c/" + caserver.DeviceProvisioner,
+		"iss": wire.DeviceProvisioner, "sub": keyID, "aud": "https://127.0.0.1/1.0/ssh/sign#x5c/" + wire.DeviceProvisioner,
 		"nbf": now.Add(-time.Minute).Unix(), "iat": now.Unix(), "exp": now.Add(5 * time.Minute).Unix(), "jti": "t1",
 		"step": map[string]any{"ssh": map[string]any{"certType": "host", "keyID": keyID, "principals": []string{"host-1.example.com", "10.0.0.1"}}},
 	}

@@ -52,13 +52,6 @@ import (
 	"golang.org/x/crypto/ssh"
 )
 
-// Names on the CA side (package caserver).
-const (
-	AttestationPath   = "/attestation"
-	AttestProvisioner = "devid-tpm"
-	DeviceProvisioner = "devid-devices"
-)
-
 // Client talks to one devid-ca.
 type Client struct {
 	caURL string
@@ -128,7 +121,7 @@ func (c *Client) attestAK(ctx context.Context, ek *tpm.EK, info tpm.Info, ak *tp
 	req.AttestParams = wire.AttestationParameters{Public: p.Public, UseTCSDActivationFormat: p.UseTCSDActivationFormat,
 		CreateData: p.CreateData, CreateAttestation: p.CreateAttestation, CreateSignature: p.CreateSignature}
 	var ar wire.AttestResponse
-	if err := c.postJSON(ctx, AttestationPath+"/attest", req, &ar); err != nil {
+	if err := c.postJSON(ctx, wire.AttestPath, req, &ar); err != nil {
 		return nil, err
 	}
 	secret, err := ak.ActivateCredential(attest.EncryptedCredential{Credential: ar.Credential, Secret: ar.Secret})
@@ -136,7 +129,7 @@ func (c *Client) attestAK(ctx context.Context, ek *tpm.EK, info tpm.Info, ak *tp
 		return nil, fmt.Errorf("enroll: credential activation (is this the TPM of the registered EK?): %w", err)
 	}
 	var sr wire.SecretResponse
-	if err := c.postJSON(ctx, AttestationPath+"/secret", wire.SecretRequest{Secret: secret, DeviceID: ek.DeviceID}, &sr); err != nil {
+	if err := c.postJSON(ctx, wire.SecretPath, wire.SecretRequest{Secret: secret, DeviceID: ek.DeviceID}, &sr); err != nil {
 		return nil, err
 	}
 	chain, err := parseChain(sr.Chain)
@@ -167,7 +160,7 @@ func (c *Client) DeviceCertificate(ctx context.Context, att *Attestation) (*Devi
 	if err != nil {
 		return nil, err
 	}
-	ac := &acme.Client{Key: accountKey, HTTPClient: c.hc, DirectoryURL: c.caURL + "/acme/" + AttestProvisioner + "/directory"}
+	ac := &acme.Client{Key: accountKey, HTTPClient: c.hc, DirectoryURL: c.caURL + "/acme/" + wire.AttestProvisioner + "/directory"}
 	if _, err := ac.Register(ctx, &acme.Account{}, acme.AcceptTOS); err != nil {
 		return nil, fmt.Errorf("enroll: ACME account: %w", err)
 	}
@@ -271,7 +264,7 @@ func (c *Client) SSHCertificate(ctx context.Context, dc *DeviceCert, certType st
 	if err != nil {
 		return nil, err
 	}
-	tok, err := X5CToken(dc.Key, dc.Chain, DeviceProvisioner, "https://"+u+"/1.0/ssh/sign", dc.DeviceID,
+	tok, err := X5CToken(dc.Key, dc.Chain, wire.DeviceProvisioner, "https://"+u+"/1.0/ssh/sign", dc.DeviceID,
 		map[string]any{"certType": certType, "keyID": dc.DeviceID, "principals": principals}, c.now())
 	if err != nil {
 		return nil, err

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/devid-ssh/devid/caserver"
+	"github.com/devid-ssh/devid/attestca/wire"
 	"github.com/devid-ssh/devid/caserver/catest"
 	"github.com/devid-ssh/devid/inventory"
 	"github.com/devid-ssh/devid/tpm"
@@ -53,7 +53,7 @@ func TestStepAttestationClient(t *testing.T) {
 	}
 	rootFile := filepath.Join(t.TempDir(), "root.pem")
 	os.WriteFile(rootFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Root.Raw}), 0o644)
-	client, err := attestation.NewClient(ca.URL+caserver.AttestationPath, attestation.WithRootsFile(rootFile))
+	client, err := attestation.NewClient(ca.URL+wire.AttestationPath, attestation.WithRootsFile(rootFile))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,8 @@
 //
 // A Device is identified by its device ID (package deviceid), computed from
 // the RSA Endorsement Key given at registration. Its Status decides every
-// issuance: only an active device gets certificates. A User carries the
+// issuance: only an active device gets certificates (CheckUsable, the one
+// rule every issuer applies). A User carries the
 // identity an IdP gives them (email, login name, groups); the CA copies it into
 // the principals of the user certificates of the devices they own.
 //

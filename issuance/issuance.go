@@ -1,7 +1,7 @@
 // Package issuance decides, at the moment step-ca is about to sign, whether
 // a device may have a certificate and what the certificate says.
 //
-// It answers step-ca's own webhooks, called in process (see Client), so the
+// It answers step-ca's own webhooks, called in process (see InProcess), so the
 // decision is made inside step-ca's signing path and cannot be skipped:
 //
 //   - SSH (ENRICHING, on the X5C provisioner devices use): the device
@@ -126,22 +126,18 @@ func (p *Policy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	json.NewEncoder(w).Encode(resp)
 }
 
-// activeDevice returns the active device with this ID, or why not.
+// activeDevice returns the active device with this ID, or why not
+// (inventory.CheckUsable).
 func (p *Policy) activeDevice(id string) (*inventory.Device, error) {
 	if !deviceid.Valid(id) {
 		return nil, deny("%q is not a device ID", id)
 	}
-	d, err := p.inv.Device(id)
-	if errors.Is(err, inventory.ErrNotFound) {
-		return nil, deny("device %s is not registered", id)
+	d, err := inventory.CheckUsable(p.inv, id)
+	var nu *inventory.NotUsableError
+	if errors.As(err, &nu) {
+		return nil, &Denied{Msg: nu.Error()}
 	}
-	if err != nil {
-		return nil, err
-	}
-	if d.Status != inventory.StatusActive {
-		return nil, deny("device %s (%s) is %s", d.Name, id, d.Status)
-	}
-	return d, nil
+	return d, err
 }
 
 // SSH decides an SSH certificate request made with a device certificate.
@@ -234,12 +230,14 @@ func DeviceIDOf(cert *x509.Certificate) (string, error) {
 	return ids[0], nil
 }
 
-// Client delivers step-ca's webhook calls to a handler in process: no
-// socket, nothing for anyone else to reach.
-type Client struct{ Handler http.Handler }
+// InProcess is the HTTP client step-ca calls webhooks with
+// (authority.WithWebhookClient): it delivers each call to Handler in
+// process, never over a socket, so there is nothing for anyone else to
+// reach. It serves only devid's webhook URLs, below Base.
+type InProcess struct{ Handler http.Handler }
 
 // Do implements step-ca's provisioner.HTTPClient.
-func (c Client) Do(req *http.Request) (*http.Response, error) {
+func (c InProcess) Do(req *http.Request) (*http.Response, error) {
 	if !strings.HasPrefix(req.URL.String(), Base) {
 		return nil, fmt.Errorf("issuance: webhook URL %s is not devid's", req.URL)
 	}
@@ -257,7 +255,7 @@ func (c Client) Do(req *http.Request) (*http.Response, error) {
 
 // Get implements step-ca's provisioner.HTTPClient; only devid's webhook
 // URLs are served.
-func (c Client) Get(url string) (*http.Response, error) {
+func (c InProcess) Get(url string) (*http.Response, error) {
 	req, err := http.NewRequest(http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err

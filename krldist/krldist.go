@@ -63,8 +63,9 @@ func Verify(version uint64, krl, sigBlob []byte, keys []ssh.PublicKey) error {
 	return errors.New("krldist: the KRL's signature does not verify with any user CA key")
 }
 
-// KRL is a KRL as fetched, not yet verified.
-type KRL struct {
+// Signed is the answer Fetch got: a KRL with its version, the time it was
+// built and its detached signature, not verified yet (Verify).
+type Signed struct {
 	Version   uint64
 	Generated time.Time
 	Body      []byte
@@ -77,7 +78,7 @@ var ErrNotModified = errors.New("krldist: no newer KRL")
 // Fetch gets the KRL from caURL, waiting up to wait for a version newer
 // than after (after 0: the current one at once). hc must trust only the
 // pinned root.
-func Fetch(ctx context.Context, hc *http.Client, caURL string, after uint64, wait time.Duration) (*KRL, error) {
+func Fetch(ctx context.Context, hc *http.Client, caURL string, after uint64, wait time.Duration) (*Signed, error) {
 	url := fmt.Sprintf("%s%s?after=%d&wait=%s", caURL, Path, after, wait)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
@@ -98,7 +99,7 @@ func Fetch(ctx context.Context, hc *http.Client, caURL string, after uint64, wai
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("krldist: GET %s: %s", Path, resp.Status)
 	}
-	k := &KRL{Body: body}
+	k := &Signed{Body: body}
 	if k.Version, err = strconv.ParseUint(resp.Header.Get(HeaderVersion), 10, 64); err != nil {
 		return nil, fmt.Errorf("krldist: %s header: %w", HeaderVersion, err)
 	}

@@ -22,7 +22,6 @@ import (
 	"github.com/devid-ssh/devid/adminapi"
 	"github.com/devid-ssh/devid/enroll"
 	"github.com/devid-ssh/devid/internal/sshdtest"
-	"github.com/devid-ssh/devid/inventory"
 	"github.com/devid-ssh/devid/krldist"
 	"github.com/devid-ssh/devid/tpm/swtpmtest"
 	"go.step.sm/crypto/pemutil"
@@ -85,7 +84,7 @@ func TestActivateKill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := admin().AddDevice(inventory.NewDevice{Name: "laptop", Kind: string(inventory.KindWorkstation),
+	d, err := admin().AddDevice(adminapi.NewDevice{Name: "laptop", Kind: string(adminapi.KindWorkstation),
 		EK: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ek.Certificate.Raw}))})
 	if err != nil {
 		t.Fatal(err)
@@ -117,7 +116,7 @@ func TestActivateKill(t *testing.T) {
 			t.Fatal(err)
 		}
 		start := time.Now()
-		if _, err := c.SetStatus(d.ID, inventory.StatusQuarantined, "lost"); err != nil {
+		if _, err := c.SetStatus(d.ID, adminapi.StatusQuarantined, "lost"); err != nil {
 			t.Fatal(err)
 		}
 		return time.Since(start)
@@ -141,9 +140,9 @@ func TestActivateKill(t *testing.T) {
 		}
 		switch {
 		case round == 0:
-		case d.Status == inventory.StatusQuarantined && aerr == nil:
+		case d.Status == adminapi.StatusQuarantined && aerr == nil:
 			t.Errorf("%s: devid-ca answered the activation, and the device is quarantined", when)
-		case d.Status == inventory.StatusQuarantined:
+		case d.Status == adminapi.StatusQuarantined:
 			quarantined++
 		case aerr == nil:
 			activeAnswered++
@@ -153,14 +152,14 @@ func TestActivateKill(t *testing.T) {
 		if round > 0 {
 			t.Logf("%s (a status change took %v): activation answered: %v; the device is %s", when, took, aerr == nil, d.Status)
 		}
-		if d.Status != inventory.StatusQuarantined && d.Status != inventory.StatusActive {
+		if d.Status != adminapi.StatusQuarantined && d.Status != adminapi.StatusActive {
 			t.Errorf("%s: device is %s, want quarantined or active", when, d.Status)
 		}
 		wantKRL(t, fmt.Sprintf("%s, device %s", when, d.Status), ca.krl(roots, held.SignatureKey), []*ssh.Certificate{held}, nil)
 		if t.Failed() {
 			t.Fatalf("devid-ca's log, killed:\n%s\nrestarted:\n%s", readLog(ca.prevLog), readLog(ca.log))
 		}
-		if d.Status == inventory.StatusActive {
+		if d.Status == adminapi.StatusActive {
 			// A certificate issued now is good; then back to a
 			// quarantined device with a certificate not revoked by
 			// serial.
@@ -183,7 +182,7 @@ func TestActivateKill(t *testing.T) {
 		}
 		answered := make(chan error, 1)
 		go func() {
-			_, err := c.SetStatus(d.ID, inventory.StatusActive, "found")
+			_, err := c.SetStatus(d.ID, adminapi.StatusActive, "found")
 			answered <- err
 		}()
 		time.Sleep(delay)

@@ -363,6 +363,18 @@ func (e *AlreadyRevokedError) Error() string {
 	return msg + "; nothing changed"
 }
 
+// WrongCAError: the certificate to revoke was not signed by this CA's SSH
+// CA key of its type; a KRL entry for it would revoke nothing.
+type WrongCAError struct {
+	Serial uint64
+	KeyID  string
+	Type   string // host or user
+}
+
+func (e *WrongCAError) Error() string {
+	return fmt.Sprintf("revocation: certificate %d (key ID %q) was not signed by this CA's %s CA key", e.Serial, e.KeyID, e.Type)
+}
+
 // RevokeSerial revokes the certificate with this serial, which this CA
 // issued, and rebuilds the KRL.
 func (s *Store) RevokeSerial(actor string, serial uint64, reason string) (*RevokedCert, error) {
@@ -396,7 +408,7 @@ func (s *Store) RevokeSerial(actor string, serial uint64, reason string) (*Revok
 // RevokeCert revokes a certificate this CA signed, by serial, and records
 // it in the audit trail (action cert.revoke, the revocation as "after"),
 // in one transaction. A certificate revoked by serial already is an
-// *AlreadyRevokedError.
+// *AlreadyRevokedError; one another CA key signed, a *WrongCAError.
 func (s *Store) RevokeCert(actor string, c *ssh.Certificate, reason string) (*RevokedCert, error) {
 	if err := inventory.CheckReason(reason); err != nil { // before anything is written
 		return nil, err
@@ -406,7 +418,7 @@ func (s *Store) RevokeCert(actor string, c *ssh.Certificate, reason string) (*Re
 		ca = s.cfg.HostCA
 	}
 	if !bytes.Equal(c.SignatureKey.Marshal(), ca.Marshal()) {
-		return nil, fmt.Errorf("revocation: certificate %d (key ID %q) was not signed by this CA's %s CA key", c.Serial, c.KeyId, certType(c))
+		return nil, &WrongCAError{Serial: c.Serial, KeyID: c.KeyId, Type: certType(c)}
 	}
 	if c.Serial == 0 {
 		return nil, errors.New("revocation: serial 0 cannot be revoked in a KRL")

@@ -9,7 +9,6 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"errors"
-	"github.com/devid-ssh/devid/internal/fakeclock"
 	"io"
 	"log/slog"
 	"net/http"
@@ -19,6 +18,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/devid-ssh/devid/internal/fakeclock"
 
 	"github.com/devid-ssh/devid/inventory"
 	"github.com/devid-ssh/devid/krl"
@@ -211,8 +212,9 @@ func TestRevokeSerial(t *testing.T) {
 	// A certificate from another CA is refused.
 	other := &ssh.Certificate{Key: c2.Key, Serial: 5, KeyId: "x", CertType: ssh.HostCert, ValidBefore: ssh.CertTimeInfinity}
 	other.SignCert(rand.Reader, signer(t))
-	if _, err := f.rev.RevokeCert("root", other, ""); err == nil {
-		t.Fatal("revoked a certificate this CA did not sign")
+	var wrongCA *revocation.WrongCAError
+	if _, err := f.rev.RevokeCert("root", other, ""); !errors.As(err, &wrongCA) || wrongCA.Serial != 5 || wrongCA.Type != "host" {
+		t.Fatalf("revoking a certificate this CA did not sign: %v, want a *WrongCAError", err)
 	}
 	audit, _ := f.inv.Audit(host.ID)
 	if len(audit) == 0 || audit[len(audit)-1].Action != "cert.revoke" || audit[len(audit)-1].Actor != "root" {
@@ -227,7 +229,7 @@ func TestLongPoll(t *testing.T) {
 	srv := httptest.NewServer(f.rev)
 	defer srv.Close()
 	cur := f.rev.Current().Version
-	got := make(chan *krldist.KRL, 1)
+	got := make(chan *krldist.Signed, 1)
 	go func() {
 		k, err := krldist.Fetch(context.Background(), srv.Client(), srv.URL, cur, 10*time.Second)
 		if err != nil {

@@ -1,9 +1,30 @@
-// Package wire is the Attestation CA's wire format, that of
+// Package wire is what both sides of enrolment agree on: the CA (packages
+// caserver and attestca) and devices (package enroll). It imports nothing.
+//
+// It holds the names devid-ca serves under (the Attestation CA's paths,
+// the step-ca provisioners), and the Attestation CA's wire format, that of
 // go.step.sm/crypto/tpm/attestation's Client, so that step's own TPM
 // tooling can enrol against devid. Byte fields are standard base64 in JSON.
-// Both sides use it: the CA (package attestca) and devices (package
-// enroll); it imports nothing.
 package wire
+
+// Where devid-ca serves the Attestation CA: POST AttestPath, then
+// SecretPath (the steps are package attestca's).
+const (
+	AttestationPath = "/attestation"
+	AttestPath      = AttestationPath + "/attest"
+	SecretPath      = AttestationPath + "/secret"
+)
+
+// The step-ca provisioners devid-ca configures, by name.
+const (
+	// AttestProvisioner (ACME, device-attest-01, format tpm) issues device
+	// certificates to TPM-attested devices: its directory is
+	// /acme/AttestProvisioner/directory.
+	AttestProvisioner = "devid-tpm"
+	// DeviceProvisioner (X5C) is how a device, holding its device
+	// certificate, asks for SSH certificates.
+	DeviceProvisioner = "devid-devices"
+)
 
 // TPMInfo describes the TPM.
 type TPMInfo struct {

@@ -27,7 +27,6 @@ import (
 	"github.com/devid-ssh/devid/adminapi"
 	"github.com/devid-ssh/devid/internal/atomicfile"
 	"github.com/devid-ssh/devid/internal/command"
-	"github.com/devid-ssh/devid/inventory"
 )
 
 func bootstrapCmd() *command.Command {
@@ -152,9 +151,7 @@ func checkAdmin(caURL string, root *x509.Certificate, certFile, keyFile string) 
 	case resp.StatusCode != http.StatusOK:
 		return "", fmt.Errorf("asking the CA who admin certificate %s is: %s: %s", certFile, resp.Status, strings.TrimSpace(string(body)))
 	}
-	var who struct {
-		Admin string `json:"admin"`
-	}
+	var who adminapi.WhoAmI
 	if err := json.Unmarshal(body, &who); err != nil || who.Admin == "" {
 		return "", fmt.Errorf("asking the CA who admin certificate %s is: no admin name in the answer %q", certFile, body)
 	}
@@ -230,7 +227,7 @@ func fetchRoot(caURL, fp string) (*x509.Certificate, error) {
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
 
 // auditChange summarises what an audit entry changed.
-func auditChange(e inventory.AuditEntry) string {
+func auditChange(e adminapi.AuditEntry) string {
 	if e.Action == "cert.revoke" {
 		return revokeChange(e)
 	}

@@ -9,8 +9,6 @@ import (
 
 	"github.com/devid-ssh/devid/adminapi"
 	"github.com/devid-ssh/devid/internal/command"
-	"github.com/devid-ssh/devid/inventory"
-	"github.com/devid-ssh/devid/revocation"
 )
 
 func certCmds() []*command.Command {
@@ -28,7 +26,7 @@ func certCmds() []*command.Command {
 				return err
 			}
 			req := adminapi.RevokeRequest{Reason: reason}
-			if n, err := revocation.ParseSerial(args[0]); err == nil {
+			if n, err := adminapi.ParseSerial(args[0]); err == nil {
 				req.Serial = n
 			} else {
 				b, err := os.ReadFile(args[0])
@@ -37,8 +35,8 @@ func certCmds() []*command.Command {
 				}
 				req.Certificate = string(b)
 			}
-			return call(env, &c, func(cl *adminapi.Client) (*revocation.RevokedCert, error) { return cl.RevokeCert(req) },
-				func(rc *revocation.RevokedCert) error {
+			return call(env, &c, func(cl *adminapi.Client) (*adminapi.RevokedCert, error) { return cl.RevokeCert(req) },
+				func(rc *adminapi.RevokedCert) error {
 					fmt.Fprintf(env.Stdout, "revoked %s certificate %s (key ID %s); it would have expired at %s\n",
 						rc.Type, rc.Serial, rc.KeyID, rc.NotAfter.Format(time.RFC3339))
 					return nil
@@ -50,8 +48,8 @@ func certCmds() []*command.Command {
 
 // revokeChange summarises a cert.revoke audit entry: which certificate, and
 // why.
-func revokeChange(e inventory.AuditEntry) string {
-	var rc revocation.RevokedCert
+func revokeChange(e adminapi.AuditEntry) string {
+	var rc adminapi.RevokedCert
 	if json.Unmarshal(e.After, &rc) != nil {
 		return "?"
 	}

@@ -13,7 +13,6 @@ import (
 
 	"github.com/devid-ssh/devid/adminapi"
 	"github.com/devid-ssh/devid/internal/command"
-	"github.com/devid-ssh/devid/inventory"
 )
 
 // Main runs the devid command with args (without the program name) and
@@ -40,7 +39,7 @@ func root() *command.Command {
 
 func deviceCmds() []*command.Command {
 	var c conn
-	var nd inventory.NewDevice
+	var nd adminapi.NewDevice
 	var ekFile string
 	add := &command.Command{
 		Name: "add", Summary: "register a device by its TPM's EK", Usage: "--ek FILE --name NAME --kind host|workstation [flags]",
@@ -68,7 +67,7 @@ func deviceCmds() []*command.Command {
 			if !strings.HasPrefix(strings.TrimSpace(nd.EK), "-----BEGIN") {
 				nd.EK = b64(b) // DER
 			}
-			return call(env, &c, func(cl *adminapi.Client) (*inventory.Device, error) { return cl.AddDevice(nd) }, func(d *inventory.Device) error {
+			return call(env, &c, func(cl *adminapi.Client) (*adminapi.Device, error) { return cl.AddDevice(nd) }, func(d *adminapi.Device) error {
 				fmt.Fprintf(env.Stdout, "registered %s (%s) as %s\n", d.Name, d.ID, d.Status)
 				return nil
 			})
@@ -88,10 +87,10 @@ func deviceCmds() []*command.Command {
 			if err := command.Args(args, 0, 0, "no arguments"); err != nil {
 				return err
 			}
-			if _, err := inventory.ParseStatus(filter.status); filter.status != "" && err != nil {
+			if _, err := adminapi.ParseStatus(filter.status); filter.status != "" && err != nil {
 				return command.Usagef("--status: %v", err)
 			}
-			if _, err := inventory.ParseKind(filter.kind); filter.kind != "" && err != nil {
+			if _, err := adminapi.ParseKind(filter.kind); filter.kind != "" && err != nil {
 				return command.Usagef("--kind: %v", err)
 			}
 			q := url.Values{}
@@ -100,7 +99,7 @@ func deviceCmds() []*command.Command {
 					q.Set(k, v)
 				}
 			}
-			return call(env, &c, func(cl *adminapi.Client) ([]*inventory.Device, error) { return cl.Devices(q) }, func(devs []*inventory.Device) error {
+			return call(env, &c, func(cl *adminapi.Client) ([]*adminapi.Device, error) { return cl.Devices(q) }, func(devs []*adminapi.Device) error {
 				tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "NAME\tKIND\tSTATUS\tCOLLECTION\tOWNER\tDEVICE ID")
 				for _, d := range devs {
@@ -117,7 +116,7 @@ func deviceCmds() []*command.Command {
 			if err := command.Args(args, 1, 1, "one device name or ID"); err != nil {
 				return err
 			}
-			return call(env, &c, func(cl *adminapi.Client) (*inventory.Device, error) { return cl.Device(args[0]) }, func(d *inventory.Device) error {
+			return call(env, &c, func(cl *adminapi.Client) (*adminapi.Device, error) { return cl.Device(args[0]) }, func(d *adminapi.Device) error {
 				printDevice(env, d)
 				return nil
 			})
@@ -126,12 +125,12 @@ func deviceCmds() []*command.Command {
 	cmds := []*command.Command{add, list, show}
 	for _, st := range []struct {
 		name   string
-		status inventory.Status
+		status adminapi.Status
 		what   string
 	}{
-		{"quarantine", inventory.StatusQuarantined, "stop a device getting certificates and revoke those it holds (reversible)"},
-		{"retire", inventory.StatusRetired, "retire a device for good"},
-		{"activate", inventory.StatusActive, "bring a quarantined device back (its earlier certificates stay revoked)"},
+		{"quarantine", adminapi.StatusQuarantined, "stop a device getting certificates and revoke those it holds (reversible)"},
+		{"retire", adminapi.StatusRetired, "retire a device for good"},
+		{"activate", adminapi.StatusActive, "bring a quarantined device back (its earlier certificates stay revoked)"},
 	} {
 		var reason string
 		cmds = append(cmds, &command.Command{
@@ -144,7 +143,7 @@ func deviceCmds() []*command.Command {
 				if err := command.Args(args, 1, 1, "one device name or ID"); err != nil {
 					return err
 				}
-				return call(env, &c, func(cl *adminapi.Client) (*inventory.Device, error) { return cl.SetStatus(args[0], st.status, reason) }, func(d *inventory.Device) error {
+				return call(env, &c, func(cl *adminapi.Client) (*adminapi.Device, error) { return cl.SetStatus(args[0], st.status, reason) }, func(d *adminapi.Device) error {
 					fmt.Fprintf(env.Stdout, "%s (%s) is now %s\n", d.Name, d.ID, d.Status)
 					return nil
 				})
@@ -171,15 +170,15 @@ func importCmd(what string, c *conn) *command.Command {
 			if err != nil {
 				return err
 			}
-			imp := func(cl *adminapi.Client) (*inventory.ImportReport, error) {
+			imp := func(cl *adminapi.Client) (*adminapi.ImportReport, error) {
 				if what == "users" {
 					return cl.ImportUsers(args[0], data, dryRun)
 				}
 				return cl.ImportDevices(args[0], data, dryRun)
 			}
-			return call(env, c, imp, func(rep *inventory.ImportReport) error {
+			return call(env, c, imp, func(rep *adminapi.ImportReport) error {
 				for _, r := range rep.Results {
-					if r.Result == inventory.Unchanged {
+					if r.Result == adminapi.Unchanged {
 						continue
 					}
 					fmt.Fprintf(env.Stdout, "line %d: %s %s (%s)", r.Line, r.Result, r.Name, r.Subject)
@@ -196,7 +195,7 @@ func importCmd(what string, c *conn) *command.Command {
 					verb = "dry run, nothing written"
 				}
 				fmt.Fprintf(env.Stdout, "%s: %d added, %d updated, %d unchanged, %d held\n", verb,
-					rep.Counts[inventory.Added], rep.Counts[inventory.Updated], rep.Counts[inventory.Unchanged], rep.Counts[inventory.Held])
+					rep.Counts[adminapi.Added], rep.Counts[adminapi.Updated], rep.Counts[adminapi.Unchanged], rep.Counts[adminapi.Held])
 				return nil
 			})
 		},
@@ -205,7 +204,7 @@ func importCmd(what string, c *conn) *command.Command {
 
 func userCmds() []*command.Command {
 	var c conn
-	var nu inventory.NewUser
+	var nu adminapi.NewUser
 	var groups string
 	add := &command.Command{
 		Name: "add", Summary: "add a user", Usage: "--email EMAIL --login NAME [--groups G1,G2]",
@@ -225,7 +224,7 @@ func userCmds() []*command.Command {
 			if groups != "" {
 				nu.Groups = strings.Split(groups, ",")
 			}
-			return call(env, &c, func(cl *adminapi.Client) (*inventory.User, error) { return cl.AddUser(nu) }, func(u *inventory.User) error {
+			return call(env, &c, func(cl *adminapi.Client) (*adminapi.User, error) { return cl.AddUser(nu) }, func(u *adminapi.User) error {
 				fmt.Fprintf(env.Stdout, "added %s (login %s, groups %s)\n", u.Email, u.Login, dash(strings.Join(u.Groups, ",")))
 				return nil
 			})
@@ -237,7 +236,7 @@ func userCmds() []*command.Command {
 			if err := command.Args(args, 0, 0, "no arguments"); err != nil {
 				return err
 			}
-			return call(env, &c, func(cl *adminapi.Client) ([]*inventory.User, error) { return cl.Users() }, func(users []*inventory.User) error {
+			return call(env, &c, func(cl *adminapi.Client) ([]*adminapi.User, error) { return cl.Users() }, func(users []*adminapi.User) error {
 				tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "EMAIL\tLOGIN\tGROUPS")
 				for _, u := range users {
@@ -263,7 +262,7 @@ func auditCmd() *command.Command {
 			if err := command.Args(args, 0, 0, "no arguments"); err != nil {
 				return err
 			}
-			return call(env, &c, func(cl *adminapi.Client) ([]inventory.AuditEntry, error) { return cl.Audit(subject) }, func(entries []inventory.AuditEntry) error {
+			return call(env, &c, func(cl *adminapi.Client) ([]adminapi.AuditEntry, error) { return cl.Audit(subject) }, func(entries []adminapi.AuditEntry) error {
 				tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "TIME\tADMIN\tACTION\tSUBJECT\tCHANGE")
 				for _, e := range entries {
@@ -279,7 +278,7 @@ func auditCmd() *command.Command {
 	}
 }
 
-func printDevice(env *command.Env, d *inventory.Device) {
+func printDevice(env *command.Env, d *adminapi.Device) {
 	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 1, ' ', 0)
 	row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
 	row("Name", d.Name)

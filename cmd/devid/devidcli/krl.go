@@ -11,10 +11,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/devid-ssh/devid/adminapi"
+
 	"github.com/devid-ssh/devid/internal/atomicfile"
 	"github.com/devid-ssh/devid/internal/command"
 	"github.com/devid-ssh/devid/krl"
-	"github.com/devid-ssh/devid/revocation"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -272,7 +273,7 @@ func inspect(k *krl.KRL, size int) *krlReport {
 			c.CA, c.CAFingerprint = authorizedKeyLine(s.CA), ssh.FingerprintSHA256(s.CA)
 		}
 		for r := range s.Serials.Ranges() {
-			c.Serials = append(c.Serials, serialRange{revocation.Serial(r.First), revocation.Serial(r.Last)})
+			c.Serials = append(c.Serials, serialRange{adminapi.Serial(r.First), adminapi.Serial(r.Last)})
 		}
 		if c.KeyIDs == nil {
 			c.KeyIDs = []string{}
@@ -296,8 +297,8 @@ func inspect(k *krl.KRL, size int) *krlReport {
 
 // serialRange is a krl.SerialRange with its serials as JSON strings.
 type serialRange struct {
-	First revocation.Serial `json:"first"`
-	Last  revocation.Serial `json:"last"`
+	First adminapi.Serial `json:"first"`
+	Last  adminapi.Serial `json:"last"`
 }
 
 func (r serialRange) String() string {

@@ -1,25 +1,21 @@
-// Package adminapi is devid-ca's admin API, under /devid/v1/, and the client
-// the devid CLI uses to call it.
+// Package adminhttp serves devid-ca's admin API (package adminapi has its
+// routes, JSON and client) over the CA's stores: the device inventory
+// (package inventory) and single-certificate revocation (package
+// revocation). It converts between the stores' types and the wire types,
+// so that the API's JSON stays as adminapi documents it whatever the
+// stores keep, and maps the stores' errors to HTTP statuses:
 //
-// Authentication is mutual TLS: the caller presents a client certificate
-// that chains to the CA's admin root (created by `devid-ca init`, separate
-// from the root that devices and hosts trust). The certificate's common name
-// is the admin's name in the audit trail. No certificate: 401. A certificate
-// that chains to the CA's other roots (a device's, say): 403. A certificate
-// that chains to nothing the CA knows fails the TLS handshake.
+//   - an *inventory.Error: 404 if errors.Is ErrNotFound, 409 if
+//     ErrConflict, else 400, with its field and import line;
+//   - *revocation.AlreadyRevokedError: 409; revocation.ErrUnknownCertificate:
+//     404 (field serial); *revocation.WrongCAError: 400 (field
+//     certificate);
+//   - anything else: 500, the error logged, never shown.
 //
-// Requests and responses are JSON. Errors are
-//
-//	{"error": "...", "field": "...", "line": N}
-//
-// with 400 for invalid input, 404 for an unknown device or user, 409 for a
-// conflict (a duplicate, a status change the status machine refuses, a
-// certificate revoked already).
-//
-// SSH certificate serials are JSON strings of decimal digits in every
-// response (they use all 64 bits; JSON numbers above 2^53 lose precision in
-// many readers); requests may give them as strings or as numbers.
-package adminapi
+// Every route needs an admin client certificate (AdminName); the caller
+// (package caserver) mounts the Handler at adminapi.Prefix, after the
+// public KRL route (krldist.Path) that shares the prefix.
+package adminhttp
 
 import (
 	"bytes"
@@ -37,16 +33,11 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/devid-ssh/devid/adminapi"
 	"github.com/devid-ssh/devid/inventory"
 	"github.com/devid-ssh/devid/revocation"
 	"golang.org/x/crypto/ssh"
 )
-
-// Prefix is where the admin API lives.
-const Prefix = "/devid/v1/"
-
-// MaxBody bounds request bodies (imports included).
-const MaxBody = 32 << 20
 
 // AdminName returns the admin a request is authenticated as: the common
 // name of a verified client certificate chaining to adminRoot.
@@ -64,7 +55,7 @@ func AdminName(r *http.Request, adminRoot *x509.Certificate) (string, bool) {
 
 type actorKey struct{}
 
-// Handler serves the admin API.
+// Handler serves the admin API, under adminapi.Prefix.
 type Handler struct {
 	store     *inventory.Store
 	revoke    Revoker
@@ -77,19 +68,20 @@ type Handler struct {
 // certificates chain to adminRoot.
 func NewHandler(store *inventory.Store, revoke Revoker, adminRoot *x509.Certificate, log *slog.Logger) *Handler {
 	h := &Handler{store: store, revoke: revoke, adminRoot: adminRoot, log: log, mux: http.NewServeMux()}
-	h.mux.HandleFunc("POST /devid/v1/certs/revoke", h.revokeCert)
-	h.mux.HandleFunc("GET /devid/v1/devices", h.listDevices)
-	h.mux.HandleFunc("POST /devid/v1/devices", h.addDevice)
-	h.mux.HandleFunc("GET /devid/v1/devices/{ref}", h.getDevice)
-	h.mux.HandleFunc("POST /devid/v1/devices/{ref}/status", h.setStatus)
-	h.mux.HandleFunc("POST /devid/v1/import/devices", h.importDevices)
-	h.mux.HandleFunc("GET /devid/v1/users", h.listUsers)
-	h.mux.HandleFunc("POST /devid/v1/users", h.addUser)
-	h.mux.HandleFunc("GET /devid/v1/users/{email}", h.getUser)
-	h.mux.HandleFunc("POST /devid/v1/import/users", h.importUsers)
-	h.mux.HandleFunc("GET /devid/v1/audit", h.audit)
-	h.mux.HandleFunc("GET /devid/v1/whoami", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"admin": actor(r)})
+	const p = adminapi.Prefix
+	h.mux.HandleFunc("POST "+p+"certs/revoke", h.revokeCert)
+	h.mux.HandleFunc("GET "+p+"devices", h.listDevices)
+	h.mux.HandleFunc("POST "+p+"devices", h.addDevice)
+	h.mux.HandleFunc("GET "+p+"devices/{ref}", h.getDevice)
+	h.mux.HandleFunc("POST "+p+"devices/{ref}/status", h.setStatus)
+	h.mux.HandleFunc("POST "+p+"import/devices", h.importDevices)
+	h.mux.HandleFunc("GET "+p+"users", h.listUsers)
+	h.mux.HandleFunc("POST "+p+"users", h.addUser)
+	h.mux.HandleFunc("GET "+p+"users/{email}", h.getUser)
+	h.mux.HandleFunc("POST "+p+"import/users", h.importUsers)
+	h.mux.HandleFunc("GET "+p+"audit", h.audit)
+	h.mux.HandleFunc("GET "+p+"whoami", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, adminapi.WhoAmI{Admin: actor(r)})
 	})
 	return h
 }
@@ -99,10 +91,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case ok:
 	case r.TLS == nil || len(r.TLS.PeerCertificates) == 0:
-		writeError(w, http.StatusUnauthorized, &apiError{Error: "authentication required: present an admin client certificate"})
+		writeError(w, http.StatusUnauthorized, &adminapi.ErrorResponse{Error: "authentication required: present an admin client certificate"})
 		return
 	default:
-		writeError(w, http.StatusForbidden, &apiError{Error: "this client certificate is not an admin certificate"})
+		writeError(w, http.StatusForbidden, &adminapi.ErrorResponse{Error: "this client certificate is not an admin certificate"})
 		return
 	}
 	h.mux.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), actorKey{}, name)))
@@ -119,16 +111,8 @@ type Revoker interface {
 	RevokeCert(actor string, c *ssh.Certificate, reason string) (*revocation.RevokedCert, error)
 }
 
-// RevokeRequest is the body of POST /devid/v1/certs/revoke: a serial, or
-// the certificate itself (OpenSSH authorized_keys format).
-type RevokeRequest struct {
-	Serial      revocation.Serial `json:"serial,omitempty"`
-	Certificate string            `json:"certificate,omitempty"`
-	Reason      string            `json:"reason,omitempty"`
-}
-
 func (h *Handler) revokeCert(w http.ResponseWriter, r *http.Request) {
-	var req RevokeRequest
+	var req adminapi.RevokeRequest
 	if !h.decode(w, r, &req) {
 		return
 	}
@@ -136,55 +120,37 @@ func (h *Handler) revokeCert(w http.ResponseWriter, r *http.Request) {
 	var err error
 	switch {
 	case req.Certificate != "" && req.Serial != 0:
-		writeError(w, http.StatusBadRequest, &apiError{Error: "give a serial or a certificate, not both"})
+		writeError(w, http.StatusBadRequest, &adminapi.ErrorResponse{Error: "give a serial or a certificate, not both"})
 		return
 	case req.Certificate != "":
 		k, _, _, _, perr := ssh.ParseAuthorizedKey([]byte(req.Certificate))
 		c, ok := k.(*ssh.Certificate)
 		if perr != nil || !ok {
-			writeError(w, http.StatusBadRequest, &apiError{Error: "certificate: not an OpenSSH certificate", Field: "certificate"})
+			writeError(w, http.StatusBadRequest, &adminapi.ErrorResponse{Error: "certificate: not an OpenSSH certificate", Field: "certificate"})
 			return
 		}
 		rc, err = h.revoke.RevokeCert(actor(r), c, req.Reason)
 	case req.Serial != 0:
 		rc, err = h.revoke.RevokeSerial(actor(r), uint64(req.Serial), req.Reason)
 	default:
-		writeError(w, http.StatusBadRequest, &apiError{Error: "give the serial or the certificate to revoke"})
+		writeError(w, http.StatusBadRequest, &adminapi.ErrorResponse{Error: "give the serial or the certificate to revoke"})
 		return
 	}
 	var already *revocation.AlreadyRevokedError
+	var wrongCA *revocation.WrongCAError
 	switch {
 	case errors.As(err, &already):
-		writeError(w, http.StatusConflict, &apiError{Error: err.Error()})
+		writeError(w, http.StatusConflict, &adminapi.ErrorResponse{Error: err.Error()})
 	case errors.Is(err, revocation.ErrUnknownCertificate):
-		writeError(w, http.StatusNotFound, &apiError{Error: err.Error(), Field: "serial"})
-	case err != nil && strings.Contains(err.Error(), "was not signed by this CA"):
-		writeError(w, http.StatusBadRequest, &apiError{Error: err.Error(), Field: "certificate"})
+		writeError(w, http.StatusNotFound, &adminapi.ErrorResponse{Error: err.Error(), Field: "serial"})
+	case errors.As(err, &wrongCA):
+		writeError(w, http.StatusBadRequest, &adminapi.ErrorResponse{Error: err.Error(), Field: "certificate"})
 	case err != nil:
 		h.fail(w, r, err)
 	default:
-		writeJSON(w, http.StatusOK, rc)
+		writeJSON(w, http.StatusOK, revokedCert(rc))
 	}
 }
-
-// StatusRequest is the body of POST /devid/v1/devices/{ref}/status.
-type StatusRequest struct {
-	Status inventory.Status `json:"status"`
-	Reason string           `json:"reason,omitempty"`
-}
-
-// DeviceList, UserList and AuditList are the list responses.
-type (
-	DeviceList struct {
-		Devices []*inventory.Device `json:"devices"`
-	}
-	UserList struct {
-		Users []*inventory.User `json:"users"`
-	}
-	AuditList struct {
-		Entries []inventory.AuditEntry `json:"entries"`
-	}
-)
 
 // listDevices serves GET /devid/v1/devices[?status=S&kind=K&collection=C&owner=EMAIL].
 // A filter that can match nothing because it is misspelt is a 400 naming
@@ -197,20 +163,20 @@ func (h *Handler) listDevices(w http.ResponseWriter, r *http.Request) {
 	}
 	if s, ok := q["status"]; ok {
 		if _, err := inventory.ParseStatus(s); err != nil {
-			writeError(w, http.StatusBadRequest, &apiError{Error: "status: " + err.Error(), Field: "status"})
+			writeError(w, http.StatusBadRequest, &adminapi.ErrorResponse{Error: "status: " + err.Error(), Field: "status"})
 			return
 		}
 	}
 	if k, ok := q["kind"]; ok {
 		if _, err := inventory.ParseKind(k); err != nil {
-			writeError(w, http.StatusBadRequest, &apiError{Error: "kind: " + err.Error(), Field: "kind"})
+			writeError(w, http.StatusBadRequest, &adminapi.ErrorResponse{Error: "kind: " + err.Error(), Field: "kind"})
 			return
 		}
 	}
 	if o, ok := q["owner"]; ok {
 		u, err := h.store.User(o)
 		if errors.Is(err, inventory.ErrNotFound) {
-			writeError(w, http.StatusBadRequest, &apiError{Error: "owner: no user " + o, Field: "owner"})
+			writeError(w, http.StatusBadRequest, &adminapi.ErrorResponse{Error: "owner: no user " + o, Field: "owner"})
 			return
 		}
 		if err != nil {
@@ -225,18 +191,18 @@ func (h *Handler) listDevices(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if c, ok := q["collection"]; ok && !slices.ContainsFunc(devs, func(d *inventory.Device) bool { return d.Collection == c }) {
-		writeError(w, http.StatusBadRequest, &apiError{Error: fmt.Sprintf("collection: no device is in collection %q", c), Field: "collection"})
+		writeError(w, http.StatusBadRequest, &adminapi.ErrorResponse{Error: fmt.Sprintf("collection: no device is in collection %q", c), Field: "collection"})
 		return
 	}
-	out := []*inventory.Device{}
+	out := []*adminapi.Device{}
 	for _, d := range devs {
 		if !matches(q, "status", string(d.Status)) || !matches(q, "kind", string(d.Kind)) ||
 			!matches(q, "collection", d.Collection) || !matches(q, "owner", d.Owner) {
 			continue
 		}
-		out = append(out, d)
+		out = append(out, device(d))
 	}
-	writeJSON(w, http.StatusOK, DeviceList{out})
+	writeJSON(w, http.StatusOK, adminapi.DeviceList{Devices: out})
 }
 
 // matches reports whether value passes the filter q[param], if there is one.
@@ -250,7 +216,7 @@ func matches(q map[string]string, param, value string) bool {
 func query(w http.ResponseWriter, r *http.Request, allowed ...string) (map[string]string, bool) {
 	q, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, &apiError{Error: "query: " + err.Error()})
+		writeError(w, http.StatusBadRequest, &adminapi.ErrorResponse{Error: "query: " + err.Error()})
 		return nil, false
 	}
 	want := "this list takes none"
@@ -275,24 +241,24 @@ func query(w http.ResponseWriter, r *http.Request, allowed ...string) (map[strin
 			out[k] = vs[0]
 			continue
 		}
-		writeError(w, http.StatusBadRequest, &apiError{Error: msg, Field: k})
+		writeError(w, http.StatusBadRequest, &adminapi.ErrorResponse{Error: msg, Field: k})
 		return nil, false
 	}
 	return out, true
 }
 
 func (h *Handler) addDevice(w http.ResponseWriter, r *http.Request) {
-	var nd inventory.NewDevice
+	var nd adminapi.NewDevice
 	if !h.decode(w, r, &nd) {
 		return
 	}
-	d, err := h.store.AddDevice(actor(r), nd)
+	d, err := h.store.AddDevice(actor(r), inventory.NewDevice(nd))
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
 	h.log.Info("device registered", "admin", actor(r), "device", d.ID, "name", d.Name, "kind", d.Kind, "status", d.Status)
-	writeJSON(w, http.StatusCreated, d)
+	writeJSON(w, http.StatusCreated, device(d))
 }
 
 func (h *Handler) getDevice(w http.ResponseWriter, r *http.Request) {
@@ -301,21 +267,21 @@ func (h *Handler) getDevice(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, d)
+	writeJSON(w, http.StatusOK, device(d))
 }
 
 func (h *Handler) setStatus(w http.ResponseWriter, r *http.Request) {
-	var req StatusRequest
+	var req adminapi.StatusRequest
 	if !h.decode(w, r, &req) {
 		return
 	}
-	d, err := h.store.SetStatus(actor(r), r.PathValue("ref"), req.Status, req.Reason)
+	d, err := h.store.SetStatus(actor(r), r.PathValue("ref"), inventory.Status(req.Status), req.Reason)
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
 	h.log.Warn("device status changed", "admin", actor(r), "device", d.ID, "name", d.Name, "status", d.Status, "reason", req.Reason)
-	writeJSON(w, http.StatusOK, d)
+	writeJSON(w, http.StatusOK, device(d))
 }
 
 func (h *Handler) importDevices(w http.ResponseWriter, r *http.Request) {
@@ -336,13 +302,13 @@ func (h *Handler) doImport(w http.ResponseWriter, r *http.Request, imp func(acto
 	if v, ok := q["dry_run"]; ok {
 		var err error
 		if dryRun, err = strconv.ParseBool(v); err != nil {
-			writeError(w, http.StatusBadRequest, &apiError{Error: fmt.Sprintf("dry_run: want true or false, not %q", v), Field: "dry_run"})
+			writeError(w, http.StatusBadRequest, &adminapi.ErrorResponse{Error: fmt.Sprintf("dry_run: want true or false, not %q", v), Field: "dry_run"})
 			return
 		}
 	}
-	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, adminapi.MaxBody))
 	if err != nil {
-		writeError(w, http.StatusRequestEntityTooLarge, &apiError{Error: "import: " + err.Error()})
+		writeError(w, http.StatusRequestEntityTooLarge, &adminapi.ErrorResponse{Error: "import: " + err.Error()})
 		return
 	}
 	file := q["file"]
@@ -355,7 +321,7 @@ func (h *Handler) doImport(w http.ResponseWriter, r *http.Request, imp func(acto
 		return
 	}
 	h.log.Info("import", "admin", actor(r), "path", r.URL.Path, "file", file, "dry_run", dryRun, "counts", rep.Counts)
-	writeJSON(w, http.StatusOK, rep)
+	writeJSON(w, http.StatusOK, importReport(rep))
 }
 
 func (h *Handler) listUsers(w http.ResponseWriter, r *http.Request) {
@@ -367,24 +333,25 @@ func (h *Handler) listUsers(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	if users == nil {
-		users = []*inventory.User{}
+	out := make([]*adminapi.User, len(users))
+	for i, u := range users {
+		out[i] = user(u)
 	}
-	writeJSON(w, http.StatusOK, UserList{users})
+	writeJSON(w, http.StatusOK, adminapi.UserList{Users: out})
 }
 
 func (h *Handler) addUser(w http.ResponseWriter, r *http.Request) {
-	var nu inventory.NewUser
+	var nu adminapi.NewUser
 	if !h.decode(w, r, &nu) {
 		return
 	}
-	u, err := h.store.AddUser(actor(r), nu)
+	u, err := h.store.AddUser(actor(r), inventory.NewUser(nu))
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
 	h.log.Info("user added", "admin", actor(r), "user", u.Email)
-	writeJSON(w, http.StatusCreated, u)
+	writeJSON(w, http.StatusCreated, user(u))
 }
 
 func (h *Handler) getUser(w http.ResponseWriter, r *http.Request) {
@@ -393,7 +360,7 @@ func (h *Handler) getUser(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, u)
+	writeJSON(w, http.StatusOK, user(u))
 }
 
 func (h *Handler) audit(w http.ResponseWriter, r *http.Request) {
@@ -413,13 +380,12 @@ func (h *Handler) audit(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	if entries == nil {
-		entries = []inventory.AuditEntry{}
-	}
+	out := make([]adminapi.AuditEntry, len(entries))
 	for i, e := range entries {
-		entries[i].After = serialsAsStrings(e)
+		out[i] = adminapi.AuditEntry(e)
+		out[i].After = serialsAsStrings(e)
 	}
-	writeJSON(w, http.StatusOK, AuditList{entries})
+	writeJSON(w, http.StatusOK, adminapi.AuditList{Entries: out})
 }
 
 // serialsAsStrings returns an audit entry's "after", with the serial of a
@@ -429,7 +395,7 @@ func serialsAsStrings(e inventory.AuditEntry) json.RawMessage {
 	if e.Action != "cert.revoke" {
 		return e.After
 	}
-	var rc revocation.RevokedCert
+	var rc adminapi.RevokedCert
 	if json.Unmarshal(e.After, &rc) != nil {
 		return e.After
 	}
@@ -442,22 +408,15 @@ func serialsAsStrings(e inventory.AuditEntry) json.RawMessage {
 
 func isID(s string) bool { return len(s) > 4 && s[:4] == "urn:" || bytes.ContainsRune([]byte(s), '@') }
 
-// apiError is the body of every error response.
-type apiError struct {
-	Error string `json:"error"`
-	Field string `json:"field,omitempty"`
-	Line  int    `json:"line,omitempty"`
-}
-
 func (h *Handler) decode(w http.ResponseWriter, r *http.Request, v any) bool {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBody))
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, adminapi.MaxBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		writeError(w, http.StatusBadRequest, &apiError{Error: "request body: " + err.Error()})
+		writeError(w, http.StatusBadRequest, &adminapi.ErrorResponse{Error: "request body: " + err.Error()})
 		return false
 	}
 	if dec.More() {
-		writeError(w, http.StatusBadRequest, &apiError{Error: "request body: trailing data"})
+		writeError(w, http.StatusBadRequest, &adminapi.ErrorResponse{Error: "request body: trailing data"})
 		return false
 	}
 	return true
@@ -473,14 +432,14 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 		case errors.Is(err, inventory.ErrConflict):
 			code = http.StatusConflict
 		}
-		writeError(w, code, &apiError{Error: err.Error(), Field: ie.Field, Line: ie.Line})
+		writeError(w, code, &adminapi.ErrorResponse{Error: err.Error(), Field: ie.Field, Line: ie.Line})
 		return
 	}
 	h.log.Error("admin API", "path", r.URL.Path, "err", err)
-	writeError(w, http.StatusInternalServerError, &apiError{Error: "internal error; see the CA's log"})
+	writeError(w, http.StatusInternalServerError, &adminapi.ErrorResponse{Error: "internal error; see the CA's log"})
 }
 
-func writeError(w http.ResponseWriter, code int, e *apiError) { writeJSON(w, code, e) }
+func writeError(w http.ResponseWriter, code int, e *adminapi.ErrorResponse) { writeJSON(w, code, e) }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	b, err := json.MarshalIndent(v, "", "  ")

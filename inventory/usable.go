@@ -1,0 +1,53 @@
+package inventory
+
+import (
+	"errors"
+	"fmt"
+)
+
+// DeviceLookup finds a device by device ID or name, as a *Store does.
+type DeviceLookup interface {
+	Device(ref string) (*Device, error)
+}
+
+// ErrNotUsable is what every *NotUsableError matches with errors.Is.
+var ErrNotUsable = errors.New("device may not have certificates")
+
+// NotUsableError says why a device may not have certificates: it is not
+// registered (Device nil), or it is not active. Its text is meant for the
+// device that asked: "device ID is not registered", "device NAME (ID) is
+// quarantined".
+type NotUsableError struct {
+	ID     string
+	Device *Device // nil: no device with this ID
+}
+
+func (e *NotUsableError) Error() string {
+	if e.Device == nil {
+		return fmt.Sprintf("device %s is not registered", e.ID)
+	}
+	return fmt.Sprintf("device %s (%s) is %s", e.Device.Name, e.ID, e.Device.Status)
+}
+
+// Unwrap lets errors.Is match ErrNotUsable.
+func (e *NotUsableError) Unwrap() error { return ErrNotUsable }
+
+// CheckUsable returns the device with ID id if it may have certificates
+// now: it is registered and active. This is the rule of every issuance,
+// read from the inventory at each one: the Attestation CA's (package
+// attestca) and step-ca's webhooks' (package issuance). A device that may
+// not is a *NotUsableError; any other error is devs' own (the inventory
+// could not be read).
+func CheckUsable(devs DeviceLookup, id string) (*Device, error) {
+	d, err := devs.Device(id)
+	if errors.Is(err, ErrNotFound) {
+		return nil, &NotUsableError{ID: id}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if d.Status != StatusActive {
+		return nil, &NotUsableError{ID: id, Device: d}
+	}
+	return d, nil
+}

@@ -1,0 +1,49 @@
+package inventory_test
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/devid-ssh/devid/inventory"
+)
+
+type lookup map[string]*inventory.Device
+
+func (l lookup) Device(ref string) (*inventory.Device, error) {
+	if ref == "broken" {
+		return nil, errors.New("disk on fire")
+	}
+	if d, ok := l[ref]; ok {
+		return d, nil
+	}
+	return nil, &inventory.Error{Kind: inventory.ErrNotFound, Msg: "no device " + ref}
+}
+
+func TestCheckUsable(t *testing.T) {
+	devs := lookup{}
+	for _, st := range []inventory.Status{inventory.StatusActive, inventory.StatusQuarantined, inventory.StatusRetired} {
+		id := "urn:ek:sha256:" + string(st)
+		devs[id] = &inventory.Device{ID: id, Name: "dev-" + string(st), Status: st}
+	}
+	for _, c := range []struct {
+		id, err string // err "": usable
+	}{
+		{"urn:ek:sha256:active", ""},
+		{"urn:ek:sha256:quarantined", "device dev-quarantined (urn:ek:sha256:quarantined) is quarantined"},
+		{"urn:ek:sha256:retired", "device dev-retired (urn:ek:sha256:retired) is retired"},
+		{"urn:ek:sha256:none", "device urn:ek:sha256:none is not registered"},
+	} {
+		d, err := inventory.CheckUsable(devs, c.id)
+		switch {
+		case c.err == "" && (err != nil || d == nil || d.ID != c.id):
+			t.Errorf("%s: %v %v, want the device", c.id, d, err)
+		case c.err != "" && (d != nil || err == nil || err.Error() != c.err || !errors.Is(err, inventory.ErrNotUsable)):
+			t.Errorf("%s: %v %v, want %q (ErrNotUsable)", c.id, d, err, c.err)
+		}
+	}
+	// The inventory failing is not a refusal.
+	if _, err := inventory.CheckUsable(devs, "broken"); err == nil || errors.Is(err, inventory.ErrNotUsable) || fmt.Sprint(err) != "disk on fire" {
+		t.Errorf("broken inventory: %v", err)
+	}
+}
