@@ -247,7 +247,7 @@ func (k *RevokedKeys) fetch(ctx context.Context, cur uint64, wait time.Duration)
 // if there are none or they do not verify it, with the keys /ssh/roots
 // gives now: a broken /ssh/roots does not hold up KRLs, and a rotated user
 // CA key does not either.
-func (k *RevokedKeys) verify(ctx context.Context, got *krldist.KRL) error {
+func (k *RevokedKeys) verify(ctx context.Context, got *krldist.Signed) error {
 	var known error = errors.New("no user CA keys known yet")
 	if keys := k.c.CAKeys.Get(); len(keys) > 0 {
 		if known = krldist.Verify(got.Version, got.Body, got.Signature, keys); known == nil {

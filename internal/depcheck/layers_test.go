@@ -20,7 +20,7 @@ var layers = []struct {
 	// but each other. adminapi and attestca/wire are the wire formats both
 	// sides of a connection share.
 	{"ground", []string{
-		"internal/atomicfile", "internal/conffile", "internal/fakeclock", "internal/command", "internal/sshdrun",
+		"internal/atomicfile", "internal/conffile", "internal/fakeclock", "internal/command", "internal/sshdrun", "internal/task",
 		"deviceid/idform", "attestca/wire", "adminapi", "krl", "renew",
 	}},
 	// Leaves: device identity, the TPM, the principals policy, the KRL's
