@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -174,16 +173,10 @@ func swtpmServe(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	dir := ts.MkAbs(args[0])
 	ts.Check(os.MkdirAll(dir, 0o700))
-	inst, err := swtpmtest.Start(dir)
+	sw, err := swtpmtest.Serve(dir)
 	ts.Check(err)
-	ek, err := inst.TPM.EK()
-	ts.Check(err)
-	ts.Check(os.WriteFile(filepath.Join(dir, "ek.crt"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ek.Certificate.Raw}), 0o644))
-	sock := filepath.Join(dir, "sock")
-	stop, err := inst.ServeUnix(sock)
-	ts.Check(err)
-	ts.Defer(stop)
-	ts.Setenv(args[1], "unix:"+sock)
+	ts.Defer(func() { ts.Check(sw.Stop()) })
+	ts.Setenv(args[1], sw.Addr)
 }
 
 type tKey struct{}
