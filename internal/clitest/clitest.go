@@ -11,15 +11,16 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/devid-ssh/devid/internal/command"
 
+	"github.com/devid-ssh/devid/internal/sshdrun"
 	"github.com/devid-ssh/devid/tpm/swtpmtest"
 	"github.com/rogpeppe/go-internal/testscript"
 )
@@ -60,11 +61,9 @@ func freeport(ts *testscript.TestScript, neg bool, args []string) {
 	if len(args) != 1 {
 		ts.Fatalf("usage: freeport VAR")
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := sshdrun.FreePort()
 	ts.Check(err)
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	ln.Close()
-	ts.Setenv(args[0], port)
+	ts.Setenv(args[0], strconv.Itoa(port))
 }
 
 // waitca URL: wait, up to 2 minutes (a bound on a hang only), until the CA at URL answers /health.
