@@ -26,11 +26,12 @@ import (
 // [Inetd.SSH] runs the real ssh client with sshd as its ProxyCommand, the
 // way OpenSSH's own regression tests reach sshd.
 //
-// What works without root (found with OpenSSH 9.2p1 on Debian 12, and so in
-// sshd's source): sshd run as root needs its privilege separation directory
-// /run/sshd (NewInetd makes it) and refuses to start without it ("Missing
-// privilege separation directory"). Run as any other user it separates
-// nothing, needs neither /run/sshd nor root, and can then:
+// What works without root (tried with OpenSSH 9.2p1 on Debian 12;
+// TestInetdAsUser checks the first two points): sshd run as root needs its
+// privilege separation directory /run/sshd (NewInetd makes it) and refuses
+// to start without it ("Missing privilege separation directory"). Run as
+// any other user, it neither chroots nor changes user to separate
+// privileges, needs neither /run/sshd nor root, and can then:
 //
 //   - let in the account it runs as, and no other (it cannot change user:
 //     another account's login, root's too, is "Permission denied"); the
@@ -45,7 +46,7 @@ import (
 //     ownership or modes" otherwise): something a user other than root cannot
 //     install, so such tests still need root (see InstallCommand).
 //
-// Run as root, inetd mode does everything the daemon does.
+// Run as root, an sshd in inetd mode decides every login as the daemon does.
 type Inetd struct {
 	Dir     string // its files
 	Config  string // sshd_config
