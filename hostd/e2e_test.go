@@ -31,6 +31,7 @@ import (
 	"github.com/devid-ssh/devid/enroll"
 	"github.com/devid-ssh/devid/hostd"
 	"github.com/devid-ssh/devid/internal/conffile"
+	"github.com/devid-ssh/devid/internal/gobuild"
 	"github.com/devid-ssh/devid/internal/sshdtest"
 	"github.com/devid-ssh/devid/inventory"
 	"github.com/devid-ssh/devid/krl"
@@ -41,18 +42,12 @@ import (
 var hostdBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "devid-hostd-bin-")
-	if err != nil {
-		panic(err)
-	}
-	hostdBin = filepath.Join(dir, "devid-hostd")
-	if out, err := exec.Command("go", "build", "-o", hostdBin, "github.com/devid-ssh/devid/cmd/devid-hostd").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building devid-hostd: %v\n%s", err, out)
+	var err error
+	if hostdBin, err = gobuild.Build("github.com/devid-ssh/devid/cmd/devid-hostd"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(gobuild.Run(m))
 }
 
 // host is a test host: a CA, a registered swtpm, sshd, and devid-hostd as a

@@ -7,13 +7,13 @@ import (
 	"encoding/pem"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/devid-ssh/devid/internal/gobuild"
 	"github.com/devid-ssh/devid/internal/sshdtest"
 	"github.com/devid-ssh/devid/inventory"
 	"github.com/devid-ssh/devid/krl"
@@ -22,28 +22,12 @@ import (
 	"golang.org/x/crypto/ssh"
 )
 
-// installHelper builds devid-principals into a root-owned 0755 directory
+// installHelper installs devid-principals into a root-owned 0755 directory
 // outside /tmp, as sshd requires of an AuthorizedPrincipalsCommand, and
 // removes it when the test ends.
 func installHelper(t *testing.T) string {
 	t.Helper()
-	sshdtest.NeedRoot(t)
-	if err := os.MkdirAll("/usr/local/libexec", 0o755); err != nil {
-		t.Fatal(err)
-	}
-	dir, err := os.MkdirTemp("/usr/local/libexec", "devid-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "devid-principals")
-	if out, err := exec.Command("go", "build", "-trimpath", "-o", bin, "github.com/devid-ssh/devid/cmd/devid-principals").CombinedOutput(); err != nil {
-		t.Fatalf("building devid-principals: %v\n%s", err, out)
-	}
-	return bin
+	return sshdtest.InstallCommand(t, gobuild.Binary(t, "github.com/devid-ssh/devid/cmd/devid-principals"))
 }
 
 // TestPrincipalsLogins: device-aware logins through real sshd, devid-hostd

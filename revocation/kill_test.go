@@ -21,6 +21,7 @@ import (
 
 	"github.com/devid-ssh/devid/adminapi"
 	"github.com/devid-ssh/devid/enroll"
+	"github.com/devid-ssh/devid/internal/gobuild"
 	"github.com/devid-ssh/devid/internal/sshdtest"
 	"github.com/devid-ssh/devid/krldist"
 	"github.com/devid-ssh/devid/tpm/swtpmtest"
@@ -46,10 +47,7 @@ func TestActivateKill(t *testing.T) {
 	sshdtest.Need(t, "ssh-keygen")
 	sw := swtpmtest.New(t)
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "devid-ca")
-	if out, err := exec.Command("go", "build", "-trimpath", "-o", bin, "github.com/devid-ssh/devid/cmd/devid-ca").CombinedOutput(); err != nil {
-		t.Fatalf("building devid-ca: %v\n%s", err, out)
-	}
+	bin := gobuild.Binary(t, "github.com/devid-ssh/devid/cmd/devid-ca")
 	addr := freeAddr(t)
 	caDir := filepath.Join(dir, "ca")
 	if out, err := exec.Command(bin, "init", "--dir", caDir, "--dns", "localhost,127.0.0.1", "--address", addr).CombinedOutput(); err != nil {

@@ -14,9 +14,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -344,54 +341,6 @@ func concurrentRound(tp *tpm.TPM, ek *tpm.EK, ak *tpm.AK, key *tpm.Key, msg stri
 	return nil
 }
 
-// serveUnix stops sw's swtpm and serves its state instead with a swtpm that
-// accepts one connection after another on a unix socket, whose path it
-// returns. Unlike a socketpair's, this TPM outlives its connections, and
-// keeps what a client leaves loaded.
-func serveUnix(t *testing.T, sw *swtpmtest.Instance) string {
-	t.Helper()
-	if err := sw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	// Socket paths are limited to 107 bytes; t.TempDir's can be longer.
-	dir, err := os.MkdirTemp("", "devid-tpm-test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	path := filepath.Join(dir, "swtpm.sock")
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := l.File()
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.SetUnlinkOnClose(false) // swtpm listens on it now
-	l.Close()
-	defer f.Close()
-	// Killed at cleanup: a swtpm serving a socket does not exit by itself.
-	ctx, cancel := context.WithCancel(context.Background())
-	var out bytes.Buffer
-	cmd := exec.CommandContext(ctx, "swtpm", "socket", "--tpm2",
-		"--tpmstate", "dir="+sw.StateDir,
-		"--server", "type=unixio,fd=3",
-		"--flags", "not-need-init,startup-clear")
-	cmd.ExtraFiles = []*os.File{f}
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		if err := cmd.Wait(); ctx.Err() == nil {
-			t.Errorf("%s exited early: %v\n%s", cmd, err, out.Bytes())
-		}
-	})
-	return path
-}
-
 // recordHandler counts the log records whose message contains substr.
 type recordHandler struct {
 	slog.Handler
@@ -435,9 +384,11 @@ func loaded(t *testing.T, ch *tpm.Channel) []tpm2.TPMHandle {
 // connection.
 func TestDialFlushesLeftovers(t *testing.T) {
 	t.Parallel()
-	sw := swtpmtest.New(t)
-	want := mustEK(t, sw.TPM).DeviceID
-	path := serveUnix(t, sw)
+	// A swtpm that serves one connection after another on a unix socket:
+	// unlike a socketpair's, this TPM outlives its connections, and keeps
+	// what a client leaves loaded.
+	sw := swtpmtest.NewServed(t)
+	want, path := sw.EK.DeviceID, sw.Sock
 
 	raw, err := tpm.DialChannel("unix", path)
 	if err != nil {
@@ -511,9 +462,8 @@ func (c trickleConn) Read(p []byte) (int, error) {
 // delivers one byte per Read: the channel hands each response over whole.
 func TestPartialReads(t *testing.T) {
 	t.Parallel()
-	sw := swtpmtest.New(t)
-	want := mustEK(t, sw.TPM)
-	path := serveUnix(t, sw)
+	sw := swtpmtest.NewServed(t)
+	want, path := sw.EK, sw.Sock
 
 	conn, err := net.Dial("unix", path)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/devid-ssh/devid/internal/gobuild"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -26,18 +27,13 @@ import (
 // Reported: ms/exec of each, and their ratio (goal: at most 1.2).
 func BenchmarkExec(b *testing.B) {
 	dir := b.TempDir()
-	empty := filepath.Join(dir, "empty")
 	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module empty\n\ngo 1.26\n"), 0o644); err != nil {
 		b.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte("package main\n\nfunc main() {}\n"), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	build := exec.Command("go", "build", "-trimpath", "-o", empty, ".")
-	build.Dir = dir
-	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("go build: %v\n%s", err, out)
-	}
+	empty := gobuild.Binary(b, dir)
 
 	var pol strings.Builder
 	for i := range 999 {

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/devid-ssh/devid/internal/gobuild"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -24,18 +25,12 @@ import (
 var bin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "devid-principals-test-")
-	if err != nil {
-		panic(err)
-	}
-	bin = filepath.Join(dir, "devid-principals")
-	if out, err := exec.Command("go", "build", "-trimpath", "-o", bin, ".").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
+	var err error
+	if bin, err = gobuild.Build("."); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(gobuild.Run(m))
 }
 
 // result is one run of the binary.

@@ -14,29 +14,12 @@ import (
 // TestSSHD runs devid-principals under the real sshd, installed as sshd
 // requires (root-owned, in a root-owned directory writable by nobody else,
 // outside /tmp), as AuthorizedPrincipalsCommand with a dedicated user, and
-// logs in with certificates made by ssh-keygen.
+// logs in with certificates made by ssh-keygen. sshd runs in inetd mode, a
+// new one for each login; it still needs root, for that user.
 func TestSSHD(t *testing.T) {
 	sshdtest.Need(t, sshdtest.SSHD, "ssh", "ssh-keygen")
-	sshdtest.NeedRoot(t)
-	if err := os.MkdirAll("/usr/local/libexec", 0o755); err != nil {
-		t.Fatal(err)
-	}
-	inst, err := os.MkdirTemp("/usr/local/libexec", "devid-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(inst) })
-	if err := os.Chmod(inst, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	helper := filepath.Join(inst, "devid-principals")
-	data, err := os.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(helper, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	helper := sshdtest.InstallCommand(t, bin)
+	inst := filepath.Dir(helper)
 	pol := filepath.Join(inst, "principals.conf")
 	setPolicy := func(text string) {
 		t.Helper()
@@ -69,7 +52,7 @@ func TestSSHD(t *testing.T) {
 	noDevice := cert("no-device", dev, "login:root")
 	otherKeyID := cert("other-key-id", devID("laptop-2"), dev, "login:root")
 
-	s := sshdtest.Start(t, sshdtest.Options{Lines: []string{
+	s := sshdtest.NewInetd(t, sshdtest.Options{Lines: []string{
 		"TrustedUserCAKeys " + ca + ".pub",
 		"AuthorizedPrincipalsCommand " + helper + " --policy " + pol + " %u %t %k",
 		"AuthorizedPrincipalsCommandUser nobody",

@@ -11,16 +11,16 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/devid-ssh/devid/internal/command"
 
+	"github.com/devid-ssh/devid/internal/sshdrun"
 	"github.com/devid-ssh/devid/tpm/swtpmtest"
 	"github.com/rogpeppe/go-internal/testscript"
 )
@@ -61,11 +61,9 @@ func freeport(ts *testscript.TestScript, neg bool, args []string) {
 	if len(args) != 1 {
 		ts.Fatalf("usage: freeport VAR")
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := sshdrun.FreePort()
 	ts.Check(err)
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	ln.Close()
-	ts.Setenv(args[0], port)
+	ts.Setenv(args[0], strconv.Itoa(port))
 }
 
 // waitca URL: wait, up to 2 minutes (a bound on a hang only), until the CA at URL answers /health.
@@ -174,16 +172,10 @@ func swtpmServe(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	dir := ts.MkAbs(args[0])
 	ts.Check(os.MkdirAll(dir, 0o700))
-	inst, err := swtpmtest.Start(dir)
+	sw, err := swtpmtest.Serve(dir)
 	ts.Check(err)
-	ek, err := inst.TPM.EK()
-	ts.Check(err)
-	ts.Check(os.WriteFile(filepath.Join(dir, "ek.crt"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ek.Certificate.Raw}), 0o644))
-	sock := filepath.Join(dir, "sock")
-	stop, err := inst.ServeUnix(sock)
-	ts.Check(err)
-	ts.Defer(stop)
-	ts.Setenv(args[1], "unix:"+sock)
+	ts.Defer(func() { ts.Check(sw.Stop()) })
+	ts.Setenv(args[1], sw.Addr)
 }
 
 type tKey struct{}

@@ -1,7 +1,16 @@
-// Package sshdrun runs the real OpenSSH sshd on a loopback port, from a
-// config in a directory of the caller's, and logs in to it with the real
-// ssh client. It is the one sshd harness of devid's tests (through
-// internal/sshdtest) and of `make demo`.
+// Package sshdrun runs the real OpenSSH sshd, from a config in a directory
+// of the caller's, and logs in to it with the real ssh client. It is the one
+// sshd harness of devid's tests (through internal/sshdtest) and of
+// `make demo`. It runs sshd two ways:
+//
+//   - [Start]: a daemon (sshd -D) on a loopback port, which a test reloads
+//     (SIGHUP) as devid-hostd does, and logs in to as any account.
+//   - [NewInetd]: inetd mode (sshd -i), a new sshd for every connection,
+//     speaking SSH on its standard input and output: no port, no daemon,
+//     nothing to wait for, and, run as a user other than root, no root. For
+//     a test that only asks sshd a question (does this certificate log in,
+//     with this KRL, this principals command?). See [Inetd] for what works
+//     without root.
 //
 // sshd gives no readiness signal, and a reload is a re-exec: on SIGHUP sshd
 // closes its listener, executes itself again and listens anew, and a
@@ -23,6 +32,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -39,7 +49,16 @@ const (
 	logRestart   = "Received SIGHUP; restarting."
 )
 
-// Options describe the sshd to start.
+// privsepDir is sshd's privilege separation directory, which it needs when
+// run as root.
+const privsepDir = "/run/sshd"
+
+// logLevels are the LogLevels Options allow: every one that keeps sshd's
+// INFO lines.
+var logLevels = []string{"DEBUG", "DEBUG1", "DEBUG2", "DEBUG3", "VERBOSE", "INFO"}
+
+// Options describe the sshd to start (Start) or to run per connection
+// (NewInetd).
 type Options struct {
 	// Dir holds sshd's files (config, log, pid file, generated host key).
 	// It must exist.
@@ -50,10 +69,34 @@ type Options struct {
 	// LogLevel is sshd's LogLevel: DEBUG (the default) or VERBOSE. The
 	// harness reads sshd's INFO lines, so nothing quieter is allowed.
 	LogLevel string
-	// Lines are added to the sshd_config the harness writes (Port,
-	// ListenAddress, HostKey, PidFile, LogLevel, and no password or
-	// keyboard-interactive authentication, no PAM).
+	// Lines are added to the sshd_config the harness writes (HostKey,
+	// LogLevel, no password or keyboard-interactive authentication, no
+	// PAM, and for Start Port, ListenAddress and PidFile).
 	Lines []string
+}
+
+// hostKey returns o.HostKey, or makes one in o.Dir.
+func hostKey(o Options) (string, error) {
+	if o.HostKey != "" {
+		return o.HostKey, nil
+	}
+	key := filepath.Join(o.Dir, "ssh_host_ecdsa_key")
+	if err := Keygen(key); err != nil {
+		return "", err
+	}
+	return key, nil
+}
+
+// baseLines are the sshd_config lines of both modes, then o.Lines.
+func baseLines(hostKey string, o Options) []string {
+	return append([]string{
+		"HostKey " + hostKey,
+		"UsePAM no",
+		"PasswordAuthentication no",
+		"KbdInteractiveAuthentication no",
+		"PermitRootLogin prohibit-password",
+		"LogLevel " + o.LogLevel,
+	}, o.Lines...)
 }
 
 // Server is a running sshd.
@@ -79,24 +122,21 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	if o.Dir == "" {
 		return nil, errors.New("sshdrun: no directory")
 	}
-	switch o.LogLevel {
-	case "":
+	if o.LogLevel == "" {
 		o.LogLevel = "DEBUG"
-	case "DEBUG", "DEBUG1", "DEBUG2", "DEBUG3", "VERBOSE", "INFO":
-	default:
+	}
+	if !slices.Contains(logLevels, o.LogLevel) {
 		return nil, fmt.Errorf("sshdrun: LogLevel %s hides the lines the harness waits on", o.LogLevel)
 	}
-	if err := os.MkdirAll("/run/sshd", 0o755); err != nil { // privilege separation directory
+	if err := os.MkdirAll(privsepDir, 0o755); err != nil {
 		return nil, fmt.Errorf("sshdrun: %w", err)
 	}
-	s := &Server{Dir: o.Dir, Config: filepath.Join(o.Dir, "sshd_config"), HostKey: o.HostKey,
-		PIDFile: filepath.Join(o.Dir, "sshd.pid"), Log: filepath.Join(o.Dir, "sshd.log")}
-	if s.HostKey == "" {
-		s.HostKey = filepath.Join(o.Dir, "ssh_host_ecdsa_key")
-		if err := Keygen(s.HostKey); err != nil {
-			return nil, err
-		}
+	hostKey, err := hostKey(o)
+	if err != nil {
+		return nil, err
 	}
+	s := &Server{Dir: o.Dir, Config: filepath.Join(o.Dir, "sshd_config"), HostKey: hostKey,
+		PIDFile: filepath.Join(o.Dir, "sshd.pid"), Log: filepath.Join(o.Dir, "sshd.log")}
 	// The port is free when FreePort looks, not always when sshd binds it:
 	// another program may take it in between. Then sshd says so, and
 	// exits, and the harness tries another port.
@@ -123,14 +163,8 @@ func (s *Server) launch(ctx context.Context, o Options) error {
 	lines := append([]string{
 		"Port " + strconv.Itoa(s.Port),
 		"ListenAddress 127.0.0.1",
-		"HostKey " + s.HostKey,
 		"PidFile " + s.PIDFile,
-		"UsePAM no",
-		"PasswordAuthentication no",
-		"KbdInteractiveAuthentication no",
-		"PermitRootLogin prohibit-password",
-		"LogLevel " + o.LogLevel,
-	}, o.Lines...)
+	}, baseLines(s.HostKey, o)...)
 	if err := s.WriteConfig(lines...); err != nil {
 		return err
 	}
@@ -248,12 +282,22 @@ type Client struct {
 	// (StrictHostKeyChecking yes); "" for none (StrictHostKeyChecking no, for
 	// tests of user authentication alone).
 	KnownHosts string
-	Verbose    bool   // -v: ssh says which host certificate it was shown
-	Command    string // default "true"
+	// HostKeyAlias is the name the host is looked up by in KnownHosts;
+	// default 127.0.0.1.
+	HostKeyAlias string
+	Verbose      bool   // -v: ssh says which host certificate it was shown
+	Command      string // default "true"
 }
 
-// Args is the ssh command line that logs in as c says.
-func (s *Server) Args(c Client) []string {
+// Args is the ssh command line that logs in as c says to the sshd on
+// 127.0.0.1:port.
+func (c Client) Args(port int) []string {
+	return c.args("-p", strconv.Itoa(port))
+}
+
+// args is the ssh command line that logs in as c says, reaching sshd as
+// the options reach say (a port, a ProxyCommand).
+func (c Client) args(reach ...string) []string {
 	user, command := c.User, c.Command
 	if user == "" {
 		user = "root"
@@ -269,18 +313,24 @@ func (s *Server) Args(c Client) []string {
 	if c.Verbose {
 		args = append(args, "-v")
 	}
-	args = append(args, "-p", strconv.Itoa(s.Port))
+	args = append(args, reach...)
 	if c.Identity != "" {
 		args = append(args, "-i", c.Identity)
 	}
 	if c.Certificate != "" {
 		args = append(args, "-o", "CertificateFile="+c.Certificate)
 	}
+	if c.HostKeyAlias != "" {
+		args = append(args, "-o", "HostKeyAlias="+c.HostKeyAlias)
+	}
 	return append(args, "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
 		"-o", "StrictHostKeyChecking="+strict, "-o", "UserKnownHostsFile="+known,
 		"-o", "GlobalKnownHostsFile=/dev/null", "-o", "ConnectTimeout=30",
 		user+"@127.0.0.1", command)
 }
+
+// Args is the ssh command line that logs in as c says.
+func (s *Server) Args(c Client) []string { return c.Args(s.Port) }
 
 // RetryFor bounds how long SSH retries a connection sshd's re-exec refused.
 const RetryFor = 2 * time.Minute
@@ -290,17 +340,30 @@ const RetryFor = 2 * time.Minute
 // (sshd re-executing itself on a reload), is tried again for up to
 // RetryFor; any other outcome — a login, a refusal — is the answer.
 func (s *Server) SSH(ctx context.Context, c Client) (string, error) {
+	return ssh(ctx, s.Port, c, s.done)
+}
+
+// SSH is Server.SSH for an sshd the harness did not start, listening (or
+// about to) on 127.0.0.1:port: until it accepts the connection, for up to
+// RetryFor, ssh is run again.
+func SSH(ctx context.Context, port int, c Client) (string, error) {
+	return ssh(ctx, port, c, nil)
+}
+
+// ssh runs ssh until it reaches sshd, ctx is done, RetryFor has passed or
+// exited is closed.
+func ssh(ctx context.Context, port int, c Client, exited <-chan struct{}) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, RetryFor)
 	defer cancel()
 	for {
-		out, err := exec.Command("ssh", s.Args(c)...).CombinedOutput()
+		out, err := exec.Command("ssh", c.Args(port)...).CombinedOutput()
 		if err == nil || !notConnected(string(out)) {
 			return string(out), err
 		}
 		select {
 		case <-ctx.Done():
-			return string(out), fmt.Errorf("%w (sshd on %s not accepting connections for %v)", err, s.Addr, RetryFor)
-		case <-s.done:
+			return string(out), fmt.Errorf("%w (sshd on 127.0.0.1:%d not accepting connections for %v)", err, port, RetryFor)
+		case <-exited:
 			return string(out), fmt.Errorf("%w (sshd exited)", err)
 		case <-time.After(50 * time.Millisecond): // nothing to wait on but the port
 		}

@@ -1,12 +1,20 @@
 // Package sshdtest is package sshdrun's sshd harness for tests: an sshd in
 // the test's directory, stopped when the test ends, and the tools tests
 // need (skipped on a laptop without them, failed when CI=true).
+//
+// Two kinds of sshd (see package sshdrun): Start, a daemon on a loopback
+// port, needing root, for tests that reload it or log in to several
+// accounts; NewInetd, sshd -i per connection, for a test that only asks
+// sshd whether a login gets in: no port, and no root unless the test needs
+// another account or an AuthorizedPrincipalsCommand (InstallCommand).
 package sshdtest
 
 import (
 	"context"
+	"net"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"testing"
 	"time"
@@ -64,27 +72,111 @@ func Start(t testing.TB, o Options) *Server {
 	Need(t, SSHD, "ssh", "ssh-keygen")
 	NeedRoot(t)
 	dir := t.TempDir()
-	s := &Server{ClientKey: filepath.Join(dir, "client_key")}
-	Keygen(t, s.ClientKey)
-	pub, err := os.ReadFile(s.ClientKey + ".pub")
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys := filepath.Join(dir, "authorized_keys")
-	if err := os.WriteFile(keys, pub, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	s := &Server{ClientKey: clientKey(t, dir)}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	s.Server, err = sshdrun.Start(ctx, sshdrun.Options{Dir: dir, Lines: append([]string{
-		"AuthorizedKeysFile " + keys,
-		"StrictModes no",
-	}, o.Lines...)})
+	var err error
+	s.Server, err = sshdrun.Start(ctx, sshdrun.Options{Dir: dir, Lines: configLines(dir, o)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.Stop)
 	return s
+}
+
+// clientKey makes a client key in dir, and dir/authorized_keys holding it.
+func clientKey(t testing.TB, dir string) string {
+	t.Helper()
+	key := filepath.Join(dir, "client_key")
+	Keygen(t, key)
+	pub, err := os.ReadFile(key + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "authorized_keys"), pub, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return key
+}
+
+// configLines are the harness's sshd_config lines, then o's.
+func configLines(dir string, o Options) []string {
+	return append([]string{
+		"AuthorizedKeysFile " + filepath.Join(dir, "authorized_keys"),
+		"StrictModes no",
+	}, o.Lines...)
+}
+
+// Inetd is sshd in inetd mode (package sshdrun's Inetd): a new sshd for
+// every connection, with ClientKey in the authorized_keys of User.
+type Inetd struct {
+	*sshdrun.Inetd
+	// ClientKey is a key in User's authorized_keys, for a plain login.
+	ClientKey string
+	// User is the account the test runs as, the one account an sshd not
+	// run as root lets in (root when the test runs as root).
+	User string
+}
+
+// NewInetd writes a config, host key and client key in a new directory for
+// sshd -i. It needs sshd, ssh and ssh-keygen, but neither a port nor root.
+func NewInetd(t testing.TB, o Options) *Inetd {
+	t.Helper()
+	Need(t, SSHD, "ssh", "ssh-keygen")
+	u, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	s := &Inetd{ClientKey: clientKey(t, dir), User: u.Username}
+	if s.Inetd, err = sshdrun.NewInetd(sshdrun.Options{Dir: dir, Lines: configLines(dir, o)}); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// SSH logs in as User with ClientKey, with -v, trusting the host through
+// knownHosts, and returns ssh's combined output and error.
+func (s *Inetd) SSH(t testing.TB, knownHosts string) (string, error) {
+	t.Helper()
+	return s.Inetd.SSH(context.Background(), sshdrun.Client{User: s.User, Identity: s.ClientKey, KnownHosts: knownHosts, Verbose: true})
+}
+
+// SSHCert logs in as user with a key and its certificate only (not
+// ClientKey), trusting the host through knownHosts ("" for none).
+func (s *Inetd) SSHCert(t testing.TB, knownHosts, user, key, cert string) (string, error) {
+	t.Helper()
+	return s.Inetd.SSH(context.Background(), sshdrun.Client{User: user, Identity: key, Certificate: cert, KnownHosts: knownHosts, Verbose: true})
+}
+
+// Dial starts an sshd for one connection and returns the connection to
+// it, closed (and that sshd ended) when the test ends.
+func (s *Inetd) Dial(t testing.TB) net.Conn {
+	t.Helper()
+	c, err := s.Inetd.Dial()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return c
+}
+
+// InstallCommand installs a copy of bin where sshd runs it as an
+// AuthorizedPrincipalsCommand (sshdrun.InstallCommand), removed when the
+// test ends, and returns its path. Needs root.
+func InstallCommand(t testing.TB, bin string) string {
+	t.Helper()
+	NeedRoot(t)
+	path, remove, err := sshdrun.InstallCommand(bin, "devid-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(remove)
+	return path
 }
 
 // Keygen makes an ECDSA key pair at path and path.pub with ssh-keygen.

@@ -8,7 +8,8 @@
 //     the paths in the three files must agree;
 //   - contrib/sshd_config.d/devid.conf with the real sshd (sshd -t, sshd -T);
 //   - contrib/prometheus/devid-hostd.rules.yml with promtool check rules and
-//     the unit tests in devid-hostd.rules_test.yml with promtool test rules.
+//     the unit tests in devid-hostd.rules_test.yml with promtool test rules,
+//     and both against the metric names devid-hostd's own registry holds;
 //   - README.md's host set-up block, run as written (TestREADMEHostSetup) by
 //     bash as root against a real devid-ca and a software TPM, in a private
 //     mount namespace whose /etc, /usr and /var are overlays in the test's

@@ -3,6 +3,7 @@ package packagingtest
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/pem"
 	"fmt"
 	"net"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/devid-ssh/devid/caserver"
 	"github.com/devid-ssh/devid/caserver/catest"
+	"github.com/devid-ssh/devid/internal/gobuild"
 	"github.com/devid-ssh/devid/internal/sshdrun"
 	"github.com/devid-ssh/devid/internal/sshdtest"
 	"github.com/devid-ssh/devid/inventory"
@@ -90,14 +92,18 @@ func TestREADMEHostSetup(t *testing.T) {
 
 	ca := catest.Start(t, nil)
 	dir := t.TempDir()
-	dev, sock := registerTPM(t, ca, filepath.Join(dir, "tpm.sock"), inventory.NewDevice{Name: "host-1", Kind: "host"})
+	dev, tpmAddr := registerTPM(t, ca, inventory.NewDevice{Name: "host-1", Kind: "host"})
 
-	// The checkout the block runs in: bin/ from make build, and the repository's files.
+	// The checkout the block runs in: bin/ as make build leaves it, and the
+	// repository's files.
 	work := filepath.Join(dir, "checkout")
-	build := exec.Command("go", "build", "-o", filepath.Join(work, "bin")+"/", "./cmd/devid", "./cmd/devid-hostd", "./cmd/devid-principals")
-	build.Dir = repoPath(".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	if err := os.Mkdir(work, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin := gobuild.Dir(t, "github.com/devid-ssh/devid/cmd/devid", "github.com/devid-ssh/devid/cmd/devid-hostd",
+		"github.com/devid-ssh/devid/cmd/devid-principals")
+	if err := os.Symlink(bin, filepath.Join(work, "bin")); err != nil {
+		t.Fatal(err)
 	}
 	for _, d := range []string{"packaging", "contrib"} {
 		abs, _ := filepath.Abs(repoPath(d))
@@ -107,7 +113,7 @@ func TestREADMEHostSetup(t *testing.T) {
 	}
 	block = setVar(t, block, "CA_URL", ca.URL)
 	block = setVar(t, block, "CA_FINGERPRINT", caserver.Fingerprint(ca.Root))
-	block = setVar(t, block, "TPM", sock)
+	block = setVar(t, block, "TPM", tpmAddr)
 	upper, records := filepath.Join(dir, "root"), filepath.Join(dir, "systemctl")
 	// After the README's lines, the test's own: the user's account, and the
 	// host's sshd on a loopback port, for a login from outside.
@@ -195,16 +201,14 @@ func TestREADMEHostSetup(t *testing.T) {
 	if err := os.WriteFile(knownHosts, append([]byte("@cert-authority "+alias+" "), hostCA...), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	waitPort(t, port)
-	login := exec.Command("ssh", "-F", "/dev/null", "-v", "-p", strconv.Itoa(port), "-o", "BatchMode=yes",
-		"-o", "StrictHostKeyChecking=yes", "-o", "UserKnownHostsFile="+knownHosts, "-o", "GlobalKnownHostsFile=/dev/null",
-		"-o", "HostKeyAlias="+alias, "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=30",
-		"-i", key, "-o", "CertificateFile="+wsCert, setupLogin+"@127.0.0.1", "id -un")
-	out, err = login.CombinedOutput()
-	if err != nil || !slices.Contains(strings.Split(string(out), "\n"), setupLogin) {
-		t.Fatalf("login as %s: %v\n%s", setupLogin, err, out)
+	// The sshd the block started may not listen yet: SSH tries again
+	// while the connection is refused.
+	login, err := sshdrun.SSH(context.Background(), port, sshdrun.Client{User: setupLogin, Identity: key, Certificate: wsCert,
+		KnownHosts: knownHosts, HostKeyAlias: alias, Verbose: true, Command: "id -un"})
+	if err != nil || !slices.Contains(strings.Split(login, "\n"), setupLogin) {
+		t.Fatalf("login as %s: %v\n%s", setupLogin, err, login)
 	}
-	if serial, err := sshdtest.HostCertSerial(string(out)); err != nil || serial != cert.Serial {
+	if serial, err := sshdtest.HostCertSerial(login); err != nil || serial != cert.Serial {
 		t.Errorf("the host presented certificate serial %d (%v), want devid-hostd's %d", serial, err, cert.Serial)
 	}
 }
@@ -222,8 +226,7 @@ func enrollWorkstation(t *testing.T, ca *catest.CA, dir string) (key, cert strin
 	if _, err := inv.AddUser("test", inventory.NewUser{Email: "setup@example.com", Login: setupLogin}); err != nil {
 		t.Fatal(err)
 	}
-	_, sock := registerTPM(t, ca, filepath.Join(dir, "ws-tpm.sock"),
-		inventory.NewDevice{Name: "laptop-1", Kind: "workstation", Owner: "setup@example.com"})
+	_, tpmAddr := registerTPM(t, ca, inventory.NewDevice{Name: "laptop-1", Kind: "workstation", Owner: "setup@example.com"})
 	key, cert = filepath.Join(dir, "id_ecdsa"), filepath.Join(dir, "id_ecdsa-cert.pub")
 	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ecdsa", "-N", "", "-C", "", "-f", key).CombinedOutput(); err != nil {
 		t.Fatalf("ssh-keygen: %v\n%s", err, out)
@@ -233,7 +236,7 @@ func enrollWorkstation(t *testing.T, ca *catest.CA, dir string) (key, cert strin
 		t.Fatal(err)
 	}
 	enroll := exec.Command(filepath.Join(dir, "checkout", "bin", "devid"), "enroll", "--ca-url", ca.URL, "--root", root,
-		"--tpm", sock, "--type", "user", "--key", key+".pub", "--out", cert)
+		"--tpm", tpmAddr, "--type", "user", "--key", key+".pub", "--out", cert)
 	enroll.Env = append(os.Environ(), "DEVID_CONFIG="+filepath.Join(dir, "no-devid-config.json"))
 	if out, err := enroll.CombinedOutput(); err != nil {
 		t.Fatalf("devid enroll: %v\n%s", err, out)
@@ -242,42 +245,17 @@ func enrollWorkstation(t *testing.T, ca *catest.CA, dir string) (key, cert strin
 }
 
 // registerTPM makes a software TPM, registers its EK certificate as the
-// device nd, and serves it on the socket sock for the programs under test.
-func registerTPM(t *testing.T, ca *catest.CA, sock string, nd inventory.NewDevice) (*inventory.Device, string) {
+// device nd, and serves it on a unix socket for the programs under test,
+// whose address ("unix:PATH") it returns.
+func registerTPM(t *testing.T, ca *catest.CA, nd inventory.NewDevice) (*inventory.Device, string) {
 	t.Helper()
-	sw := swtpmtest.New(t)
-	ek, err := sw.TPM.EK()
-	if err != nil {
-		t.Fatal(err)
-	}
-	nd.EK = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ek.Certificate.Raw}))
+	sw := swtpmtest.NewServed(t)
+	nd.EK = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: sw.EK.Certificate.Raw}))
 	dev, err := ca.Server.Inventory().AddDevice("test", nd)
 	if err != nil {
 		t.Fatal(err)
 	}
-	stop, err := sw.ServeUnix(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(stop)
-	return dev, "unix:" + sock
-}
-
-// waitPort waits until something accepts connections on the loopback
-// port; the bound only ends a hang.
-func waitPort(t *testing.T, port int) {
-	t.Helper()
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) { // nothing to wait on but the port
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nothing listens on %s: %v", addr, err)
-		}
-	}
+	return dev, sw.Addr
 }
 
 // stopStarted stops what the fake systemctl started, by the pids it

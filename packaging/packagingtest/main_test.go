@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/devid-ssh/devid/internal/gobuild"
 )
 
 // nsEnv is set for a test binary re-executed by command: it then runs in a
@@ -31,7 +33,7 @@ func TestMain(m *testing.M) {
 	if records := os.Getenv(systemctlEnv); records != "" {
 		os.Exit(fakeSystemctl(records, os.Args[1:]))
 	}
-	os.Exit(m.Run())
+	os.Exit(gobuild.Run(m))
 }
 
 func execInNamespace(argv []string) {

@@ -13,6 +13,12 @@
 // Elsewhere (a demo command): [Start] in a directory of your own, and
 // [Instance.Close] when done.
 //
+// For programs that reach the TPM by a socket's address (devid enroll
+// --tpm unix:SOCK, devid-hostd), [Serve] (or [NewServed] in a test) makes
+// one, writes its EK certificate to a file, and serves it: the software TPM
+// of the demo, of the script tests (internal/clitest's swtpm command) and of
+// the end-to-end tests.
+//
 // What it does: swtpm_setup manufactures the TPM state in a directory
 // (about 0.65 s: an RSA-2048 EK at 0x81010001 with its certificate at NV
 // index 0x1c00002, and an ECC P-384 EK). Its certificates come from
@@ -88,12 +94,7 @@ func (i *Instance) EKIntermediates() *x509.CertPool {
 // or fails it when the environment has CI=true.
 func New(t testing.TB) *Instance {
 	t.Helper()
-	if _, err := lookTools(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("swtpmtest: %v (CI=true: install the swtpm and swtpm-tools packages)", err)
-		}
-		t.Skipf("swtpmtest: %v", err)
-	}
+	need(t)
 	i, err := Start(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -104,6 +105,17 @@ func New(t testing.TB) *Instance {
 		}
 	})
 	return i
+}
+
+// need skips t without swtpm, or fails it when CI=true.
+func need(t testing.TB) {
+	t.Helper()
+	if _, err := lookTools(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("swtpmtest: %v (CI=true: install the swtpm and swtpm-tools packages)", err)
+		}
+		t.Skipf("swtpmtest: %v", err)
+	}
 }
 
 // Start manufactures a TPM in dir (which must exist; Start makes dir/state
@@ -353,41 +365,123 @@ func (p *process) wait() error {
 
 // ServeUnix closes i.TPM and serves the TPM on a unix socket instead, the
 // way a separate program (devid enroll, devid-hostd) reaches a software
-// TPM: "unix:"+sock. It returns once the socket accepts connections; stop
-// ends swtpm.
+// TPM: "unix:"+sock. The harness binds the socket and hands it to swtpm
+// (--server type=unixio,fd=3), so it accepts connections from the moment
+// ServeUnix returns: there is nothing to wait for. swtpm serves one
+// connection after another and keeps what a client leaves loaded. stop ends
+// swtpm and removes the socket.
 func (i *Instance) ServeUnix(sock string) (stop func(), err error) {
+	stopErr, err := i.serveUnix(sock)
+	if err != nil {
+		return nil, err
+	}
+	return func() { stopErr() }, nil
+}
+
+// serveUnix is ServeUnix; stop says whether swtpm had exited before it was
+// stopped.
+func (i *Instance) serveUnix(sock string) (stop func() error, err error) {
 	if err := i.Close(); err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(i.tools["swtpm"], "socket", "--tpm2", "--tpmstate", "dir="+i.StateDir,
-		"--server", "type=unixio,path="+sock, "--flags", "not-need-init,startup-clear")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
 		return nil, fmt.Errorf("swtpmtest: %w", err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	stop = func() {
-		cmd.Process.Kill()
-		<-done
+	f, err := l.File()
+	l.SetUnlinkOnClose(false) // swtpm listens on it now
+	l.Close()
+	if err != nil {
+		os.Remove(sock)
+		return nil, fmt.Errorf("swtpmtest: %w", err)
 	}
-	// swtpm gives no readiness signal: poll for the socket.
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(time.Minute) // bounds a hang only
-	for {
-		if c, err := net.Dial("unix", sock); err == nil {
-			c.Close()
-			return stop, nil
-		}
+	p, err := startProcess(f, i.tools["swtpm"], "socket", "--tpm2", "--tpmstate", "dir="+i.StateDir,
+		"--server", "type=unixio,fd=3", "--flags", "not-need-init,startup-clear")
+	f.Close() // swtpm holds its copy
+	if err != nil {
+		os.Remove(sock)
+		return nil, err
+	}
+	return func() error {
+		defer os.Remove(sock)
 		select {
-		case err := <-done:
-			return nil, fmt.Errorf("swtpmtest: swtpm exited: %v\n%s", err, out.Bytes())
-		case <-deadline:
-			stop()
-			return nil, fmt.Errorf("swtpmtest: swtpm did not listen on %s within a minute\n%s", sock, out.Bytes())
-		case <-tick.C:
+		case err := <-p.done:
+			return fmt.Errorf("swtpmtest: %s exited while serving %s: %v\n%s", p.cmd, sock, err, p.output.Bytes())
+		default:
 		}
+		p.cmd.Process.Kill()
+		<-p.done
+		return nil
+	}, nil
+}
+
+// Served is a manufactured software TPM served on a unix socket, for
+// programs that reach it by address (devid --tpm, devid-hostd's "tpm").
+type Served struct {
+	// Instance is the TPM. Its TPM is closed: the socket's connections
+	// are the way to it.
+	*Instance
+	EK     *tpm.EK // its endorsement key, read before serving
+	EKCert string  // file holding EK.Certificate as PEM (DIR/ek.crt)
+	Sock   string  // the socket (DIR/sock)
+	Addr   string  // "unix:" + Sock
+
+	stop func() error
+}
+
+// Serve manufactures a TPM in dir (as Start does), writes its EK
+// certificate to dir/ek.crt, and serves it on the unix socket dir/sock
+// (ServeUnix) until Stop. The path of the socket is limited to 107 bytes.
+func Serve(dir string) (*Served, error) {
+	i, err := Start(dir)
+	if err != nil {
+		return nil, err
 	}
+	s := &Served{Instance: i, EKCert: filepath.Join(dir, "ek.crt"), Sock: filepath.Join(dir, "sock")}
+	s.Addr = "unix:" + s.Sock
+	if s.EK, err = i.TPM.EK(); err != nil {
+		i.Close()
+		return nil, fmt.Errorf("swtpmtest: %w", err)
+	}
+	if s.EK.Certificate == nil {
+		i.Close()
+		return nil, fmt.Errorf("swtpmtest: the TPM in %s has no EK certificate", dir)
+	}
+	if err := os.WriteFile(s.EKCert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.EK.Certificate.Raw}), 0o644); err != nil {
+		i.Close()
+		return nil, fmt.Errorf("swtpmtest: %w", err)
+	}
+	if s.stop, err = i.serveUnix(s.Sock); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Stop ends swtpm and removes the socket. It fails if swtpm had exited
+// before.
+func (s *Served) Stop() error { return s.stop() }
+
+// NewServed is Serve for a test: in a new directory, stopped when the test
+// ends, which fails if swtpm exited before then. Without swtpm installed it
+// skips t, or fails it when the environment has CI=true.
+func NewServed(t testing.TB) *Served {
+	t.Helper()
+	need(t)
+	// Not t.TempDir(): a test's directory can make the socket's path
+	// longer than a unix socket's 107 bytes.
+	dir, err := os.MkdirTemp("", "swtpmtest-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	s, err := Serve(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	return s
 }

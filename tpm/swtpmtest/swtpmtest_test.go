@@ -1,6 +1,8 @@
 package swtpmtest_test
 
 import (
+	"bytes"
+	"encoding/pem"
 	"errors"
 	"os"
 	"os/exec"
@@ -95,5 +97,60 @@ func TestNewWithoutSwtpm(t *testing.T) {
 	t.Setenv("CI", "true")
 	if r := runNew(t); r.failed == "" || r.skipped != "" || !strings.Contains(r.failed, "CI=true") {
 		t.Errorf("with CI=true: skipped %q, failed %q; want a failure that names CI=true", r.skipped, r.failed)
+	}
+}
+
+// TestServe: Serve writes the EK certificate the TPM holds, and the socket
+// answers as soon as Serve returns, one connection after another, with that
+// TPM; Stop ends swtpm and removes the socket.
+func TestServe(t *testing.T) {
+	t.Parallel()
+	dir, err := os.MkdirTemp("", "swtpmtest-test-") // short: a socket's path has 107 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	s, err := swtpmtest.Serve(dir)
+	if errors.Is(err, exec.ErrNotFound) && os.Getenv("CI") != "true" {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.TPM.EK(); !errors.Is(err, tpm.ErrClosed) || s.Addr != "unix:"+s.Sock {
+		t.Errorf("TPM.EK: %v, Addr %q; want ErrClosed, and unix:%s", err, s.Addr, s.Sock)
+	}
+	b, err := os.ReadFile(s.EKCert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if block, _ := pem.Decode(b); block == nil || block.Type != "CERTIFICATE" || !bytes.Equal(block.Bytes, s.EK.Certificate.Raw) {
+		t.Errorf("%s does not hold the EK certificate as PEM:\n%s", s.EKCert, b)
+	}
+	if err := s.EK.Certificate.CheckSignatureFrom(s.EKIssuer); err != nil {
+		t.Errorf("EK certificate not signed by EKIssuer: %v", err)
+	}
+	for i := range 2 {
+		ch, err := tpm.DialChannel("unix", s.Sock)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i+1, err)
+		}
+		tp, err := tpm.New(ch, nil)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i+1, err)
+		}
+		ek, err := tp.EK()
+		if err != nil || ek.DeviceID != s.EK.DeviceID {
+			t.Errorf("connection %d: EK %v (%v), want %s", i+1, ek, err, s.EK.DeviceID)
+		}
+		if err := tp.Close(); err != nil {
+			t.Error(err)
+		}
+	}
+	if err := s.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(s.Sock); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the socket after Stop: %v, want it gone", err)
 	}
 }

@@ -147,7 +147,7 @@ func (d *demo) story(ctx context.Context) error {
 	d.say("device-attest-01 for a key that never leaves the TPM, then an SSH host")
 	d.say("certificate whose key ID is the device ID.")
 	hostKey = filepath.Join(d.Dir, "ssh_host_ecdsa_key")
-	if err := sshKeygen(hostKey); err != nil {
+	if err := sshdrun.Keygen(hostKey); err != nil {
 		return err
 	}
 	if _, err := d.run("devid", "enroll", "--tpm", web.Addr, "--key", hostKey+".pub",
@@ -162,7 +162,7 @@ func (d *demo) story(ctx context.Context) error {
 	d.say("Its principals come from the inventory: the device ID, its owner's identity")
 	d.say("and groups, and its collection. Whatever the device asks for does not matter.")
 	userKey = filepath.Join(d.Dir, "id_ecdsa")
-	if err := sshKeygen(userKey); err != nil {
+	if err := sshdrun.Keygen(userKey); err != nil {
 		return err
 	}
 	if _, err := d.run("devid", "enroll", "--tpm", laptop.Addr, "--type", "user", "--key", userKey+".pub", "--out", userKey+"-cert.pub"); err != nil {
@@ -371,15 +371,6 @@ func (d *demo) runTool(name string, args ...string) error {
 	cmd := exec.Command(name, args...)
 	cmd.Stdout, cmd.Stderr = d.Out, d.Out
 	return cmd.Run()
-}
-
-// sshKeygen makes an ECDSA key pair at path and path.pub.
-func sshKeygen(path string) error {
-	out, err := exec.Command("ssh-keygen", "-q", "-t", "ecdsa", "-N", "", "-C", "", "-f", path).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("ssh-keygen: %v: %s", err, out)
-	}
-	return nil
 }
 
 // lockedWriter serialises writes to an io.Writer shared by goroutines.

@@ -3,23 +3,24 @@ package demo
 import (
 	"bytes"
 	"context"
-	"os/exec"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/devid-ssh/devid/internal/gobuild"
 	"github.com/devid-ssh/devid/internal/sshdtest"
 )
+
+func TestMain(m *testing.M) { os.Exit(gobuild.Run(m)) }
 
 // TestDemo runs the whole `make demo` story with freshly built binaries and
 // checks that each part happened.
 func TestDemo(t *testing.T) {
 	sshdtest.Need(t, "swtpm", "swtpm_setup", "ssh-keygen", "ssh", sshdtest.SSHD)
 	sshdtest.NeedRoot(t) // the demo's sshd part
-	bin := t.TempDir()
-	if out, err := exec.Command("go", "build", "-trimpath", "-o", bin+"/", "github.com/devid-ssh/devid/cmd/...").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := gobuild.Dir(t, "github.com/devid-ssh/devid/cmd/devid", "github.com/devid-ssh/devid/cmd/devid-ca",
+		"github.com/devid-ssh/devid/cmd/devid-hostd", "github.com/devid-ssh/devid/cmd/devid-principals")
 	var out bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()

@@ -31,7 +31,7 @@ func canRunSSHD() (bool, string) {
 	if os.Geteuid() != 0 {
 		return false, "sshd needs root"
 	}
-	for _, tool := range []string{"/usr/sbin/sshd", "ssh"} {
+	for _, tool := range []string{sshdrun.SSHD, "ssh"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return false, tool + " is not installed (apt-get install openssh-server openssh-client)"
 		}
@@ -48,25 +48,12 @@ func (d *demo) startHost(ctx context.Context, caDir, caURL, tpmAddr, hostKey str
 	}
 	// sshd runs the helper only from a root-owned directory that nobody
 	// else may write, outside /tmp.
-	if err := os.MkdirAll("/usr/local/libexec", 0o755); err != nil {
-		return nil, err
-	}
-	libexec, err := os.MkdirTemp("/usr/local/libexec", "devid-demo-")
+	helper, removeHelper, err := sshdrun.InstallCommand(filepath.Join(d.Bin, "devid-principals"), "devid-demo-")
 	if err != nil {
 		return nil, err
 	}
-	d.cleanups = append(d.cleanups, func() { os.RemoveAll(libexec) })
-	if err := os.Chmod(libexec, 0o755); err != nil {
-		return nil, err
-	}
-	helper := filepath.Join(libexec, "devid-principals")
-	b, err := os.ReadFile(filepath.Join(d.Bin, "devid-principals"))
-	if err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(helper, b, 0o755); err != nil {
-		return nil, err
-	}
+	d.cleanups = append(d.cleanups, removeHelper)
+	libexec := filepath.Dir(helper)
 	policy := filepath.Join(libexec, "principals.conf")
 	policyText := "# account  principals the certificate must all carry\nroot  group:sre collection:sre-laptops\n*     login:{account}\n"
 	if err := os.WriteFile(policy, []byte(policyText), 0o644); err != nil {

@@ -17,14 +17,17 @@ import (
 // KRLs, what devid krl inspect says sshd does is what a real sshd does. sshd
 // reads a file without the KRL magic as a list of public keys: empty or
 // comments only, it revokes nothing; a line that is not a key makes it
-// refuse every public-key login.
+// refuse every public-key login. sshd runs in inetd mode, a new one for
+// each login: no port, and no root.
 func TestKRLInspectAgreesWithSSHD(t *testing.T) {
 	sshdtest.Need(t, "ssh-keygen")
 	dir := t.TempDir()
 	ca, user := filepath.Join(dir, "ca"), filepath.Join(dir, "user")
+	revoked := filepath.Join(dir, "revoked_keys")
+	srv := sshdtest.NewInetd(t, sshdtest.Options{Lines: []string{"TrustedUserCAKeys " + ca + ".pub", "RevokedKeys " + revoked}})
 	sshdtest.Keygen(t, ca)
 	sshdtest.Keygen(t, user)
-	if out, err := exec.Command("ssh-keygen", "-q", "-s", ca, "-I", "test", "-n", "root", "-z", "7", user+".pub").CombinedOutput(); err != nil {
+	if out, err := exec.Command("ssh-keygen", "-q", "-s", ca, "-I", "test", "-n", srv.User, "-z", "7", user+".pub").CombinedOutput(); err != nil {
 		t.Fatalf("ssh-keygen -s: %v\n%s", err, out)
 	}
 	otherKey := filepath.Join(dir, "other")
@@ -33,8 +36,6 @@ func TestKRLInspectAgreesWithSSHD(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	revoked := filepath.Join(dir, "revoked_keys")
-	srv := sshdtest.Start(t, sshdtest.Options{Lines: []string{"TrustedUserCAKeys " + ca + ".pub", "RevokedKeys " + revoked}})
 
 	for _, tc := range []struct {
 		name    string
@@ -53,8 +54,8 @@ func TestKRLInspectAgreesWithSSHD(t *testing.T) {
 			if err := os.WriteFile(revoked, []byte(tc.content), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			out, err := srv.SSHCert(t, "", "root", user, user+"-cert.pub")
-			if (err == nil) != tc.login {
+			out, err := srv.SSHCert(t, "", srv.User, user, user+"-cert.pub")
+			if (err == nil) != tc.login || !tc.login && !strings.Contains(out, "Permission denied") {
 				t.Fatalf("login succeeded: %v, want %v\n%s", err == nil, tc.login, out)
 			}
 			var stdout, stderr bytes.Buffer

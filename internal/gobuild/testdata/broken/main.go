@@ -1,0 +1,4 @@
+package main
+
+// broken does not compile, for gobuild's tests.
+func main() { undefined() }
