@@ -34,7 +34,7 @@ var layers = []struct {
 	// Composition: devid-ca, step-ca and the services on one listener.
 	{"composition", []string{"caserver", "caserver/adminhttp"}},
 	// Harnesses: what tests (and the demo) start.
-	{"harnesses", []string{"tpm/swtpmtest", "caserver/catest", "internal/sshdtest", "internal/clitest"}},
+	{"harnesses", []string{"tpm/swtpmtest", "caserver/catest", "internal/sshdtest", "internal/clitest", "internal/gobuild"}},
 	// Top: the commands, packaging checks, this package.
 	{"top", []string{"cmd/...", "packaging/...", "internal/depcheck"}},
 }
