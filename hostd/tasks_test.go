@@ -124,3 +124,18 @@ func TestMetricNames(t *testing.T) {
 		}
 	}
 }
+
+// waitFor checks cond every 10 ms until it holds; limit only bounds a hang.
+func waitFor(t testing.TB, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	hang := time.After(limit)
+	for !cond() {
+		select {
+		case <-tick.C:
+		case <-hang:
+			t.Fatalf("no %s within %v", what, limit)
+		}
+	}
+}

@@ -36,7 +36,7 @@ var layers = []struct {
 	// Harnesses: what tests (and the demo) start.
 	{"harnesses", []string{"tpm/swtpmtest", "caserver/catest", "internal/sshdtest", "internal/clitest", "internal/gobuild"}},
 	// Top: the commands, packaging checks, this package.
-	{"top", []string{"cmd/...", "packaging/...", "internal/depcheck"}},
+	{"top", []string{"cmd/...", "packaging/...", "internal/depcheck", "hostd/e2e"}},
 }
 
 // layerOf returns the index of pkg's layer (a path inside the module), or

@@ -1,4 +1,4 @@
-package hostd_test
+package e2e_test
 
 import (
 	"crypto/ecdsa"
@@ -63,7 +63,7 @@ func newLoneHost(t *testing.T) *loneHost {
 func (h *loneHost) start(t *testing.T) (*exec.Cmd, *syncBuffer, chan struct{}) {
 	t.Helper()
 	log := new(syncBuffer)
-	cmd := exec.Command(hostdBin, "run", "--config", h.cfgFile)
+	cmd := exec.Command(hostdBin(t), "run", "--config", h.cfgFile)
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -83,7 +83,7 @@ func (h *loneHost) start(t *testing.T) (*exec.Cmd, *syncBuffer, chan struct{}) {
 // cli runs a devid-hostd command and returns its output and exit code.
 func (h *loneHost) cli(t *testing.T, args ...string) (string, int) {
 	t.Helper()
-	out, err := exec.Command(hostdBin, append(args, "--config", h.cfgFile)...).CombinedOutput()
+	out, err := exec.Command(hostdBin(t), append(args, "--config", h.cfgFile)...).CombinedOutput()
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		return string(out), ee.ExitCode()
@@ -121,7 +121,7 @@ func TestHostdStatusTells(t *testing.T) {
 		})
 		if how == "SIGTERM" {
 			// A second daemon with the same stateDir is refused.
-			out, err := exec.Command(hostdBin, "run", "--config", h.cfgFile).CombinedOutput()
+			out, err := exec.Command(hostdBin(t), "run", "--config", h.cfgFile).CombinedOutput()
 			if err == nil || !strings.Contains(string(out), "another devid-hostd (pid "+pid+")") {
 				t.Errorf("a second devid-hostd: %v\n%s", err, out)
 			}

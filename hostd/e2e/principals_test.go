@@ -1,4 +1,4 @@
-package hostd_test
+package e2e_test
 
 import (
 	"crypto/ecdsa"

@@ -1,4 +1,4 @@
-package hostd_test
+package e2e_test
 
 import (
 	"bufio"
@@ -39,15 +39,12 @@ import (
 	"golang.org/x/crypto/ssh"
 )
 
-var hostdBin string
+func TestMain(m *testing.M) { os.Exit(gobuild.Run(m)) }
 
-func TestMain(m *testing.M) {
-	var err error
-	if hostdBin, err = gobuild.Build("github.com/devid-ssh/devid/cmd/devid-hostd"); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	os.Exit(gobuild.Run(m))
+// hostdBin is devid-hostd, built the first time a test asks (a test that
+// skips for want of swtpm or sshd builds nothing).
+func hostdBin(t testing.TB) string {
+	return gobuild.Binary(t, "github.com/devid-ssh/devid/cmd/devid-hostd")
 }
 
 // host is a test host: a CA, a registered swtpm, sshd, and devid-hostd as a
@@ -141,7 +138,7 @@ func (h *host) start(t testing.TB) {
 // startWatchdog starts devid-hostd with WATCHDOG_USEC set to watchdog.
 func (h *host) startWatchdog(t testing.TB, watchdog time.Duration) {
 	h.log = new(syncBuffer)
-	h.proc = exec.Command(hostdBin, "run", "--config", h.cfgFile)
+	h.proc = exec.Command(hostdBin(t), "run", "--config", h.cfgFile)
 	// A NOTIFY_SOCKET of our own, as systemd gives a Type=notify service,
 	// with a 2 s watchdog.
 	sockPath := filepath.Join(h.dir, "notify.sock")
@@ -425,7 +422,7 @@ func TestHostdSystemd(t *testing.T) {
 watchdogSeen:
 	h.waitNote(t, time.Minute, "WATCHDOG=1")
 
-	out, err := exec.Command(hostdBin, "status", "--config", h.cfgFile).CombinedOutput()
+	out, err := exec.Command(hostdBin(t), "status", "--config", h.cfgFile).CombinedOutput()
 	if err != nil {
 		t.Fatalf("devid-hostd status: %v\n%s", err, out)
 	}
