@@ -9,7 +9,6 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"errors"
-	"github.com/devid-ssh/devid/internal/fakeclock"
 	"io"
 	"log/slog"
 	"net/http"
@@ -19,6 +18,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/devid-ssh/devid/internal/fakeclock"
 
 	"github.com/devid-ssh/devid/inventory"
 	"github.com/devid-ssh/devid/krl"
