@@ -19,7 +19,9 @@
 //     /devid/v1/.
 //
 // Init creates a new CA directory; LoadConfig reads its configuration; New
-// builds the server and Serve runs it.
+// builds the server and Serve runs it: the HTTPS server and the background
+// tasks (KRL rebuild, KRL watch), each restarted after a failure
+// (internal/task).
 package caserver
 
 import (
@@ -46,6 +48,7 @@ import (
 	"github.com/devid-ssh/devid/attestca"
 	"github.com/devid-ssh/devid/attestca/wire"
 	"github.com/devid-ssh/devid/caserver/adminhttp"
+	"github.com/devid-ssh/devid/internal/task"
 	"github.com/devid-ssh/devid/inventory"
 	"github.com/devid-ssh/devid/issuance"
 	"github.com/devid-ssh/devid/krldist"
@@ -485,59 +488,18 @@ func (s *Server) TLSConfig() (*tls.Config, error) {
 	return s.tls, nil
 }
 
-// Serve serves HTTPS on ln until ctx is done, then shuts down gracefully.
-// ready, if not nil, is called once the listener serves.
+// Serve serves HTTPS on ln and runs devid-ca's background tasks (see
+// tasks) until ctx is done, then shuts down gracefully and returns once
+// every task has stopped. A task that fails is logged and restarted after
+// a backoff; a failure of the HTTPS server itself ends Serve with its
+// error. ready, if not nil, is called once the listener serves.
 func (s *Server) Serve(ctx context.Context, ln net.Listener, ready func()) error {
 	tc, err := s.TLSConfig()
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{
-		// Requests see ctx end at shutdown, so long-polls (the KRL) return
-		// instead of holding up a graceful stop.
-		BaseContext: func(net.Listener) context.Context { return ctx },
-		Handler:     s.handler,
-		TLSConfig:   tc,
-		// The handshake and headers have HeaderTimeout; a body has
-		// BodyTimeout (limitBody), counted from the end of the headers.
-		// WriteTimeout counts from the request to the end of the answer,
-		// so it must outlast the longest KRL long-poll.
-		ReadHeaderTimeout: s.cfg.Limits.HeaderTimeout.Duration,
-		WriteTimeout:      writeTimeout,
-		IdleTimeout:       s.cfg.Limits.IdleTimeout.Duration,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(tls.NewListener(ln, tc)) }()
-	s.log.Info("devid-ca serving", "address", ln.Addr().String(), "dnsNames", s.cfg.DNSNames,
-		"root_fingerprint", Fingerprint(s.root))
-	if ready != nil {
-		ready()
-	}
-	// Rebuild the KRL now and then: entries that can only match expired
-	// certificates are pruned as time passes, not only on changes.
-	go func() {
-		t := time.NewTicker(10 * time.Minute)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				if err := s.revoke.Rebuild(); err != nil {
-					s.log.Error("KRL rebuild failed; the previous KRL is still served", "err", err)
-				}
-			}
-		}
-	}()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("devid-ca: serve: %w", err)
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	return srv.Shutdown(sctx)
+	r := task.Runner{Log: s.log}
+	return r.Run(ctx, s.tasks(ln, tc, ready)...)
 }
 
 // Close stops the TLS renewer and closes the store.

@@ -350,7 +350,7 @@ func runImport[T any](s *Store, actor, file string, data []byte, dryRun bool, f 
 		return nil, err
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.unlock()
 	snap, err := s.snapshot()
 	if err != nil {
 		return nil, err

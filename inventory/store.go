@@ -33,15 +33,20 @@ type Store struct {
 	lastSeq  uint64
 	onChange func([]DeviceChange)
 	prepare  func([]DeviceChange, *database.Tx) error
+	pending  []DeviceChange // committed under mu, delivered once it is released
 }
 
 // DeviceChange is a device record before and after a committed change
 // (Before is nil for a new device).
 type DeviceChange struct{ Before, After *Device }
 
-// OnDeviceChange sets a function called, synchronously and with the store's
-// write lock held, after every committed change to devices. It must not
-// call the Store's write methods.
+// OnDeviceChange sets a function called after every committed change to
+// devices: after the commit and after the store's write lock is released,
+// so that a slow function (a KRL rebuild) never holds up other writes, in
+// the goroutine of the write, before the write method returns. Calls for
+// concurrent writes may overlap and come in any order: f should act on the
+// state it reads then, not on the order of the changes. It may call the
+// Store's methods.
 func (s *Store) OnDeviceChange(f func([]DeviceChange)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -86,7 +91,7 @@ func (s *Store) RecordAudit(actor, action, subject, reason string, before, after
 // nothing.
 func (s *Store) Update(actor string, prepare func(tx *database.Tx) ([]AuditEntry, error)) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.unlock()
 	w := writer{tx: new(database.Tx)}
 	audits, err := prepare(w.tx)
 	if err != nil {
@@ -221,7 +226,7 @@ func (s *Store) AddDevice(actor string, nd NewDevice) (*Device, error) {
 		return nil, ferr
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.unlock()
 	snap, err := s.snapshot()
 	if err != nil {
 		return nil, err
@@ -254,7 +259,7 @@ func (s *Store) SetStatus(actor, ref string, to Status, reason string) (*Device,
 		return nil, err
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.unlock()
 	old, err := s.Device(ref)
 	if err != nil {
 		return nil, err
@@ -298,7 +303,7 @@ func (s *Store) AddUser(actor string, nu NewUser) (*User, error) {
 		return nil, ferr
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.unlock()
 	snap, err := s.snapshot()
 	if err != nil {
 		return nil, err
@@ -428,8 +433,9 @@ func mustJSON(v any) json.RawMessage {
 	return b
 }
 
-// commit writes w's records and audit entries in one transaction. Callers
-// hold s.mu.
+// commit writes w's records and audit entries in one transaction, and
+// keeps its device changes for unlock to deliver. Callers hold s.mu and
+// release it with unlock.
 func (s *Store) commit(actor string, now time.Time, w *writer) error {
 	tx := w.tx
 	if tx == nil {
@@ -454,10 +460,20 @@ func (s *Store) commit(actor string, now time.Time, w *writer) error {
 	if err := s.db.Update(tx); err != nil {
 		return fmt.Errorf("inventory: write: %w", err)
 	}
-	if s.onChange != nil && len(w.changes) > 0 {
-		s.onChange(w.changes)
-	}
+	s.pending = append(s.pending, w.changes...)
 	return nil
+}
+
+// unlock releases s.mu, taken by a write method, and then delivers the
+// device changes it committed to the OnDeviceChange function. Write methods
+// defer it right after taking s.mu, so that it runs after their commit.
+func (s *Store) unlock() {
+	changes, f := s.pending, s.onChange
+	s.pending = nil
+	s.mu.Unlock()
+	if f != nil && len(changes) > 0 {
+		f(changes)
+	}
 }
 
 // nextAuditKey returns a key that sorts after every earlier one: the time in

@@ -28,7 +28,14 @@
 // device that is not active). So the KRL stays small.
 //
 // The KRL is rebuilt on every change; its krl_version only grows. It is
-// published at GET /devid/v1/krl, unsigned inside (OpenSSH's embedded KRL
+// kept in the database with its version, and the version is allocated
+// there: a rebuild publishes the stored version plus one, by a
+// compare-and-swap on the stored KRL, so that devid-ca instances sharing
+// one database (replicas) never publish two KRLs under one version, and a
+// restart goes on from the version it left. Each instance serves the
+// newest version it has seen: its own at once, another's once [Store.Watch]
+// notices it in the database (by default within a second, see [Poll]). It
+// is published at GET /devid/v1/krl, unsigned inside (OpenSSH's embedded KRL
 // signatures are not portable across releases) with a detached signature
 // by the CA's SSH user CA key in the response header Devid-KRL-Signature:
 // the base64 of an SSH signature blob (RFC 4253 "signature" encoding) over
@@ -89,6 +96,39 @@ type Config struct {
 	MaxLifetime time.Duration
 	Now         func() time.Time
 	Log         *slog.Logger
+	// Changes says when another devid-ca on the same database may have
+	// published a KRL; Watch then reads it. Default DefaultPoll.
+	Changes Changes
+}
+
+// Changes tells a Store's Watch when the KRL stored in the database may
+// have changed: another devid-ca sharing the database may have published a
+// new version. (A Store knows of the versions it publishes itself at once.)
+type Changes interface {
+	// Next returns when the stored KRL may have changed since Next last
+	// returned, or with ctx's error once ctx is done.
+	Next(ctx context.Context) error
+}
+
+// Poll is Changes for any database: the stored KRL may have changed every
+// so often. A database that can notify (PostgreSQL's LISTEN/NOTIFY) can
+// replace it with a Changes that waits for the notification.
+type Poll time.Duration
+
+// DefaultPoll is the Changes of a Store whose Config has none.
+const DefaultPoll = Poll(time.Second)
+
+// Next returns once the interval has passed, or ctx's error when ctx is
+// done first.
+func (p Poll) Next(ctx context.Context) error {
+	t := time.NewTimer(time.Duration(p))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 // Published is a KRL as served.
@@ -109,34 +149,46 @@ type RevokedCert struct {
 	Reason    string    `json:"reason,omitempty"`
 }
 
+// stored is the KRL as kept in the database (stateTable, currentKey).
+// Rebuilds counts the rebuilds that found it current: a rebuild that
+// publishes nothing still changes the stored bytes, so that a rebuild
+// another instance began before it, from older revocations, fails its
+// compare-and-swap and starts again (see rebuildOnce).
+type stored struct {
+	Published
+	Rebuilds uint64 `json:"rebuilds,omitempty"`
+}
+
 // Store keeps the revocations and the current KRL.
 type Store struct {
 	cfg Config
 	db  database.DB
 	inv Inventory
 
+	rebuilding sync.Mutex // one rebuild at a time in this process
+
 	mu      sync.Mutex
-	current *Published
-	changed chan struct{} // closed and replaced when a new version is published
+	current *Published    // the newest version this instance has seen
+	changed chan struct{} // closed and replaced when current changes
 }
 
 // Open opens the revocation tables in db, builds the KRL, and hooks the
-// store to inv's device changes.
+// store to inv's device changes. Run Watch beside it when other devid-ca
+// instances share db.
 func Open(cfg Config, db database.DB, inv Inventory) (*Store, error) {
 	for _, t := range [][]byte{serialsTable, stateTable, sshCertsTable} {
 		if err := db.CreateTable(t); err != nil {
 			return nil, fmt.Errorf("revocation: create table %s: %w", t, err)
 		}
 	}
+	if cfg.Changes == nil {
+		cfg.Changes = DefaultPoll
+	}
 	s := &Store{cfg: cfg, db: db, inv: inv, changed: make(chan struct{})}
-	if b, err := db.Get(stateTable, currentKey); err == nil {
-		var p Published
-		if err := json.Unmarshal(b, &p); err != nil {
-			return nil, fmt.Errorf("revocation: stored KRL: %w", err)
-		}
-		s.current = &p
-	} else if !database.IsErrNotFound(err) {
-		return nil, fmt.Errorf("revocation: %w", err)
+	if _, st, err := s.load(); err != nil {
+		return nil, err
+	} else if st != nil {
+		s.see(&st.Published)
 	}
 	if err := s.repair(); err != nil {
 		return nil, err
@@ -149,7 +201,8 @@ func Open(cfg Config, db database.DB, inv Inventory) (*Store, error) {
 	return s, nil
 }
 
-// Current is the KRL being served.
+// Current is the KRL being served: the newest version this instance has
+// seen (one another instance published is seen once Watch reads it).
 func (s *Store) Current() *Published {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -175,7 +228,8 @@ func (s *Store) Wait(ctx context.Context, after uint64) *Published {
 }
 
 // OnDeviceChange is the inventory hook called after a change to devices is
-// committed: it rebuilds the KRL. (Open sets it.)
+// committed, once the inventory's write lock is released: it rebuilds the
+// KRL. (Open sets it.)
 func (s *Store) OnDeviceChange(changes []inventory.DeviceChange) {
 	if err := s.Rebuild(); err != nil {
 		s.cfg.Log.Error("KRL rebuild failed; the previous KRL is still served", "err", err)
@@ -496,46 +550,155 @@ func (s *Store) revocations(now time.Time) (*Revocations, error) {
 	return r, nil
 }
 
+// maxRebuildAttempts bounds the compare-and-swaps of one Rebuild: each one
+// that fails means another instance published in between.
+const maxRebuildAttempts = 10
+
 // Rebuild builds the KRL from the revocations, and publishes it as a new
-// version if what it revokes changed.
+// version if what it revokes changed. The version is allocated in the
+// database: the stored KRL's version plus one, written only if the stored
+// KRL is still the one the rebuild read before the revocations (else the
+// rebuild starts again). So a change committed before Rebuild is called is
+// in the stored KRL when it returns nil, whichever instance published it.
 func (s *Store) Rebuild() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.rebuilding.Lock()
+	defer s.rebuilding.Unlock()
+	for range maxRebuildAttempts {
+		if done, err := s.rebuildOnce(); err != nil || done {
+			return err
+		}
+	}
+	return fmt.Errorf("revocation: KRL not published: the stored KRL changed under each of %d attempts (other devid-ca instances publishing)", maxRebuildAttempts)
+}
+
+// rebuildOnce reads the stored KRL, then the revocations, and stores the KRL
+// built from them if the stored one is still what it read. It reports
+// whether it stored it.
+//
+// The order matters across instances: a compare-and-swap that succeeds
+// proves that nothing was stored since the read, so the revocations, read
+// after, are at least as new as those of every KRL stored before. And every
+// rebuild stores something (Rebuilds+1 when the KRL is unchanged), so that
+// a rebuild begun earlier, from revocations read before a change this one
+// saw, cannot store over it.
+func (s *Store) rebuildOnce() (bool, error) {
+	raw, prev, err := s.load()
+	if err != nil {
+		return false, err
+	}
+	if prev != nil {
+		s.see(&prev.Published)
+	}
 	now := s.cfg.Now()
 	r, err := s.revocations(now)
 	if err != nil {
-		return err
+		return false, err
 	}
-	var version uint64 = 1
-	if s.current != nil {
-		version = s.current.Version + 1
-	}
-	body, err := encode(r, version, now, s.cfg.HostCA, s.cfg.UserCA)
-	if err != nil {
-		return fmt.Errorf("revocation: build KRL: %w", err)
-	}
-	if s.current != nil {
+	next := &stored{}
+	changed := true
+	if prev != nil {
+		next.Rebuilds = prev.Rebuilds + 1
 		// Unchanged revocations: keep the version (the KRL's own
 		// generated time would otherwise make every rebuild new).
-		prev, err := encode(r, s.current.Version, s.current.Generated, s.cfg.HostCA, s.cfg.UserCA)
-		if err == nil && bytes.Equal(prev, s.current.KRL) {
-			return nil
+		body, err := encode(r, prev.Version, prev.Generated, s.cfg.HostCA, s.cfg.UserCA)
+		if err == nil && bytes.Equal(body, prev.KRL) {
+			changed = false
+			next.Published = prev.Published
 		}
 	}
-	sig, err := s.cfg.Signer.Sign(rand.Reader, krldist.SignedData(version, body))
-	if err != nil {
-		return fmt.Errorf("revocation: sign KRL: %w", err)
+	if changed {
+		var version uint64 = 1
+		if prev != nil {
+			version = prev.Version + 1
+		}
+		if cur := s.Current(); cur != nil {
+			version = max(version, cur.Version+1) // never back, even if the database went back
+		}
+		body, err := encode(r, version, now, s.cfg.HostCA, s.cfg.UserCA)
+		if err != nil {
+			return false, fmt.Errorf("revocation: build KRL: %w", err)
+		}
+		sig, err := s.cfg.Signer.Sign(rand.Reader, krldist.SignedData(version, body))
+		if err != nil {
+			return false, fmt.Errorf("revocation: sign KRL: %w", err)
+		}
+		next.Published = Published{Version: version, Generated: now.UTC().Truncate(time.Second), KRL: body, Signature: ssh.Marshal(sig)}
 	}
-	p := &Published{Version: version, Generated: now.UTC().Truncate(time.Second), KRL: body, Signature: ssh.Marshal(sig)}
-	b, _ := json.Marshal(p)
-	if err := s.db.Set(stateTable, currentKey, b); err != nil {
-		return fmt.Errorf("revocation: store KRL: %w", err)
+	_, swapped, err := s.db.CmpAndSwap(stateTable, currentKey, raw, mustJSON(next))
+	if err != nil {
+		return false, fmt.Errorf("revocation: store KRL: %w", err)
+	}
+	if !swapped {
+		return false, nil
+	}
+	s.see(&next.Published)
+	if changed {
+		s.cfg.Log.Info("KRL published", "version", next.Version, "key_ids", len(r.KeyIDs), "host_serials", len(r.Host), "user_serials", len(r.User), "bytes", len(next.KRL), "pruned", r.Expired)
+	}
+	return true, nil
+}
+
+// load reads the stored KRL: its bytes as stored (nil if there is none),
+// and decoded.
+func (s *Store) load() ([]byte, *stored, error) {
+	raw, err := s.db.Get(stateTable, currentKey)
+	if database.IsErrNotFound(err) {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("revocation: read stored KRL: %w", err)
+	}
+	var st stored
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return nil, nil, fmt.Errorf("revocation: stored KRL: %w", err)
+	}
+	return raw, &st, nil
+}
+
+// see makes p the KRL served if it is newer than the one served, and wakes
+// the long-polls. It reports whether it did.
+func (s *Store) see(p *Published) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.current != nil && p.Version <= s.current.Version {
+		return false
 	}
 	s.current = p
 	close(s.changed)
 	s.changed = make(chan struct{})
-	s.cfg.Log.Info("KRL published", "version", version, "key_ids", len(r.KeyIDs), "host_serials", len(r.Host), "user_serials", len(r.User), "bytes", len(body), "pruned", r.Expired)
-	return nil
+	return true
+}
+
+// Watch serves the KRLs other devid-ca instances store in the database:
+// each time Config.Changes says the stored KRL may have changed, Watch
+// reads it and, if its version is newer than the one served, serves it and
+// wakes the long-polls. It returns ctx's error once ctx is done, or an
+// error when the database cannot be read.
+func (s *Store) Watch(ctx context.Context) error {
+	var last []byte
+	for {
+		if err := s.cfg.Changes.Next(ctx); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("revocation: watch: %w", err)
+		}
+		raw, err := s.db.Get(stateTable, currentKey)
+		if database.IsErrNotFound(err) || err == nil && bytes.Equal(raw, last) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("revocation: watch: read stored KRL: %w", err)
+		}
+		var st stored
+		if err := json.Unmarshal(raw, &st); err != nil {
+			return fmt.Errorf("revocation: watch: stored KRL: %w", err)
+		}
+		last = raw
+		if s.see(&st.Published) {
+			s.cfg.Log.Info("KRL published by another devid-ca: serving it", "version", st.Version, "bytes", len(st.KRL))
+		}
+	}
 }
 
 // ServeHTTP serves GET /devid/v1/krl[?after=VERSION[&wait=DURATION]].
