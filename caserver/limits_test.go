@@ -202,7 +202,7 @@ func TestSlowClient(t *testing.T) {
 // of three request timeouts in a row were cut off, not by a timeout.
 func TestLongPollOutlivesTimeouts(t *testing.T) {
 	ca := catest.Start(t, withLimits(4096, 300*time.Millisecond))
-	cur := ca.Server.KRL().Version
+	cur := ca.Server.PublishedKRL().Version
 	type result struct {
 		k   *krldist.Signed
 		err error

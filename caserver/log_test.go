@@ -54,7 +54,7 @@ func (c records) nextRequest(t *testing.T, path string) slog.Record {
 func TestKRLPollLogLevel(t *testing.T) {
 	recs := make(records, 1000)
 	ca := catest.StartLogged(t, nil, slog.New(recs))
-	version := strconv.FormatUint(ca.Server.KRL().Version, 10)
+	version := strconv.FormatUint(ca.Server.PublishedKRL().Version, 10)
 	for _, c := range []struct {
 		path, query string
 		code        int

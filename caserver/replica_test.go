@@ -47,7 +47,7 @@ func TestKRLFromAnotherInstance(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v0 := ca.Server.KRL().Version
+	v0 := ca.Server.PublishedKRL().Version
 	if v := other.Current().Version; v != v0 {
 		t.Fatalf("the other instance opened at version %d, the CA serves %d: nothing changed", v, v0)
 	}
@@ -76,10 +76,10 @@ func TestKRLFromAnotherInstance(t *testing.T) {
 	if r.err != nil {
 		t.Fatal(r.err)
 	}
-	if r.k.Version != want.Version || r.k.Version <= v0 || !bytes.Equal(r.k.Body, want.KRL) || !bytes.Equal(r.k.Signature, want.Signature) {
-		t.Fatalf("the CA serves version %d (%d bytes), the other instance published %d (%d bytes): want the same KRL", r.k.Version, len(r.k.Body), want.Version, len(want.KRL))
+	if r.k.Version != want.Version || r.k.Version <= v0 || !bytes.Equal(r.k.Body, want.Body) || !bytes.Equal(r.k.Signature, want.Signature) {
+		t.Fatalf("the CA serves version %d (%d bytes), the other instance published %d (%d bytes): want the same KRL", r.k.Version, len(r.k.Body), want.Version, len(want.Body))
 	}
-	if p := ca.Server.KRL(); p.Version != want.Version {
+	if p := ca.Server.PublishedKRL(); p.Version != want.Version {
 		t.Fatalf("the CA's current KRL is version %d, want %d", p.Version, want.Version)
 	}
 }

@@ -76,7 +76,7 @@ func TestRevokeBigSerial(t *testing.T) {
 	if code != http.StatusOK || !strings.Contains(body, `"serial": "10071804687342786553"`) {
 		t.Fatalf("revoke: HTTP %d, want 200 and the serial as a JSON string:\n%s", code, body)
 	}
-	k, err := krl.Parse(ca.Server.KRL().KRL)
+	k, err := krl.Parse(ca.Server.PublishedKRL().Body)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -304,8 +304,8 @@ func (s *Server) Authority() *authority.Authority { return s.auth }
 // Revocation is the revocation store.
 func (s *Server) Revocation() *revocation.Store { return s.revoke }
 
-// KRL is the KRL being served.
-func (s *Server) KRL() *revocation.Published { return s.revoke.Current() }
+// PublishedKRL is the KRL being served, with its version and signature.
+func (s *Server) PublishedKRL() *revocation.Published { return s.revoke.Current() }
 
 // Handler is the whole HTTP API: step-ca's endpoints and devid's.
 func (s *Server) Handler() http.Handler { return s.handler }

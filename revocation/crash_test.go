@@ -171,7 +171,7 @@ func TestActivateCrash(t *testing.T) {
 func (f *fixture) wantRevoked(t *testing.T, when string, revoked, good []*ssh.Certificate) {
 	t.Helper()
 	p, _ := f.current(t)
-	wantKRL(t, when, p.KRL, revoked, good)
+	wantKRL(t, when, p.Body, revoked, good)
 }
 
 // wantKRL checks the KRL body revokes every certificate in revoked and

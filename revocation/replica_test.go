@@ -87,7 +87,7 @@ func storedKRL(t *testing.T, db nosql.DB) *revocation.Published {
 }
 
 func samePublished(a, b *revocation.Published) bool {
-	return a.Version == b.Version && bytes.Equal(a.KRL, b.KRL) && bytes.Equal(a.Signature, b.Signature) && a.Generated.Equal(b.Generated)
+	return a.Version == b.Version && bytes.Equal(a.Body, b.Body) && bytes.Equal(a.Signature, b.Signature) && a.Generated.Equal(b.Generated)
 }
 
 // TestReplicasShareKRL: a revocation through instance A wakes a long-poll
@@ -234,7 +234,7 @@ func TestReplicaPublishesInBetween(t *testing.T) {
 	if p.Version != v0+1 {
 		t.Fatalf("stored version %d, want %d: one change published once, by B, and A's rebuild found it current", p.Version, v0+1)
 	}
-	wantKRL(t, "stored", p.KRL, []*ssh.Certificate{c1, c2}, nil)
+	wantKRL(t, "stored", p.Body, []*ssh.Certificate{c1, c2}, nil)
 	if !samePublished(a.rev.Current(), p) || !samePublished(b.rev.Current(), p) {
 		t.Fatal("an instance serves a KRL other than the stored one")
 	}
@@ -269,7 +269,7 @@ func TestReplicaStaleRebuild(t *testing.T) {
 	a.clk.Advance(time.Minute)
 	c := a.issue(t, d, time.Hour) // any certificate with the device's key ID
 	p := storedKRL(t, raw)
-	k, err := krl.Parse(p.KRL)
+	k, err := krl.Parse(p.Body)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -135,7 +135,7 @@ func (p Poll) Next(ctx context.Context) error {
 type Published struct {
 	Version   uint64    `json:"version"`
 	Generated time.Time `json:"generated"`
-	KRL       []byte    `json:"krl"`
+	Body      []byte    `json:"krl"`       // the KRL
 	Signature []byte    `json:"signature"` // SSH signature blob, see the package doc
 }
 
@@ -601,7 +601,7 @@ func (s *Store) rebuildOnce() (bool, error) {
 		// Unchanged revocations: keep the version (the KRL's own
 		// generated time would otherwise make every rebuild new).
 		body, err := encode(r, prev.Version, prev.Generated, s.cfg.HostCA, s.cfg.UserCA)
-		if err == nil && bytes.Equal(body, prev.KRL) {
+		if err == nil && bytes.Equal(body, prev.Body) {
 			changed = false
 			next.Published = prev.Published
 		}
@@ -622,7 +622,7 @@ func (s *Store) rebuildOnce() (bool, error) {
 		if err != nil {
 			return false, fmt.Errorf("revocation: sign KRL: %w", err)
 		}
-		next.Published = Published{Version: version, Generated: now.UTC().Truncate(time.Second), KRL: body, Signature: ssh.Marshal(sig)}
+		next.Published = Published{Version: version, Generated: now.UTC().Truncate(time.Second), Body: body, Signature: ssh.Marshal(sig)}
 	}
 	_, swapped, err := s.db.CmpAndSwap(stateTable, currentKey, raw, mustJSON(next))
 	if err != nil {
@@ -633,7 +633,7 @@ func (s *Store) rebuildOnce() (bool, error) {
 	}
 	s.see(&next.Published)
 	if changed {
-		s.cfg.Log.Info("KRL published", "version", next.Version, "key_ids", len(r.KeyIDs), "host_serials", len(r.Host), "user_serials", len(r.User), "bytes", len(next.KRL), "pruned", r.Expired)
+		s.cfg.Log.Info("KRL published", "version", next.Version, "key_ids", len(r.KeyIDs), "host_serials", len(r.Host), "user_serials", len(r.User), "bytes", len(next.Body), "pruned", r.Expired)
 	}
 	return true, nil
 }
@@ -696,7 +696,7 @@ func (s *Store) Watch(ctx context.Context) error {
 		}
 		last = raw
 		if s.see(&st.Published) {
-			s.cfg.Log.Info("KRL published by another devid-ca: serving it", "version", st.Version, "bytes", len(st.KRL))
+			s.cfg.Log.Info("KRL published by another devid-ca: serving it", "version", st.Version, "bytes", len(st.Body))
 		}
 	}
 }
@@ -732,5 +732,5 @@ func (s *Store) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
-	krldist.Serve(w, p.Version, p.Generated, p.KRL, p.Signature)
+	krldist.Serve(w, p.Version, p.Generated, p.Body, p.Signature)
 }

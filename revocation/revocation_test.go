@@ -111,10 +111,10 @@ func (f *fixture) issue(t *testing.T, d *inventory.Device, lifetime time.Duratio
 func (f *fixture) current(t *testing.T) (*revocation.Published, *krl.KRL) {
 	t.Helper()
 	p := f.rev.Current()
-	if err := krldist.Verify(p.Version, p.KRL, p.Signature, []ssh.PublicKey{f.userCA.PublicKey()}); err != nil {
+	if err := krldist.Verify(p.Version, p.Body, p.Signature, []ssh.PublicKey{f.userCA.PublicKey()}); err != nil {
 		t.Fatal(err)
 	}
-	k, err := krl.Parse(p.KRL)
+	k, err := krl.Parse(p.Body)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -570,7 +570,7 @@ func TestKRLLogin(t *testing.T) {
 	if _, err := inv.SetStatus("test", dev.ID, inventory.StatusQuarantined, "lost"); err != nil {
 		t.Fatal(err)
 	}
-	want := float64(h.ca.Server.KRL().Version)
+	want := float64(h.ca.Server.PublishedKRL().Version)
 	waitFor(t, time.Minute, "the new KRL in RevokedKeys", func() bool {
 		b, err := os.ReadFile(h.krlFile)
 		if err != nil {
@@ -592,7 +592,7 @@ func TestKRLLogin(t *testing.T) {
 	if _, err := inv.SetStatus("test", dev.ID, inventory.StatusActive, "found"); err != nil {
 		t.Fatal(err)
 	}
-	want = float64(h.ca.Server.KRL().Version)
+	want = float64(h.ca.Server.PublishedKRL().Version)
 	waitFor(t, time.Minute, "the KRL after reactivation", func() bool { return h.metric(t, "devid_krl_version") >= want })
 	if out, err := h.sshd.SSHCert(t, h.knownHosts, "root", userKey, userKey+"-cert.pub"); err == nil {
 		t.Fatalf("reactivation brought back a certificate from before the quarantine:\n%s", out)
@@ -608,7 +608,7 @@ func TestKRLLogin(t *testing.T) {
 	if _, err := h.ca.Server.Revocation().RevokeSerial("test", cert2.Serial, "key leaked"); err != nil {
 		t.Fatal(err)
 	}
-	want = float64(h.ca.Server.KRL().Version)
+	want = float64(h.ca.Server.PublishedKRL().Version)
 	waitFor(t, time.Minute, "the KRL with the serial", func() bool { return h.metric(t, "devid_krl_version") >= want })
 	if out, err := h.sshd.SSHCert(t, h.knownHosts, "root", newKey, newKey+"-cert.pub"); err == nil {
 		t.Fatalf("a certificate revoked by serial still logs in:\n%s", out)
@@ -687,7 +687,7 @@ func BenchmarkKRLPropagation(b *testing.B) {
 		if _, err := ca.Server.Inventory().SetStatus("bench", d.ID, st, ""); err != nil {
 			b.Fatal(err)
 		}
-		want := ca.Server.KRL().Version
+		want := ca.Server.PublishedKRL().Version
 		done := make([]bool, hosts)
 		for left := hosts; left > 0; {
 			for j, f := range files {

@@ -164,7 +164,7 @@ func TestPrincipalsLogins(t *testing.T) {
 	if _, err := inv.SetStatus("test", a.id, inventory.StatusQuarantined, "lost"); err != nil {
 		t.Fatal(err)
 	}
-	want := h.ca.Server.KRL().Version
+	want := h.ca.Server.PublishedKRL().Version
 	start := time.Now()
 	waitFor(t, time.Minute, "the KRL on the host", func() bool {
 		data, err := os.ReadFile(h.krlFile)
