@@ -32,6 +32,7 @@ import (
 	"github.com/devid-ssh/devid/hostd"
 	"github.com/devid-ssh/devid/internal/conffile"
 	"github.com/devid-ssh/devid/internal/gobuild"
+	"github.com/devid-ssh/devid/internal/sshdrun"
 	"github.com/devid-ssh/devid/internal/sshdtest"
 	"github.com/devid-ssh/devid/inventory"
 	"github.com/devid-ssh/devid/krl"
@@ -74,22 +75,12 @@ func newHost(t testing.TB, lifetime time.Duration) *host {
 		c.Lifetimes.Host = conffile.Duration{Duration: lifetime}
 		c.Lifetimes.Device = conffile.Duration{Duration: lifetime}
 	})
-	sw := swtpmtest.New(t)
-	ek, err := sw.TPM.EK()
-	if err != nil {
-		t.Fatal(err)
-	}
+	sw := swtpmtest.NewServed(t)
 	if _, err := ca.Server.Inventory().AddDevice("test", inventory.NewDevice{
-		EK: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ek.Certificate.Raw})), Name: "web-1", Kind: "host"}); err != nil {
+		EK: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: sw.EK.Certificate.Raw})), Name: "web-1", Kind: "host"}); err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	sock := filepath.Join(dir, "tpm.sock")
-	stop, err := sw.ServeUnix(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(stop)
 
 	h := &host{ca: ca, dir: dir, certFile: filepath.Join(dir, "devid", "ssh_host_ecdsa_key-cert.pub"),
 		userCAFile: filepath.Join(dir, "devid", "user_ca.pub"), cfgFile: filepath.Join(dir, "hostd.json")}
@@ -102,12 +93,14 @@ func newHost(t testing.TB, lifetime time.Duration) *host {
 		"RevokedKeys " + h.krlFile, "AuthorizedPrincipalsFile " + h.principals}})
 	rootFile := filepath.Join(dir, "root.crt")
 	os.WriteFile(rootFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Root.Raw}), 0o644)
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	metricsAddr := ln.Addr().String()
-	ln.Close()
+	port, err := sshdrun.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricsAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	h.metrics = "http://" + metricsAddr + "/metrics"
 	h.cfg = map[string]any{
-		"version": 1, "caUrl": ca.URL, "root": rootFile, "tpm": "unix:" + sock,
+		"version": 1, "caUrl": ca.URL, "root": rootFile, "tpm": sw.Addr,
 		"hostKey": h.sshd.HostKey, "hostCertificate": h.certFile, "principals": []string{"localhost", "127.0.0.1"},
 		"trustedUserCAKeys": h.userCAFile, "revokedKeys": h.krlFile,
 		"sshd":           map[string]string{"binary": sshdtest.SSHD, "config": h.sshd.Config},
