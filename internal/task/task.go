@@ -15,8 +15,9 @@
 //     task's context is cancelled, and Run returns that error once they
 //     have all returned.
 //   - anything, once ctx is done: the task is stopped. An error other than
-//     the context's own (context.Canceled, context.DeadlineExceeded) is
-//     logged and returned by Run: a task that could not stop cleanly.
+//     ctx's own (ctx.Err(), possibly wrapped) is logged and returned by Run:
+//     a task that could not stop cleanly — a shutdown that timed out on
+//     its own deadline included.
 //
 // Run returns only once every task's Run has returned, so a daemon whose
 // context ends stops cleanly: nothing is left running.
@@ -120,7 +121,9 @@ func (r *Runner) supervise(ctx context.Context, stop context.CancelFunc, t Task)
 		var p *panicError
 		isPanic := errors.As(err, &p)
 		if ctx.Err() != nil {
-			if err == nil || !isPanic && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+			// Clean: nothing, or the Runner's context's own error — not
+			// another context's (a shutdown that timed out).
+			if err == nil || !isPanic && errors.Is(err, ctx.Err()) {
 				return nil
 			}
 			log.Error("task did not stop cleanly", taskErrAttrs(err)...)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
@@ -303,12 +304,25 @@ func TestUncleanStop(t *testing.T) {
 		done := start(ctx, r,
 			task.Func("serve", func(ctx context.Context) error { <-ctx.Done(); return errShutdown }),
 			task.Func("panicky", func(ctx context.Context) error { <-ctx.Done(); panic("at stop") }),
-			task.Func("clean", func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }))
+			task.Func("clean", func(ctx context.Context) error { <-ctx.Done(); return fmt.Errorf("stopped: %w", ctx.Err()) }),
+			task.Func("timeout", func(ctx context.Context) error {
+				<-ctx.Done()
+				// A graceful shutdown bounded by a context of its own, that
+				// ran out: not clean, although it is a context's error.
+				sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				defer cancel()
+				<-sctx.Done()
+				return fmt.Errorf("shutdown: %w", sctx.Err())
+			}))
 		cancel()
+		time.Sleep(2 * time.Second)
 		synctest.Wait()
 		ok, err := returned(done)
 		if !ok || !errors.Is(err, errShutdown) || !strings.Contains(err.Error(), "task panicky: panic: at stop") || strings.Contains(err.Error(), "clean") {
 			t.Fatalf("Run returned %v, %v; want serve's and panicky's errors only", ok, err)
+		}
+		if !strings.Contains(err.Error(), "task timeout: shutdown: context deadline exceeded") {
+			t.Fatalf("Run returned %v; want the timed-out shutdown reported", err)
 		}
 	})
 }
