@@ -24,7 +24,7 @@ demo: build
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 200x ./attestca/
 	$(GO) test -run '^$$' -bench . -benchtime 10x ./enroll/
-	$(GO) test -run '^$$' -bench . -benchtime 1x ./hostd/
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./hostd/e2e/
 	$(GO) test -run '^$$' -bench Build -benchtime 1x ./krl/
 	$(GO) test -run '^$$' -bench Query ./krl/
 	$(GO) test -run '^$$' -bench Load -benchtime 3x ./krl/

@@ -3,6 +3,7 @@ package enroll
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 
 	"github.com/devid-ssh/devid/tpm"
@@ -39,40 +40,45 @@ const (
 type StepError struct {
 	Step string // StepAttest, StepDeviceCertificate or StepSSHCertificate
 	Err  error
+	// DeviceCertificate is the device certificate the enrolment got before
+	// its SSH certificate step failed; nil when it failed earlier.
+	DeviceCertificate *x509.Certificate
 }
 
 func (e *StepError) Error() string { return e.Err.Error() }
 func (e *StepError) Unwrap() error { return e.Err }
 
 // Attested reports whether the device's TPM was attested: the enrolment
-// failed, if at all, only after the CA had accepted the attestation and
-// issued the device certificate.
-func (e *StepError) Attested() bool { return e.Step == StepSSHCertificate }
+// failed only after the CA had accepted the attestation and issued the
+// device certificate.
+func (e *StepError) Attested() bool { return e.DeviceCertificate != nil }
 
 // Enroll runs the three steps with t — Attest, DeviceCertificate,
 // SSHCertificate — and unloads the TPM objects it made, whatever happens.
-// A failure is a *StepError. It is the one enrolment sequence devid has:
-// devid-hostd, `devid enroll` and the tests call it.
+// A step that fails is a *StepError; a request that is not one (a type
+// other than host or user, no key) is refused before any step. It is the
+// one enrolment sequence devid has: devid-hostd, `devid enroll` and the
+// tests call it.
 func (c *Client) Enroll(ctx context.Context, t *tpm.TPM, req Request) (*Result, error) {
 	if req.Type != "host" && req.Type != "user" {
-		return nil, &StepError{StepSSHCertificate, fmt.Errorf("enroll: certificate type %q: want host or user", req.Type)}
+		return nil, fmt.Errorf("enroll: certificate type %q: want host or user", req.Type)
 	}
 	if req.Key == nil {
-		return nil, &StepError{StepSSHCertificate, fmt.Errorf("enroll: no public key to certify")}
+		return nil, errors.New("enroll: no public key to certify")
 	}
 	att, err := c.Attest(ctx, t)
 	if err != nil {
-		return nil, &StepError{StepAttest, err}
+		return nil, &StepError{Step: StepAttest, Err: err}
 	}
 	defer att.Close()
 	dc, err := c.DeviceCertificate(ctx, att)
 	if err != nil {
-		return nil, &StepError{StepDeviceCertificate, err}
+		return nil, &StepError{Step: StepDeviceCertificate, Err: err}
 	}
 	defer dc.Close()
 	cert, err := c.SSHCertificate(ctx, dc, req.Type, req.Principals, req.Key)
 	if err != nil {
-		return nil, &StepError{StepSSHCertificate, err}
+		return nil, &StepError{Step: StepSSHCertificate, Err: err, DeviceCertificate: dc.Chain[0]}
 	}
 	return &Result{DeviceID: att.DeviceID, AKCertificate: att.Chain[0], DeviceCertificate: dc.Chain[0], SSHCertificate: cert}, nil
 }

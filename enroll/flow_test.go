@@ -45,13 +45,15 @@ func TestEnrollWhole(t *testing.T) {
 	_, err = c.Enroll(ctx, sw.TPM, enroll.Request{Type: "user", Key: pub})
 	if !errors.As(err, &se) || se.Step != enroll.StepSSHCertificate || !se.Attested() || !strings.Contains(err.Error(), "may not have an SSH user certificate") {
 		t.Errorf("a user certificate for a host: %v (%+v)", err, se)
+	} else if se.DeviceCertificate.Subject.CommonName != id {
+		t.Errorf("the refused enrolment's device certificate names %q, want %s", se.DeviceCertificate.Subject.CommonName, id)
 	}
 	unknown := swtpmtest.New(t)
 	_, err = c.Enroll(ctx, unknown.TPM, enroll.Request{Type: "host", Key: pub})
 	if !errors.As(err, &se) || se.Step != enroll.StepAttest || se.Attested() || !strings.Contains(err.Error(), "is not registered") {
 		t.Errorf("an unregistered device: %v (%+v)", err, se)
 	}
-	if _, err := c.Enroll(ctx, sw.TPM, enroll.Request{Type: "admin", Key: pub}); err == nil {
-		t.Error("an enrolment for a certificate type that does not exist succeeded")
+	if _, err := c.Enroll(ctx, sw.TPM, enroll.Request{Type: "admin", Key: pub}); err == nil || errors.As(err, &se) {
+		t.Errorf("an enrolment for a certificate type that does not exist: %v, want a refusal before any step", err)
 	}
 }

@@ -238,7 +238,10 @@ func (d *Daemon) runOnce(ctx context.Context, cfg *Config, configChanged func(),
 	})
 	tasks := []task.Task{hc, userCA, watch}
 	var revoked *RevokedKeys
-	if cfg.RevokedKeys != "off" {
+	if cfg.RevokedKeys == "off" {
+		// Not even as "never": a KRL turned off is not a stale one.
+		forgetTask(d.registry(), TaskKRL)
+	} else {
 		// No client timeout: the KRL request long-polls (its wait bounds it).
 		hc := newPinnedClient(pool)
 		hc.Timeout = 0
@@ -261,15 +264,25 @@ func (d *Daemon) runOnce(ctx context.Context, cfg *Config, configChanged func(),
 	var readyOnce sync.Once
 	st.snapshot = func() *StatusData {
 		s := &StatusData{PID: os.Getpid(), Tasks: map[string]TaskStatus{}, Restored: map[string]int{}}
+		// A task is listed once it has succeeded or failed.
+		task := func(name string, ts TaskStatus) {
+			if ts != (TaskStatus{}) {
+				s.Tasks[name] = ts
+			}
+		}
 		h := hc.Status()
-		s.HostCert, s.SSHDReloads, s.Tasks[TaskHostCert] = h.Cert, h.SSHDReloads, h.Task
+		s.HostCert, s.SSHDReloads = h.Cert, h.SSHDReloads
+		task(TaskHostCert, h.Task)
 		u := userCA.Status()
-		s.UserCA, s.Tasks[TaskUserCA] = u.Keys, u.Task
+		s.UserCA = u.Keys
+		task(TaskUserCA, u.Task)
 		w := watch.Status()
-		s.Restored, s.Tasks[TaskWatch] = w.Restored, w.Task
+		s.Restored = w.Restored
+		task(TaskWatch, w.Task)
 		if revoked != nil {
 			k := revoked.Status()
-			s.KRLVersion, s.KRLGenerated, s.Tasks[TaskKRL] = k.Version, k.Generated, k.Task
+			s.KRLVersion, s.KRLGenerated = k.Version, k.Generated
+			task(TaskKRL, k.Task)
 		}
 		return s
 	}

@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -145,14 +146,14 @@ func TestDaemonReadyAndStatus(t *testing.T) {
 	h.run(t)
 	waitFor(t, time.Minute, "a host certificate in the status", func() bool {
 		st := h.status(t)
-		return st != nil && st.HostCert != nil
+		return st != nil && st.HostCert != nil && !st.Tasks[hostd.TaskHostCert].LastSuccess.IsZero()
 	})
 	st := h.status(t)
 	if st.PID != os.Getpid() || st.UserCA != 0 || st.SSHDReloads != 1 {
 		t.Fatalf("status: pid %d, %d user CA keys, %d sshd reloads; want %d, 0, 1", st.PID, st.UserCA, st.SSHDReloads, os.Getpid())
 	}
-	if st.Tasks[hostd.TaskHostCert].LastSuccess.IsZero() {
-		t.Errorf("status: the host certificate task has no success: %+v", st.Tasks)
+	if _, ok := st.Tasks[hostd.TaskWatch]; ok {
+		t.Errorf("status lists the watch task, which has neither succeeded nor failed: %+v", st.Tasks)
 	}
 	drain := func() (all []string) {
 		for {
@@ -195,5 +196,62 @@ func TestDaemonReadyAndStatus(t *testing.T) {
 	})
 	if n := metric(t, h.reg, "devid_renewals_total", "result", "success"); n != 2 {
 		t.Errorf("devid_renewals_total{success} = %v after the reload, want 2 (counted across configurations)", n)
+	}
+
+	// SIGUSR1 (`devid-hostd renew`): a renewal at once.
+	if err := syscall.Kill(os.Getpid(), syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Minute, "the certificate renewed on SIGUSR1", func() bool {
+		st := h.status(t)
+		return st != nil && st.HostCert != nil && st.SSHDReloads == 3
+	})
+	if _, issued := h.issuer.history(); len(issued) != 3 {
+		t.Errorf("%d certificates issued, want 3", len(issued))
+	}
+
+	// A configuration without the KRL: its task's series go, so that no
+	// alert fires on a KRL turned off.
+	h.cfg["revokedKeys"] = "off"
+	h.writeConfig(t)
+	waitFor(t, time.Minute, "the krl task's series removed", func() bool {
+		mfs, _ := h.reg.Gather()
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "task" && l.GetValue() == hostd.TaskKRL {
+						return false
+					}
+				}
+			}
+		}
+		return true
+	})
+}
+
+// TestDaemonMetricsPortTaken: a metrics address that cannot be bound stops
+// the daemon with the listener's error (systemd restarts it), rather than
+// leave it running unwatched.
+func TestDaemonMetricsPortTaken(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	h := newUnitHost(t)
+	h.cfg["metricsAddress"] = ln.Addr().String()
+	h.writeConfig(t)
+	d := &hostd.Daemon{ConfigFile: h.cfgFile, Log: slog.New(slog.DiscardHandler), Registry: h.reg,
+		NewIssuer: func(*hostd.Config, *x509.CertPool, *slog.Logger) hostd.Issuer { return h.issuer },
+		NewSSHD:   func(*hostd.Config) hostd.SSHD { return h.sshd }}
+	done := make(chan error, 1)
+	go func() { done <- d.Run(t.Context()) }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "address already in use") {
+			t.Fatalf("Run: %v, want the listener's error", err)
+		}
+	case <-time.After(time.Minute): // bounds a hang only
+		t.Fatal("the daemon kept running without its metrics listener")
 	}
 }

@@ -40,14 +40,29 @@ type health struct {
 	st TaskStatus
 }
 
+// taskVecs registers (or finds) the per-task gauges on reg.
+func taskVecs(reg prometheus.Registerer) (success, failure *prometheus.GaugeVec) {
+	success = register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "devid_task_last_success_seconds",
+		Help: "Last success of each task, Unix time."}, []string{"task"}))
+	failure = register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "devid_task_last_failure_seconds",
+		Help: "Last failure of each task, Unix time."}, []string{"task"}))
+	return success, failure
+}
+
+// forgetTask removes the per-task series of a task that no longer runs (a
+// configuration reloaded without it), so that no alert fires on its last
+// values.
+func forgetTask(reg prometheus.Registerer, task string) {
+	success, failure := taskVecs(reg)
+	success.DeleteLabelValues(task)
+	failure.DeleteLabelValues(task)
+}
+
 // newHealth registers (or finds, when a configuration is reloaded) the
 // per-task gauges on reg and returns the record of task. changed, if set,
 // is called after every change.
 func newHealth(reg prometheus.Registerer, task string, log *slog.Logger, now func() time.Time, changed func()) *health {
-	success := register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "devid_task_last_success_seconds",
-		Help: "Last success of each task, Unix time."}, []string{"task"}))
-	failure := register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "devid_task_last_failure_seconds",
-		Help: "Last failure of each task, Unix time."}, []string{"task"}))
+	success, failure := taskVecs(reg)
 	if now == nil {
 		now = wallClock
 	}

@@ -56,7 +56,7 @@ type EnrollIssuer struct {
 func (e *EnrollIssuer) Issue(ctx context.Context, key ssh.PublicKey, principals []string) (*Issued, error) {
 	t, err := e.OpenTPM()
 	if err != nil {
-		return nil, &enroll.StepError{Step: enroll.StepAttest, Err: err}
+		return nil, err // no attestation was tried
 	}
 	defer t.Close()
 	res, err := e.Client.Enroll(ctx, t, enroll.Request{Type: "host", Principals: principals, Key: key})
@@ -216,8 +216,8 @@ func (t *HostCertificate) Run(ctx context.Context) error {
 		pending, pendingFailures, retryAt = false, 0, time.Time{}
 		st = t.state(cert, t.c.Now())
 		t.renewals.WithLabelValues("success").Inc()
-		next := t.publish(cert, st)
 		t.h.ok()
+		next := t.publish(cert, st)
 		t.log.Info("host certificate renewed", "serial", cert.Serial, "principals", cert.ValidPrincipals,
 			"not_after", st.NotAfter, "next_renewal", next)
 	}
@@ -297,24 +297,36 @@ func (t *HostCertificate) renew(ctx context.Context) (*ssh.Certificate, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	got, err := t.c.Issuer.Issue(ctx, t.c.Key, t.c.Principals)
-	// An attempt that failed before the CA issued the device certificate
-	// is a failed attestation.
-	if se := (*enroll.StepError)(nil); err == nil || errors.As(err, &se) && se.Attested() {
+	// An enrolment that failed before the CA issued the device certificate
+	// is a failed attestation; one that failed before it tried (the TPM
+	// could not be opened) is none.
+	var se *enroll.StepError
+	switch {
+	case err == nil:
 		t.attestations.WithLabelValues("success").Inc()
-	} else {
+		t.setDeviceCertNotAfter(got.DeviceCertNotAfter)
+	case errors.As(err, &se) && se.Attested():
+		t.attestations.WithLabelValues("success").Inc()
+		if se.DeviceCertificate != nil {
+			t.setDeviceCertNotAfter(se.DeviceCertificate.NotAfter)
+		}
+	case se != nil:
 		t.attestations.WithLabelValues("failure").Inc()
 	}
 	if err != nil {
 		return nil, err
-	}
-	if !got.DeviceCertNotAfter.IsZero() {
-		t.deviceCertNotAfter.Set(float64(got.DeviceCertNotAfter.Unix()))
 	}
 	cert := got.Cert
 	if cert == nil || cert.CertType != ssh.HostCert || !bytes.Equal(cert.Key.Marshal(), t.c.Key.Marshal()) {
 		return nil, errors.New("the CA answered with something other than a host certificate for the host key")
 	}
 	return cert, t.install(ctx, cert)
+}
+
+func (t *HostCertificate) setDeviceCertNotAfter(na time.Time) {
+	if !na.IsZero() {
+		t.deviceCertNotAfter.Set(float64(na.Unix()))
+	}
 }
 
 // install writes the certificate, checks sshd accepts it, and reloads sshd;

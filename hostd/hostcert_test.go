@@ -5,12 +5,14 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/x509"
 	"errors"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -21,6 +23,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/ssh"
 )
+
+// serials numbers the fake issuers' certificates, unique in the test binary.
+var serials atomic.Uint64
 
 // fakeIssuer signs host certificates with its own CA key, valid from a
 // minute before the request (as devid-ca backdates) for lifetime. down
@@ -47,7 +52,7 @@ func (f *fakeIssuer) Issue(_ context.Context, key ssh.PublicKey, principals []st
 	if f.down(now) {
 		return nil, &enroll.StepError{Step: enroll.StepAttest, Err: errors.New("enroll: /attestation/attest: connection refused")}
 	}
-	c := &ssh.Certificate{Key: key, Serial: uint64(len(f.calls)), CertType: ssh.HostCert, KeyId: "device-id",
+	c := &ssh.Certificate{Key: key, Serial: serials.Add(1), CertType: ssh.HostCert, KeyId: "device-id",
 		ValidPrincipals: principals,
 		ValidAfter:      uint64(now.Add(-time.Minute).Unix()), ValidBefore: uint64(now.Add(f.lifetime).Unix())}
 	if err := c.SignCert(rand.Reader, f.ca); err != nil {
@@ -360,7 +365,8 @@ func TestHostCertificateRenewNow(t *testing.T) {
 
 // TestHostCertificateKeepsValidOnDisk: a valid certificate for the host
 // key already in place is kept (no issuance until its renewal time) and
-// shown at once; one for another key, or expired, is replaced at once.
+// shown at once; one for another key, for other principals, or expired,
+// is replaced at once.
 func TestHostCertificateKeepsValidOnDisk(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -373,6 +379,11 @@ func TestHostCertificateKeepsValidOnDisk(t *testing.T) {
 		}, true},
 		{"another key", func(t *testing.T, h *hostCertTask, _ ssh.PublicKey) *ssh.Certificate {
 			got, _ := h.issuer.Issue(context.Background(), hostKey(t), []string{"web-1.example.com"})
+			return got.Cert
+		}, false},
+		{"expired", func(t *testing.T, h *hostCertTask, key ssh.PublicKey) *ssh.Certificate {
+			got, _ := newFakeIssuer(t, time.Hour).Issue(context.Background(), key, []string{"web-1.example.com"})
+			time.Sleep(2 * time.Hour)
 			return got.Cert
 		}, false},
 		{"other principals", func(t *testing.T, h *hostCertTask, key ssh.PublicKey) *ssh.Certificate {
@@ -399,6 +410,50 @@ func TestHostCertificateKeepsValidOnDisk(t *testing.T) {
 				}
 				if st := h.Status(); st.Cert == nil || st.Cert.Serial != h.installed(t) {
 					t.Errorf("status %+v, want the certificate in place", st.Cert)
+				}
+			})
+		})
+	}
+}
+
+// errIssuer fails every issuance with err.
+type errIssuer struct{ err error }
+
+func (e errIssuer) Issue(context.Context, ssh.PublicKey, []string) (*hostd.Issued, error) {
+	return nil, e.err
+}
+
+// TestHostCertificateCountsAttestations: an enrolment refused after the
+// device certificate counts as an attestation that succeeded (and sets the
+// device certificate's expiry); one refused at attestation as one that
+// failed; a TPM that could not be opened as none.
+func TestHostCertificateCountsAttestations(t *testing.T) {
+	devCert := &x509.Certificate{NotAfter: time.Unix(1900000000, 0)}
+	for _, tc := range []struct {
+		name             string
+		err              error
+		success, failure float64
+		deviceNotAfter   float64
+	}{
+		{"refused at SSH certificate", &enroll.StepError{Step: enroll.StepSSHCertificate, Err: errors.New("no"), DeviceCertificate: devCert}, 1, 0, 1900000000},
+		{"refused at attestation", &enroll.StepError{Step: enroll.StepAttest, Err: errors.New("not registered")}, 0, 1, 0},
+		{"no TPM", errors.New("open /dev/tpmrm0: no such file"), 0, 0, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			synctest.Test(t, func(t *testing.T) {
+				reg := prometheus.NewRegistry()
+				h := hostd.NewHostCertificate(hostd.HostCertificateConfig{File: filepath.Join(dir, "cert.pub"), Key: hostKey(t),
+					Issuer: errIssuer{tc.err}, SSHD: &fakeSSHD{}, Files: hostd.NewFiles(), Registerer: reg, Rand: func() float64 { return 0 }})
+				runFor(t, time.Second, h.Run) // the first attempt only: the next is 2.5 s later
+				if s, f := metric(t, reg, "devid_attestations_total", "result", "success"), metric(t, reg, "devid_attestations_total", "result", "failure"); s != tc.success || f != tc.failure {
+					t.Errorf("attestations: %v succeeded, %v failed; want %v and %v", s, f, tc.success, tc.failure)
+				}
+				if n := metric(t, reg, "devid_device_certificate_not_after_seconds"); n != tc.deviceNotAfter {
+					t.Errorf("device certificate not after %v, want %v", n, tc.deviceNotAfter)
+				}
+				if n := metric(t, reg, "devid_renewals_total", "result", "failure"); n != 1 {
+					t.Errorf("renewals_total{failure} = %v, want 1", n)
 				}
 			})
 		})

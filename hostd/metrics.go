@@ -95,8 +95,14 @@ func (m *MetricsServer) Run(ctx context.Context) error {
 	if m.Ready != nil {
 		m.Ready(ln.Addr())
 	}
+	served := make(chan struct{})
+	defer close(served)
 	go func() {
-		<-ctx.Done()
+		select {
+		case <-ctx.Done():
+		case <-served: // Serve failed: nothing to shut down
+			return
+		}
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		srv.Shutdown(sctx)
