@@ -44,7 +44,8 @@
 //
 //	{"error": "...", "field": "...", "line": N}
 //
-// with 400 for invalid input, 404 for an unknown device or user, 409 for a
+// with 400 for invalid input, 404 for an unknown device, user or
+// certificate serial, 409 for a
 // conflict (a duplicate, a status change the status machine refuses, a
 // certificate revoked already), 413 for a body over MaxBody. The Client
 // returns them as an *APIError.

@@ -1,8 +1,11 @@
 // Package enroll is the device side of devid's enrolment: it proves a
-// device's TPM to devid-ca and gets its certificates. The host daemon and
-// the device agent use it, and `devid enroll` runs it by hand.
-//
-// The steps, each a method of Client:
+// device's TPM to devid-ca and gets its certificates. devid-hostd uses it,
+// and `devid enroll` runs it by hand, both through Client.Enroll: the one
+// enrolment sequence, which runs the three steps below, unloads the TPM
+// objects it made whatever happens, and says which step failed
+// (*StepError). The steps, each a method of Client, are public for what
+// needs them apart (a benchmark timing the attestation alone; a test
+// issuing several certificates with one device certificate):
 //
 //  1. Attest: create an RSA Attestation Key (AK) in the TPM and have the
 //     Attestation CA certify it (POST /attestation/attest, TPM2_ActivateCredential,

@@ -26,21 +26,26 @@
 //     changes of the configuration file.
 //   - MetricsServer serves the registry at /metrics.
 //
-// Each task is built by its New function from a Config that gives it what
-// it depends on (small interfaces such as Issuer and SSHD, so that tests
-// drive it with fakes and testing/synctest), a logger scoped with its name
-// (the "task" attribute), and a prometheus.Registerer on which it
-// registers its own metrics (prefix devid_; MetricNames lists them all).
-// Each has Run(ctx) and a Status() snapshot.
+// Each of the four is built by its New function from a Config that gives
+// it what it depends on (small interfaces such as Issuer and SSHD, so that
+// tests drive it with fakes and testing/synctest), a logger scoped with its
+// name (the "task" attribute), and a prometheus.Registerer on which it
+// registers its own metrics (prefix devid_; MetricNames lists them all);
+// each has Run(ctx) and a Status() snapshot.
 //
-// Daemon builds the tasks from the configuration file and runs them; it
-// runs them again with the new configuration on SIGHUP or when the file
-// changes (a broken file keeps the running configuration). It writes
-// StateDir/status.json (`devid-hostd status`) from the tasks' snapshots
-// after every change, and tells systemd READY once a host certificate and
-// the user CA keys are in place — ones found valid at start count —,
-// WATCHDOG at half of WATCHDOG_USEC, STATUS, RELOADING and STOPPING.
-// StateDir/hostd.pid, locked while the daemon runs, says whether it does
-// (LockStateDir, RunningPID). At start it removes the temporary files
-// interrupted writes left in the directories it writes.
+// Daemon builds the tasks from the configuration file and runs them with
+// internal/task's Runner: a task that fails or panics is restarted after a
+// back-off, and a metrics listener that cannot be bound stops the daemon
+// (systemd restarts it). It runs them again with the new configuration on
+// SIGHUP or when the file changes (a broken file keeps the running
+// configuration); Registry, kept across configurations, takes their
+// metrics (NewRegistry), and NewIssuer and NewSSHD let tests run the whole
+// daemon on fakes. A status task writes StateDir/status.json (`devid-hostd
+// status`) from the tasks' snapshots after every change, and the daemon
+// tells systemd READY once a host certificate and the user CA keys are in
+// place — ones found valid at start count —, WATCHDOG at half of
+// WATCHDOG_USEC, STATUS, RELOADING and STOPPING. StateDir/hostd.pid,
+// locked while the daemon runs, says whether it does (LockStateDir,
+// RunningPID). At start it removes the temporary files interrupted writes
+// left in the directories it writes.
 package hostd

@@ -136,7 +136,7 @@ func (u *TrustedUserCAKeys) Run(ctx context.Context) error {
 }
 
 // CAKeys is the last good set of the CA's SSH user CA keys, shared by the
-// UserCA and KRL tasks. The zero value (and nil) holds none.
+// TrustedUserCAKeys and RevokedKeys tasks. The zero value (and nil) holds none.
 type CAKeys struct {
 	mu   sync.Mutex
 	keys []ssh.PublicKey
@@ -159,8 +159,8 @@ func (c *CAKeys) Set(keys []ssh.PublicKey) {
 	c.keys = slices.Clone(keys)
 }
 
-// Load sets the keys from an installed TrustedUserCAKeys file (as UserCA
-// writes it: comments and one key a line), if it holds any. It returns how
+// Load sets the keys from an installed TrustedUserCAKeys file (as the
+// TrustedUserCAKeys task writes it: comments and one key a line), if it holds any. It returns how
 // many it found; a file that is missing or holds none changes nothing.
 func (c *CAKeys) Load(file string) (int, error) {
 	b, err := os.ReadFile(file)

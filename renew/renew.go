@@ -27,6 +27,9 @@
 //		}
 //	}
 //
+// hostd.HostCertificate.Run is this loop; every renewal there is a whole
+// enrolment with a fresh attestation, so it needs no Reattest of its own.
+//
 // A certificate is renewed at Fraction (default 2/3) of its lifetime, spread
 // earlier by up to Jitter (default 5%) of the lifetime so that hosts issued
 // certificates at the same moment do not all come back at the same moment. A

@@ -6,5 +6,9 @@
 // renewal timing, back-off, refusals, restores — are tested in package
 // hostd with fakes and testing/synctest, in seconds.
 //
+// BenchmarkHostdIdle (what an idle devid-hostd costs) and
+// BenchmarkKRLPropagation (a quarantine reaching RevokedKeys on several
+// hosts) are here too: `make bench` runs them.
+//
 // Without swtpm or sshd these tests skip, and fail when CI=true.
 package e2e

@@ -17,6 +17,10 @@
 // starting with "." relative to the test's working directory, built there,
 // so a directory holding a module of its own builds with that module.
 //
+// Binary builds for one test (and fails it if the build fails); Dir links
+// several programs into one directory, as a bin/ for scripts and the demo;
+// Build is the same outside a test, for a TestMain.
+//
 // Safe for parallel tests: concurrent calls for one package wait for a single
 // build, and a failed build is reported to every caller without being tried
 // again.

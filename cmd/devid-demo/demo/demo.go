@@ -1,5 +1,7 @@
 // Package demo tells devid's story on one machine: it runs the real
-// binaries (devid-ca, devid) against real software TPMs, prints every command
+// binaries (devid-ca, devid, devid-hostd beside a real sshd, and
+// devid-principals as its AuthorizedPrincipalsCommand) against real
+// software TPMs, prints every command
 // it runs with its output, and says in plain words what each step shows. It
 // cleans up after itself.
 package demo

@@ -1,6 +1,8 @@
 // Package devidcli is the devid operator command: register, list,
 // quarantine and retire devices, import inventories, manage users, read the
-// audit trail, and bootstrap trust in a CA.
+// audit trail, revoke certificates, inspect and query KRLs, enrol a device
+// by hand, and bootstrap trust in a CA. It talks to devid-ca through
+// package adminapi's client only: it does not link the CA's stores.
 package devidcli
 
 import (
