@@ -199,6 +199,9 @@ func (d *Daemon) runOnce(ctx context.Context, cfg *Config, configChanged func(),
 	d.removeStale(cfg, managed)
 	st := newStatusWriter(cfg.StateDir, d.Log)
 	scoped := func(task string) *slog.Logger { return d.Log.With("task", task) }
+	opts := func(task string) TaskOptions {
+		return TaskOptions{Registerer: d.registry(), Log: scoped(task), Changed: st.kick}
+	}
 	files := NewFiles()
 	// The last good user CA keys, from the installed file until the CA
 	// sends some: the RevokedKeys task verifies with them.
@@ -222,19 +225,19 @@ func (d *Daemon) runOnce(ctx context.Context, cfg *Config, configChanged func(),
 		File: cfg.HostCertificate, Key: hostKey, Principals: cfg.Principals, Issuer: issuer,
 		SSHD: sshd, Files: files, Policy: renew.Policy{Fraction: cfg.RenewFraction},
 		RenewNow: renewNow, Reloads: &d.reloads,
-		Registerer: d.registry(), Log: scoped(TaskHostCert), Changed: st.kick,
+		TaskOptions: opts(TaskHostCert),
 	})
 	userCA := NewTrustedUserCAKeys(TrustedUserCAKeysConfig{
 		CAURL: cfg.CAURL, HTTP: newPinnedClient(pool), File: cfg.TrustedUserCAKeys, Interval: cfg.UserCAInterval.Duration,
 		Files: files, CAKeys: caKeys,
-		Registerer: d.registry(), Log: scoped(TaskUserCA), Changed: st.kick,
+		TaskOptions: opts(TaskUserCA),
 	})
 	if caKeysErr == nil {
 		userCA.Installed(nCAKeys)
 	}
 	watch := NewWatch(WatchConfig{
 		Files: files, Dirs: uniqueDirs(managed...), ConfigFile: cfg.File(), ConfigChanged: configChanged,
-		Registerer: d.registry(), Log: scoped(TaskWatch), Changed: st.kick,
+		TaskOptions: opts(TaskWatch),
 	})
 	tasks := []task.Task{hc, userCA, watch}
 	var revoked *RevokedKeys
@@ -247,7 +250,7 @@ func (d *Daemon) runOnce(ctx context.Context, cfg *Config, configChanged func(),
 		hc.Timeout = 0
 		revoked = NewRevokedKeys(RevokedKeysConfig{
 			CAURL: cfg.CAURL, HTTP: hc, File: cfg.RevokedKeys, Files: files, CAKeys: caKeys,
-			Registerer: d.registry(), Log: scoped(TaskKRL), Changed: st.kick,
+			TaskOptions: opts(TaskKRL),
 		})
 		// The file must be there before anything else runs.
 		if err := revoked.Prepare(); err != nil {

@@ -109,7 +109,7 @@ func TestKRLEarlyAnswersBackOff(t *testing.T) {
 		})
 		reg := prometheus.NewRegistry()
 		k := hostd.NewRevokedKeys(hostd.RevokedKeysConfig{CAURL: "https://ca.test", HTTP: &http.Client{Transport: ca}, File: file, Files: hostd.NewFiles(),
-			Registerer: reg, Rand: func() float64 { return 0.5 }})
+			TaskOptions: hostd.TaskOptions{Registerer: reg}, Rand: func() float64 { return 0.5 }})
 		runFor(t, 10*time.Minute, k.Run)
 		got := ca.requests(krldist.Path)
 		// 2 s doubling to the 55 s wait, at 3/4 of each (the draw 0.5):
@@ -142,7 +142,7 @@ func TestKRLHeldPollsAreNotEarly(t *testing.T) {
 		})
 		reg := prometheus.NewRegistry()
 		k := hostd.NewRevokedKeys(hostd.RevokedKeysConfig{CAURL: "https://ca.test", HTTP: &http.Client{Transport: ca}, File: file, Files: hostd.NewFiles(),
-			Registerer: reg})
+			TaskOptions: hostd.TaskOptions{Registerer: reg}})
 		runFor(t, 10*time.Minute, k.Run)
 		if n := len(ca.requests(krldist.Path)); n != 11 {
 			t.Errorf("%d polls held 55 s each in 10 minutes, want 11", n)

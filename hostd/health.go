@@ -59,17 +59,15 @@ func forgetTask(reg prometheus.Registerer, task string) {
 }
 
 // newHealth registers (or finds, when a configuration is reloaded) the
-// per-task gauges on reg and returns the record of task. changed, if set,
-// is called after every change.
-func newHealth(reg prometheus.Registerer, task string, log *slog.Logger, now func() time.Time, changed func()) *health {
-	success, failure := taskVecs(reg)
-	if now == nil {
-		now = wallClock
-	}
+// per-task gauges on o.Registerer and returns the record of task, which
+// calls o.Changed after every change. o has its defaults.
+func newHealth(task string, o TaskOptions) *health {
+	success, failure := taskVecs(o.Registerer)
+	changed := o.Changed
 	if changed == nil {
 		changed = func() {}
 	}
-	return &health{log: log, now: now, changed: changed,
+	return &health{log: o.Log, now: o.Now, changed: changed,
 		success: success.WithLabelValues(task), failure: failure.WithLabelValues(task)}
 }
 
@@ -141,23 +139,28 @@ func counterVec(reg prometheus.Registerer, name, help, label string, values ...s
 // without a monotonic reading (see package renew).
 func wallClock() time.Time { return time.Now().Round(0) }
 
-func orRegistry(r prometheus.Registerer) prometheus.Registerer {
-	if r == nil {
-		return prometheus.NewRegistry()
-	}
-	return r
+// TaskOptions are what every task is given besides its own configuration.
+type TaskOptions struct {
+	// Now is the wall clock; default time.Now without its monotonic
+	// reading.
+	Now func() time.Time
+	// Registerer takes the task's metrics; default a private registry.
+	Registerer prometheus.Registerer
+	// Log is the task's logger; default discards.
+	Log *slog.Logger
+	// Changed, if set, is called after every change of the task's Status.
+	Changed func()
 }
 
-func orDiscard(l *slog.Logger) *slog.Logger {
-	if l == nil {
-		return slog.New(slog.DiscardHandler)
+func (o TaskOptions) withDefaults() TaskOptions {
+	if o.Now == nil {
+		o.Now = wallClock
 	}
-	return l
-}
-
-func orWallClock(now func() time.Time) func() time.Time {
-	if now == nil {
-		return wallClock
+	if o.Registerer == nil {
+		o.Registerer = prometheus.NewRegistry()
 	}
-	return now
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	return o
 }

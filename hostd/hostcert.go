@@ -80,20 +80,12 @@ type HostCertificateConfig struct {
 	// Rand draws the renewal and back-off jitter in [0,1); default
 	// math/rand/v2's Float64.
 	Rand func() float64
-	// Now is the wall clock; default time.Now without its monotonic
-	// reading.
-	Now func() time.Time
 	// RenewNow, if set, asks for a renewal at once (`devid-hostd renew`).
 	RenewNow <-chan struct{}
 	// Reloads, if set, counts the sshd reloads across the daemon's
 	// configurations; each task of one configuration adds to it.
 	Reloads *atomic.Uint64
-	// Registerer takes the task's metrics; default a private registry.
-	Registerer prometheus.Registerer
-	// Log is the task's logger; default discards.
-	Log *slog.Logger
-	// Changed, if set, is called after every change of Status.
-	Changed func()
+	TaskOptions
 }
 
 // HostCertificate keeps sshd's HostCertificate valid: it renews the host
@@ -128,7 +120,7 @@ type HostCertificateStatus struct {
 
 // NewHostCertificate returns the task, its metrics registered.
 func NewHostCertificate(c HostCertificateConfig) *HostCertificate {
-	c.Registerer, c.Log, c.Now = orRegistry(c.Registerer), orDiscard(c.Log), orWallClock(c.Now)
+	c.TaskOptions = c.TaskOptions.withDefaults()
 	if c.Rand == nil {
 		c.Rand = mrand.Float64
 	}
@@ -137,7 +129,7 @@ func NewHostCertificate(c HostCertificateConfig) *HostCertificate {
 	}
 	reg := c.Registerer
 	t := &HostCertificate{c: c, log: c.Log,
-		h:             newHealth(reg, TaskHostCert, c.Log, c.Now, c.Changed),
+		h:             newHealth(TaskHostCert, c.TaskOptions),
 		certNotBefore: gauge(reg, "devid_host_certificate_not_before_seconds", "Start of the host certificate's validity, Unix time."),
 		certNotAfter:  gauge(reg, "devid_host_certificate_not_after_seconds", "End of the host certificate's validity, Unix time."),
 		nextRenewal:   gauge(reg, "devid_host_certificate_next_renewal_seconds", "When the host certificate is due for renewal, Unix time."),

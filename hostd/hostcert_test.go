@@ -125,7 +125,7 @@ func newHostCertTask(t *testing.T, dir string, lifetime time.Duration, draws ...
 	n := 0
 	h.HostCertificate = hostd.NewHostCertificate(hostd.HostCertificateConfig{
 		File: h.file, Key: hostKey(t), Principals: []string{"web-1.example.com"},
-		Issuer: h.issuer, SSHD: h.sshd, Files: h.files, Registerer: h.reg,
+		Issuer: h.issuer, SSHD: h.sshd, Files: h.files, TaskOptions: hostd.TaskOptions{Registerer: h.reg},
 		Rand: func() float64 {
 			if len(draws) == 0 {
 				return 0
@@ -332,7 +332,7 @@ func TestHostCertificateRenewNow(t *testing.T) {
 		h := newHostCertTask(t, dir, 24*time.Hour)
 		h.HostCertificate = hostd.NewHostCertificate(hostd.HostCertificateConfig{
 			File: h.file, Key: hostKey(t), Principals: []string{"web-1"}, Issuer: h.issuer, SSHD: h.sshd, Files: h.files,
-			Registerer: prometheus.NewRegistry(), Rand: func() float64 { return 0 }, RenewNow: now})
+			TaskOptions: hostd.TaskOptions{Registerer: prometheus.NewRegistry()}, Rand: func() float64 { return 0 }, RenewNow: now})
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
 		done := make(chan struct{})
@@ -398,7 +398,7 @@ func TestHostCertificateKeepsValidOnDisk(t *testing.T) {
 				key := hostKey(t)
 				h.HostCertificate = hostd.NewHostCertificate(hostd.HostCertificateConfig{
 					File: h.file, Key: key, Principals: []string{"web-1.example.com"}, Issuer: h.issuer, SSHD: h.sshd, Files: h.files,
-					Registerer: prometheus.NewRegistry(), Rand: func() float64 { return 0 }})
+					TaskOptions: hostd.TaskOptions{Registerer: prometheus.NewRegistry()}, Rand: func() float64 { return 0 }})
 				prev := tc.prep(t, h, key)
 				if err := os.WriteFile(h.file, ssh.MarshalAuthorizedKey(prev), 0o644); err != nil {
 					t.Fatal(err)
@@ -444,7 +444,7 @@ func TestHostCertificateCountsAttestations(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				reg := prometheus.NewRegistry()
 				h := hostd.NewHostCertificate(hostd.HostCertificateConfig{File: filepath.Join(dir, "cert.pub"), Key: hostKey(t),
-					Issuer: errIssuer{tc.err}, SSHD: &fakeSSHD{}, Files: hostd.NewFiles(), Registerer: reg, Rand: func() float64 { return 0 }})
+					Issuer: errIssuer{tc.err}, SSHD: &fakeSSHD{}, Files: hostd.NewFiles(), TaskOptions: hostd.TaskOptions{Registerer: reg}, Rand: func() float64 { return 0 }})
 				runFor(t, time.Second, h.Run) // the first attempt only: the next is 2.5 s later
 				if s, f := metric(t, reg, "devid_attestations_total", "result", "success"), metric(t, reg, "devid_attestations_total", "result", "failure"); s != tc.success || f != tc.failure {
 					t.Errorf("attestations: %v succeeded, %v failed; want %v and %v", s, f, tc.success, tc.failure)

@@ -36,10 +36,10 @@ func NewRegistry() *prometheus.Registry {
 func MetricNames() []string {
 	rec := &descRecorder{}
 	reg := prometheus.WrapRegistererWith(nil, rec)
-	NewHostCertificate(HostCertificateConfig{Registerer: reg})
-	NewTrustedUserCAKeys(TrustedUserCAKeysConfig{Registerer: reg})
-	NewRevokedKeys(RevokedKeysConfig{Registerer: reg})
-	NewWatch(WatchConfig{Registerer: reg})
+	NewHostCertificate(HostCertificateConfig{TaskOptions: TaskOptions{Registerer: reg}})
+	NewTrustedUserCAKeys(TrustedUserCAKeysConfig{TaskOptions: TaskOptions{Registerer: reg}})
+	NewRevokedKeys(RevokedKeysConfig{TaskOptions: TaskOptions{Registerer: reg}})
+	NewWatch(WatchConfig{TaskOptions: TaskOptions{Registerer: reg}})
 	rec.Register(NewRegistry())
 	slices.Sort(rec.names)
 	return slices.Compact(rec.names)

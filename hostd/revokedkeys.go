@@ -36,15 +36,7 @@ type RevokedKeysConfig struct {
 	// Rand draws the back-off jitter in [0, 1); default math/rand/v2's
 	// Float64.
 	Rand func() float64
-	// Now is the wall clock; default time.Now without its monotonic
-	// reading.
-	Now func() time.Time
-	// Registerer takes the task's metrics; default a private registry.
-	Registerer prometheus.Registerer
-	// Log is the task's logger; default discards.
-	Log *slog.Logger
-	// Changed, if set, is called after every change of Status.
-	Changed func()
+	TaskOptions
 }
 
 // RevokedKeys keeps sshd's RevokedKeys file equal to the CA's KRL. It
@@ -84,7 +76,7 @@ type RevokedKeysStatus struct {
 
 // NewRevokedKeys returns the task, its metrics registered.
 func NewRevokedKeys(c RevokedKeysConfig) *RevokedKeys {
-	c.Registerer, c.Log, c.Now = orRegistry(c.Registerer), orDiscard(c.Log), orWallClock(c.Now)
+	c.TaskOptions = c.TaskOptions.withDefaults()
 	if c.Wait <= 0 {
 		c.Wait = 55 * time.Second
 	}
@@ -95,7 +87,7 @@ func NewRevokedKeys(c RevokedKeysConfig) *RevokedKeys {
 		c.Rand = rand.Float64
 	}
 	reg := c.Registerer
-	return &RevokedKeys{c: c, log: c.Log, h: newHealth(reg, TaskKRL, c.Log, c.Now, c.Changed),
+	return &RevokedKeys{c: c, log: c.Log, h: newHealth(TaskKRL, c.TaskOptions),
 		version: gauge(reg, "devid_krl_version", "Version of the KRL in RevokedKeys."),
 		generated: gauge(reg, "devid_krl_generated_seconds",
 			"When the CA built the KRL in RevokedKeys, Unix time (its age: time() minus this)."),

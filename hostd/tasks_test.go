@@ -40,7 +40,7 @@ func TestRevokedKeysRefusesRollback(t *testing.T) {
 		})
 		reg := prometheus.NewRegistry()
 		k := hostd.NewRevokedKeys(hostd.RevokedKeysConfig{CAURL: "https://ca.test", HTTP: &http.Client{Transport: srv}, File: file,
-			Files: hostd.NewFiles(), CAKeys: keys, Registerer: reg, Rand: func() float64 { return 0.5 }})
+			Files: hostd.NewFiles(), CAKeys: keys, TaskOptions: hostd.TaskOptions{Registerer: reg}, Rand: func() float64 { return 0.5 }})
 		runFor(t, 5*time.Minute, k.Run)
 		b, err := os.ReadFile(file)
 		if err != nil {
@@ -77,7 +77,7 @@ func TestWatchRestores(t *testing.T) {
 	var configChanged atomic.Int32
 	reg := prometheus.NewRegistry()
 	w := hostd.NewWatch(hostd.WatchConfig{Files: files, Dirs: []string{dir}, ConfigFile: cfgFile,
-		ConfigChanged: func() { configChanged.Add(1) }, Registerer: reg})
+		ConfigChanged: func() { configChanged.Add(1) }, TaskOptions: hostd.TaskOptions{Registerer: reg}})
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error)
 	go func() { done <- w.Run(ctx) }()

@@ -37,15 +37,7 @@ type TrustedUserCAKeysConfig struct {
 	// Rand draws the back-off jitter in [0, 1); default math/rand/v2's
 	// Float64.
 	Rand func() float64
-	// Now is the wall clock; default time.Now without its monotonic
-	// reading.
-	Now func() time.Time
-	// Registerer takes the task's metrics; default a private registry.
-	Registerer prometheus.Registerer
-	// Log is the task's logger; default discards.
-	Log *slog.Logger
-	// Changed, if set, is called after every change of Status.
-	Changed func()
+	TaskOptions
 }
 
 // TrustedUserCAKeys keeps sshd's TrustedUserCAKeys equal to the CA's SSH
@@ -74,11 +66,11 @@ type TrustedUserCAKeysStatus struct {
 
 // NewTrustedUserCAKeys returns the task, its metrics registered.
 func NewTrustedUserCAKeys(c TrustedUserCAKeysConfig) *TrustedUserCAKeys {
-	c.Registerer, c.Log, c.Now = orRegistry(c.Registerer), orDiscard(c.Log), orWallClock(c.Now)
+	c.TaskOptions = c.TaskOptions.withDefaults()
 	if c.Rand == nil {
 		c.Rand = rand.Float64
 	}
-	return &TrustedUserCAKeys{c: c, log: c.Log, h: newHealth(c.Registerer, TaskUserCA, c.Log, c.Now, c.Changed),
+	return &TrustedUserCAKeys{c: c, log: c.Log, h: newHealth(TaskUserCA, c.TaskOptions),
 		keys:      gauge(c.Registerer, "devid_user_ca_keys", "User CA keys in TrustedUserCAKeys."),
 		changedAt: gauge(c.Registerer, "devid_user_ca_keys_last_change_seconds", "Last change of TrustedUserCAKeys, Unix time."),
 	}

@@ -39,7 +39,7 @@ func TestUserCANeverEmpty(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "devid", "user_ca.pub")
 	reg := prometheus.NewRegistry()
 	u := hostd.NewTrustedUserCAKeys(hostd.TrustedUserCAKeysConfig{CAURL: srv.URL, HTTP: srv.Client(), File: file, Interval: time.Hour,
-		Files: hostd.NewFiles(), Registerer: reg})
+		Files: hostd.NewFiles(), TaskOptions: hostd.TaskOptions{Registerer: reg}})
 	ctx := context.Background()
 	if err := u.Sync(ctx); err != nil {
 		t.Fatal(err)

@@ -22,15 +22,7 @@ type WatchConfig struct {
 	// ConfigFile, if set, triggers ConfigChanged when written.
 	ConfigFile    string
 	ConfigChanged func()
-	// Now is the wall clock; default time.Now without its monotonic
-	// reading.
-	Now func() time.Time
-	// Registerer takes the task's metrics; default a private registry.
-	Registerer prometheus.Registerer
-	// Log is the task's logger; default discards.
-	Log *slog.Logger
-	// Changed, if set, is called after every change of Status.
-	Changed func()
+	TaskOptions
 }
 
 // Watch puts back managed files that someone else changed or deleted,
@@ -55,11 +47,11 @@ type WatchStatus struct {
 
 // NewWatch returns the task, its metrics registered.
 func NewWatch(c WatchConfig) *Watch {
-	c.Registerer, c.Log, c.Now = orRegistry(c.Registerer), orDiscard(c.Log), orWallClock(c.Now)
+	c.TaskOptions = c.TaskOptions.withDefaults()
 	if c.Interval <= 0 {
 		c.Interval = 30 * time.Second
 	}
-	return &Watch{c: c, log: c.Log, h: newHealth(c.Registerer, TaskWatch, c.Log, c.Now, c.Changed),
+	return &Watch{c: c, log: c.Log, h: newHealth(TaskWatch, c.TaskOptions),
 		restored: counterVec(c.Registerer, "devid_files_restored_total",
 			"Managed files put back after someone else changed or deleted them.", "file"),
 		counts: map[string]int{}}

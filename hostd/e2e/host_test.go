@@ -650,7 +650,7 @@ func BenchmarkKRLPropagation(b *testing.B) {
 		files = append(files, f)
 		hc := hostd.NewHTTPClient(ca.Roots)
 		hc.Timeout = 0
-		k := hostd.NewRevokedKeys(hostd.RevokedKeysConfig{CAURL: ca.URL, HTTP: hc, File: f, Wait: 30 * time.Second, Files: hostd.NewFiles(), Log: quiet})
+		k := hostd.NewRevokedKeys(hostd.RevokedKeysConfig{CAURL: ca.URL, HTTP: hc, File: f, Wait: 30 * time.Second, Files: hostd.NewFiles(), TaskOptions: hostd.TaskOptions{Log: quiet}})
 		go k.Run(ctx)
 	}
 	k, _ := rsaEK(b)
