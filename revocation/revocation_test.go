@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/devid-ssh/devid/internal/fakeclock"
-
 	"github.com/devid-ssh/devid/inventory"
 	"github.com/devid-ssh/devid/krl"
 	"github.com/devid-ssh/devid/krldist"
@@ -36,6 +35,7 @@ type fixture struct {
 	clk            *fakeclock.Clock
 	hostCA, userCA ssh.Signer
 	serial         uint64
+	log            *slog.Logger // the revocation store's; nil: discarded
 }
 
 func signer(t *testing.T) ssh.Signer {
@@ -67,8 +67,12 @@ func (f *fixture) open(db nosql.DB) error {
 	if f.inv, err = inventory.Open(db, f.clk.Now); err != nil {
 		return err
 	}
+	log := f.log
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
 	if f.rev, err = revocation.Open(revocation.Config{HostCA: f.hostCA.PublicKey(), UserCA: f.userCA.PublicKey(), Signer: f.userCA,
-		MaxLifetime: 24 * time.Hour, Now: f.clk.Now, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}, db, f.inv); err != nil {
+		MaxLifetime: 24 * time.Hour, Now: f.clk.Now, Log: log}, db, f.inv); err != nil {
 		return err
 	}
 	return nil
