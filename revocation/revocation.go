@@ -450,7 +450,7 @@ func (e *WrongCAError) Error() string {
 }
 
 // RevokeSerial revokes the certificate with this serial, which this CA
-// issued, and rebuilds the KRL.
+// issued, and rebuilds the KRL, as RevokeCert.
 func (s *Store) RevokeSerial(actor string, serial uint64, reason string) (*RevokedCert, error) {
 	b, err := s.db.Get(sshCertsTable, []byte(strconv.FormatUint(serial, 10)))
 	if database.IsErrNotFound(err) {
@@ -481,8 +481,15 @@ func (s *Store) RevokeSerial(actor string, serial uint64, reason string) (*Revok
 
 // RevokeCert revokes a certificate this CA signed, by serial, and records
 // it in the audit trail (action cert.revoke, the revocation as "after"),
-// in one transaction. A certificate revoked by serial already is an
-// *AlreadyRevokedError; one another CA key signed, a *WrongCAError.
+// in one transaction, then rebuilds the KRL. A certificate revoked by
+// serial already is an *AlreadyRevokedError; one another CA key signed, a
+// *WrongCAError.
+//
+// Once the revocation is committed the call succeeds: if the rebuild then
+// fails (the database, or other devid-ca instances publishing under each
+// attempt), that is logged as an error, the previous KRL is still served,
+// and the revocation is in the KRL from the next rebuild that succeeds (the
+// next change, or devid-ca's periodic rebuild, every 10 minutes).
 func (s *Store) RevokeCert(actor string, c *ssh.Certificate, reason string) (*RevokedCert, error) {
 	if err := inventory.CheckReason(reason); err != nil { // before anything is written
 		return nil, err
@@ -516,7 +523,11 @@ func (s *Store) RevokeCert(actor string, c *ssh.Certificate, reason string) (*Re
 		return nil, err
 	}
 	s.cfg.Log.Warn("certificate revoked", "admin", actor, "serial", c.Serial, "type", rc.Type, "key_id", c.KeyId, "reason", reason)
-	return rc, s.Rebuild()
+	if err := s.Rebuild(); err != nil {
+		s.cfg.Log.Error("certificate revoked, but the KRL rebuild failed: the previous KRL is still served; the next rebuild carries the revocation",
+			"serial", c.Serial, "type", rc.Type, "err", err)
+	}
+	return rc, nil
 }
 
 // Revocations is what the KRL holds at a moment.
