@@ -280,3 +280,41 @@ func TestReplicaStaleRebuild(t *testing.T) {
 		t.Errorf("stored version %d, want %d: what is revoked did not change", p.Version, before.Version)
 	}
 }
+
+// TestReplicaPublishesBeforeKRLStored: instance A has taken the next
+// version (stored its head) but not yet stored its KRL when instance B
+// quarantines another device and publishes. A's KRL, built without B's
+// change, is not stored over B's, newer one: the stored KRL revokes both
+// devices, under B's version, and both instances serve it.
+func TestReplicaPublishesBeforeKRLStored(t *testing.T) {
+	a := newFixture(t)
+	raw := a.db
+	fdb := &faultDB{DB: raw}
+	if err := a.open(fdb); err != nil { // A, reopened on fdb
+		t.Fatal(err)
+	}
+	b := a.replica(t, raw)
+	d1, d2 := a.device(t, "one", inventory.KindHost), a.device(t, "two", inventory.KindHost)
+	c1, c2 := a.issue(t, d1, time.Hour), a.issue(t, d2, time.Hour)
+	v0 := storedKRL(t, raw).Version
+	fdb.arm(func(bucket, key []byte) (bool, error) {
+		if isKRL(bucket, key) { // A is about to store its KRL
+			fdb.arm(nil)
+			if _, err := b.inv.SetStatus("test", d2.ID, inventory.StatusQuarantined, "lost"); err != nil {
+				t.Error(err)
+			}
+		}
+		return false, nil
+	})
+	if _, err := a.inv.SetStatus("test", d1.ID, inventory.StatusQuarantined, "lost"); err != nil {
+		t.Fatal(err)
+	}
+	p := storedKRL(t, raw)
+	if p.Version != v0+2 {
+		t.Fatalf("stored version %d, want %d: B's, after the one A took", p.Version, v0+2)
+	}
+	wantKRL(t, "stored", p.Body, []*ssh.Certificate{c1, c2}, nil)
+	if !samePublished(a.rev.Current(), p) || !samePublished(b.rev.Current(), p) {
+		t.Fatal("an instance serves a KRL other than the stored one")
+	}
+}

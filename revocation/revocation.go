@@ -28,17 +28,28 @@
 // device that is not active). So the KRL stays small.
 //
 // The KRL is rebuilt on every change; its krl_version only grows. It is
-// kept in the database with its version, and the version is allocated
-// there: a rebuild publishes the stored version plus one, by a
-// compare-and-swap on the stored KRL, so that devid-ca instances sharing
-// one database (replicas) never publish two KRLs under one version, and a
-// restart goes on from the version it left. Each instance serves the
-// newest version it has seen: its own at once, another's once [Store.Watch]
-// notices it in the database (by default within a second, see [Poll]). It
-// is published at GET /devid/v1/krl, unsigned inside (OpenSSH's embedded KRL
-// signatures are not portable across releases) with a detached signature
-// by the CA's SSH user CA key in the response header Devid-KRL-Signature:
-// the base64 of an SSH signature blob (RFC 4253 "signature" encoding) over
+// kept in the database, in two records of table devid_krl: "current", the
+// KRL as published (version, generated time, bytes, signature), and
+// "head", a small record of the version published last and a generation
+// every rebuild increments. The version is allocated there: a rebuild
+// takes the head's version plus one by a compare-and-swap on the head, and
+// only then stores the KRL (see [Store.Rebuild]), so that devid-ca
+// instances sharing one database (replicas) never publish two KRLs under
+// one version, and a restart goes on from the version it left. Each
+// instance serves the newest version it has seen: its own at once,
+// another's once [Store.Watch] notices it: Watch reads the head (by default
+// every second, see [Poll]), and the KRL only when the head names a version
+// newer than the one served, so the check costs the same for any size of
+// KRL. A database an earlier devid-ca left with the KRL record alone is
+// read as it is; the first rebuild adds the head. (An earlier devid-ca
+// neither reads nor writes the head: stop the earlier instances on a
+// database before starting this one on it.)
+//
+// The KRL is published at GET /devid/v1/krl, unsigned inside (OpenSSH's
+// embedded KRL signatures are not portable across releases) with a
+// detached signature by the CA's SSH user CA key in the response header
+// Devid-KRL-Signature: the base64 of an SSH signature blob (RFC 4253
+// "signature" encoding) over
 //
 //	"devid-krl-v1\x00" || uint64 version (big-endian) || SHA-256(KRL)
 //
@@ -73,7 +84,8 @@ var (
 	serialsTable  = []byte("devid_revoked_serials")
 	stateTable    = []byte("devid_krl")
 	sshCertsTable = []byte("ssh_certs") // written by step-ca for every SSH certificate
-	currentKey    = []byte("current")
+	currentKey    = []byte("current")   // in stateTable: the KRL published, a Published
+	headKey       = []byte("head")      // in stateTable: a head
 )
 
 // Inventory is what revocation needs of the inventory (an
@@ -97,13 +109,16 @@ type Config struct {
 	Now         func() time.Time
 	Log         *slog.Logger
 	// Changes says when another devid-ca on the same database may have
-	// published a KRL; Watch then reads it. Default DefaultPoll.
+	// published a KRL; Watch then reads the stored head. Default
+	// DefaultPoll.
 	Changes Changes
 }
 
 // Changes tells a Store's Watch when the KRL stored in the database may
 // have changed: another devid-ca sharing the database may have published a
 // new version. (A Store knows of the versions it publishes itself at once.)
+// Each time, Watch reads the small head record, and the KRL only if the
+// head names a newer version.
 type Changes interface {
 	// Next returns when the stored KRL may have changed since Next last
 	// returned, or with ctx's error once ctx is done.
@@ -149,14 +164,19 @@ type RevokedCert struct {
 	Reason    string    `json:"reason,omitempty"`
 }
 
-// stored is the KRL as kept in the database (stateTable, currentKey).
-// Rebuilds counts the rebuilds that found it current: a rebuild that
-// publishes nothing still changes the stored bytes, so that a rebuild
-// another instance began before it, from older revocations, fails its
-// compare-and-swap and starts again (see rebuildOnce).
-type stored struct {
-	Published
-	Rebuilds uint64 `json:"rebuilds,omitempty"`
+// head is the small record (stateTable, headKey) that rebuilds
+// compare-and-swap and Watch polls, beside the KRL (stateTable,
+// currentKey, a Published; a store of the earlier layout has that record
+// alone, with a "rebuilds" field that is now ignored).
+//
+// Version is the version the last rebuild published or found current.
+// Every rebuild that succeeds writes the head with Generation one up, even
+// when it publishes nothing, so that a rebuild another instance began
+// before it, from older revocations, fails its compare-and-swap and starts
+// again (see rebuildOnce).
+type head struct {
+	Version    uint64 `json:"version"`
+	Generation uint64 `json:"generation"`
 }
 
 // Store keeps the revocations and the current KRL.
@@ -185,10 +205,10 @@ func Open(cfg Config, db database.DB, inv Inventory) (*Store, error) {
 		cfg.Changes = DefaultPoll
 	}
 	s := &Store{cfg: cfg, db: db, inv: inv, changed: make(chan struct{})}
-	if _, st, err := s.load(); err != nil {
-		return nil, err
-	} else if st != nil {
-		s.see(&st.Published)
+	if _, p, err := s.loadKRL(); err != nil {
+		return nil, fmt.Errorf("revocation: %w", err)
+	} else if p != nil {
+		s.see(p)
 	}
 	if err := s.repair(); err != nil {
 		return nil, err
@@ -430,7 +450,7 @@ func (e *WrongCAError) Error() string {
 }
 
 // RevokeSerial revokes the certificate with this serial, which this CA
-// issued, and rebuilds the KRL.
+// issued, and rebuilds the KRL, as RevokeCert.
 func (s *Store) RevokeSerial(actor string, serial uint64, reason string) (*RevokedCert, error) {
 	b, err := s.db.Get(sshCertsTable, []byte(strconv.FormatUint(serial, 10)))
 	if database.IsErrNotFound(err) {
@@ -461,8 +481,15 @@ func (s *Store) RevokeSerial(actor string, serial uint64, reason string) (*Revok
 
 // RevokeCert revokes a certificate this CA signed, by serial, and records
 // it in the audit trail (action cert.revoke, the revocation as "after"),
-// in one transaction. A certificate revoked by serial already is an
-// *AlreadyRevokedError; one another CA key signed, a *WrongCAError.
+// in one transaction, then rebuilds the KRL. A certificate revoked by
+// serial already is an *AlreadyRevokedError; one another CA key signed, a
+// *WrongCAError.
+//
+// Once the revocation is committed the call succeeds: if the rebuild then
+// fails (the database, or other devid-ca instances publishing under each
+// attempt), that is logged as an error, the previous KRL is still served,
+// and the revocation is in the KRL from the next rebuild that succeeds (the
+// next change, or devid-ca's periodic rebuild, every 10 minutes).
 func (s *Store) RevokeCert(actor string, c *ssh.Certificate, reason string) (*RevokedCert, error) {
 	if err := inventory.CheckReason(reason); err != nil { // before anything is written
 		return nil, err
@@ -496,7 +523,11 @@ func (s *Store) RevokeCert(actor string, c *ssh.Certificate, reason string) (*Re
 		return nil, err
 	}
 	s.cfg.Log.Warn("certificate revoked", "admin", actor, "serial", c.Serial, "type", rc.Type, "key_id", c.KeyId, "reason", reason)
-	return rc, s.Rebuild()
+	if err := s.Rebuild(); err != nil {
+		s.cfg.Log.Error("certificate revoked, but the KRL rebuild failed: the previous KRL is still served; the next rebuild carries the revocation",
+			"serial", c.Serial, "type", rc.Type, "err", err)
+	}
+	return rc, nil
 }
 
 // Revocations is what the KRL holds at a moment.
@@ -550,16 +581,17 @@ func (s *Store) revocations(now time.Time) (*Revocations, error) {
 	return r, nil
 }
 
-// maxRebuildAttempts bounds the compare-and-swaps of one Rebuild: each one
-// that fails means another instance published in between.
+// maxRebuildAttempts bounds the attempts of one Rebuild: each one that
+// fails means another instance stored a head or a KRL in between.
 const maxRebuildAttempts = 10
 
 // Rebuild builds the KRL from the revocations, and publishes it as a new
 // version if what it revokes changed. The version is allocated in the
-// database: the stored KRL's version plus one, written only if the stored
-// KRL is still the one the rebuild read before the revocations (else the
-// rebuild starts again). So a change committed before Rebuild is called is
-// in the stored KRL when it returns nil, whichever instance published it.
+// database: the stored head's version plus one, written only if the head is
+// still the one the rebuild read before the revocations (else the rebuild
+// starts again); the KRL is stored after it. So a change committed before
+// Rebuild is called is in the stored KRL when it returns nil, whichever
+// instance published it.
 func (s *Store) Rebuild() error {
 	s.rebuilding.Lock()
 	defer s.rebuilding.Unlock()
@@ -571,88 +603,154 @@ func (s *Store) Rebuild() error {
 	return fmt.Errorf("revocation: KRL not published: the stored KRL changed under each of %d attempts (other devid-ca instances publishing)", maxRebuildAttempts)
 }
 
-// rebuildOnce reads the stored KRL, then the revocations, and stores the KRL
-// built from them if the stored one is still what it read. It reports
-// whether it stored it.
+// rebuildOnce reads the stored head, the stored KRL (unless this instance
+// serves the version the head names already) and then the revocations, and
+// stores the KRL built from them if nothing was stored in between. It
+// reports whether it stored it.
 //
-// The order matters across instances: a compare-and-swap that succeeds
-// proves that nothing was stored since the read, so the revocations, read
-// after, are at least as new as those of every KRL stored before. And every
-// rebuild stores something (Rebuilds+1 when the KRL is unchanged), so that
-// a rebuild begun earlier, from revocations read before a change this one
-// saw, cannot store over it.
+// The order matters across instances. A compare-and-swap on the head that
+// succeeds proves that no rebuild stored a head since it was read, so the
+// revocations, read after, are at least as new as those of every KRL
+// stored before. Every rebuild that succeeds stores a head (the generation
+// one up when the KRL is unchanged), so that a rebuild begun earlier, from
+// revocations read before a change this one saw, cannot store over it.
+//
+// A new KRL is stored after its head, by a compare-and-swap from the KRL
+// read before the head's; a rebuild keeps the stored KRL only if it is the
+// version the head names. So the records never disagree in a way that
+// loses a KRL or takes one back:
+//
+//   - a stored KRL was built by a rebuild whose head won: its version and
+//     its revocations are newer than those of the KRL it replaced; a
+//     rebuild whose KRL write comes too late (another KRL was stored since
+//     it read) fails its compare-and-swap and starts again;
+//   - a crash between the two writes leaves the head naming a version
+//     never stored, and the KRL before it stored and served; the next
+//     rebuild, finding the stored KRL is not the head's version, publishes
+//     a new one (a version is skipped, none is reused).
+//
+// (One transaction cannot hold both writes: in nosql.DB.Update a
+// compare-and-swap that fails does not abort the transaction, and
+// bbolt and PostgreSQL have no compare-or-rollback.)
 func (s *Store) rebuildOnce() (bool, error) {
-	raw, prev, err := s.load()
+	hraw, h, err := s.loadHead()
 	if err != nil {
-		return false, err
+		return false, fmt.Errorf("revocation: %w", err)
 	}
-	if prev != nil {
-		s.see(&prev.Published)
+	// The KRL the head names: the one this instance serves if it has that
+	// version (a version is stored once, so the stored KRL is that one),
+	// else the one stored.
+	var kraw []byte // the stored KRL's bytes, once read
+	read := false
+	prev := s.Current()
+	if hraw == nil || prev == nil || prev.Version != h.Version {
+		if kraw, prev, err = s.loadKRL(); err != nil {
+			return false, fmt.Errorf("revocation: %w", err)
+		}
+		read = true
+		if prev != nil {
+			s.see(prev)
+			if hraw == nil {
+				h.Version = prev.Version // a store of the earlier layout: the KRL alone; this rebuild adds the head
+			}
+		}
 	}
 	now := s.cfg.Now()
 	r, err := s.revocations(now)
 	if err != nil {
 		return false, err
 	}
-	next := &stored{}
-	changed := true
-	if prev != nil {
-		next.Rebuilds = prev.Rebuilds + 1
-		// Unchanged revocations: keep the version (the KRL's own
-		// generated time would otherwise make every rebuild new).
+	next := head{Version: h.Version, Generation: h.Generation + 1}
+	if prev != nil && prev.Version == h.Version {
+		// Unchanged revocations: keep the stored KRL and its version (the
+		// KRL's own generated time would otherwise make every rebuild
+		// new), and store the head alone.
 		body, err := encode(r, prev.Version, prev.Generated, s.cfg.HostCA, s.cfg.UserCA)
 		if err == nil && bytes.Equal(body, prev.Body) {
-			changed = false
-			next.Published = prev.Published
+			return s.swapHead(hraw, next)
 		}
 	}
-	if changed {
-		var version uint64 = 1
+	if !read { // the KRL's stored bytes, for its compare-and-swap
+		if kraw, prev, err = s.loadKRL(); err != nil {
+			return false, fmt.Errorf("revocation: %w", err)
+		}
 		if prev != nil {
-			version = prev.Version + 1
+			s.see(prev)
 		}
-		if cur := s.Current(); cur != nil {
-			version = max(version, cur.Version+1) // never back, even if the database went back
-		}
-		body, err := encode(r, version, now, s.cfg.HostCA, s.cfg.UserCA)
-		if err != nil {
-			return false, fmt.Errorf("revocation: build KRL: %w", err)
-		}
-		sig, err := s.cfg.Signer.Sign(rand.Reader, krldist.SignedData(version, body))
-		if err != nil {
-			return false, fmt.Errorf("revocation: sign KRL: %w", err)
-		}
-		next.Published = Published{Version: version, Generated: now.UTC().Truncate(time.Second), Body: body, Signature: ssh.Marshal(sig)}
 	}
-	_, swapped, err := s.db.CmpAndSwap(stateTable, currentKey, raw, mustJSON(next))
+	next.Version = h.Version + 1
+	if prev != nil {
+		next.Version = max(next.Version, prev.Version+1)
+	}
+	if cur := s.Current(); cur != nil {
+		next.Version = max(next.Version, cur.Version+1) // never back, even if the database went back
+	}
+	body, err := encode(r, next.Version, now, s.cfg.HostCA, s.cfg.UserCA)
 	if err != nil {
-		return false, fmt.Errorf("revocation: store KRL: %w", err)
+		return false, fmt.Errorf("revocation: build KRL: %w", err)
+	}
+	sig, err := s.cfg.Signer.Sign(rand.Reader, krldist.SignedData(next.Version, body))
+	if err != nil {
+		return false, fmt.Errorf("revocation: sign KRL: %w", err)
+	}
+	p := &Published{Version: next.Version, Generated: now.UTC().Truncate(time.Second), Body: body, Signature: ssh.Marshal(sig)}
+	if ok, err := s.swapHead(hraw, next); err != nil || !ok {
+		return false, err
+	}
+	_, swapped, err := s.db.CmpAndSwap(stateTable, currentKey, kraw, mustJSON(p))
+	if err != nil {
+		return false, fmt.Errorf("revocation: store KRL version %d: %w", p.Version, err)
 	}
 	if !swapped {
 		return false, nil
 	}
-	s.see(&next.Published)
-	if changed {
-		s.cfg.Log.Info("KRL published", "version", next.Version, "key_ids", len(r.KeyIDs), "host_serials", len(r.Host), "user_serials", len(r.User), "bytes", len(next.Body), "pruned", r.Expired)
-	}
+	s.see(p)
+	s.cfg.Log.Info("KRL published", "version", p.Version, "key_ids", len(r.KeyIDs), "host_serials", len(r.Host), "user_serials", len(r.User), "bytes", len(p.Body), "pruned", r.Expired)
 	return true, nil
 }
 
-// load reads the stored KRL: its bytes as stored (nil if there is none),
-// and decoded.
-func (s *Store) load() ([]byte, *stored, error) {
+// swapHead stores h if the stored head is still old (its bytes as stored,
+// nil for none), and reports whether it did.
+func (s *Store) swapHead(old []byte, h head) (bool, error) {
+	_, swapped, err := s.db.CmpAndSwap(stateTable, headKey, old, mustJSON(h))
+	if err != nil {
+		return false, fmt.Errorf("revocation: store KRL head, version %d: %w", h.Version, err)
+	}
+	return swapped, nil
+}
+
+// loadHead reads the stored head: its bytes as stored (nil if there is
+// none), and decoded.
+func (s *Store) loadHead() ([]byte, head, error) {
+	raw, err := s.db.Get(stateTable, headKey)
+	if database.IsErrNotFound(err) {
+		return nil, head{}, nil
+	}
+	if err != nil {
+		return nil, head{}, fmt.Errorf("read stored KRL head: %w", err)
+	}
+	var h head
+	if err := json.Unmarshal(raw, &h); err != nil {
+		return nil, head{}, fmt.Errorf("stored KRL head: %w", err)
+	}
+	return raw, h, nil
+}
+
+// loadKRL reads the stored KRL: its bytes as stored (nil if there is
+// none), and decoded.
+func (s *Store) loadKRL() ([]byte, *Published, error) {
 	raw, err := s.db.Get(stateTable, currentKey)
 	if database.IsErrNotFound(err) {
 		return nil, nil, nil
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("revocation: read stored KRL: %w", err)
+		return nil, nil, fmt.Errorf("read stored KRL: %w", err)
 	}
-	var st stored
-	if err := json.Unmarshal(raw, &st); err != nil {
-		return nil, nil, fmt.Errorf("revocation: stored KRL: %w", err)
+	var p Published
+	if err := json.Unmarshal(raw, &p); err != nil {
+		return nil, nil, fmt.Errorf("stored KRL: %w", err)
 	}
-	return raw, &st, nil
+	return raw, &p, nil
 }
 
 // see makes p the KRL served if it is newer than the one served, and wakes
@@ -671,11 +769,13 @@ func (s *Store) see(p *Published) bool {
 
 // Watch serves the KRLs other devid-ca instances store in the database:
 // each time Config.Changes says the stored KRL may have changed, Watch
-// reads it and, if its version is newer than the one served, serves it and
-// wakes the long-polls. It returns ctx's error once ctx is done, or an
-// error when the database cannot be read.
+// reads the stored head and, only if it names a version newer than the one
+// served, the stored KRL, which it serves if it is newer and wakes the
+// long-polls. (The KRL is stored just after its head. Until it is, or, if
+// a crash came between the two, until the next rebuild anywhere stores a
+// newer one, Watch reads the KRL each time.) It returns ctx's error once
+// ctx is done, or an error when the database cannot be read.
 func (s *Store) Watch(ctx context.Context) error {
-	var last []byte
 	for {
 		if err := s.cfg.Changes.Next(ctx); err != nil {
 			if ctx.Err() != nil {
@@ -683,20 +783,19 @@ func (s *Store) Watch(ctx context.Context) error {
 			}
 			return fmt.Errorf("revocation: watch: %w", err)
 		}
-		raw, err := s.db.Get(stateTable, currentKey)
-		if database.IsErrNotFound(err) || err == nil && bytes.Equal(raw, last) {
+		_, h, err := s.loadHead()
+		if err != nil {
+			return fmt.Errorf("revocation: watch: %w", err)
+		}
+		if cur := s.Current(); h.Version == 0 || cur != nil && h.Version <= cur.Version {
 			continue
 		}
+		_, p, err := s.loadKRL()
 		if err != nil {
-			return fmt.Errorf("revocation: watch: read stored KRL: %w", err)
+			return fmt.Errorf("revocation: watch: %w", err)
 		}
-		var st stored
-		if err := json.Unmarshal(raw, &st); err != nil {
-			return fmt.Errorf("revocation: watch: stored KRL: %w", err)
-		}
-		last = raw
-		if s.see(&st.Published) {
-			s.cfg.Log.Info("KRL published by another devid-ca: serving it", "version", st.Version, "bytes", len(st.Body))
+		if p != nil && s.see(p) {
+			s.cfg.Log.Info("KRL published by another devid-ca: serving it", "version", p.Version, "bytes", len(p.Body))
 		}
 	}
 }

@@ -1,13 +1,17 @@
 package revocation_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -19,8 +23,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/devid-ssh/devid/adminapi"
+	"github.com/devid-ssh/devid/caserver/adminhttp"
 	"github.com/devid-ssh/devid/internal/fakeclock"
-
 	"github.com/devid-ssh/devid/inventory"
 	"github.com/devid-ssh/devid/krl"
 	"github.com/devid-ssh/devid/krldist"
@@ -36,6 +41,7 @@ type fixture struct {
 	clk            *fakeclock.Clock
 	hostCA, userCA ssh.Signer
 	serial         uint64
+	log            *slog.Logger // the revocation store's; nil: discarded
 }
 
 func signer(t *testing.T) ssh.Signer {
@@ -67,8 +73,12 @@ func (f *fixture) open(db nosql.DB) error {
 	if f.inv, err = inventory.Open(db, f.clk.Now); err != nil {
 		return err
 	}
+	log := f.log
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
 	if f.rev, err = revocation.Open(revocation.Config{HostCA: f.hostCA.PublicKey(), UserCA: f.userCA.PublicKey(), Signer: f.userCA,
-		MaxLifetime: 24 * time.Hour, Now: f.clk.Now, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}, db, f.inv); err != nil {
+		MaxLifetime: 24 * time.Hour, Now: f.clk.Now, Log: log}, db, f.inv); err != nil {
 		return err
 	}
 	return nil
@@ -219,6 +229,65 @@ func TestRevokeSerial(t *testing.T) {
 	audit, _ := f.inv.Audit(host.ID)
 	if len(audit) == 0 || audit[len(audit)-1].Action != "cert.revoke" || audit[len(audit)-1].Actor != "root" {
 		t.Fatalf("revocation not audited: %+v", audit)
+	}
+}
+
+// TestRevokeWhenRebuildFails: a revocation committed is a success through
+// the admin API (200 and the record) even when the KRL rebuild after it
+// fails (here every compare-and-swap on the KRL's records loses, as if
+// other instances published under each attempt); the failure is logged as
+// an error, the previous KRL is still served, and the next rebuild
+// publishes the revocation.
+func TestRevokeWhenRebuildFails(t *testing.T) {
+	f := newFixture(t)
+	var logs bytes.Buffer
+	f.log = slog.New(slog.NewTextHandler(&logs, nil))
+	fdb := &faultDB{DB: f.db}
+	if err := f.open(fdb); err != nil {
+		t.Fatal(err)
+	}
+	host := f.device(t, "web-1", inventory.KindHost)
+	c := f.issue(t, host, time.Hour)
+	v0 := f.rev.Current().Version
+	fdb.arm(func(bucket, key []byte) (bool, error) { return string(bucket) == "devid_krl", nil })
+
+	root := &x509.Certificate{Raw: []byte("admin root"), Subject: pkix.Name{CommonName: "root"}}
+	admin := &x509.Certificate{Raw: []byte("admin"), Subject: pkix.Name{CommonName: "alice"}}
+	h := adminhttp.NewHandler(f.inv, f.rev, root, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	req := httptest.NewRequest("POST", adminapi.Prefix+"certs/revoke",
+		strings.NewReader(`{"serial": "`+strconv.FormatUint(c.Serial, 10)+`", "reason": "key leaked"}`))
+	req.TLS = &tls.ConnectionState{PeerCertificates: []*x509.Certificate{admin}, VerifiedChains: [][]*x509.Certificate{{admin, root}}}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	var got adminapi.RevokedCert
+	if rec.Code != http.StatusOK || json.Unmarshal(rec.Body.Bytes(), &got) != nil ||
+		uint64(got.Serial) != c.Serial || got.Type != "host" || got.KeyID != host.ID || got.Reason != "key leaked" {
+		t.Fatalf("revoke with the KRL rebuild failing: HTTP %d %s, want 200 and the revocation", rec.Code, rec.Body)
+	}
+	if !strings.Contains(logs.String(), "level=ERROR") || !strings.Contains(logs.String(), "KRL rebuild failed") {
+		t.Errorf("the failed rebuild is not logged as an error; log:\n%s", &logs)
+	}
+	audit, err := f.inv.Audit(host.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := audit[len(audit)-1]; e.Action != "cert.revoke" || e.Actor != "alice" {
+		t.Fatalf("last audit entry %+v, want alice's cert.revoke", e)
+	}
+	if p, k := f.current(t); p.Version != v0 || k.IsRevoked(c) {
+		t.Fatalf("while rebuilds fail: serving version %d (revokes the certificate: %v), want %d as before", p.Version, k.IsRevoked(c), v0)
+	}
+
+	fdb.arm(nil)
+	if err := f.rev.Rebuild(); err != nil { // the next one, periodic or after a change
+		t.Fatal(err)
+	}
+	p, k := f.current(t)
+	if p.Version != v0+1 || !k.IsRevoked(c) {
+		t.Fatalf("after the next rebuild: version %d, certificate revoked %v; want version %d revoking it", p.Version, k.IsRevoked(c), v0+1)
+	}
+	if !samePublished(p, storedKRL(t, f.db)) {
+		t.Fatal("the KRL served is not the one stored")
 	}
 }
 
