@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -231,7 +232,13 @@ func TestUnitPrivilegesSuffice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := victim.Start(); err != nil {
+	// A test run under nohup ignores SIGHUP, and so would cat, inheriting
+	// that: while Go handles SIGHUP, a child starts with the default action.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	err = victim.Start()
+	signal.Stop(hup)
+	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
