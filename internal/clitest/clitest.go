@@ -34,6 +34,12 @@ func Params(dir string) testscript.Params {
 		RequireExplicitExec: true,
 		Setup: func(env *testscript.Env) error {
 			env.Setenv("DEVID_CONFIG", env.WorkDir+"/.config/devid/config.json")
+			// A race-detector build sleeps a second at exit (GORACE's
+			// atexit_sleep_ms) to let late reports out; a script's commands
+			// are the test binary run again, each to its end, so the sleep
+			// is pure wait. Races are still reported, with exit status 66,
+			// which fails the script.
+			env.Setenv("GORACE", strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
 			env.Values[tKey{}] = env.T()
 			return nil
 		},
