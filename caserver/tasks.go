@@ -25,14 +25,15 @@ const shutdownTimeout = 10 * time.Second
 //
 //   - https: the HTTPS server on ln. A failure is fatal (the listener is
 //     gone): Serve returns it.
-//   - krl-rebuild: rebuilds the KRL every krlRebuildEvery.
+//   - krl-rebuild: rebuilds the KRL every krlRebuildEvery, and within
+//     seconds while a failed rebuild left a change unpublished.
 //   - krl-watch: serves the KRLs other devid-ca instances sharing the
 //     database publish (revocation.Store.Watch).
 func (s *Server) tasks(ln net.Listener, tc *tls.Config, ready func()) []task.Task {
 	return []task.Task{
 		&httpsTask{s: s, log: s.log.With("task", "https"), ln: ln, tc: tc, ready: ready},
 		task.Func("krl-rebuild", func(ctx context.Context) error {
-			return s.rebuildKRL(ctx, s.log.With("task", "krl-rebuild"))
+			return rebuildKRL(ctx, s.revoke, s.log.With("task", "krl-rebuild"), krlRebuildEvery)
 		}),
 		task.Func("krl-watch", s.revoke.Watch),
 	}
@@ -88,20 +89,46 @@ func (h *httpsTask) Run(ctx context.Context) error {
 	return nil
 }
 
-// rebuildKRL rebuilds the KRL every krlRebuildEvery until ctx is done. A
-// failed rebuild is logged and the previous KRL still served; the next tick
-// tries again.
-func (s *Server) rebuildKRL(ctx context.Context, log *slog.Logger) error {
-	t := time.NewTicker(krlRebuildEvery)
-	defer t.Stop()
+// krlRebuilder is what the krl-rebuild task needs of the revocation store.
+type krlRebuilder interface {
+	Rebuild() error
+	// Behind reports that the last rebuild failed: a committed change may
+	// not be in the KRL served.
+	Behind() bool
+}
+
+// rebuildKRL rebuilds the KRL every `every` until ctx is done, and, while
+// the store is Behind (a rebuild failed, here or after a change, so a
+// revocation may not be published yet), within a second and then after 1 s
+// doubling to a minute until one succeeds. A failed rebuild is logged and
+// the previous KRL still served.
+func rebuildKRL(ctx context.Context, r krlRebuilder, log *slog.Logger, every time.Duration) error {
+	const minRetry, maxRetry = time.Second, time.Minute
+	tick := time.NewTicker(time.Second) // how often Behind is looked at
+	defer tick.Stop()
+	last, failures := time.Now(), 0
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-t.C:
-			if err := s.revoke.Rebuild(); err != nil {
-				log.Error("KRL rebuild failed; the previous KRL is still served", "err", err)
-			}
+		case <-tick.C:
 		}
+		due := last.Add(every)
+		if r.Behind() {
+			due = last.Add(min(minRetry<<min(failures, 6), maxRetry))
+		}
+		if time.Now().Before(due) {
+			continue
+		}
+		last = time.Now()
+		if err := r.Rebuild(); err != nil {
+			failures++
+			log.Error("KRL rebuild failed; the previous KRL is still served", "err", err, "failures", failures)
+			continue
+		}
+		if failures > 0 {
+			log.Info("KRL rebuilt after failures", "failures", failures)
+		}
+		failures = 0
 	}
 }

@@ -71,6 +71,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/devid-ssh/devid/inventory"
@@ -185,7 +186,8 @@ type Store struct {
 	db  database.DB
 	inv Inventory
 
-	rebuilding sync.Mutex // one rebuild at a time in this process
+	rebuilding sync.Mutex  // one rebuild at a time in this process
+	behind     atomic.Bool // the last rebuild failed: a change may not be published
 
 	mu      sync.Mutex
 	current *Published    // the newest version this instance has seen
@@ -205,16 +207,22 @@ func Open(cfg Config, db database.DB, inv Inventory) (*Store, error) {
 		cfg.Changes = DefaultPoll
 	}
 	s := &Store{cfg: cfg, db: db, inv: inv, changed: make(chan struct{})}
-	if _, p, err := s.loadKRL(); err != nil {
+	_, stored, err := s.loadKRL()
+	if err != nil {
 		return nil, fmt.Errorf("revocation: %w", err)
-	} else if p != nil {
-		s.see(p)
+	} else if stored != nil {
+		s.see(stored)
 	}
 	if err := s.repair(); err != nil {
 		return nil, err
 	}
 	if err := s.Rebuild(); err != nil {
-		return nil, err
+		if stored == nil {
+			return nil, err // nothing to serve
+		}
+		// The stored KRL is served meanwhile; the store is Behind, and
+		// the krl-rebuild task tries again.
+		s.cfg.Log.Error("KRL rebuild at start failed; serving the stored KRL until a rebuild succeeds", "version", stored.Version, "err", err)
 	}
 	inv.BeforeDeviceCommit(s.prepareDeviceChange)
 	inv.OnDeviceChange(s.OnDeviceChange)
@@ -592,9 +600,17 @@ const maxRebuildAttempts = 10
 // starts again); the KRL is stored after it. So a change committed before
 // Rebuild is called is in the stored KRL when it returns nil, whichever
 // instance published it.
+//
+// A failed Rebuild leaves the store Behind until one succeeds.
 func (s *Store) Rebuild() error {
 	s.rebuilding.Lock()
 	defer s.rebuilding.Unlock()
+	err := s.rebuild()
+	s.behind.Store(err != nil)
+	return err
+}
+
+func (s *Store) rebuild() error {
 	for range maxRebuildAttempts {
 		if done, err := s.rebuildOnce(); err != nil || done {
 			return err
@@ -602,6 +618,12 @@ func (s *Store) Rebuild() error {
 	}
 	return fmt.Errorf("revocation: KRL not published: the stored KRL changed under each of %d attempts (other devid-ca instances publishing)", maxRebuildAttempts)
 }
+
+// Behind reports whether the last rebuild failed, so that a change
+// committed since (a revocation, a device's status) may not be in the KRL
+// served: devid-ca's krl-rebuild task then retries within seconds rather
+// than at its periodic rebuild.
+func (s *Store) Behind() bool { return s.behind.Load() }
 
 // rebuildOnce reads the stored head, the stored KRL (unless this instance
 // serves the version the head names already) and then the revocations, and

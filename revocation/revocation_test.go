@@ -278,9 +278,23 @@ func TestRevokeWhenRebuildFails(t *testing.T) {
 		t.Fatalf("while rebuilds fail: serving version %d (revokes the certificate: %v), want %d as before", p.Version, k.IsRevoked(c), v0)
 	}
 
+	if !f.rev.Behind() {
+		t.Error("the store is not Behind after a failed rebuild: nothing would retry it soon")
+	}
+	// devid-ca restarted meanwhile: it serves the stored KRL, Behind.
+	if err := f.open(fdb); err != nil {
+		t.Fatalf("open with the KRL rebuild failing and a KRL stored: %v", err)
+	}
+	if p, _ := f.current(t); p.Version != v0 || !f.rev.Behind() {
+		t.Fatalf("after a restart with rebuilds failing: serving version %d (behind: %v), want %d, behind", p.Version, f.rev.Behind(), v0)
+	}
+
 	fdb.arm(nil)
-	if err := f.rev.Rebuild(); err != nil { // the next one, periodic or after a change
+	if err := f.rev.Rebuild(); err != nil { // the krl-rebuild task's retry, or a change
 		t.Fatal(err)
+	}
+	if f.rev.Behind() {
+		t.Error("the store is still Behind after a rebuild succeeded")
 	}
 	p, k := f.current(t)
 	if p.Version != v0+1 || !k.IsRevoked(c) {
