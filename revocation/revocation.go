@@ -496,8 +496,8 @@ func (s *Store) RevokeSerial(actor string, serial uint64, reason string) (*Revok
 // Once the revocation is committed the call succeeds: if the rebuild then
 // fails (the database, or other devid-ca instances publishing under each
 // attempt), that is logged as an error, the previous KRL is still served,
-// and the revocation is in the KRL from the next rebuild that succeeds (the
-// next change, or devid-ca's periodic rebuild, every 10 minutes).
+// and the revocation is in the KRL from the next rebuild that succeeds: the
+// store is Behind, so devid-ca's krl-rebuild task retries within seconds.
 func (s *Store) RevokeCert(actor string, c *ssh.Certificate, reason string) (*RevokedCert, error) {
 	if err := inventory.CheckReason(reason); err != nil { // before anything is written
 		return nil, err
