@@ -268,24 +268,24 @@ func (d *Daemon) runOnce(ctx context.Context, cfg *Config, configChanged func(),
 	st.snapshot = func() *StatusData {
 		s := &StatusData{PID: os.Getpid(), Tasks: map[string]TaskStatus{}, Restored: map[string]int{}}
 		// A task is listed once it has succeeded or failed.
-		task := func(name string, ts TaskStatus) {
+		list := func(name string, ts TaskStatus) {
 			if ts != (TaskStatus{}) {
 				s.Tasks[name] = ts
 			}
 		}
 		h := hc.Status()
 		s.HostCert, s.SSHDReloads = h.Cert, h.SSHDReloads
-		task(TaskHostCert, h.Task)
+		list(TaskHostCert, h.Task)
 		u := userCA.Status()
 		s.UserCA = u.Keys
-		task(TaskUserCA, u.Task)
+		list(TaskUserCA, u.Task)
 		w := watch.Status()
 		s.Restored = w.Restored
-		task(TaskWatch, w.Task)
+		list(TaskWatch, w.Task)
 		if revoked != nil {
 			k := revoked.Status()
 			s.KRLVersion, s.KRLGenerated = k.Version, k.Generated
-			task(TaskKRL, k.Task)
+			list(TaskKRL, k.Task)
 		}
 		return s
 	}
