@@ -115,9 +115,12 @@ func TestHostdStatusTells(t *testing.T) {
 	for _, how := range []string{"SIGTERM", "kill -9"} {
 		cmd, _, done := h.start(t)
 		pid := strconv.Itoa(cmd.Process.Pid)
+		// Running, and started: its own status shown, not an earlier
+		// run's (the lock is taken a moment before the PID is written
+		// into hostd.pid, and the status after it).
 		waitFor(t, 3*time.Minute, "status to say running", func() bool {
 			out, code := h.cli(t, "status")
-			return code == 0 && strings.Contains(out, "running, pid "+pid)
+			return code == 0 && strings.Contains(out, "running, pid "+pid) && !strings.Contains(out, "earlier run")
 		})
 		if how == "SIGTERM" {
 			// A second daemon with the same stateDir is refused.
