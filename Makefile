@@ -25,7 +25,7 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchtime 200x ./attestca/
 	$(GO) test -run '^$$' -bench . -benchtime 10x ./enroll/
 	$(GO) test -run '^$$' -bench HostdIdle -benchtime 1x ./hostd/e2e/
-	$(GO) test -run '^$$' -bench KRLPropagation -benchtime 100x ./hostd/e2e/
+	$(GO) test -run '^$$' -bench KRLPropagation -benchtime 40x ./hostd/e2e/
 	$(GO) test -run '^$$' -bench Build -benchtime 1x ./krl/
 	$(GO) test -run '^$$' -bench Query ./krl/
 	$(GO) test -run '^$$' -bench Load -benchtime 3x ./krl/
