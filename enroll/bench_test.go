@@ -29,7 +29,7 @@ func BenchmarkEnrolment(b *testing.B) {
 			b.Fatal(err)
 		}
 		akTime += time.Since(t0)
-		dc, err := c.DeviceCertificate(ctx, att)
+		dc, err := c.DeviceCertificate(ctx, att, nil)
 		if err != nil {
 			b.Fatal(err)
 		}

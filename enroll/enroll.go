@@ -149,16 +149,26 @@ func (c *Client) attestAK(ctx context.Context, ek *tpm.EK, info tpm.Info, ak *tp
 // DeviceCert is a device certificate and its TPM key.
 type DeviceCert struct {
 	DeviceID string
-	Key      *tpm.Key            // in the TPM; a crypto.Signer
+	Key      crypto.Signer       // in the TPM
 	Chain    []*x509.Certificate // device certificate, then intermediates
+	close    func() error        // unloads a key made for this certificate
 }
 
-// Close unloads the key from the TPM.
-func (d *DeviceCert) Close() error { return d.Key.Close() }
+// Close unloads the key from the TPM, unless it is a resident key the
+// caller loaded (DeviceCertificate's key), which stays loaded.
+func (d *DeviceCert) Close() error {
+	if d.close == nil {
+		return nil
+	}
+	return d.close()
+}
 
 // DeviceCertificate gets a device certificate through ACME
-// device-attest-01, for a new TPM key certified by att's AK.
-func (c *Client) DeviceCertificate(ctx context.Context, att *Attestation) (*DeviceCert, error) {
+// device-attest-01 for key, which att's AK certifies over the ACME key
+// authorization: the certificate is the CA's word that key lives in the
+// device's TPM. With a nil key, a new TPM key is made for the certificate
+// (and unloaded by Close).
+func (c *Client) DeviceCertificate(ctx context.Context, att *Attestation, key *tpm.ResidentKey) (*DeviceCert, error) {
 	accountKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
@@ -192,20 +202,28 @@ func (c *Client) DeviceCertificate(ctx context.Context, att *Attestation) (*Devi
 		return nil, err
 	}
 	digest := sha256.Sum256([]byte(keyAuth))
-	key, err := att.AK.NewKey(digest[:])
-	if err != nil {
-		return nil, err
+	dc := &DeviceCert{DeviceID: att.DeviceID}
+	var cp tpm.Certification
+	if key != nil {
+		if cp, err = att.AK.Certify(key, digest[:]); err != nil {
+			return nil, err
+		}
+		dc.Key = key
+	} else {
+		k, err := att.AK.NewKey(digest[:])
+		if err != nil {
+			return nil, err
+		}
+		cp, dc.Key, dc.close = k.CertificationParameters(), k, k.Close
 	}
-	dc, err := c.finishOrder(ctx, ac, att, order, authz, chal, key)
-	if err != nil {
-		key.Close()
+	if dc.Chain, err = c.finishOrder(ctx, ac, att, order, authz, chal, dc.Key, cp); err != nil {
+		dc.Close()
 		return nil, err
 	}
 	return dc, nil
 }
 
-func (c *Client) finishOrder(ctx context.Context, ac *acme.Client, att *Attestation, order *acme.Order, authz *acme.Authorization, chal *acme.Challenge, key *tpm.Key) (*DeviceCert, error) {
-	cp := key.CertificationParameters()
+func (c *Client) finishOrder(ctx context.Context, ac *acme.Client, att *Attestation, order *acme.Order, authz *acme.Authorization, chal *acme.Challenge, key crypto.Signer, cp tpm.Certification) ([]*x509.Certificate, error) {
 	x5c := make([]any, len(att.Chain))
 	for i, crt := range att.Chain {
 		x5c[i] = crt.Raw
@@ -253,7 +271,7 @@ func (c *Client) finishOrder(ctx context.Context, ac *acme.Client, att *Attestat
 		return nil, errors.New("enroll: the device certificate is not for the attested key")
 	}
 	c.log.Info("device certificate issued", "device", att.DeviceID, "serial", chain[0].SerialNumber, "not_after", chain[0].NotAfter)
-	return &DeviceCert{DeviceID: att.DeviceID, Key: key, Chain: chain}, nil
+	return chain, nil
 }
 
 // SSHCertificate asks for an SSH certificate ("host" or "user") for pub,

@@ -88,7 +88,7 @@ func TestEnrolHost(t *testing.T) {
 		t.Fatalf("AK certificate: subject %q, SANs %+v, URIs %v", ak.Subject, sans, ak.URIs)
 	}
 
-	dc, err := c.DeviceCertificate(ctx, att)
+	dc, err := c.DeviceCertificate(ctx, att, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +136,7 @@ func TestEnrolWorkstation(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer att.Close()
-	dc, err := c.DeviceCertificate(ctx, att)
+	dc, err := c.DeviceCertificate(ctx, att, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,11 +195,11 @@ func TestStatusAtEveryStep(t *testing.T) {
 
 	// Quarantined after attestation: no device certificate.
 	set(inventory.StatusQuarantined)
-	if _, err := c.DeviceCertificate(ctx, att); err == nil || !strings.Contains(err.Error(), "is quarantined") {
+	if _, err := c.DeviceCertificate(ctx, att, nil); err == nil || !strings.Contains(err.Error(), "is quarantined") {
 		t.Fatalf("device certificate while quarantined: %v", err)
 	}
 	set(inventory.StatusActive)
-	dc, err := c.DeviceCertificate(ctx, att)
+	dc, err := c.DeviceCertificate(ctx, att, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,12 +11,20 @@ import (
 )
 
 // Request is what a whole enrolment asks for: an SSH certificate of Type
-// ("host" or "user") for Key. Principals are a host's names; the CA sets a
-// user certificate's principals itself.
+// ("host" or "user") for Key, or for FileKey. Principals are a host's
+// names (none: the names the inventory gives it); the CA sets a user
+// certificate's principals itself.
 type Request struct {
 	Type       string
 	Principals []string
-	Key        ssh.PublicKey
+	// Key is the TPM-resident key to certify: the device certificate is
+	// for it too, which is how the CA knows it lives in the device's TPM.
+	// It stays loaded.
+	Key *tpm.ResidentKey
+	// FileKey, instead of Key, is a key outside the TPM. The CA signs it
+	// only for devices whose collection allows file keys (migration); the
+	// device certificate is then for a new TPM key, unloaded at the end.
+	FileKey ssh.PublicKey
 }
 
 // Result is what a whole enrolment obtained. The TPM objects it made (the
@@ -63,20 +71,31 @@ func (c *Client) Enroll(ctx context.Context, t *tpm.TPM, req Request) (*Result, 
 	if req.Type != "host" && req.Type != "user" {
 		return nil, fmt.Errorf("enroll: certificate type %q: want host or user", req.Type)
 	}
-	if req.Key == nil {
-		return nil, errors.New("enroll: no public key to certify")
+	var pub ssh.PublicKey
+	switch {
+	case req.Key != nil && req.FileKey != nil:
+		return nil, errors.New("enroll: a request certifies one key: a TPM key or a file key, not both")
+	case req.Key != nil:
+		var err error
+		if pub, err = ssh.NewPublicKey(req.Key.Public()); err != nil {
+			return nil, fmt.Errorf("enroll: TPM key: %w", err)
+		}
+	case req.FileKey != nil:
+		pub = req.FileKey
+	default:
+		return nil, errors.New("enroll: no key to certify")
 	}
 	att, err := c.Attest(ctx, t)
 	if err != nil {
 		return nil, &StepError{Step: StepAttest, Err: err}
 	}
 	defer att.Close()
-	dc, err := c.DeviceCertificate(ctx, att)
+	dc, err := c.DeviceCertificate(ctx, att, req.Key)
 	if err != nil {
 		return nil, &StepError{Step: StepDeviceCertificate, Err: err}
 	}
 	defer dc.Close()
-	cert, err := c.SSHCertificate(ctx, dc, req.Type, req.Principals, req.Key)
+	cert, err := c.SSHCertificate(ctx, dc, req.Type, req.Principals, pub)
 	if err != nil {
 		return nil, &StepError{Step: StepSSHCertificate, Err: err, DeviceCertificate: dc.Chain[0]}
 	}

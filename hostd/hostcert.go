@@ -59,7 +59,7 @@ func (e *EnrollIssuer) Issue(ctx context.Context, key ssh.PublicKey, principals 
 		return nil, err // no attestation was tried
 	}
 	defer t.Close()
-	res, err := e.Client.Enroll(ctx, t, enroll.Request{Type: "host", Principals: principals, Key: key})
+	res, err := e.Client.Enroll(ctx, t, enroll.Request{Type: "host", Principals: principals, FileKey: key})
 	if err != nil {
 		return nil, err
 	}

@@ -93,7 +93,7 @@ func TestActivateKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer att.Close()
-	dc, err := enr.DeviceCertificate(ctx, att)
+	dc, err := enr.DeviceCertificate(ctx, att, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

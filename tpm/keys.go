@@ -9,6 +9,7 @@ import (
 
 	"github.com/devid-ssh/devid/deviceid"
 	"github.com/google/go-attestation/attest"
+	"github.com/google/go-tpm/tpm2"
 )
 
 // EK is a TPM's RSA endorsement key, which names the device.
@@ -50,6 +51,7 @@ type AK struct {
 	ak     *attest.AK
 	params attest.AttestationParameters
 	public crypto.PublicKey
+	handle *tpm2.AuthHandle // where the AK is loaded, once Certify looked
 }
 
 // NewAK creates and loads an RSA-2048 attestation key (under the storage

@@ -53,6 +53,18 @@
 //	key.CertificationParameters()         // verify with the AK's public key
 //	sig, err := key.Sign(rand.Reader, digest, crypto.SHA256) // crypto.Signer
 //
+// # Resident keys
+//
+// The SSH keys devid certifies live in the TPM for good: made once, kept on
+// disk as a TPM-wrapped key file (TSS2 PRIVATE KEY, as ssh-tpm-agent
+// writes), loaded at start, certified by each new AK:
+//
+//	file, err := t.CreateResidentKey("devid-agent") // once; store file
+//	rk, err := t.LoadResidentKey(file)              // fails on any other TPM
+//	defer rk.Close()
+//	cp, err := ak.Certify(rk, qualifyingData)        // TPM2_Certify
+//	sig, err := rk.Sign(rand.Reader, digest, crypto.SHA256)
+//
 // # Concurrency
 //
 // go-attestation is not safe for concurrent use. A [TPM] and everything

@@ -634,7 +634,7 @@ func enrollUser(t *testing.T, ca *catest.CA, ws *swtpmtest.Instance, key string)
 	}
 	c := enroll.New(ca.URL, ca.Roots, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	ctx := context.Background()
-	res, err := c.Enroll(ctx, ws.TPM, enroll.Request{Type: "user", Key: pub})
+	res, err := c.Enroll(ctx, ws.TPM, enroll.Request{Type: "user", FileKey: pub})
 	if err != nil {
 		t.Fatal(err)
 	}

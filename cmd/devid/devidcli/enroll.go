@@ -100,7 +100,7 @@ func runEnroll(env *command.Env, cl *enroll.Client, t *tpm.TPM, certType string,
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	start := time.Now()
-	res, err := cl.Enroll(ctx, t, enroll.Request{Type: certType, Principals: names, Key: pub})
+	res, err := cl.Enroll(ctx, t, enroll.Request{Type: certType, Principals: names, FileKey: pub})
 	if err != nil {
 		return err
 	}
