@@ -2,9 +2,9 @@ package tpm
 
 import (
 	"bytes"
-	"encoding/binary"
 	"crypto"
 	"crypto/ecdsa"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
