@@ -16,8 +16,10 @@ import (
 const (
 	TaskHostCert = "hostcert" // HostCertificate
 	TaskUserCA   = "userca"   // TrustedUserCAKeys
-	TaskWatch    = "watch"    // Watch
-	TaskKRL      = "krl"      // RevokedKeys
+	// TaskKnownHosts keeps devid-agent's known_hosts (host CA keys).
+	TaskKnownHosts = "knownhosts"
+	TaskWatch      = "watch" // Watch
+	TaskKRL        = "krl"   // RevokedKeys
 )
 
 // TaskStatus is a task's last success and failure.

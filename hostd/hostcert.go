@@ -2,6 +2,7 @@ package hostd
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -44,22 +45,36 @@ type Issued struct {
 	DeviceCertNotAfter time.Time
 }
 
-// EnrollIssuer is the Issuer of a host with a TPM: it opens the TPM and
-// runs one enroll.Client.Enroll per certificate. A failure is an
+// EnrollIssuer is the Issuer of a device with a TPM: it runs one
+// enroll.Client.Enroll per certificate. A failure is an
 // *enroll.StepError.
 type EnrollIssuer struct {
-	Client  *enroll.Client
+	Client *enroll.Client
+	// Type is the certificate type, "host" (default) or "user".
+	Type string
+	// Key is the TPM-resident key certified, loaded in TPM. Without it the
+	// key certified is a file key (a migration the CA must allow), and the
+	// TPM is opened with OpenTPM for each enrolment.
+	Key     *tpm.ResidentKey
+	TPM     *tpm.TPM
 	OpenTPM func() (*tpm.TPM, error)
 }
 
 // Issue implements Issuer.
 func (e *EnrollIssuer) Issue(ctx context.Context, key ssh.PublicKey, principals []string) (*Issued, error) {
-	t, err := e.OpenTPM()
-	if err != nil {
-		return nil, err // no attestation was tried
+	req := enroll.Request{Type: cmp.Or(e.Type, "host"), Principals: principals}
+	t := e.TPM
+	if e.Key != nil {
+		req.Key = e.Key
+	} else {
+		req.FileKey = key
+		var err error
+		if t, err = e.OpenTPM(); err != nil {
+			return nil, err // no attestation was tried
+		}
+		defer t.Close()
 	}
-	defer t.Close()
-	res, err := e.Client.Enroll(ctx, t, enroll.Request{Type: "host", Principals: principals, FileKey: key})
+	res, err := e.Client.Enroll(ctx, t, req)
 	if err != nil {
 		return nil, err
 	}
@@ -70,13 +85,18 @@ func (e *EnrollIssuer) Issue(ctx context.Context, key ssh.PublicKey, principals 
 type HostCertificateConfig struct {
 	// File is sshd's HostCertificate.
 	File string
+	// CertType is the type of certificate kept: ssh.HostCert (default),
+	// or ssh.UserCert for devid-agent's user certificate.
+	CertType uint32
 	// Key is the host key's public half, the key certified.
 	Key        ssh.PublicKey
 	Principals []string
 	Issuer     Issuer
-	SSHD       SSHD
-	Files      *Files
-	Policy     renew.Policy
+	// SSHD checks and reloads sshd after a new certificate is written; nil
+	// (devid-agent) just writes it.
+	SSHD   SSHD
+	Files  *Files
+	Policy renew.Policy
 	// Rand draws the renewal and back-off jitter in [0,1); default
 	// math/rand/v2's Float64.
 	Rand func() float64
@@ -127,6 +147,9 @@ func NewHostCertificate(c HostCertificateConfig) *HostCertificate {
 	if c.Reloads == nil {
 		c.Reloads = new(atomic.Uint64)
 	}
+	if c.CertType == 0 {
+		c.CertType = ssh.HostCert
+	}
 	reg := c.Registerer
 	t := &HostCertificate{c: c, log: c.Log,
 		h:             newHealth(TaskHostCert, c.TaskOptions),
@@ -164,7 +187,7 @@ func (t *HostCertificate) Run(ctx context.Context) error {
 		st = t.state(cert, written)
 		t.publish(cert, st)
 		t.log.Info("host certificate in place", "file", t.c.File, "serial", cert.Serial, "not_after", st.NotAfter)
-		if !samePrincipals(cert.ValidPrincipals, t.c.Principals) {
+		if len(t.c.Principals) > 0 && !samePrincipals(cert.ValidPrincipals, t.c.Principals) {
 			t.log.Info("the configured principals differ from the certificate's: renewing now",
 				"certificate", cert.ValidPrincipals, "configured", t.c.Principals)
 			pending = true
@@ -256,7 +279,7 @@ func (t *HostCertificate) current() (*ssh.Certificate, time.Time) {
 	}
 	cert, ok := k.(*ssh.Certificate)
 	now := t.c.Now()
-	if !ok || cert.CertType != ssh.HostCert || !bytes.Equal(cert.Key.Marshal(), t.c.Key.Marshal()) || uint64(now.Unix()) >= cert.ValidBefore {
+	if !ok || cert.CertType != t.c.CertType || !bytes.Equal(cert.Key.Marshal(), t.c.Key.Marshal()) || uint64(now.Unix()) >= cert.ValidBefore {
 		return nil, time.Time{}
 	}
 	t.c.Files.remember(t.c.File, b, 0o644)
@@ -309,8 +332,8 @@ func (t *HostCertificate) renew(ctx context.Context) (*ssh.Certificate, error) {
 		return nil, err
 	}
 	cert := got.Cert
-	if cert == nil || cert.CertType != ssh.HostCert || !bytes.Equal(cert.Key.Marshal(), t.c.Key.Marshal()) {
-		return nil, errors.New("the CA answered with something other than a host certificate for the host key")
+	if cert == nil || cert.CertType != t.c.CertType || !bytes.Equal(cert.Key.Marshal(), t.c.Key.Marshal()) {
+		return nil, errors.New("the CA answered with something other than a certificate of the type asked for, for the key")
 	}
 	return cert, t.install(ctx, cert)
 }
@@ -325,6 +348,9 @@ func (t *HostCertificate) setDeviceCertNotAfter(na time.Time) {
 // if sshd -t refuses, the old file is put back (none, if there was none),
 // Watch keeps guarding only the last good one, and sshd is not reloaded.
 func (t *HostCertificate) install(ctx context.Context, cert *ssh.Certificate) error {
+	if t.c.SSHD == nil {
+		return t.c.Files.Write(t.c.File, ssh.MarshalAuthorizedKey(cert), 0o644)
+	}
 	var refused error
 	err := t.c.Files.WriteChecked(t.c.File, ssh.MarshalAuthorizedKey(cert), 0o644, func() error {
 		refused = t.c.SSHD.Check(ctx)

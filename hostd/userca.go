@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -28,9 +27,14 @@ type TrustedUserCAKeysConfig struct {
 	CAURL string
 	HTTP  *http.Client // trusts only the pinned root
 	// File is sshd's TrustedUserCAKeys.
-	File     string
-	Interval time.Duration
-	Files    *Files
+	File string
+	// KnownHosts makes the task keep an ssh client's known_hosts file
+	// instead (devid-agent): the CA's SSH host CA keys, each on a
+	// "@cert-authority * KEY" line, so ssh trusts the host certificates
+	// the CA signs. CAKeys is not fed then.
+	KnownHosts bool
+	Interval   time.Duration
+	Files      *Files
 	// CAKeys, if set, is given every good set of keys (the RevokedKeys
 	// task verifies KRLs with the last one).
 	CAKeys *CAKeys
@@ -70,14 +74,23 @@ func NewTrustedUserCAKeys(c TrustedUserCAKeysConfig) *TrustedUserCAKeys {
 	if c.Rand == nil {
 		c.Rand = rand.Float64
 	}
-	return &TrustedUserCAKeys{c: c, log: c.Log, h: newHealth(TaskUserCA, c.TaskOptions),
+	name := TaskUserCA
+	if c.KnownHosts {
+		name = TaskKnownHosts
+	}
+	return &TrustedUserCAKeys{c: c, log: c.Log, h: newHealth(name, c.TaskOptions),
 		keys:      gauge(c.Registerer, "devid_user_ca_keys", "User CA keys in TrustedUserCAKeys."),
 		changedAt: gauge(c.Registerer, "devid_user_ca_keys_last_change_seconds", "Last change of TrustedUserCAKeys, Unix time."),
 	}
 }
 
 // Name is the task's name.
-func (u *TrustedUserCAKeys) Name() string { return TaskUserCA }
+func (u *TrustedUserCAKeys) Name() string {
+	if u.c.KnownHosts {
+		return TaskKnownHosts
+	}
+	return TaskUserCA
+}
 
 // Status returns a snapshot.
 func (u *TrustedUserCAKeys) Status() TrustedUserCAKeysStatus {
@@ -177,16 +190,24 @@ func (c *CAKeys) Load(file string) (int, error) {
 // Sync fetches the user CA keys and rewrites the file if they changed. An
 // empty or unparsable answer is an error, and the file stays as it was.
 func (u *TrustedUserCAKeys) Sync(ctx context.Context) error {
-	keys, err := fetchUserCAKeys(ctx, u.c.HTTP, u.c.CAURL)
+	keys, err := fetchCAKeys(ctx, u.c.HTTP, u.c.CAURL, u.c.KnownHosts)
 	if err != nil {
 		return err
 	}
 	var buf bytes.Buffer
-	buf.WriteString("# SSH user CA keys from devid-ca, written by devid-hostd: edits are undone.\n")
-	for _, k := range keys {
-		buf.Write(ssh.MarshalAuthorizedKey(k))
+	if u.c.KnownHosts {
+		buf.WriteString("# SSH host CA keys from devid-ca, written by devid-agent: edits are undone.\n")
+		for _, k := range keys {
+			buf.WriteString("@cert-authority * ")
+			buf.Write(ssh.MarshalAuthorizedKey(k))
+		}
+	} else {
+		buf.WriteString("# SSH user CA keys from devid-ca, written by devid-hostd: edits are undone.\n")
+		for _, k := range keys {
+			buf.Write(ssh.MarshalAuthorizedKey(k))
+		}
 	}
-	if u.c.CAKeys != nil {
+	if u.c.CAKeys != nil && !u.c.KnownHosts {
 		u.c.CAKeys.Set(keys)
 	}
 	if cur, err := os.ReadFile(u.c.File); err == nil && bytes.Equal(cur, buf.Bytes()) {
@@ -199,13 +220,23 @@ func (u *TrustedUserCAKeys) Sync(ctx context.Context) error {
 	}
 	u.changedAt.Set(float64(u.c.Now().Unix()))
 	u.setKeys(len(keys))
-	u.log.Info("TrustedUserCAKeys updated", "file", u.c.File, "keys", len(keys))
+	u.log.Info("CA keys updated", "file", u.c.File, "keys", len(keys), "known_hosts", u.c.KnownHosts)
 	return nil
 }
 
 // fetchUserCAKeys gets the CA's SSH user CA keys from /ssh/roots: at least
 // one, each a valid key.
 func fetchUserCAKeys(ctx context.Context, hc *http.Client, caURL string) ([]ssh.PublicKey, error) {
+	return fetchCAKeys(ctx, hc, caURL, false)
+}
+
+// fetchCAKeys gets the CA's SSH user (or host) CA keys from /ssh/roots: at
+// least one, each a valid key.
+func fetchCAKeys(ctx context.Context, hc *http.Client, caURL string, host bool) ([]ssh.PublicKey, error) {
+	what := "user CA keys"
+	if host {
+		what = "host CA keys"
+	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, caURL+"/ssh/roots", nil)
@@ -214,33 +245,38 @@ func fetchUserCAKeys(ctx context.Context, hc *http.Client, caURL string) ([]ssh.
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("user CA keys: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
-		return nil, fmt.Errorf("user CA keys: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("user CA keys: %s/ssh/roots: %s", caURL, resp.Status)
+		return nil, fmt.Errorf("%s: %s/ssh/roots: %s", what, caURL, resp.Status)
 	}
 	var roots struct {
 		UserKey []string `json:"userKey"`
+		HostKey []string `json:"hostKey"`
 	}
 	if err := json.Unmarshal(body, &roots); err != nil {
-		return nil, fmt.Errorf("user CA keys: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	if len(roots.UserKey) == 0 {
-		return nil, errors.New("user CA keys: the CA sent none; keeping the current file")
+	list := roots.UserKey
+	if host {
+		list = roots.HostKey
 	}
-	keys := make([]ssh.PublicKey, len(roots.UserKey))
-	for i, k := range roots.UserKey {
+	if len(list) == 0 {
+		return nil, fmt.Errorf("%s: the CA sent none; keeping the current file", what)
+	}
+	keys := make([]ssh.PublicKey, len(list))
+	for i, k := range list {
 		raw, err := base64.StdEncoding.DecodeString(k)
 		if err != nil {
-			return nil, fmt.Errorf("user CA keys: key %d: %w", i, err)
+			return nil, fmt.Errorf("%s: key %d: %w", what, i, err)
 		}
 		if keys[i], err = ssh.ParsePublicKey(raw); err != nil {
-			return nil, fmt.Errorf("user CA keys: key %d: %w", i, err)
+			return nil, fmt.Errorf("%s: key %d: %w", what, i, err)
 		}
 	}
 	return keys, nil
