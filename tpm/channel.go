@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -52,6 +53,9 @@ func OpenChannel(path string) (*Channel, error) {
 	// non-blocking (the TPM driver supports poll), and the driver answers
 	// a read before the response is ready with 0 bytes: EOF.
 	fd, err := syscall.Open(path, syscall.O_RDWR|syscall.O_CLOEXEC, 0)
+	if errors.Is(err, fs.ErrPermission) {
+		return nil, fmt.Errorf("tpm: open %s: %w: this user may not use the TPM; on Debian and Ubuntu /dev/tpmrm0 belongs to the group tss: `sudo usermod -aG tss $USER`, then log in again", path, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("tpm: open %s: %w", path, err)
 	}

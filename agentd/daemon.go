@@ -1,0 +1,325 @@
+// Package agentd is devid-agent, the workstation side of devid: a daemon
+// that runs as the user (like ssh-agent) and
+//
+//   - makes once, in the machine's TPM, an ECDSA P-256 key that never
+//     leaves it, kept on disk only as a TPM-wrapped key file (TSS2 PRIVATE
+//     KEY, as ssh-tpm-agent writes it): a copy is useless on any other
+//     machine;
+//   - attests the TPM to devid-ca and gets a user certificate for that key
+//     (the device certificate is for the same key, which is how the CA
+//     knows it lives in the TPM), renews it at 2/3 of its lifetime with
+//     jitter and back-off, each time with a fresh attestation, so a
+//     quarantined device says so at the next renewal;
+//   - serves the key and certificate to ssh, git and every other client
+//     through the ssh-agent protocol on a unix socket (systemd socket
+//     activation, or its own), every signature made in the TPM;
+//   - keeps the client's view of hosts right: a known_hosts file trusting
+//     the CA's host CA keys (@cert-authority) and the CA's KRL for ssh's
+//     RevokedHostKeys, so a quarantined or retired host is refused within
+//     seconds.
+//
+// The renewal, known_hosts and KRL tasks are devid-hostd's (package
+// hostd), configured for a user: the certificate is a user certificate
+// and no sshd is reloaded. status.json in the state directory is what
+// `devid-agent status` shows.
+package agentd
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/devid-ssh/devid/enroll"
+	"github.com/devid-ssh/devid/hostd"
+	"github.com/devid-ssh/devid/internal/atomicfile"
+	"github.com/devid-ssh/devid/internal/task"
+	"github.com/devid-ssh/devid/renew"
+	"github.com/devid-ssh/devid/sshagent"
+	"github.com/devid-ssh/devid/tpm"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/crypto/ssh"
+)
+
+// Task names, as logs and status.json name them.
+const (
+	TaskCert       = "usercert"
+	TaskKnownHosts = hostd.TaskKnownHosts
+	TaskKRL        = hostd.TaskKRL
+	TaskAgent      = "agent"
+)
+
+// Daemon is devid-agent.
+type Daemon struct {
+	Config *Config
+	Log    *slog.Logger
+	// Listener, if set, is the agent socket (systemd's); else the daemon
+	// listens on Config.Socket.
+	Listener net.Listener
+	// Ready, if set, is called once the socket serves the key (with or
+	// without a certificate yet).
+	Ready func()
+}
+
+// Run runs the daemon until ctx is done. It fails at once, saying why, if
+// the TPM cannot be opened or the key cannot be made or loaded.
+func (d *Daemon) Run(ctx context.Context) error {
+	cfg := d.Config
+	paths := cfg.Paths()
+	pool, err := loadRoot(cfg.Root)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return fmt.Errorf("stateDir: %w", err)
+	}
+	addr, err := hostd.ParseTPMAddress(cfg.TPM)
+	if err != nil {
+		return fmt.Errorf("tpm %q: %w", cfg.TPM, err)
+	}
+	t, err := addr.Open(&tpm.Config{Logger: d.Log})
+	if err != nil {
+		return err
+	}
+	defer t.Close()
+	key, created, err := LoadOrCreateKey(t, paths.Key)
+	if err != nil {
+		return err
+	}
+	defer key.Close()
+	pub, err := ssh.NewPublicKey(key.Public())
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.WriteFile(paths.PublicKey, ssh.MarshalAuthorizedKey(pub), 0o644); err != nil {
+		return err
+	}
+	if created {
+		d.Log.Info("created a new key in the TPM", "key_file", paths.Key, "fingerprint", ssh.FingerprintSHA256(pub))
+	} else {
+		d.Log.Info("loaded the TPM key", "key_file", paths.Key, "fingerprint", ssh.FingerprintSHA256(pub))
+	}
+
+	l := d.Listener
+	if l == nil {
+		if l, err = sshagent.Listen(cfg.Socket); err != nil {
+			return err
+		}
+	}
+	defer l.Close()
+
+	st := &statusWriter{dir: cfg.StateDir, log: d.Log, kicks: make(chan struct{}, 1)}
+	scoped := func(name string) *slog.Logger { return d.Log.With("task", name) }
+	reg := prometheus.NewRegistry() // the tasks' metrics; a user agent exports none
+	opts := func(name string) hostd.TaskOptions {
+		return hostd.TaskOptions{Registerer: reg, Log: scoped(name), Changed: st.kick}
+	}
+	files := hostd.NewFiles()
+	cert := hostd.NewHostCertificate(hostd.HostCertificateConfig{
+		File: paths.Cert, CertType: ssh.UserCert, Key: pub,
+		Issuer: &hostd.EnrollIssuer{Client: enroll.New(cfg.CAURL, pool, scoped(TaskCert)), Type: "user", Key: key, TPM: t},
+		Files:  files, Policy: renew.Policy{Fraction: cfg.RenewFraction},
+		TaskOptions: opts(TaskCert),
+	})
+	knownHosts := hostd.NewTrustedUserCAKeys(hostd.TrustedUserCAKeysConfig{
+		CAURL: cfg.CAURL, HTTP: hostd.NewHTTPClient(pool), File: paths.KnownHosts, KnownHosts: true,
+		Interval: cfg.HostCAInterval.Duration, Files: files, TaskOptions: opts(TaskKnownHosts),
+	})
+	krlClient := hostd.NewHTTPClient(pool)
+	krlClient.Timeout = 0 // the KRL request long-polls; its wait bounds it
+	krl := hostd.NewRevokedKeys(hostd.RevokedKeysConfig{
+		CAURL: cfg.CAURL, HTTP: krlClient, File: paths.KRL, Files: files, TaskOptions: opts(TaskKRL),
+	})
+	// ssh refuses every host while RevokedHostKeys names a missing file.
+	if err := krl.Prepare(); err != nil {
+		return err
+	}
+	src := &identities{signer: key, pub: pub, file: paths.Cert, now: time.Now}
+	var signatures atomic.Uint64
+	agentTask := task.Func(TaskAgent, func(ctx context.Context) error {
+		if d.Ready != nil {
+			d.Ready()
+		}
+		err := sshagent.Serve(ctx, l, src, sshagent.Options{Log: scoped(TaskAgent), Signed: func() { signatures.Add(1) }})
+		if err != nil && ctx.Err() == nil {
+			return task.Fatal(fmt.Errorf("agent socket: %w", err))
+		}
+		return nil
+	})
+	st.snapshot = func() *Status {
+		s := &Status{PID: os.Getpid(), Socket: l.Addr().String(), KeyFile: paths.Key,
+			Fingerprint: ssh.FingerprintSHA256(pub), Tasks: map[string]hostd.TaskStatus{}, Signatures: signatures.Load()}
+		list := func(name string, ts hostd.TaskStatus) {
+			if ts != (hostd.TaskStatus{}) {
+				s.Tasks[name] = ts
+			}
+		}
+		c := cert.Status()
+		s.Certificate = c.Cert
+		list(TaskCert, c.Task)
+		if c.Task.LastFailure.After(c.Task.LastSuccess) {
+			s.LastError = c.Task.LastError
+		}
+		k := knownHosts.Status()
+		s.HostCAKeys = k.Keys
+		list(TaskKnownHosts, k.Task)
+		r := krl.Status()
+		s.KRLVersion, s.KRLGenerated = r.Version, r.Generated
+		list(TaskKRL, r.Task)
+		return s
+	}
+	d.Log.Info("devid-agent started", "socket", l.Addr().String(), "state_dir", cfg.StateDir)
+	runner := &task.Runner{Log: d.Log}
+	return runner.Run(ctx, agentTask, cert, knownHosts, krl, st)
+}
+
+// LoadOrCreateKey loads the TPM key file at path, or, if there is none,
+// makes a new key in t and writes its key file (mode 0600). created says
+// which. A key file that does not load (another TPM's, or damaged) is an
+// error, never replaced: the user or an operator decides.
+func LoadOrCreateKey(t *tpm.TPM, path string) (key *tpm.ResidentKey, created bool, err error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		if b, err = t.CreateResidentKey("devid-agent"); err != nil {
+			return nil, false, err
+		}
+		if err := atomicfile.WriteFile(path, b, 0o600); err != nil {
+			return nil, false, err
+		}
+		created = true
+	} else if err != nil {
+		return nil, false, err
+	}
+	key, err = t.LoadResidentKey(b)
+	if err != nil {
+		return nil, false, fmt.Errorf("key file %s: %w (move it away to make a new key; the old certificate is then useless)", path, err)
+	}
+	return key, created, nil
+}
+
+// identities is what the agent serves: the TPM key, and the certificate on
+// disk while it is valid for it.
+type identities struct {
+	signer *tpm.ResidentKey
+	pub    ssh.PublicKey
+	file   string
+	now    func() time.Time
+}
+
+// Identities implements sshagent.Source.
+func (s *identities) Identities() []sshagent.Identity {
+	id := sshagent.Identity{Signer: s.signer, Comment: "devid TPM key " + s.file}
+	if cert := s.certificate(); cert != nil {
+		id.Certificate = cert
+	}
+	return []sshagent.Identity{id}
+}
+
+func (s *identities) certificate() *ssh.Certificate {
+	b, err := os.ReadFile(s.file)
+	if err != nil {
+		return nil
+	}
+	k, _, _, _, err := ssh.ParseAuthorizedKey(b)
+	if err != nil {
+		return nil
+	}
+	cert, ok := k.(*ssh.Certificate)
+	now := uint64(s.now().Unix())
+	if !ok || cert.CertType != ssh.UserCert || string(cert.Key.Marshal()) != string(s.pub.Marshal()) ||
+		now >= cert.ValidBefore || now < cert.ValidAfter {
+		return nil
+	}
+	return cert
+}
+
+func loadRoot(file string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("root: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("root: %s holds no PEM certificate", file)
+	}
+	return pool, nil
+}
+
+// Status is what `devid-agent status` shows, kept in StateDir/status.json.
+type Status struct {
+	Updated     time.Time         `json:"updated"`
+	PID         int               `json:"pid"`
+	Socket      string            `json:"socket"`
+	KeyFile     string            `json:"keyFile"`
+	Fingerprint string            `json:"fingerprint"`
+	Certificate *hostd.CertStatus `json:"certificate,omitempty"`
+	// LastError is the last renewal's error, while no renewal has
+	// succeeded since (a quarantined device says so here).
+	LastError    string                      `json:"lastError,omitempty"`
+	HostCAKeys   int                         `json:"hostCaKeys"`
+	KRLVersion   uint64                      `json:"krlVersion"`
+	KRLGenerated time.Time                   `json:"krlGenerated,omitzero"`
+	Signatures   uint64                      `json:"signatures"`
+	Tasks        map[string]hostd.TaskStatus `json:"tasks"`
+}
+
+// ReadStatus reads the status file in dir.
+func ReadStatus(dir string) (*Status, error) {
+	file := filepath.Join(dir, "status.json")
+	b, err := os.ReadFile(file)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("no status in %s: is devid-agent running (systemctl --user status devid-agent)?", dir)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var s Status
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	return &s, nil
+}
+
+// statusWriter writes status.json after every change (coalesced).
+type statusWriter struct {
+	dir      string
+	log      *slog.Logger
+	kicks    chan struct{}
+	snapshot func() *Status
+}
+
+func (w *statusWriter) kick() {
+	select {
+	case w.kicks <- struct{}{}:
+	default:
+	}
+}
+
+func (w *statusWriter) Name() string { return "status" }
+
+func (w *statusWriter) Run(ctx context.Context) error {
+	for {
+		s := w.snapshot()
+		s.Updated = time.Now().Round(0)
+		b, err := json.MarshalIndent(s, "", "  ")
+		if err == nil {
+			err = atomicfile.WriteFile(filepath.Join(w.dir, "status.json"), append(b, '\n'), 0o644)
+		}
+		if err != nil {
+			w.log.Warn("cannot write the status file", "dir", w.dir, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-w.kicks:
+		}
+	}
+}
