@@ -35,7 +35,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"sync/atomic"
 	"time"
 
 	"github.com/devid-ssh/devid/enroll"
@@ -90,7 +89,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	defer t.Close()
-	key, created, err := LoadOrCreateKey(t, paths.Key)
+	key, created, err := t.LoadOrCreateKeyFile(paths.Key, "devid-agent")
 	if err != nil {
 		return err
 	}
@@ -143,12 +142,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	src := &identities{signer: key, pub: pub, file: paths.Cert, now: time.Now}
-	var signatures atomic.Uint64
+	ag := sshagent.New(src, sshagent.Options{Logger: scoped(TaskAgent)})
 	agentTask := task.Func(TaskAgent, func(ctx context.Context) error {
 		if d.Ready != nil {
 			d.Ready()
 		}
-		err := sshagent.Serve(ctx, l, src, sshagent.Options{Log: scoped(TaskAgent), Signed: func() { signatures.Add(1) }})
+		err := ag.Serve(ctx, l)
 		if err != nil && ctx.Err() == nil {
 			return task.Fatal(fmt.Errorf("agent socket: %w", err))
 		}
@@ -156,7 +155,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	})
 	st.snapshot = func() *Status {
 		s := &Status{PID: os.Getpid(), Socket: l.Addr().String(), KeyFile: paths.Key,
-			Fingerprint: ssh.FingerprintSHA256(pub), Tasks: map[string]hostd.TaskStatus{}, Signatures: signatures.Load()}
+			Fingerprint: ssh.FingerprintSHA256(pub), Tasks: map[string]hostd.TaskStatus{}, Signatures: ag.Stats().Signatures}
 		list := func(name string, ts hostd.TaskStatus) {
 			if ts != (hostd.TaskStatus{}) {
 				s.Tasks[name] = ts
@@ -179,30 +178,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.Log.Info("devid-agent started", "socket", l.Addr().String(), "state_dir", cfg.StateDir)
 	runner := &task.Runner{Log: d.Log}
 	return runner.Run(ctx, agentTask, cert, knownHosts, krl, st)
-}
-
-// LoadOrCreateKey loads the TPM key file at path, or, if there is none,
-// makes a new key in t and writes its key file (mode 0600). created says
-// which. A key file that does not load (another TPM's, or damaged) is an
-// error, never replaced: the user or an operator decides.
-func LoadOrCreateKey(t *tpm.TPM, path string) (key *tpm.ResidentKey, created bool, err error) {
-	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		if b, err = t.CreateResidentKey("devid-agent"); err != nil {
-			return nil, false, err
-		}
-		if err := atomicfile.WriteFile(path, b, 0o600); err != nil {
-			return nil, false, err
-		}
-		created = true
-	} else if err != nil {
-		return nil, false, err
-	}
-	key, err = t.LoadResidentKey(b)
-	if err != nil {
-		return nil, false, fmt.Errorf("key file %s: %w (move it away to make a new key; the old certificate is then useless)", path, err)
-	}
-	return key, created, nil
 }
 
 // identities is what the agent serves: the TPM key, and the certificate on

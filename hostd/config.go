@@ -33,16 +33,31 @@ type Config struct {
 	// TPM is the host's TPM: a device (default /dev/tpmrm0), or
 	// unix:PATH / tcp:HOST:PORT for a software TPM.
 	TPM string `json:"tpm"`
-	// HostKey is the private SSH host key the certificate is for (default
-	// /etc/ssh/ssh_host_ecdsa_key); its public key is HostKey+".pub". If
-	// neither exists, devid-hostd creates them (HostKeyType).
+	// TPMHostKey is the key file of the host key, which lives in the TPM
+	// (default /var/lib/devid-hostd/ssh_host_key.tpm): made once, useless
+	// on any other machine. devid-hostd serves the key to sshd on
+	// HostKeyAgent.
+	TPMHostKey string `json:"tpmHostKey"`
+	// SSHDHostKey is what sshd_config's HostKey names for the TPM key
+	// (default /etc/ssh/devid/ssh_host_tpm_key): devid-hostd writes the
+	// public half at SSHDHostKey.pub and nothing else there, so sshd,
+	// finding no private key, signs through HostKeyAgent.
+	SSHDHostKey string `json:"sshdHostKey"`
+	// HostKeyAgent is the socket sshd_config's HostKeyAgent names (default
+	// /run/devid-hostd/hostkey.sock), unless systemd passes the socket
+	// (devid-hostd.socket).
+	HostKeyAgent string `json:"hostKeyAgent"`
+	// HostKey, if set, is a private SSH host key FILE certified instead of
+	// the TPM key: only for a migration, which the CA must allow for the
+	// host's collection. Its public key is HostKey+".pub"; if neither
+	// exists, devid-hostd creates them (HostKeyType).
 	HostKey string `json:"hostKey"`
-	// HostKeyType is the type of a host key devid-hostd creates: "ecdsa"
-	// (P-256, the default) or "ed25519".
+	// HostKeyType is the type of a file host key devid-hostd creates:
+	// "ecdsa" (P-256, the default) or "ed25519".
 	HostKeyType string `json:"hostKeyType"`
 	// HostCertificate is where the host certificate is written (default
-	// /etc/ssh/devid/ssh_host_ecdsa_key-cert.pub); sshd_config's
-	// HostCertificate must name it.
+	// SSHDHostKey-cert.pub, or /etc/ssh/devid/<HostKey's name>-cert.pub);
+	// sshd_config's HostCertificate must name it.
 	HostCertificate string `json:"hostCertificate"`
 	// Principals are the host certificate's principals. Default: the host
 	// name, its fully qualified name, and its non-loopback addresses.
@@ -121,9 +136,15 @@ func (c *Config) setDefaults() error {
 		}
 	}
 	def(&c.TPM, "/dev/tpmrm0")
-	def(&c.HostKey, "/etc/ssh/ssh_host_ecdsa_key")
 	def(&c.HostKeyType, "ecdsa")
-	def(&c.HostCertificate, "/etc/ssh/devid/"+filepath.Base(c.HostKey)+"-cert.pub")
+	if c.HostKey == "" {
+		def(&c.TPMHostKey, "/var/lib/devid-hostd/ssh_host_key.tpm")
+		def(&c.SSHDHostKey, "/etc/ssh/devid/ssh_host_tpm_key")
+		def(&c.HostKeyAgent, "/run/devid-hostd/hostkey.sock")
+		def(&c.HostCertificate, c.SSHDHostKey+"-cert.pub")
+	} else {
+		def(&c.HostCertificate, "/etc/ssh/devid/"+filepath.Base(c.HostKey)+"-cert.pub")
+	}
 	def(&c.TrustedUserCAKeys, "/etc/ssh/devid/user_ca.pub")
 	def(&c.RevokedKeys, "/etc/ssh/devid/revoked.krl")
 	def(&c.SSHD.Binary, "/usr/sbin/sshd")
@@ -159,6 +180,8 @@ func (c *Config) check() error {
 		return fmt.Errorf("caUrl %q: %w", c.CAURL, checkCAURL(c.CAURL))
 	case c.Root == "":
 		return errors.New("root is required (the CA's root certificate; devid bootstrap fetches it)")
+	case c.HostKey != "" && (c.TPMHostKey != "" || c.SSHDHostKey != "" || c.HostKeyAgent != ""):
+		return errors.New("hostKey (a file key) and tpmHostKey, sshdHostKey or hostKeyAgent (the TPM key) exclude each other")
 	case c.HostKeyType != "ecdsa" && c.HostKeyType != "ed25519":
 		return fmt.Errorf("hostKeyType %q: want ecdsa or ed25519", c.HostKeyType)
 	case c.Reload.SystemdUnit != "" && c.Reload.PIDFile != "":
@@ -173,11 +196,15 @@ func (c *Config) check() error {
 	if revokedKeys == "off" {
 		revokedKeys = "/off"
 	}
-	for _, p := range []struct{ name, path string }{
-		{"hostKey", c.HostKey}, {"hostCertificate", c.HostCertificate}, {"trustedUserCAKeys", c.TrustedUserCAKeys},
+	keyPaths := []struct{ name, path string }{{"hostKey", c.HostKey}}
+	if c.TPMHostKeyMode() {
+		keyPaths = []struct{ name, path string }{{"tpmHostKey", c.TPMHostKey}, {"sshdHostKey", c.SSHDHostKey}, {"hostKeyAgent", c.HostKeyAgent}}
+	}
+	for _, p := range append(keyPaths, []struct{ name, path string }{
+		{"hostCertificate", c.HostCertificate}, {"trustedUserCAKeys", c.TrustedUserCAKeys},
 		{"revokedKeys", revokedKeys},
 		{"sshd.binary", c.SSHD.Binary}, {"sshd.config", c.SSHD.Config}, {"stateDir", c.StateDir},
-	} {
+	}...) {
 		if !filepath.IsAbs(p.path) {
 			return fmt.Errorf("%s %q: want an absolute path", p.name, p.path)
 		}
@@ -197,6 +224,10 @@ func (c *Config) check() error {
 	}
 	return nil
 }
+
+// TPMHostKeyMode reports whether the host key lives in the TPM (no
+// hostKey file configured).
+func (c *Config) TPMHostKeyMode() bool { return c.HostKey == "" }
 
 // DefaultPrincipals are the host name, its fully qualified name (when the
 // resolver knows one) and the host's non-loopback addresses.

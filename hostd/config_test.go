@@ -20,7 +20,9 @@ func TestLoadConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.TPM != "/dev/tpmrm0" || c.HostKey != "/etc/ssh/ssh_host_ecdsa_key" || c.HostCertificate != "/etc/ssh/devid/ssh_host_ecdsa_key-cert.pub" ||
+	if c.TPM != "/dev/tpmrm0" || c.HostKey != "" || !c.TPMHostKeyMode() || c.TPMHostKey != "/var/lib/devid-hostd/ssh_host_key.tpm" ||
+		c.SSHDHostKey != "/etc/ssh/devid/ssh_host_tpm_key" || c.HostKeyAgent != "/run/devid-hostd/hostkey.sock" ||
+		c.HostCertificate != "/etc/ssh/devid/ssh_host_tpm_key-cert.pub" ||
 		c.TrustedUserCAKeys != "/etc/ssh/devid/user_ca.pub" || c.MetricsAddress != "127.0.0.1:9750" || c.Reload.SystemdUnit != "ssh.service" ||
 		c.RenewFraction < 0.66 || c.RenewFraction > 0.67 || len(c.Principals) == 0 || c.SSHD.Binary != "/usr/sbin/sshd" {
 		t.Fatalf("defaults: %+v", c)
@@ -36,6 +38,8 @@ func TestLoadConfig(t *testing.T) {
 		`{"version": 1, "caUrl": "http://x", "root": "/r"}`:                                                     "want https://",
 		`{"version": 1, "caUrl": "https://x"}`:                                                                  "root is required",
 		`{"version": 1, "caUrl": "https://x", "root": "/r", "hostKey": "rel"}`:                                  `hostKey "rel": want an absolute path`,
+		`{"version": 1, "caUrl": "https://x", "root": "/r", "tpmHostKey": "rel"}`:                               `tpmHostKey "rel": want an absolute path`,
+		`{"version": 1, "caUrl": "https://x", "root": "/r", "hostKey": "/k", "hostKeyAgent": "/s"}`:             "exclude each other",
 		`{"version": 1, "caUrl": "https://x", "root": "/r", "renewFraction": 1}`:                                "renewFraction 1",
 		`{"version": 1, "caUrl": "https://x", "root": "/r", "principals": ["a b"]}`:                             `principals: "a b"`,
 		`{"version": 1, "caUrl": "https://x", "root": "/r", "reload": {"systemdUnit": "ssh", "pidFile": "/p"}}`: "not both",

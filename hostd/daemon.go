@@ -25,6 +25,7 @@ import (
 	"github.com/devid-ssh/devid/tpm"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.step.sm/crypto/pemutil"
+	"golang.org/x/crypto/ssh"
 )
 
 func newPinnedClient(roots *x509.CertPool) *http.Client {
@@ -56,6 +57,13 @@ type Daemon struct {
 	// tests run the daemon on fakes with them.
 	NewIssuer func(cfg *Config, roots *x509.CertPool, log *slog.Logger) Issuer
 	NewSSHD   func(cfg *Config) SSHD
+	// HostKeyListener, if set, is the HostKeyAgent socket systemd passed
+	// (devid-hostd.socket); else the daemon makes cfg.HostKeyAgent.
+	HostKeyListener net.Listener
+
+	agentMu       sync.Mutex
+	agentListener net.Listener // the HostKeyAgent socket the daemon made
+	agentPath     string
 
 	reloads atomic.Uint64 // sshd reloads asked for, across configurations
 }
@@ -102,6 +110,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}()
 	stopWatchdog := d.watchdog(ctx)
 	defer stopWatchdog()
+	defer d.closeHostKeyListener()
 	for {
 		reload := make(chan struct{}, 1)
 		changed := func() {
@@ -183,8 +192,31 @@ func (d *Daemon) runOnce(ctx context.Context, cfg *Config, configChanged func(),
 	if err != nil {
 		return fmt.Errorf("tpm %q: %w", cfg.TPM, err)
 	}
-	hostKey, err := HostPublicKey(cfg)
-	if err != nil {
+	var hostKey ssh.PublicKey
+	var hostKeyTPM *tpm.TPM
+	var residentKey *tpm.ResidentKey
+	if cfg.TPMHostKeyMode() {
+		// The TPM stays open, the key loaded, for as long as this
+		// configuration runs: sshd asks for a signature at every
+		// connection.
+		if hostKeyTPM, err = tpmAddr.Open(&tpm.Config{Logger: d.Log}); err != nil {
+			return err
+		}
+		defer hostKeyTPM.Close()
+		var created bool
+		if residentKey, created, err = hostKeyTPM.LoadOrCreateKeyFile(cfg.TPMHostKey, "devid-hostd host key"); err != nil {
+			return fmt.Errorf("tpmHostKey: %w", err)
+		}
+		defer residentKey.Close()
+		if hostKey, err = ssh.NewPublicKey(residentKey.Public()); err != nil {
+			return err
+		}
+		if err := installHostKeyPublic(cfg.SSHDHostKey, hostKey); err != nil {
+			return err
+		}
+		d.Log.Info("host key in the TPM", "key_file", cfg.TPMHostKey, "created", created,
+			"fingerprint", ssh.FingerprintSHA256(hostKey), "sshd_host_key", cfg.SSHDHostKey)
+	} else if hostKey, err = HostPublicKey(cfg); err != nil {
 		return err
 	}
 	managed := []string{cfg.HostCertificate, cfg.TrustedUserCAKeys}
@@ -212,6 +244,8 @@ func (d *Daemon) runOnce(ctx context.Context, cfg *Config, configChanged func(),
 	}
 	var issuer Issuer = &EnrollIssuer{
 		Client:  enroll.New(cfg.CAURL, pool, scoped(TaskHostCert)),
+		Key:     residentKey,
+		TPM:     hostKeyTPM,
 		OpenTPM: func() (*tpm.TPM, error) { return tpmAddr.Open(&tpm.Config{Logger: scoped(TaskHostCert)}) },
 	}
 	if d.NewIssuer != nil {
@@ -240,6 +274,13 @@ func (d *Daemon) runOnce(ctx context.Context, cfg *Config, configChanged func(),
 		TaskOptions: opts(TaskWatch),
 	})
 	tasks := []task.Task{hc, userCA, watch}
+	if residentKey != nil {
+		l, err := d.hostKeyListener(cfg)
+		if err != nil {
+			return err
+		}
+		tasks = append(tasks, newHostKeyAgent(l, residentKey, scoped(TaskHostKey)))
+	}
 	var revoked *RevokedKeys
 	if cfg.RevokedKeys == "off" {
 		// Not even as "never": a KRL turned off is not a stale one.

@@ -8,8 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"time"
 
+	"github.com/devid-ssh/devid/internal/atomicfile"
 	keyfile "github.com/foxboron/go-tpm-keyfiles"
 	"github.com/google/go-attestation/attest"
 	"github.com/google/go-tpm/tpm2"
@@ -126,6 +130,32 @@ func (t *TPM) LoadResidentKey(pemBytes []byte) (*ResidentKey, error) {
 		}
 		return &ResidentKey{t: t, handle: *h, public: kf.Pubkey, pub: pub}, nil
 	})
+}
+
+// LoadOrCreateKeyFile loads the key file at path, or, if there is none,
+// makes a new resident key and writes its key file (mode 0600, whole).
+// created says which. A key file that does not load (another TPM's, or
+// damaged) is an error, never replaced: a person decides.
+func (t *TPM) LoadOrCreateKeyFile(path, description string) (key *ResidentKey, created bool, err error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		if b, err = t.CreateResidentKey(description); err != nil {
+			return nil, false, err
+		}
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return nil, false, err
+		}
+		if err := atomicfile.WriteFile(path, b, 0o600); err != nil {
+			return nil, false, err
+		}
+		created = true
+	} else if err != nil {
+		return nil, false, fmt.Errorf("tpm: key file: %w", err)
+	}
+	if key, err = t.LoadResidentKey(b); err != nil {
+		return nil, false, fmt.Errorf("%s: %w (move it away to make a new key; certificates for the old one are then useless)", path, err)
+	}
+	return key, created, nil
 }
 
 // checkResident refuses a public area whose key could exist outside the
