@@ -66,6 +66,8 @@ type Daemon struct {
 	// Ready, if set, is called once the socket serves the key (with or
 	// without a certificate yet).
 	Ready func()
+	// RenewNow, if set, asks for a renewal at once (SIGUSR1).
+	RenewNow <-chan struct{}
 }
 
 // Run runs the daemon until ctx is done. It fails at once, saying why, if
@@ -125,7 +127,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	cert := hostd.NewHostCertificate(hostd.HostCertificateConfig{
 		File: paths.Cert, CertType: ssh.UserCert, Key: pub,
 		Issuer: &hostd.EnrollIssuer{Client: enroll.New(cfg.CAURL, pool, scoped(TaskCert)), Type: "user", Key: key, TPM: t},
-		Files:  files, Policy: renew.Policy{Fraction: cfg.RenewFraction},
+		Files:  files, Policy: renew.Policy{Fraction: cfg.RenewFraction}, RenewNow: d.RenewNow,
 		TaskOptions: opts(TaskCert),
 	})
 	knownHosts := hostd.NewTrustedUserCAKeys(hostd.TrustedUserCAKeysConfig{

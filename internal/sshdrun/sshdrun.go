@@ -278,6 +278,9 @@ type Client struct {
 	// Identity is the private key (-i); Certificate its certificate
 	// (CertificateFile), if any. Only these are offered (IdentitiesOnly).
 	Identity, Certificate string
+	// Agent is an ssh-agent socket (IdentityAgent) whose keys and
+	// certificates ssh offers; with it, IdentitiesOnly is off.
+	Agent string
 	// KnownHosts is the known_hosts file that must vouch for the host
 	// (StrictHostKeyChecking yes); "" for none (StrictHostKeyChecking no, for
 	// tests of user authentication alone).
@@ -323,7 +326,12 @@ func (c Client) args(reach ...string) []string {
 	if c.HostKeyAlias != "" {
 		args = append(args, "-o", "HostKeyAlias="+c.HostKeyAlias)
 	}
-	return append(args, "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+	only := "yes"
+	if c.Agent != "" {
+		only = "no"
+		args = append(args, "-o", "IdentityAgent="+c.Agent)
+	}
+	return append(args, "-o", "IdentitiesOnly="+only, "-o", "BatchMode=yes",
 		"-o", "StrictHostKeyChecking="+strict, "-o", "UserKnownHostsFile="+known,
 		"-o", "GlobalKnownHostsFile=/dev/null", "-o", "ConnectTimeout=30",
 		user+"@127.0.0.1", command)

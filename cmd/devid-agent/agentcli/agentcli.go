@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"os"
 	"os/signal"
 	"strings"
 	"syscall"
@@ -40,7 +41,7 @@ func configFlag(fs *flag.FlagSet, p *string) {
 func runCmd() *command.Command {
 	var file, format string
 	return &command.Command{
-		Name: "run", Summary: "run the agent until SIGTERM or SIGINT (systemd --user runs it; it takes the socket systemd passes, else makes its own)",
+		Name: "run", Summary: "run the agent until SIGTERM or SIGINT; SIGUSR1 renews the certificate now (systemd --user runs it; it takes the socket systemd passes, else makes its own)",
 		Usage: "[--config FILE] [--log-format text|json]",
 		Flags: func(fs *flag.FlagSet) {
 			configFlag(fs, &file)
@@ -67,7 +68,20 @@ func runCmd() *command.Command {
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			d := &agentd.Daemon{Config: cfg, Log: log, Listener: l, Ready: func() {
+			// SIGUSR1: renew the certificate now.
+			usr1 := make(chan os.Signal, 1)
+			signal.Notify(usr1, syscall.SIGUSR1)
+			renewNow := make(chan struct{}, 1)
+			go func() {
+				for range usr1 {
+					log.Info("renewal of the certificate requested (SIGUSR1)")
+					select {
+					case renewNow <- struct{}{}:
+					default:
+					}
+				}
+			}()
+			d := &agentd.Daemon{Config: cfg, Log: log, Listener: l, RenewNow: renewNow, Ready: func() {
 				if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
 					log.Warn("systemd notification failed", "err", err)
 				}
