@@ -132,14 +132,11 @@ func sshWithAgent(t testing.TB, h *sshagenttest.Host, socket string) (string, er
 // with the certificate the agent holds (TrustedUserCAKeys); with no
 // identity, or the key without its certificate, it is refused.
 func TestSSHLogin(t *testing.T) {
-	userCA := sshagenttest.NewSigner(t)
-	caFile := filepath.Join(t.TempDir(), "user_ca.pub")
-	sshagenttest.WriteFile(t, caFile, ssh.MarshalAuthorizedKey(userCA.PublicKey()))
-	h := sshagenttest.StartHost(t, sshagenttest.HostOptions{Lines: []string{"TrustedUserCAKeys " + caFile}})
+	h := sshagenttest.StartHost(t, sshagenttest.HostOptions{})
 
 	key := sshagenttest.NewKey(t)
 	pub, _ := ssh.NewPublicKey(key.Public())
-	cert := userCert(t, userCA, pub, 77, "root")
+	cert := userCert(t, h.UserCA, pub, 77, "root")
 	src := &swappable{}
 	s := serve(t, src, nil)
 

@@ -9,6 +9,7 @@
 package sshagenttest
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -55,6 +56,9 @@ type Host struct {
 	Agent *sshagent.Agent
 	// AgentSocket is sshd's HostKeyAgent, "" for a file host key.
 	AgentSocket string
+	// HostCA signed the host certificate; UserCA is sshd's
+	// TrustedUserCAKeys.
+	HostCA, UserCA ssh.Signer
 }
 
 // hostCertSerial is the serial StartHost's host certificates carry.
@@ -108,6 +112,8 @@ func StartHost(t testing.TB, o HostOptions) *Host {
 	}
 
 	ca := NewSigner(t)
+	h.HostCA, h.UserCA = ca, NewSigner(t)
+	WriteFile(t, filepath.Join(dir, "user_ca.pub"), ssh.MarshalAuthorizedKey(h.UserCA.PublicKey()))
 	cert := &ssh.Certificate{Key: hostPub, Serial: hostCertSerial, CertType: ssh.HostCert, KeyId: "test host",
 		ValidPrincipals: []string{"127.0.0.1"}, ValidAfter: uint64(time.Now().Add(-time.Hour).Unix()),
 		ValidBefore: uint64(time.Now().Add(24 * time.Hour).Unix())}
@@ -122,6 +128,7 @@ func StartHost(t testing.TB, o HostOptions) *Host {
 		"AuthorizedKeysFile " + filepath.Join(dir, "authorized_keys"),
 		"StrictModes no",
 		"HostCertificate " + hostKey + "-cert.pub",
+		"TrustedUserCAKeys " + filepath.Join(dir, "user_ca.pub"),
 	}
 	if h.AgentSocket != "" {
 		lines = append(lines, "HostKeyAgent "+h.AgentSocket)
@@ -146,13 +153,43 @@ func (h *Host) Client() sshdrun.Client {
 	return sshdrun.Client{Identity: h.ClientKey, KnownHosts: h.KnownHosts}
 }
 
-// BenchmarkHandshake times `ssh -o BatchMode=yes root@host true` (a full
-// login: key exchange, host certificate checked against a known_hosts
-// @cert-authority line, user key, a command) against two sshds side by side:
-// "hostkey=agent", whose host key is signer, served by a sshagent.Agent
-// (HostKeyAgent), and "hostkey=file", an ECDSA P-256 host key file. The
-// difference is what the agent and the signer cost a login.
+// UserKey makes a key file (ssh-keygen) and a certificate for it from
+// UserCA naming principal, valid for a day, and returns their paths.
+func (h *Host) UserKey(t testing.TB, principal string) (key, cert string) {
+	t.Helper()
+	key = filepath.Join(t.TempDir(), "id_ecdsa")
+	sshdtest.Keygen(t, key)
+	c := &ssh.Certificate{Key: ReadPublicKey(t, key+".pub"), Serial: 1, CertType: ssh.UserCert, KeyId: "test user",
+		ValidPrincipals: []string{principal}, ValidAfter: uint64(time.Now().Add(-time.Hour).Unix()),
+		ValidBefore: uint64(time.Now().Add(24 * time.Hour).Unix())}
+	if err := c.SignCert(rand.Reader, h.UserCA); err != nil {
+		t.Fatal(err)
+	}
+	WriteFile(t, key+"-cert.pub", ssh.MarshalAuthorizedKey(c))
+	return key, key + "-cert.pub"
+}
+
+// benchUser is the account BenchmarkHandshake logs in to: its shell is
+// /bin/sh, which reads no start-up files (root's ~/.bashrc may run
+// anything, and a login would time it).
+const benchUser = "devid-bench"
+
+// BenchmarkHandshake compares, side by side, two sshds: "hostkey=agent",
+// whose host key is signer, served by a sshagent.Agent (HostKeyAgent), and
+// "hostkey=file", an ECDSA P-256 host key file. Both present a host
+// certificate; the client trusts the host CA alone. Two measures each:
+//
+//   - login: `ssh -o BatchMode=yes devid-bench@host true`, the real client,
+//     a user certificate, to an account whose shell is /bin/sh (created for
+//     the run: needs useradd);
+//   - handshake: golang.org/x/crypto/ssh's client: version exchange, key
+//     exchange (the host key's one signature), the host certificate
+//     checked, the user certificate accepted; no session.
+//
+// The difference between the two hosts is what the agent and the signer
+// cost a connection.
 func BenchmarkHandshake(b *testing.B, signer crypto.Signer) {
+	sshdtest.Account(b, benchUser)
 	hosts := []struct {
 		name string
 		o    HostOptions
@@ -162,18 +199,53 @@ func BenchmarkHandshake(b *testing.B, signer crypto.Signer) {
 	}
 	for _, hc := range hosts {
 		h := StartHost(b, hc.o)
-		args := h.Client().Args(h.Port)
-		b.Run(hc.name, func(b *testing.B) {
+		key, cert := h.UserKey(b, benchUser)
+		args := sshdrun.Client{User: benchUser, Identity: key, Certificate: cert, KnownHosts: h.KnownHosts}.Args(h.Port)
+		config := h.ClientConfig(b, benchUser, key, cert)
+		b.Run(hc.name+"/login", func(b *testing.B) {
 			for b.Loop() {
 				if out, err := exec.Command("ssh", args...).CombinedOutput(); err != nil {
 					b.Fatalf("ssh: %v\n%s%s", err, out, h.Tail(20))
 				}
 			}
 		})
+		b.Run(hc.name+"/handshake", func(b *testing.B) {
+			for b.Loop() {
+				c, err := ssh.Dial("tcp", h.Addr, config)
+				if err != nil {
+					b.Fatalf("ssh.Dial: %v%s", err, h.Tail(20))
+				}
+				c.Close()
+			}
+		})
 		if h.Agent != nil {
 			b.Logf("%s: agent stats %+v", hc.name, h.Agent.Stats())
 		}
 	}
+}
+
+// ClientConfig is an x/crypto/ssh client configuration that logs in to h
+// as user with the key and certificate files, and accepts only a host
+// certificate from HostCA.
+func (h *Host) ClientConfig(t testing.TB, user, key, cert string) *ssh.ClientConfig {
+	t.Helper()
+	pem, err := os.ReadFile(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ssh.ParsePrivateKey(pem)
+	if err != nil {
+		t.Fatalf("%s: %v", key, err)
+	}
+	cs, err := ssh.NewCertSigner(ReadPublicKey(t, cert).(*ssh.Certificate), s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := h.HostCA.PublicKey().Marshal()
+	checker := &ssh.CertChecker{IsHostAuthority: func(k ssh.PublicKey, _ string) bool { return bytes.Equal(k.Marshal(), ca) }}
+	return &ssh.ClientConfig{User: user, Auth: []ssh.AuthMethod{ssh.PublicKeys(cs)},
+		HostKeyCallback: checker.CheckHostKey, HostKeyAlgorithms: []string{ssh.CertAlgoECDSA256v01},
+		Timeout: time.Minute}
 }
 
 // NewSigner is a new in-memory ECDSA P-256 key as an ssh.Signer.
