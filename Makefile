@@ -30,6 +30,7 @@ bench:
 	$(GO) test -run '^$$' -bench Query ./krl/
 	$(GO) test -run '^$$' -bench Load -benchtime 3x ./krl/
 	$(GO) test -run '^$$' -bench Exec -benchtime 2000x ./cmd/devid-principals/
+	$(GO) test -run '^$$' -bench Handshake -benchtime 30x -count 3 ./sshagent/
 
 ## lint: formatting and vet
 lint:

@@ -21,7 +21,7 @@ var layers = []struct {
 	// sides of a connection share.
 	{"ground", []string{
 		"internal/atomicfile", "internal/conffile", "internal/fakeclock", "internal/command", "internal/sshdrun", "internal/task",
-		"deviceid/idform", "attestca/wire", "adminapi", "krl", "renew",
+		"deviceid/idform", "attestca/wire", "adminapi", "krl", "renew", "sshagent",
 	}},
 	// Leaves: device identity, the TPM, the principals policy, the KRL's
 	// HTTP exchange.
@@ -34,7 +34,7 @@ var layers = []struct {
 	// Composition: devid-ca, step-ca and the services on one listener.
 	{"composition", []string{"caserver", "caserver/adminhttp"}},
 	// Harnesses: what tests (and the demo) start.
-	{"harnesses", []string{"tpm/swtpmtest", "caserver/catest", "internal/sshdtest", "internal/clitest", "internal/gobuild"}},
+	{"harnesses", []string{"tpm/swtpmtest", "caserver/catest", "internal/sshdtest", "internal/clitest", "internal/gobuild", "sshagent/sshagenttest"}},
 	// Top: the commands, packaging checks, this package.
 	{"top", []string{"cmd/...", "packaging/...", "internal/depcheck", "hostd/e2e"}},
 }
