@@ -186,7 +186,7 @@ func (t *HostCertificate) Run(ctx context.Context) error {
 	if cert, written := t.current(); cert != nil {
 		st = t.state(cert, written)
 		t.publish(cert, st)
-		t.log.Info("host certificate in place", "file", t.c.File, "serial", cert.Serial, "not_after", st.NotAfter)
+		t.log.Info("certificate in place", "type", certType(cert), "file", t.c.File, "serial", cert.Serial, "not_after", st.NotAfter)
 		if len(t.c.Principals) > 0 && !samePrincipals(cert.ValidPrincipals, t.c.Principals) {
 			t.log.Info("the configured principals differ from the certificate's: renewing now",
 				"certificate", cert.ValidPrincipals, "configured", t.c.Principals)
@@ -233,7 +233,7 @@ func (t *HostCertificate) Run(ctx context.Context) error {
 		t.renewals.WithLabelValues("success").Inc()
 		t.h.ok()
 		next := t.publish(cert, st)
-		t.log.Info("host certificate renewed", "serial", cert.Serial, "principals", cert.ValidPrincipals,
+		t.log.Info("certificate renewed", "type", certType(cert), "serial", cert.Serial, "principals", cert.ValidPrincipals,
 			"not_after", st.NotAfter, "next_renewal", next)
 	}
 }
@@ -417,4 +417,12 @@ func HostPublicKey(c *Config) (ssh.PublicKey, error) {
 		return nil, err
 	}
 	return pub, nil
+}
+
+// certType names a certificate's type for logs.
+func certType(c *ssh.Certificate) string {
+	if c.CertType == ssh.UserCert {
+		return "user"
+	}
+	return "host"
 }

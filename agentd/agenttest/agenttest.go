@@ -8,12 +8,10 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -39,10 +37,18 @@ type Agent struct {
 	log  *lockedBuffer
 }
 
-// Start writes a configuration for the agent of the TPM at tpmAddr (a
-// registered workstation's), with its state in a new directory, and starts
-// devid-agent; it stops when the test ends.
+// Start is New, then Restart: devid-agent runs.
 func Start(t testing.TB, ca *catest.CA, tpmAddr string) *Agent {
+	t.Helper()
+	a := New(t, ca, tpmAddr)
+	a.Restart(t)
+	return a
+}
+
+// New writes a configuration for the agent of the TPM at tpmAddr (a
+// registered workstation's), with its state in a new directory, and makes
+// its socket; Restart starts devid-agent, which stops when the test ends.
+func New(t testing.TB, ca *catest.CA, tpmAddr string) *Agent {
 	t.Helper()
 	// Not t.TempDir(): a unix socket's path is limited to 107 bytes.
 	dir, err := os.MkdirTemp("", "agenttest-")
@@ -72,7 +78,6 @@ func Start(t testing.TB, ca *catest.CA, tpmAddr string) *Agent {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { a.ln.Close() })
-	a.Restart(t)
 	t.Cleanup(func() {
 		a.Stop(t)
 		if t.Failed() {
@@ -81,6 +86,10 @@ func Start(t testing.TB, ca *catest.CA, tpmAddr string) *Agent {
 	})
 	return a
 }
+
+// CloseSocket closes the test's hold on the socket: with no agent running,
+// connections are then refused instead of waiting.
+func (a *Agent) CloseSocket() { a.ln.Close() }
 
 // Restart starts devid-agent (again), on the same socket and state.
 func (a *Agent) Restart(t testing.TB) {
@@ -98,11 +107,7 @@ func (a *Agent) Restart(t testing.TB) {
 	cmd := exec.Command(a.bin, "run", "--config", a.Config)
 	cmd.ExtraFiles = []*os.File{f} // fd 3, as systemd passes it
 	cmd.Stdout, cmd.Stderr = a.log, a.log
-	// LISTEN_PID must be the child's own: set it in the child's
-	// environment through a shell-free trick is not possible, so the
-	// agent accepts LISTEN_PID from its parent's view via the wrapper.
 	cmd.Env = append(os.Environ(), "LISTEN_FDS=1", "LISTEN_FDNAMES=agent")
-	cmd.SysProcAttr = &syscall.SysProcAttr{}
 	if err := startWithListenPID(cmd); err != nil {
 		t.Fatal(err)
 	}
@@ -143,6 +148,9 @@ func (a *Agent) Stop(t testing.TB) {
 	a.mu.Lock()
 	proc, done := a.proc, a.done
 	a.mu.Unlock()
+	if proc == nil {
+		return
+	}
 	proc.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-done:
@@ -227,6 +235,3 @@ func (l *lockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return string(l.b)
 }
-
-var _ = fmt.Sprint
-var _ = strconv.Itoa

@@ -292,7 +292,7 @@ func TestHostd(t *testing.T) {
 	// that sees it.
 	h.renew(t)
 	st2 := h.waitServing(t, c1.Serial)
-	if !strings.Contains(h.log.String(), "host certificate renewed") {
+	if !strings.Contains(h.log.String(), "certificate renewed") {
 		t.Error("the renewal is not logged")
 	}
 	c2 := h.cert(t)

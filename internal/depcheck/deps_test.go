@@ -15,12 +15,12 @@ var update = flag.Bool("update", false, "rewrite cmd/*/deps.txt from go list")
 const module = "github.com/devid-ssh/devid"
 
 // binaries are the module's commands, each with a cmd/NAME/deps.txt.
-var binaries = []string{"devid", "devid-ca", "devid-hostd", "devid-principals", "devid-demo"}
+var binaries = []string{"devid", "devid-ca", "devid-hostd", "devid-principals", "devid-agent", "devid-demo"}
 
 // hostBinaries run on every host (or an operator's laptop): they must not
 // depend on github.com/smallstep/certificates, whose dependency tree would
 // ride along.
-var hostBinaries = []string{"devid-hostd", "devid-principals", "devid"}
+var hostBinaries = []string{"devid-hostd", "devid-principals", "devid-agent", "devid"}
 
 // operatorForbidden are what devid, the operator's command, must not link:
 // the CA's stores and step's database. It speaks to the CA through

@@ -30,13 +30,13 @@ var layers = []struct {
 	{"domain", []string{"inventory", "enroll"}},
 	// Services: what the CA does with the inventory (revocation, the
 	// Attestation CA, the issuance policy); the host daemon.
-	{"services", []string{"revocation", "attestca", "issuance", "hostd"}},
+	{"services", []string{"revocation", "attestca", "issuance", "hostd", "agentd"}},
 	// Composition: devid-ca, step-ca and the services on one listener.
 	{"composition", []string{"caserver", "caserver/adminhttp"}},
 	// Harnesses: what tests (and the demo) start.
-	{"harnesses", []string{"tpm/swtpmtest", "caserver/catest", "internal/sshdtest", "internal/clitest", "internal/gobuild", "sshagent/sshagenttest"}},
+	{"harnesses", []string{"tpm/swtpmtest", "caserver/catest", "internal/sshdtest", "internal/clitest", "internal/gobuild", "sshagent/sshagenttest", "agentd/agenttest"}},
 	// Top: the commands, packaging checks, this package.
-	{"top", []string{"cmd/...", "packaging/...", "internal/depcheck", "hostd/e2e"}},
+	{"top", []string{"cmd/...", "packaging/...", "internal/depcheck", "hostd/e2e", "agentd/e2e"}},
 }
 
 // layerOf returns the index of pkg's layer (a path inside the module), or
