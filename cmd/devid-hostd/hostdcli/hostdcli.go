@@ -14,6 +14,7 @@ import (
 
 	"github.com/devid-ssh/devid/hostd"
 	"github.com/devid-ssh/devid/internal/command"
+	"github.com/devid-ssh/devid/sshagent"
 )
 
 // Main runs devid-hostd with args and returns its exit code.
@@ -51,9 +52,14 @@ func runCmd() *command.Command {
 			} else if format != "text" {
 				return command.Usagef("--log-format %q: want text or json", format)
 			}
+			// devid-hostd.socket: the HostKeyAgent socket, held by systemd.
+			l, err := sshagent.ActivatedListener()
+			if err != nil {
+				return err
+			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			d := &hostd.Daemon{ConfigFile: file, Log: slog.New(h)}
+			d := &hostd.Daemon{ConfigFile: file, Log: slog.New(h), HostKeyListener: l}
 			return d.Run(ctx)
 		},
 	}
@@ -117,8 +123,12 @@ func renewCmd() *command.Command {
 func checkCmd() *command.Command {
 	return withConfig("check", "check a configuration file (the tpm address as run opens it, ports 1-65535) and print it with its defaults",
 		func(env *command.Env, file string, cfg *hostd.Config) error {
-			fmt.Fprintf(env.Stdout, "%s: OK\n  caUrl %s\n  tpm %s\n  hostKey %s\n  hostCertificate %s\n  principals %v\n  trustedUserCAKeys %s\n  sshd %s -t -f %s\n  reload %+v\n  metricsAddress %s\n  renewFraction %.4f\n",
-				file, cfg.CAURL, cfg.TPM, cfg.HostKey, cfg.HostCertificate, cfg.Principals, cfg.TrustedUserCAKeys,
+			key := "hostKey " + cfg.HostKey + " (a file key: the CA must allow file keys for this host's collection)"
+			if cfg.TPMHostKeyMode() {
+				key = fmt.Sprintf("host key in the TPM: tpmHostKey %s, sshdHostKey %s, hostKeyAgent %s", cfg.TPMHostKey, cfg.SSHDHostKey, cfg.HostKeyAgent)
+			}
+			fmt.Fprintf(env.Stdout, "%s: OK\n  caUrl %s\n  tpm %s\n  %s\n  hostCertificate %s\n  principals %v\n  trustedUserCAKeys %s\n  sshd %s -t -f %s\n  reload %+v\n  metricsAddress %s\n  renewFraction %.4f\n",
+				file, cfg.CAURL, cfg.TPM, key, cfg.HostCertificate, cfg.Principals, cfg.TrustedUserCAKeys,
 				cfg.SSHD.Binary, cfg.SSHD.Config, cfg.Reload, cfg.MetricsAddress, cfg.RenewFraction)
 			return nil
 		})
