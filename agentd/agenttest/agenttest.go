@@ -30,6 +30,7 @@ type Agent struct {
 	Paths                    agentd.Paths
 
 	bin  string
+	cfg  map[string]any
 	ln   *net.UnixListener // held by the test, as systemd holds a .socket
 	mu   sync.Mutex
 	proc *exec.Cmd
@@ -62,12 +63,9 @@ func New(t testing.TB, ca *catest.CA, tpmAddr string) *Agent {
 	}
 	a := &Agent{Socket: filepath.Join(dir, "agent.sock"), StateDir: filepath.Join(dir, "state"),
 		Config: filepath.Join(dir, "agent.json"), bin: gobuild.Binary(t, "github.com/devid-ssh/devid/cmd/devid-agent")}
-	cfg := map[string]any{"version": 1, "caUrl": ca.URL, "root": root, "tpm": tpmAddr,
+	a.cfg = map[string]any{"version": 1, "caUrl": ca.URL, "root": root, "tpm": tpmAddr,
 		"stateDir": a.StateDir, "socket": a.Socket, "hostCaInterval": "1s"}
-	b, _ := json.Marshal(cfg)
-	if err := os.WriteFile(a.Config, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	a.writeConfig(t)
 	c, err := agentd.LoadConfig(a.Config, os.Getenv)
 	if err != nil {
 		t.Fatal(err)
@@ -85,6 +83,21 @@ func New(t testing.TB, ca *catest.CA, tpmAddr string) *Agent {
 		}
 	})
 	return a
+}
+
+// SetConfig sets a field of the configuration, for the next Restart.
+func (a *Agent) SetConfig(t testing.TB, field string, value any) {
+	t.Helper()
+	a.cfg[field] = value
+	a.writeConfig(t)
+}
+
+func (a *Agent) writeConfig(t testing.TB) {
+	t.Helper()
+	b, _ := json.Marshal(a.cfg)
+	if err := os.WriteFile(a.Config, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // CloseSocket closes the test's hold on the socket: with no agent running,

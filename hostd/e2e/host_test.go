@@ -32,6 +32,7 @@ import (
 	"github.com/devid-ssh/devid/hostd"
 	"github.com/devid-ssh/devid/internal/conffile"
 	"github.com/devid-ssh/devid/internal/gobuild"
+	"github.com/devid-ssh/devid/internal/procstat"
 	"github.com/devid-ssh/devid/internal/sshdrun"
 	"github.com/devid-ssh/devid/internal/sshdtest"
 	"github.com/devid-ssh/devid/inventory"
@@ -498,43 +499,13 @@ func BenchmarkHostdIdle(b *testing.B) {
 	b.ResetTimer()
 	var rss, wakeups float64
 	for i := 0; i < b.N; i++ {
-		c0 := ctxSwitches(b, pid)
-		time.Sleep(61 * time.Second) // measuring an idle process: nothing to wait on
-		c1 := ctxSwitches(b, pid)
-		wakeups = float64(c1-c0) / 61
-		b.Logf("context switches of all threads: %d, then %d 61 s later", c0, c1)
-		rss = float64(statusField(b, fmt.Sprintf("/proc/%d/status", pid), "VmRSS:")) / 1024
+		var err error
+		if rss, wakeups, err = procstat.Idle(pid, 61*time.Second); err != nil {
+			b.Fatal(err)
+		}
 	}
 	b.ReportMetric(rss, "RSS-MiB")
 	b.ReportMetric(wakeups, "wakeups/s")
-}
-
-// ctxSwitches sums the voluntary and involuntary context switches of all
-// of a process's threads.
-func ctxSwitches(b *testing.B, pid int) int64 {
-	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
-	if err != nil || len(tasks) == 0 {
-		b.Fatalf("no threads for pid %d: %v", pid, err)
-	}
-	var n int64
-	for _, f := range tasks {
-		n += statusField(b, f, "voluntary_ctxt_switches:") + statusField(b, f, "nonvoluntary_ctxt_switches:")
-	}
-	return n
-}
-
-func statusField(b *testing.B, file, field string) int64 {
-	data, err := os.ReadFile(file)
-	if err != nil {
-		return 0 // a thread that exited
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(line, field); ok {
-			v, _ := strconv.ParseInt(strings.Fields(rest)[0], 10, 64)
-			return v
-		}
-	}
-	return 0
 }
 
 // TestKRLLogin: a workstation's user certificate logs in; once the device
