@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/devid-ssh/devid/internal/atomicfile"
 	"github.com/devid-ssh/devid/internal/task"
@@ -48,7 +49,7 @@ func (d *Daemon) hostKeyListener(cfg *Config) (net.Listener, error) {
 	d.agentMu.Lock()
 	defer d.agentMu.Unlock()
 	if d.HostKeyListener != nil {
-		return keepOpen{d.HostKeyListener}, nil
+		return keepOpen(d.HostKeyListener)
 	}
 	if d.agentListener == nil || d.agentPath != cfg.HostKeyAgent {
 		if d.agentListener != nil {
@@ -61,7 +62,7 @@ func (d *Daemon) hostKeyListener(cfg *Config) (net.Listener, error) {
 		}
 		d.agentListener, d.agentPath = l, cfg.HostKeyAgent
 	}
-	return keepOpen{d.agentListener}, nil
+	return keepOpen(d.agentListener)
 }
 
 // closeHostKeyListener closes the socket the daemon made, if any.
@@ -74,11 +75,23 @@ func (d *Daemon) closeHostKeyListener() {
 	}
 }
 
-// keepOpen is a listener whose Close does not close it: the daemon keeps
-// the socket across configurations.
-type keepOpen struct{ net.Listener }
+// keepOpen returns l as a listener whose Close does not close the socket
+// (the daemon keeps it across configurations) but ends a pending Accept,
+// so the agent task stops; the next keepOpen serves it again.
+func keepOpen(l net.Listener) (net.Listener, error) {
+	ul, ok := l.(*net.UnixListener)
+	if !ok {
+		return nil, fmt.Errorf("hostKeyAgent: %s %s is not a unix socket", l.Addr().Network(), l.Addr())
+	}
+	if err := ul.SetDeadline(time.Time{}); err != nil {
+		return nil, err
+	}
+	return kept{ul}, nil
+}
 
-func (keepOpen) Close() error { return nil }
+type kept struct{ *net.UnixListener }
+
+func (k kept) Close() error { return k.SetDeadline(time.Unix(1, 0)) }
 
 // newHostKeyAgent is the task serving key to sshd on l. Only root (sshd)
 // and the daemon's own user may connect.

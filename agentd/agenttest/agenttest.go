@@ -7,7 +7,6 @@ package agenttest
 import (
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"net"
 	"os"
 	"os/exec"
@@ -20,6 +19,7 @@ import (
 	"github.com/devid-ssh/devid/agentd"
 	"github.com/devid-ssh/devid/caserver/catest"
 	"github.com/devid-ssh/devid/internal/gobuild"
+	"github.com/devid-ssh/devid/sshagent/sshagenttest"
 )
 
 // Agent is a devid-agent process and its files.
@@ -118,10 +118,8 @@ func (a *Agent) Restart(t testing.TB) {
 		a.log = new(lockedBuffer)
 	}
 	cmd := exec.Command(a.bin, "run", "--config", a.Config)
-	cmd.ExtraFiles = []*os.File{f} // fd 3, as systemd passes it
 	cmd.Stdout, cmd.Stderr = a.log, a.log
-	cmd.Env = append(os.Environ(), "LISTEN_FDS=1", "LISTEN_FDNAMES=agent")
-	if err := startWithListenPID(cmd); err != nil {
+	if err := sshagenttest.StartActivated(cmd, f); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan struct{})
@@ -216,19 +214,6 @@ func (a *Agent) WaitCertificate(t testing.TB, not uint64) *agentd.Status {
 	return a.WaitStatus(t, "a certificate", func(s *agentd.Status) bool {
 		return s.PID == pid && s.Certificate != nil && s.Certificate.Serial != not
 	})
-}
-
-// startWithListenPID starts cmd with LISTEN_PID set to the child's PID:
-// it runs the child stopped through a tiny shell, which sets LISTEN_PID
-// to its own PID and execs the command (exec keeps the PID).
-func startWithListenPID(cmd *exec.Cmd) error {
-	sh, err := exec.LookPath("sh")
-	if err != nil {
-		return errors.New("agenttest: no sh to set LISTEN_PID with")
-	}
-	args := append([]string{sh, "-c", `LISTEN_PID=$$ exec "$0" "$@"`, cmd.Path}, cmd.Args[1:]...)
-	cmd.Path, cmd.Args = sh, args
-	return cmd.Start()
 }
 
 type lockedBuffer struct {

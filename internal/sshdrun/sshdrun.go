@@ -288,8 +288,10 @@ type Client struct {
 	// HostKeyAlias is the name the host is looked up by in KnownHosts;
 	// default 127.0.0.1.
 	HostKeyAlias string
-	Verbose      bool   // -v: ssh says which host certificate it was shown
-	Command      string // default "true"
+	// Options are more ssh_config options, each "Keyword=value" (-o).
+	Options []string
+	Verbose bool   // -v: ssh says which host certificate it was shown
+	Command string // default "true"
 }
 
 // Args is the ssh command line that logs in as c says to the sshd on
@@ -325,6 +327,9 @@ func (c Client) args(reach ...string) []string {
 	}
 	if c.HostKeyAlias != "" {
 		args = append(args, "-o", "HostKeyAlias="+c.HostKeyAlias)
+	}
+	for _, o := range c.Options {
+		args = append(args, "-o", o)
 	}
 	only := "yes"
 	if c.Agent != "" {

@@ -15,6 +15,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -297,4 +298,23 @@ func copyFile(t testing.TB, from, to string) {
 		t.Fatal(err)
 	}
 	WriteFile(t, to, b)
+}
+
+// StartActivated starts cmd with the listening socket ln passed the way
+// systemd passes a .socket unit's: as fd 3, with LISTEN_FDS=1 and
+// LISTEN_PID set to the process's own PID (a shell sets it, then execs
+// the command, which keeps the PID).
+func StartActivated(cmd *exec.Cmd, ln *os.File) error {
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		return fmt.Errorf("sshagenttest: no sh to set LISTEN_PID with: %w", err)
+	}
+	cmd.ExtraFiles = []*os.File{ln}
+	if cmd.Env == nil {
+		cmd.Env = os.Environ()
+	}
+	cmd.Env = append(cmd.Env, "LISTEN_FDS=1")
+	cmd.Args = append([]string{sh, "-c", `LISTEN_PID=$$ exec "$0" "$@"`, cmd.Path}, cmd.Args[1:]...)
+	cmd.Path = sh
+	return cmd.Start()
 }
