@@ -27,18 +27,19 @@ import (
 
 func enrollCmd() *command.Command {
 	var c conn
-	var tpmAddr, certType, principals, keyFile, out string
+	var tpmAddr, certType, principals, keyFile, tpmKeyFile, out string
 	var verbose bool
 	return &command.Command{
 		Name:    "enroll",
-		Summary: "attest this machine's TPM to the CA and get an SSH certificate for a public key (by hand; devid-hostd does this for hosts)",
-		Usage:   "--key FILE.pub [--type host|user] [--principals N1,N2] [--tpm /dev/tpmrm0|unix:PATH|tcp:HOST:PORT] [--out FILE] [--json]",
+		Summary: "attest this machine's TPM to the CA and get an SSH certificate for a key in the TPM (by hand, for scripts; devid-hostd and devid-agent do this themselves)",
+		Usage:   "--tpm-key FILE | --key FILE.pub  [--type host|user] [--principals N1,N2] [--tpm /dev/tpmrm0|unix:PATH|tcp:HOST:PORT] [--out FILE] [--json]",
 		Flags: func(fs *flag.FlagSet) {
 			c.flags(fs)
 			fs.StringVar(&tpmAddr, "tpm", "/dev/tpmrm0", "the TPM: a device, unix:PATH or tcp:HOST:PORT (a swtpm)")
 			fs.StringVar(&certType, "type", "host", "SSH certificate type: host (for a host device) or user (for a workstation)")
 			fs.StringVar(&principals, "principals", "", "comma-separated host names and addresses for a host certificate (default: this host's name)")
-			fs.StringVar(&keyFile, "key", "", "the SSH public key `file` to certify (required)")
+			fs.StringVar(&tpmKeyFile, "tpm-key", "", "the TPM key `file` (TSS2 PRIVATE KEY) whose key to certify; made in the TPM if missing, its public key written to FILE.pub")
+			fs.StringVar(&keyFile, "key", "", "instead of --tpm-key, an SSH public key `file` outside the TPM: signed only where the device's collection allows file keys")
 			fs.StringVar(&out, "out", "", "write the SSH certificate to this `file`, in an existing directory (default: standard output)")
 			fs.BoolVar(&verbose, "v", false, "log each step on standard error")
 		},
@@ -46,8 +47,8 @@ func enrollCmd() *command.Command {
 			if err := command.Args(args, 0, 0, "no arguments"); err != nil {
 				return err
 			}
-			if keyFile == "" {
-				return command.Usagef("--key is required")
+			if (keyFile == "") == (tpmKeyFile == "") {
+				return command.Usagef("give --tpm-key (a key in the TPM) or --key (a file key), one of them")
 			}
 			if certType != "host" && certType != "user" {
 				return command.Usagef("--type %q: want host or user", certType)
@@ -59,23 +60,24 @@ func enrollCmd() *command.Command {
 					return fmt.Errorf("enroll: --out %s: %w", out, err)
 				}
 			}
-			b, err := os.ReadFile(keyFile)
-			if err != nil {
-				return err
+			req := enroll.Request{Type: certType}
+			if keyFile != "" {
+				b, err := os.ReadFile(keyFile)
+				if err != nil {
+					return err
+				}
+				if req.FileKey, _, _, _, err = ssh.ParseAuthorizedKey(b); err != nil {
+					return fmt.Errorf("%s: %w", keyFile, err)
+				}
 			}
-			pub, _, _, _, err := ssh.ParseAuthorizedKey(b)
-			if err != nil {
-				return fmt.Errorf("%s: %w", keyFile, err)
-			}
-			var names []string
 			if principals != "" {
-				names = strings.Split(principals, ",")
+				req.Principals = strings.Split(principals, ",")
 			} else if certType == "host" {
 				h, err := os.Hostname()
 				if err != nil {
 					return err
 				}
-				names = []string{h}
+				req.Principals = []string{h}
 			}
 			caURL, roots, err := c.trust(env)
 			if err != nil {
@@ -91,16 +93,35 @@ func enrollCmd() *command.Command {
 				return err
 			}
 			defer t.Close()
-			return runEnroll(env, enroll.New(caURL, roots, log), t, certType, names, pub, out, c.json)
+			if tpmKeyFile != "" {
+				key, created, err := t.LoadOrCreateKeyFile(tpmKeyFile, "devid enroll")
+				if err != nil {
+					return err
+				}
+				defer key.Close()
+				pub, err := ssh.NewPublicKey(key.Public())
+				if err != nil {
+					return err
+				}
+				if err := atomicfile.WriteFile(tpmKeyFile+".pub", ssh.MarshalAuthorizedKey(pub), 0o644); err != nil {
+					return err
+				}
+				if created {
+					fmt.Fprintf(env.Stderr, "Made a new key in the TPM: %s (key file %s)\n", ssh.FingerprintSHA256(pub), tpmKeyFile)
+				}
+				req.Key = key
+			}
+			return runEnroll(env, enroll.New(caURL, roots, log), t, req, out, c.json)
 		},
 	}
 }
 
-func runEnroll(env *command.Env, cl *enroll.Client, t *tpm.TPM, certType string, names []string, pub ssh.PublicKey, out string, asJSON bool) error {
+func runEnroll(env *command.Env, cl *enroll.Client, t *tpm.TPM, req enroll.Request, out string, asJSON bool) error {
+	certType := req.Type
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	start := time.Now()
-	res, err := cl.Enroll(ctx, t, enroll.Request{Type: certType, Principals: names, FileKey: pub})
+	res, err := cl.Enroll(ctx, t, req)
 	if err != nil {
 		return err
 	}
