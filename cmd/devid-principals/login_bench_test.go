@@ -30,7 +30,14 @@ import (
 //     1,000 other devices' key IDs and 1,000 scattered serials of the same
 //     CA), and devid-principals as AuthorizedPrincipalsCommand, run as
 //     another user (nobody), with a 1,000-line policy whose matching line is
-//     the last but one.
+//     the last but one;
+//
+// and, for what any AuthorizedPrincipalsCommand costs whatever it does, a
+// third:
+//
+//   - echo-command: TrustedUserCAKeys, and /bin/echo printing the device ID
+//     as AuthorizedPrincipalsCommand (also run as nobody, no KRL): the floor
+//     under devid, sshd running a command twice per login.
 //
 // The login is to a new account whose shell is /bin/sh, without a home
 // directory: root's shell start-up files (whatever the machine has put in
@@ -38,7 +45,8 @@ import (
 //
 // The two set-ups alternate login by login, so both see the same machine;
 // each sub-benchmark reports the median ms/login of its own logins, and
-// devid also the ratio of the two medians (the goal: at most 1.05). Each
+// devid and echo-command also the ratio of their median to principals-file's
+// (devid's goal: at most 1.05). Each
 // also reports cpu-ms/login, the CPU time (user and system) sshd's
 // per-connection processes and the helper took, read from the daemon's
 // reaped children's times in /proc (a mean, in 10 ms clock ticks): less
@@ -48,7 +56,7 @@ func BenchmarkLogin(b *testing.B) {
 	sshdtest.NeedRoot(b)
 	l := newLoginBench(b)
 	medians := map[string]time.Duration{}
-	for _, name := range []string{"principals-file", "devid"} {
+	for _, name := range []string{"principals-file", "devid", "echo-command"} {
 		b.Run(name, func(b *testing.B) {
 			ts := make([]time.Duration, b.N)
 			cpu0 := l.cpu(b, name)
@@ -65,18 +73,19 @@ func BenchmarkLogin(b *testing.B) {
 			medians[name] = median(ts)
 			b.ReportMetric(cpu.Seconds()*1000/float64(b.N), "cpu-ms/login")
 			b.ReportMetric(medians[name].Seconds()*1000, "ms/login")
-			if name == "devid" && medians["principals-file"] > 0 {
-				b.ReportMetric(float64(medians["devid"])/float64(medians["principals-file"]), "ratio")
+			if base := medians["principals-file"]; name != "principals-file" && base > 0 {
+				b.ReportMetric(float64(medians[name])/float64(base), "ratio")
 			}
 		})
 	}
 }
 
+// other is the set-up whose logins alternate with name's.
 func other(name string) string {
-	if name == "devid" {
-		return "principals-file"
+	if name == "principals-file" {
+		return "devid"
 	}
-	return "devid"
+	return "principals-file"
 }
 
 // loginBench is BenchmarkLogin's two sshds and the client's key.
@@ -171,8 +180,13 @@ func newLoginBench(b *testing.B) *loginBench {
 			"AuthorizedPrincipalsCommand " + helper + " --policy " + policy + " %u %t %k",
 			"AuthorizedPrincipalsCommandUser nobody",
 		}, LogLevel: "INFO"}),
+		"echo-command": sshdtest.Start(b, sshdtest.Options{Lines: []string{
+			"TrustedUserCAKeys " + ca + ".pub",
+			"AuthorizedPrincipalsCommand /bin/echo " + dev,
+			"AuthorizedPrincipalsCommandUser nobody",
+		}, LogLevel: "INFO"}),
 	}}
-	for range 3 { // warm up; and both must let the certificate in
+	for range 3 { // warm up; and each must let the certificate in
 		for name := range l.servers {
 			l.login(b, name)
 		}
@@ -217,7 +231,8 @@ func (l *loginBench) login(b *testing.B, name string) time.Duration {
 	d := time.Since(start)
 	if err != nil {
 		log, _ := os.ReadFile(s.Log)
-		b.Fatalf("%s: ssh: %v\n%s\nsshd log:\n%s", name, err, out, log)
+		lines := strings.Split(strings.TrimSpace(string(log)), "\n")
+		b.Fatalf("%s: ssh: %v\n%s\nsshd log, last lines:\n%s", name, err, out, strings.Join(lines[max(0, len(lines)-10):], "\n"))
 	}
 	return d
 }
