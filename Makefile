@@ -30,6 +30,7 @@ bench:
 	$(GO) test -run '^$$' -bench Query ./krl/
 	$(GO) test -run '^$$' -bench Load -benchtime 3x ./krl/
 	$(GO) test -run '^$$' -bench Exec -benchtime 2000x ./cmd/devid-principals/
+	$(GO) test -run '^$$' -bench Login -benchtime 40x ./cmd/devid-principals/
 
 ## lint: formatting and vet
 lint:
