@@ -30,7 +30,11 @@ bench:
 	$(GO) test -run '^$$' -bench Query ./krl/
 	$(GO) test -run '^$$' -bench Load -benchtime 3x ./krl/
 	$(GO) test -run '^$$' -bench Exec -benchtime 2000x ./cmd/devid-principals/
-	$(GO) test -run '^$$' -bench Handshake -benchtime 30x -count 3 ./sshagent/
+	$(GO) test -run '^$$' -bench Handshake -benchtime 30x ./sshagent/
+	$(GO) test -run '^$$' -bench HostKeyAgentTPM -benchtime 30x ./hostd/e2e/
+	$(GO) test -run '^$$' -bench Login -benchtime 30x ./agentd/e2e/
+	$(GO) test -run '^$$' -bench AgentIdle -benchtime 1x ./agentd/e2e/
+	$(GO) test -run '^$$' -bench Login -benchtime 40x ./cmd/devid-principals/
 
 ## lint: formatting and vet
 lint:

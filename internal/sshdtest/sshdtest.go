@@ -60,6 +60,9 @@ type Server struct {
 // Options adds sshd_config lines.
 type Options struct {
 	Lines []string // e.g. "HostCertificate /path", "TrustedUserCAKeys /path"
+	// LogLevel is sshd's LogLevel (package sshdrun's Options.LogLevel):
+	// DEBUG when empty; a benchmark may want INFO, as on a real host.
+	LogLevel string
 }
 
 // SSHD is sshd's absolute path (sshd refuses to re-exec otherwise).
@@ -76,7 +79,7 @@ func Start(t testing.TB, o Options) *Server {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var err error
-	s.Server, err = sshdrun.Start(ctx, sshdrun.Options{Dir: dir, Lines: configLines(dir, o)})
+	s.Server, err = sshdrun.Start(ctx, sshdrun.Options{Dir: dir, LogLevel: o.LogLevel, Lines: configLines(dir, o)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +132,7 @@ func NewInetd(t testing.TB, o Options) *Inetd {
 	}
 	dir := t.TempDir()
 	s := &Inetd{ClientKey: clientKey(t, dir), User: u.Username}
-	if s.Inetd, err = sshdrun.NewInetd(sshdrun.Options{Dir: dir, Lines: configLines(dir, o)}); err != nil {
+	if s.Inetd, err = sshdrun.NewInetd(sshdrun.Options{Dir: dir, LogLevel: o.LogLevel, Lines: configLines(dir, o)}); err != nil {
 		t.Fatal(err)
 	}
 	return s
