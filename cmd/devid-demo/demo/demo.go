@@ -122,55 +122,46 @@ func (d *demo) story(ctx context.Context) error {
 	}
 
 	d.title("Register machines by their TPM")
-	d.say("Each machine is known by its TPM's Endorsement Key. Here two software TPMs")
-	d.say("(swtpm) are manufactured with EK certificates, as a vendor would, and their")
-	d.say("EK certificates registered: the device ID is the hash of the EK public key.")
-	tpms, err := d.manufactureTPMs(ctx, 2)
+	d.say("Each machine is known by its TPM's Endorsement Key. Here three software TPMs")
+	d.say("(swtpm) are manufactured with EK certificates, as a vendor would: Alice's laptop,")
+	d.say("a host, and a machine a thief uses later. Two are registered: the device ID is")
+	d.say("the hash of the EK public key. A host may be named only what the inventory says.")
+	tpms, err := d.manufactureTPMs(ctx, 3)
 	if err != nil {
 		return err
 	}
-	laptop, web := tpms[0], tpms[1]
-	var hostKey, userKey string
+	laptop, web, thief := tpms[0], tpms[1], tpms[2]
 	if _, err := d.run("devid", "device", "add", "--ek", laptop.EKCert, "--name", "laptop-alice", "--kind", "workstation",
 		"--collection", "sre-laptops", "--owner", "alice@example.com"); err != nil {
 		return err
 	}
-	if _, err := d.run("devid", "device", "add", "--ek", web.EKCert, "--name", "web-1", "--kind", "host", "--collection", "web"); err != nil {
+	if _, err := d.run("devid", "device", "add", "--ek", web.EKCert, "--name", "web-1", "--kind", "host", "--collection", "web",
+		"--host-names", "web-1.example.com,127.0.0.1"); err != nil {
 		return err
 	}
 	if _, err := d.run("devid", "device", "list"); err != nil {
 		return err
 	}
 
-	d.title("A host proves its TPM and gets an SSH host certificate")
-	d.say("devid enroll runs what devid-hostd does on every host: it creates an Attestation")
-	d.say("Key in the TPM and has the CA certify it (credential activation proves the AK")
-	d.say("shares a TPM with the registered EK), gets a device certificate through ACME")
-	d.say("device-attest-01 for a key that never leaves the TPM, then an SSH host")
-	d.say("certificate whose key ID is the device ID.")
-	hostKey = filepath.Join(d.Dir, "ssh_host_ecdsa_key")
-	if err := sshdrun.Keygen(hostKey); err != nil {
+	d.title("The CA signs only keys that live in the TPM")
+	d.say("An SSH key made with ssh-keygen is a file: copied, it logs in from anywhere. The")
+	d.say("CA refuses it, even for a registered, attested machine. It signs only the key")
+	d.say("its device certificate is for: a key the TPM made, which the TPM's attestation")
+	d.say("key certified over the CA's fresh challenge (ACME device-attest-01).")
+	fileKey := filepath.Join(d.Dir, "id_ecdsa")
+	if err := sshdrun.Keygen(fileKey); err != nil {
 		return err
 	}
-	if _, err := d.run("devid", "enroll", "--tpm", web.Addr, "--key", hostKey+".pub",
-		"--principals", "web-1.example.com,127.0.0.1", "--out", hostKey+"-cert.pub"); err != nil {
+	if _, err := d.runExpectFail("devid", "enroll", "--tpm", laptop.Addr, "--type", "user", "--key", fileKey+".pub"); err != nil {
 		return err
 	}
-	if err := d.runTool("ssh-keygen", "-L", "-f", hostKey+"-cert.pub"); err != nil {
+	d.say("")
+	d.say("Nor may a host have a name the inventory does not give it:")
+	hostKeyFile := filepath.Join(d.Dir, "host", "ssh_host_key.tpm")
+	if err := os.MkdirAll(filepath.Dir(hostKeyFile), 0o755); err != nil {
 		return err
 	}
-
-	d.title("A workstation gets a user certificate that names the machine")
-	d.say("Its principals come from the inventory: the device ID, its owner's identity")
-	d.say("and groups, and its collection. Whatever the device asks for does not matter.")
-	userKey = filepath.Join(d.Dir, "id_ecdsa")
-	if err := sshdrun.Keygen(userKey); err != nil {
-		return err
-	}
-	if _, err := d.run("devid", "enroll", "--tpm", laptop.Addr, "--type", "user", "--key", userKey+".pub", "--out", userKey+"-cert.pub"); err != nil {
-		return err
-	}
-	if err := d.runTool("ssh-keygen", "-L", "-f", userKey+"-cert.pub"); err != nil {
+	if _, err := d.runExpectFail("devid", "enroll", "--tpm", web.Addr, "--tpm-key", hostKeyFile, "--principals", "bank.example.com"); err != nil {
 		return err
 	}
 
@@ -186,26 +177,72 @@ func (d *demo) story(ctx context.Context) error {
 		return err
 	}
 
+	d.title("Alice's laptop: devid-agent makes her key in the TPM")
+	d.say("devid-agent runs as Alice, like ssh-agent. It makes an ECDSA key in the TPM, keeps")
+	d.say("on disk only the TPM-wrapped key file, attests the TPM and gets a user certificate")
+	d.say("for that key. Its principals come from the inventory: the device ID, Alice's")
+	d.say("identity and groups, the collection, and key:tpm, which only TPM keys get.")
+	a, err := d.startAgent(ctx, "laptop", caURL, caDir, laptop.Addr)
+	if err != nil {
+		return err
+	}
+	if _, err := d.run("devid-agent", "status", "--config", a.config); err != nil {
+		return err
+	}
+	d.say("")
+	d.say("Everything it keeps on disk. The key file is the key encrypted by this TPM's")
+	d.say("storage key; there is no private key anywhere else:")
+	if err := d.runTool("ls", "-l", a.stateDir); err != nil {
+		return err
+	}
+	if err := d.runTool("head", "-n", "2", filepath.Join(a.stateDir, "id_devid.tpm")); err != nil {
+		return err
+	}
+	d.say("")
+	d.say("ssh, git and every other client get the key from the agent's socket; every")
+	d.say("signature is made in the TPM:")
+	if err := d.runToolEnv([]string{"SSH_AUTH_SOCK=" + a.socket}, "ssh-add", "-L"); err != nil {
+		return err
+	}
+
 	var h *host
 	if ok, why := canRunSSHD(); ok {
-		d.title("A host: sshd, kept right by devid-hostd")
-		d.say("devid-hostd attests web-1's TPM, installs its SSH host certificate, the user CA")
-		d.say("keys and the CA's KRL where sshd reads them, checks sshd's configuration and")
-		d.say("reloads it. devid-principals decides, at each login, which account a device may")
-		d.say("use.")
-		if h, err = d.startHost(ctx, caDir, caURL, web.Addr, hostKey); err != nil {
+		d.title("A host: its key in its TPM, sshd kept right by devid-hostd")
+		d.say("devid-hostd makes web-1's host key in its TPM and serves it to sshd through")
+		d.say("HostKeyAgent: sshd has only the public half. It attests the TPM, installs the host")
+		d.say("certificate for that key, the user CA keys and the CA's KRL where sshd reads them,")
+		d.say("checks sshd's configuration and reloads it. devid-principals decides, at each")
+		d.say("login, which account a device may use.")
+		if h, err = d.startHost(ctx, caDir, caURL, web.Addr, hostKeyFile); err != nil {
 			return err
 		}
 		d.title("Alice logs in from her laptop")
-		d.say("ssh trusts the host through the CA (@cert-authority); sshd trusts the laptop's")
-		d.say("certificate through the user CA, and devid-principals finds group:sre and")
-		d.say("collection:sre-laptops in it, as the policy asks for root.")
-		if err := d.ssh(ctx, h, userKey, false); err != nil {
+		d.say("ssh takes her key from devid-agent, trusts the host through devid-agent's")
+		d.say("known_hosts (@cert-authority) and checks it against the CA's KRL")
+		d.say("(RevokedHostKeys); sshd trusts the certificate through the user CA, and")
+		d.say("devid-principals finds group:sre and key:tpm in it, as the policy asks for root.")
+		if err := d.ssh(ctx, h, a, false, ""); err != nil {
 			return err
 		}
 	} else {
 		d.say("")
 		d.say("(Skipping the sshd part: %s.)", why)
+	}
+
+	d.title("A copy of the laptop's disk is useless elsewhere")
+	d.say("A thief copies everything devid-agent keeps, key file and certificate included,")
+	d.say("to another machine and starts devid-agent there. The key file can be loaded only")
+	d.say("by the TPM that made it:")
+	stolen := filepath.Join(d.Dir, "thief", "state")
+	if err := copyDir(a.stateDir, stolen); err != nil {
+		return err
+	}
+	thiefCfg, err := d.agentConfig("thief", caURL, caDir, thief.Addr, stolen)
+	if err != nil {
+		return err
+	}
+	if _, err := d.runExpectFail("devid-agent", "run", "--config", thiefCfg); err != nil {
+		return err
 	}
 
 	d.title("Quarantine a machine")
@@ -226,7 +263,7 @@ func (d *demo) story(ctx context.Context) error {
 		}
 		d.say("The host has KRL version %d %s after the quarantine.", krlVersion(h.krlFile), time.Since(start).Round(time.Millisecond))
 		d.title("The next login is refused")
-		if err := d.ssh(ctx, h, userKey, true); err != nil {
+		if err := d.ssh(ctx, h, a, true, ""); err != nil {
 			return err
 		}
 		d.sshdSays(h, "revoked")
@@ -235,9 +272,31 @@ func (d *demo) story(ctx context.Context) error {
 		return err
 	}
 	d.say("")
-	d.say("The laptop's TPM still works, but the CA refuses it at the first step:")
-	if _, err := d.runExpectFail("devid", "enroll", "--tpm", laptop.Addr, "--type", "user", "--key", userKey+".pub"); err != nil {
+	d.say("The laptop's TPM still works, but the CA refuses it at the first step: asked to")
+	d.say("renew now (SIGUSR1), devid-agent says so.")
+	if err := a.renewNow(ctx); err != nil {
 		return err
+	}
+	if _, err := d.run("devid-agent", "status", "--config", a.config); err != nil {
+		return err
+	}
+
+	if h != nil {
+		d.title("Clients hear when a host is retired")
+		d.say("web-1 is retired. Its device ID goes into the KRL, devid-agent has it within")
+		d.say("seconds, and ssh refuses the host before any login is tried.")
+		before := a.krlVersion()
+		if _, err := d.run("devid", "device", "retire", "web-1", "--reason", "decommissioned"); err != nil {
+			return err
+		}
+		start := time.Now()
+		if err := waitFile(ctx, 3*time.Minute, func() bool { return a.krlVersion() > before }); err != nil {
+			return fmt.Errorf("the new KRL did not reach devid-agent: %w", err)
+		}
+		d.say("devid-agent has KRL version %d %s after the retirement.", a.krlVersion(), time.Since(start).Round(time.Millisecond))
+		if err := d.ssh(ctx, h, a, true, "revoked"); err != nil {
+			return err
+		}
 	}
 
 	d.title("Who did what")
@@ -306,15 +365,21 @@ func (d *demo) runExpectFail(name string, args ...string) (string, error) {
 
 // start runs a long-lived binary with its output in logFile; stop ends it.
 func (d *demo) start(ctx context.Context, logFile, name string, args ...string) (stop func(), err error) {
+	stop, _, err = d.startPID(ctx, logFile, name, args...)
+	return stop, err
+}
+
+// startPID is start, which also returns the process's ID.
+func (d *demo) startPID(ctx context.Context, logFile, name string, args ...string) (stop func(), pid int, err error) {
 	log, err := os.Create(logFile)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	cmd := d.command(name, args...)
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		log.Close()
-		return nil, err
+		return nil, 0, err
 	}
 	fmt.Fprintf(d.Out, "(running in the background, pid %d)\n", cmd.Process.Pid)
 	return func() {
@@ -328,7 +393,7 @@ func (d *demo) start(ctx context.Context, logFile, name string, args ...string) 
 			<-done
 		}
 		log.Close()
-	}, nil
+	}, cmd.Process.Pid, nil
 }
 
 func quoteAll(args []string) []string {
@@ -369,8 +434,14 @@ func waitHealthy(ctx context.Context, caURL string, limit time.Duration) error {
 
 // runTool runs a system tool (ssh-keygen) and prints its output.
 func (d *demo) runTool(name string, args ...string) error {
-	fmt.Fprintf(d.Out, "\n$ %s %s\n", name, strings.Join(quoteAll(args), " "))
+	return d.runToolEnv(nil, name, args...)
+}
+
+// runToolEnv is runTool with more environment variables, which it shows.
+func (d *demo) runToolEnv(env []string, name string, args ...string) error {
+	fmt.Fprintf(d.Out, "\n$ %s\n", strings.Join(append(quoteAll(env), append([]string{name}, quoteAll(args)...)...), " "))
 	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = d.Out, d.Out
 	return cmd.Run()
 }

@@ -20,7 +20,8 @@ func TestDemo(t *testing.T) {
 	sshdtest.Need(t, "swtpm", "swtpm_setup", "ssh-keygen", "ssh", sshdtest.SSHD)
 	sshdtest.NeedRoot(t) // the demo's sshd part
 	bin := gobuild.Dir(t, "github.com/devid-ssh/devid/cmd/devid", "github.com/devid-ssh/devid/cmd/devid-ca",
-		"github.com/devid-ssh/devid/cmd/devid-hostd", "github.com/devid-ssh/devid/cmd/devid-principals")
+		"github.com/devid-ssh/devid/cmd/devid-hostd", "github.com/devid-ssh/devid/cmd/devid-principals",
+		"github.com/devid-ssh/devid/cmd/devid-agent")
 	var out bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -31,14 +32,19 @@ func TestDemo(t *testing.T) {
 		"Root fingerprint:",
 		"imported: 2 added",
 		"registered laptop-alice",
-		"SSH host certificate: key ID \"urn:ek:sha256:",
+		"key is not TPM-resident",
+		"bank.example.com",
 		"collection:sre-laptops",
+		"key:tpm",
 		"mdm-export.csv:2: ek:",
+		"BEGIN TSS2 PRIVATE KEY",
+		"-cert-v01@openssh.com",
 		"logged in to",
+		"another TPM",
 		"is now quarantined",
 		"Permission denied (publickey)",
 		"revoked by file",
-		"is quarantined\n(exit status 1)",
+		"is quarantined",
 		"device.quarantine",
 	} {
 		if !strings.Contains(out.String(), want) {

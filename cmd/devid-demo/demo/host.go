@@ -19,7 +19,7 @@ import (
 // host is the demo's host: sshd on a loopback port, its files kept by
 // devid-hostd, logins decided by devid-principals.
 type host struct {
-	dir, knownHosts   string
+	dir               string
 	krlFile, certFile string
 	sshd              *sshdrun.Server
 }
@@ -41,7 +41,7 @@ func canRunSSHD() (bool, string) {
 
 // startHost installs devid-principals, starts sshd and devid-hostd, and
 // waits until the host certificate and the KRL are in place.
-func (d *demo) startHost(ctx context.Context, caDir, caURL, tpmAddr, hostKey string) (*host, error) {
+func (d *demo) startHost(ctx context.Context, caDir, caURL, tpmAddr, tpmHostKey string) (*host, error) {
 	h := &host{dir: filepath.Join(d.Dir, "host")}
 	if err := os.MkdirAll(h.dir, 0o755); err != nil {
 		return nil, err
@@ -55,7 +55,7 @@ func (d *demo) startHost(ctx context.Context, caDir, caURL, tpmAddr, hostKey str
 	d.cleanups = append(d.cleanups, removeHelper)
 	libexec := filepath.Dir(helper)
 	policy := filepath.Join(libexec, "principals.conf")
-	policyText := "# account  principals the certificate must all carry\nroot  group:sre collection:sre-laptops\n*     login:{account}\n"
+	policyText := "# account  principals the certificate must all carry\nroot  group:sre key:tpm\n*     login:{account} key:tpm\n"
 	if err := os.WriteFile(policy, []byte(policyText), 0o644); err != nil {
 		return nil, err
 	}
@@ -63,12 +63,17 @@ func (d *demo) startHost(ctx context.Context, caDir, caURL, tpmAddr, hostKey str
 	d.show(policy)
 
 	managed := filepath.Join(h.dir, "devid")
-	h.certFile = filepath.Join(managed, filepath.Base(hostKey)+"-cert.pub")
+	sshdHostKey := filepath.Join(managed, "ssh_host_tpm_key")
+	agentSock := filepath.Join(h.dir, "run", "hostkey.sock")
+	h.certFile = sshdHostKey + "-cert.pub"
 	h.krlFile = filepath.Join(managed, "revoked.krl")
 	userCA := filepath.Join(managed, "user_ca.pub")
 	// sshd starts before devid-hostd has written its files: until the KRL
-	// is there it refuses every public-key login, as it must.
-	h.sshd, err = sshdrun.Start(ctx, sshdrun.Options{Dir: h.dir, HostKey: hostKey, LogLevel: "VERBOSE", Lines: []string{
+	// is there it refuses every public-key login, as it must. Its own
+	// (file) host key is for clients that know it; the TPM key, whose
+	// public half devid-hostd writes, is the one with the certificate.
+	h.sshd, err = sshdrun.Start(ctx, sshdrun.Options{Dir: h.dir, LogLevel: "VERBOSE", Lines: []string{
+		"HostKey " + sshdHostKey, "HostKeyAgent " + agentSock,
 		"HostCertificate " + h.certFile,
 		"TrustedUserCAKeys " + userCA, "RevokedKeys " + h.krlFile,
 		"AuthorizedPrincipalsCommand " + helper + " --policy " + policy + " %u %t %k",
@@ -86,7 +91,7 @@ func (d *demo) startHost(ctx context.Context, caDir, caURL, tpmAddr, hostKey str
 
 	cfg := map[string]any{
 		"version": 1, "caUrl": caURL, "root": filepath.Join(caDir, "certs", "root_ca.crt"), "tpm": tpmAddr,
-		"hostKey": hostKey, "hostCertificate": h.certFile, "principals": []string{"127.0.0.1", "localhost"},
+		"tpmHostKey": tpmHostKey, "sshdHostKey": sshdHostKey, "hostKeyAgent": agentSock, "hostCertificate": h.certFile,
 		"trustedUserCAKeys": userCA, "revokedKeys": h.krlFile,
 		"sshd":           map[string]string{"binary": sshdrun.SSHD, "config": h.sshd.Config},
 		"reload":         map[string]string{"pidFile": h.sshd.PIDFile},
@@ -125,20 +130,21 @@ func (d *demo) startHost(ctx context.Context, caDir, caURL, tpmAddr, hostKey str
 	if _, err := d.run("devid-hostd", "status", "--config", hostdConfig); err != nil {
 		return nil, err
 	}
-	hostCA, err := os.ReadFile(filepath.Join(caDir, "certs", "ssh_host_ca.pub"))
-	if err != nil {
-		return nil, err
-	}
-	h.knownHosts = filepath.Join(d.Dir, "known_hosts")
-	if err := os.WriteFile(h.knownHosts, []byte("@cert-authority 127.0.0.1 "+string(hostCA)), 0o644); err != nil {
+	d.say("")
+	d.say("The host key's files: the TPM key file, and its public half for sshd; no private key.")
+	if err := d.runTool("ls", "-l", filepath.Dir(tpmHostKey), managed); err != nil {
 		return nil, err
 	}
 	return h, nil
 }
 
-// ssh logs in to the demo host as root with a key and its certificate.
-func (d *demo) ssh(ctx context.Context, h *host, key string, expectFail bool) error {
-	c := sshdrun.Client{Identity: key, Certificate: key + "-cert.pub", KnownHosts: h.knownHosts, Command: "echo logged in to $(hostname) as $(id -un)"}
+// ssh logs in to the demo host as root with the agent's key and
+// certificate, trusting the host through the agent's known_hosts and KRL.
+// A refusal expected must say want.
+func (d *demo) ssh(ctx context.Context, h *host, a *agent, expectFail bool, want string) error {
+	c := sshdrun.Client{Agent: a.socket, KnownHosts: filepath.Join(a.stateDir, "known_hosts"),
+		Options: []string{"RevokedHostKeys=" + filepath.Join(a.stateDir, "revoked_host_keys.krl")},
+		Command: "echo logged in to $(hostname) as $(id -un)"}
 	fmt.Fprintf(d.Out, "\n$ ssh %s\n", strings.Join(quoteAll(h.sshd.Args(c)), " "))
 	out, err := h.sshd.SSH(ctx, c)
 	io.WriteString(d.Out, out)
@@ -147,6 +153,8 @@ func (d *demo) ssh(ctx context.Context, h *host, key string, expectFail bool) er
 		return fmt.Errorf("ssh: expected the login to be refused")
 	case !expectFail && err != nil:
 		return fmt.Errorf("ssh: %v%s", err, h.sshd.Tail(10))
+	case expectFail && !strings.Contains(out, want):
+		return fmt.Errorf("ssh: refused, but without saying %q", want)
 	}
 	return nil
 }
