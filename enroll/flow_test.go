@@ -15,10 +15,15 @@ import (
 
 // TestEnrollWhole: Enroll runs the three steps against a real CA and
 // swtpm, leaves no object of its own in the TPM, and tells which step a
-// refusal came from.
+// refusal came from. Enroll certifies a key given before the device
+// certificate exists, a file key: the device's collection allows them.
 func TestEnrollWhole(t *testing.T) {
 	ca := catest.Start(t, nil)
-	sw, id := device(t, ca, "web-3", inventory.KindHost, "", "")
+	yes, names := true, []string{"web-3.example.com"}
+	if _, err := ca.Server.Inventory().SetCollection("test", inventory.CollectionUpdate{Name: "legacy", AllowFileKeys: &yes, HostNames: &names}); err != nil {
+		t.Fatal(err)
+	}
+	sw, id := device(t, ca, "web-3", inventory.KindHost, "", "legacy")
 	c := enroll.New(ca.URL, ca.Roots, quiet())
 	ctx := context.Background()
 	pub := sshKey(t)
