@@ -37,7 +37,7 @@ func enrollCmd() *command.Command {
 			c.flags(fs)
 			fs.StringVar(&tpmAddr, "tpm", "/dev/tpmrm0", "the TPM: a device, unix:PATH or tcp:HOST:PORT (a swtpm)")
 			fs.StringVar(&certType, "type", "host", "SSH certificate type: host (for a host device) or user (for a workstation)")
-			fs.StringVar(&principals, "principals", "", "comma-separated host names and addresses for a host certificate (default: this host's name)")
+			fs.StringVar(&principals, "principals", "", "comma-separated host names and addresses for a host certificate, each one the inventory allows the device (default: none, and the CA gives the device's names from the inventory)")
 			fs.StringVar(&keyFile, "key", "", "the SSH public key `file` to certify (required)")
 			fs.StringVar(&out, "out", "", "write the SSH certificate to this `file`, in an existing directory (default: standard output)")
 			fs.BoolVar(&verbose, "v", false, "log each step on standard error")
@@ -70,12 +70,6 @@ func enrollCmd() *command.Command {
 			var names []string
 			if principals != "" {
 				names = strings.Split(principals, ",")
-			} else if certType == "host" {
-				h, err := os.Hostname()
-				if err != nil {
-					return err
-				}
-				names = []string{h}
 			}
 			caURL, roots, err := c.trust(env)
 			if err != nil {
