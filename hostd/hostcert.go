@@ -71,7 +71,9 @@ type HostCertificateConfig struct {
 	// File is sshd's HostCertificate.
 	File string
 	// Key is the host key's public half, the key certified.
-	Key        ssh.PublicKey
+	Key ssh.PublicKey
+	// Principals to ask for; none: the CA gives the inventory's names, and
+	// a certificate in place keeps whatever principals it has.
 	Principals []string
 	Issuer     Issuer
 	SSHD       SSHD
@@ -95,8 +97,10 @@ type HostCertificateConfig struct {
 // has expired. A new certificate is written atomically and checked with
 // `sshd -t`; if sshd refuses it the old file is put back (none on a new
 // host), Watch keeps guarding only the last good one, and sshd is not
-// reloaded. It renews at once when the configured principals differ from
-// the certificate's, or when asked (RenewNow).
+// reloaded. It renews at once when principals are configured and differ
+// from the certificate's, or when asked (RenewNow). With none configured
+// it asks for none, and the CA gives the names the inventory has for the
+// device.
 type HostCertificate struct {
 	c   HostCertificateConfig
 	log *slog.Logger
@@ -164,7 +168,9 @@ func (t *HostCertificate) Run(ctx context.Context) error {
 		st = t.state(cert, written)
 		t.publish(cert, st)
 		t.log.Info("host certificate in place", "file", t.c.File, "serial", cert.Serial, "not_after", st.NotAfter)
-		if !samePrincipals(cert.ValidPrincipals, t.c.Principals) {
+		// No principals configured: the CA gives the inventory's names,
+		// and whatever it gave is right.
+		if len(t.c.Principals) > 0 && !samePrincipals(cert.ValidPrincipals, t.c.Principals) {
 			t.log.Info("the configured principals differ from the certificate's: renewing now",
 				"certificate", cert.ValidPrincipals, "configured", t.c.Principals)
 			pending = true

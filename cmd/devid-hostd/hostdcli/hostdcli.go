@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -117,8 +118,8 @@ func renewCmd() *command.Command {
 func checkCmd() *command.Command {
 	return withConfig("check", "check a configuration file (the tpm address as run opens it, ports 1-65535) and print it with its defaults",
 		func(env *command.Env, file string, cfg *hostd.Config) error {
-			fmt.Fprintf(env.Stdout, "%s: OK\n  caUrl %s\n  tpm %s\n  hostKey %s\n  hostCertificate %s\n  principals %v\n  trustedUserCAKeys %s\n  sshd %s -t -f %s\n  reload %+v\n  metricsAddress %s\n  renewFraction %.4f\n",
-				file, cfg.CAURL, cfg.TPM, cfg.HostKey, cfg.HostCertificate, cfg.Principals, cfg.TrustedUserCAKeys,
+			fmt.Fprintf(env.Stdout, "%s: OK\n  caUrl %s\n  tpm %s\n  hostKey %s\n  hostCertificate %s\n  principals %s\n  trustedUserCAKeys %s\n  sshd %s -t -f %s\n  reload %+v\n  metricsAddress %s\n  renewFraction %.4f\n",
+				file, cfg.CAURL, cfg.TPM, cfg.HostKey, cfg.HostCertificate, principalsText(cfg.Principals), cfg.TrustedUserCAKeys,
 				cfg.SSHD.Binary, cfg.SSHD.Config, cfg.Reload, cfg.MetricsAddress, cfg.RenewFraction)
 			return nil
 		})
@@ -142,4 +143,12 @@ func withConfig(name, summary string, run func(env *command.Env, file string, cf
 			return run(env, file, cfg)
 		},
 	}
+}
+
+// principalsText is how check prints the configured principals.
+func principalsText(p []string) string {
+	if len(p) == 0 {
+		return "none configured: the CA gives the names the inventory has for this host"
+	}
+	return strings.Join(p, ",")
 }
