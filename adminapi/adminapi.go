@@ -19,7 +19,10 @@
 //	POST /devid/v1/users                    NewUser → User (201)
 //	GET  /devid/v1/users/{email}            User
 //	POST /devid/v1/import/users             CSV or JSON export → ImportReport; ?file=NAME&dry_run=BOOL
-//	GET  /devid/v1/audit                    AuditList; ?subject=NAME|DEVICE-ID|EMAIL
+//	GET  /devid/v1/collections              CollectionList
+//	GET  /devid/v1/collections/{name}       Collection
+//	PUT  /devid/v1/collections/{name}       CollectionUpdate → Collection (created if new)
+//	GET  /devid/v1/audit                    AuditList; ?subject=NAME|DEVICE-ID|EMAIL|collection:NAME
 //	POST /devid/v1/certs/revoke             RevokeRequest → RevokedCert
 //
 // One route under the prefix is public, and not part of this API: GET
@@ -121,8 +124,35 @@ type Device struct {
 	StatusChanged time.Time `json:"statusChanged"`
 	EKPublic      []byte    `json:"ekPublic"`         // PKIX DER of the RSA EK
 	EKCert        []byte    `json:"ekCert,omitempty"` // DER, when one was given
-	Created       time.Time `json:"created"`
-	Updated       time.Time `json:"updated"`
+	// HostNames are the names and addresses a host may have in its SSH
+	// host certificates besides its Name: exact names, addresses,
+	// *.label patterns ("*" is exactly one label), CIDR prefixes.
+	HostNames []string  `json:"hostNames,omitempty"`
+	Created   time.Time `json:"created"`
+	Updated   time.Time `json:"updated"`
+}
+
+// Collection is the policy of a named group of devices. A collection that
+// devices name but nobody set has the defaults: AllowFileKeys false, no
+// HostNames, and zero Created and Updated times.
+type Collection struct {
+	Name string `json:"name"`
+	// AllowFileKeys: the CA also signs SSH keys that are not the device's
+	// TPM key, without the key:tpm principal (a migration aid).
+	AllowFileKeys bool `json:"allowFileKeys"`
+	// HostNames every host of the collection may have in its host
+	// certificates (as Device.HostNames).
+	HostNames []string  `json:"hostNames"`
+	Created   time.Time `json:"created"`
+	Updated   time.Time `json:"updated"`
+}
+
+// CollectionUpdate is the body of PUT /devid/v1/collections/{name}: a
+// field left out (or null) keeps its value, or a new collection's default;
+// hostNames [] clears the host names.
+type CollectionUpdate struct {
+	AllowFileKeys *bool     `json:"allowFileKeys,omitempty"`
+	HostNames     *[]string `json:"hostNames,omitempty"`
 }
 
 // User is a person who may own devices.
@@ -164,6 +194,8 @@ type NewDevice struct {
 	Collection string `json:"collection,omitempty"`
 	Owner      string `json:"owner,omitempty"`
 	Status     string `json:"status,omitempty"` // default active
+	// HostNames: see Device.HostNames.
+	HostNames []string `json:"hostNames,omitempty"`
 }
 
 // NewUser is the body of POST /devid/v1/users, and a row of a user import.
@@ -227,7 +259,7 @@ type RevokedCert struct {
 	Reason    string    `json:"reason,omitempty"`
 }
 
-// DeviceList, UserList and AuditList are the list responses.
+// DeviceList, UserList, AuditList and CollectionList are the list responses.
 type (
 	DeviceList struct {
 		Devices []*Device `json:"devices"`
@@ -237,6 +269,9 @@ type (
 	}
 	AuditList struct {
 		Entries []AuditEntry `json:"entries"`
+	}
+	CollectionList struct {
+		Collections []*Collection `json:"collections"`
 	}
 )
 

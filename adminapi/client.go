@@ -197,3 +197,26 @@ func (c *Client) RevokeCert(req RevokeRequest) (*RevokedCert, error) {
 	err := c.doJSON("POST", Prefix+"certs/revoke", req, &rc)
 	return &rc, err
 }
+
+// Collections lists collections: those set, and those devices name with
+// their defaults.
+func (c *Client) Collections() ([]*Collection, error) {
+	var out CollectionList
+	err := c.doJSON("GET", Prefix+"collections", nil, &out)
+	return out.Collections, err
+}
+
+// Collection returns a collection.
+func (c *Client) Collection(name string) (*Collection, error) {
+	var out Collection
+	err := c.doJSON("GET", Prefix+"collections/"+url.PathEscape(name), nil, &out)
+	return &out, err
+}
+
+// SetCollection creates or changes a collection; nil fields keep their
+// values.
+func (c *Client) SetCollection(name string, u CollectionUpdate) (*Collection, error) {
+	var out Collection
+	err := c.doJSON("PUT", Prefix+"collections/"+url.PathEscape(name), u, &out)
+	return &out, err
+}

@@ -7,7 +7,9 @@
 //
 //   - /health, /roots, /root/{sha}, /ssh/roots, /ssh/sign, /ssh/renew, …
 //     (also under /1.0/) answer exactly as step-ca's do, and /acme/… is
-//     step-ca's ACME server (the provisioner wire.AttestProvisioner);
+//     step-ca's ACME server (the provisioner wire.AttestProvisioner), behind
+//     devid's check that an attested key cannot leave its TPM (package
+//     issuance/tpmkey);
 //   - /attestation/… is the Attestation CA (package attestca), for devices;
 //   - GET /devid/v1/krl (krldist.Path) is the KRL (package revocation
 //     serves it), public: hosts poll it without a client certificate. It
@@ -51,6 +53,7 @@ import (
 	"github.com/devid-ssh/devid/internal/task"
 	"github.com/devid-ssh/devid/inventory"
 	"github.com/devid-ssh/devid/issuance"
+	"github.com/devid-ssh/devid/issuance/tpmkey"
 	"github.com/devid-ssh/devid/krldist"
 	"github.com/devid-ssh/devid/revocation"
 	"github.com/go-chi/chi/v5"
@@ -337,6 +340,10 @@ func (s *Server) routes() http.Handler {
 		ctx = acme.NewContext(ctx, s.acmeDB, acme.NewClient(), s.linker, nil)
 		mux.ServeHTTP(w, r.WithContext(ctx))
 	})
+	// devid's own check that a device-attest-01 key cannot leave its TPM,
+	// before step-ca's ACME server sees the challenge (package
+	// issuance/tpmkey).
+	h = tpmkey.Guard(h, s.log)
 	return s.accessLog(s.limitBody(h))
 }
 

@@ -209,7 +209,8 @@ func TestSSHSign(t *testing.T) {
 	ca := catest.Start(t, nil)
 	ekKey, _ := rsa.GenerateKey(rand.Reader, 2048)
 	ekDER, _ := x509.MarshalPKIXPublicKey(&ekKey.PublicKey)
-	dev, err := ca.Server.Inventory().AddDevice("test", inventory.NewDevice{EK: base64.StdEncoding.EncodeToString(ekDER), Name: "host-1", Kind: "host"})
+	dev, err := ca.Server.Inventory().AddDevice("test", inventory.NewDevice{EK: base64.StdEncoding.EncodeToString(ekDER), Name: "host-1", Kind: "host",
+		HostNames: []string{"host-1.example.com", "10.0.0.1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,8 +237,9 @@ func TestSSHSign(t *testing.T) {
 		t.Fatal(err)
 	}
 	tok, _ := jws.CompactSerialize()
-	hostKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	sshPub, _ := ssh.NewPublicKey(hostKey.Public())
+	// The device certificate's own key: the only key the CA signs for a
+	// device whose collection does not allow file keys.
+	sshPub, _ := ssh.NewPublicKey(key.Public())
 	req, _ := json.Marshal(map[string]any{"publicKey": sshPub.Marshal(), "ott": tok, "certType": "host", "keyID": keyID,
 		"principals": []string{"host-1.example.com", "10.0.0.1"}})
 	c := &http.Client{Transport: &http.Transport{TLSClientConfig: ca.TLSConfig(nil)}}

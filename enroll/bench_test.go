@@ -19,7 +19,6 @@ func BenchmarkEnrolment(b *testing.B) {
 	sw, _ := deviceTB(b, ca, "bench-host", inventory.KindHost)
 	c := enroll.New(ca.URL, ca.Roots, quiet())
 	ctx := context.Background()
-	pub := sshKeyTB(b)
 	var akTime time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -33,7 +32,7 @@ func BenchmarkEnrolment(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := c.SSHCertificate(ctx, dc, "host", []string{"bench-host"}, pub); err != nil {
+		if _, err := c.SSHCertificate(ctx, dc, "host", []string{"bench-host"}, tpmKey(b, dc)); err != nil {
 			b.Fatal(err)
 		}
 		dc.Close()

@@ -33,16 +33,19 @@ func deviceTB(t testing.TB, ca *catest.CA, name string, kind inventory.Kind) (*s
 }
 
 func deviceWith(t testing.TB, ca *catest.CA, name string, kind inventory.Kind, owner, collection string) (*swtpmtest.Instance, string) {
+	return deviceND(t, ca, inventory.NewDevice{Name: name, Kind: string(kind), Owner: owner, Collection: collection})
+}
+
+// deviceND manufactures a swtpm and registers it as nd (its EK filled in).
+func deviceND(t testing.TB, ca *catest.CA, nd inventory.NewDevice) (*swtpmtest.Instance, string) {
 	t.Helper()
 	sw := swtpmtest.New(t)
 	ek, err := sw.TPM.EK()
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := ca.Server.Inventory().AddDevice("test", inventory.NewDevice{
-		EK:   string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ek.Certificate.Raw})),
-		Name: name, Kind: string(kind), Owner: owner, Collection: collection,
-	})
+	nd.EK = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ek.Certificate.Raw}))
+	d, err := ca.Server.Inventory().AddDevice("test", nd)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,11 +55,21 @@ func deviceWith(t testing.TB, ca *catest.CA, name string, kind inventory.Kind, o
 	return sw, d.ID
 }
 
-func sshKey(t *testing.T) ssh.PublicKey { return sshKeyTB(t) }
-
-func sshKeyTB(t testing.TB) ssh.PublicKey {
+// sshKey is a file key: made in Go, outside any TPM.
+func sshKey(t testing.TB) ssh.PublicKey {
 	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	pub, err := ssh.NewPublicKey(k.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pub
+}
+
+// tpmKey is the SSH form of the device certificate's TPM key: the only key
+// the CA signs for a device whose collection does not allow file keys.
+func tpmKey(t testing.TB, dc *enroll.DeviceCert) ssh.PublicKey {
+	t.Helper()
+	pub, err := ssh.NewPublicKey(dc.Key.Public())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +82,7 @@ func sshKeygenL(t *testing.T, cert *ssh.Certificate) string { return sshdtest.Ke
 // certificate and an SSH host certificate.
 func TestEnrolHost(t *testing.T) {
 	ca := catest.Start(t, nil)
-	sw, id := device(t, ca, "web-1", inventory.KindHost, "", "web")
+	sw, id := deviceND(t, ca, inventory.NewDevice{Name: "web-1", Kind: "host", Collection: "web", HostNames: []string{"web-1.example.com", "10.1.2.3"}})
 	ctx := context.Background()
 	c := enroll.New(ca.URL, ca.Roots, quiet())
 
@@ -101,7 +114,7 @@ func TestEnrolHost(t *testing.T) {
 		t.Fatalf("device certificate lifetime %v, want 24h", life)
 	}
 
-	cert, err := c.SSHCertificate(ctx, dc, "host", []string{"web-1.example.com", "10.1.2.3"}, sshKey(t))
+	cert, err := c.SSHCertificate(ctx, dc, "host", []string{"web-1.example.com", "10.1.2.3"}, tpmKey(t, dc))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,11 +154,11 @@ func TestEnrolWorkstation(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer dc.Close()
-	cert, err := c.SSHCertificate(ctx, dc, "user", []string{"root", "admin"}, sshKey(t))
+	cert, err := c.SSHCertificate(ctx, dc, "user", []string{"root", "admin"}, tpmKey(t, dc))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{id, "user:alice@example.com", "login:alice", "group:dev", "group:sre", "collection:sre-laptops"}
+	want := []string{id, "user:alice@example.com", "login:alice", "group:dev", "group:sre", "collection:sre-laptops", "key:tpm"}
 	if cert.KeyId != id || cert.CertType != ssh.UserCert || strings.Join(cert.ValidPrincipals, " ") != strings.Join(want, " ") {
 		t.Fatalf("user certificate: key ID %q principals %q, want %q", cert.KeyId, cert.ValidPrincipals, want)
 	}

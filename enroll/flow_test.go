@@ -21,7 +21,13 @@ import (
 // TPM, and tells which step a refusal came from.
 func TestEnrollWhole(t *testing.T) {
 	ca := catest.Start(t, nil)
-	sw, id := device(t, ca, "web-3", inventory.KindHost, "", "")
+	// The TPM key needs no opt-in (the collection allows no file keys);
+	// the host names come from the collection.
+	names := []string{"web-3.example.com"}
+	if _, err := ca.Server.Inventory().SetCollection("test", inventory.CollectionUpdate{Name: "web", HostNames: &names}); err != nil {
+		t.Fatal(err)
+	}
+	sw, id := device(t, ca, "web-3", inventory.KindHost, "", "web")
 	c := enroll.New(ca.URL, ca.Roots, quiet())
 	ctx := context.Background()
 	rk := residentKey(t, sw.TPM)

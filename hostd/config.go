@@ -3,12 +3,11 @@ package hostd
 import (
 	"errors"
 	"fmt"
-	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/devid-ssh/devid/hostnames"
 	"github.com/devid-ssh/devid/internal/conffile"
 	"github.com/devid-ssh/devid/renew"
 )
@@ -59,8 +58,11 @@ type Config struct {
 	// SSHDHostKey-cert.pub, or /etc/ssh/devid/<HostKey's name>-cert.pub);
 	// sshd_config's HostCertificate must name it.
 	HostCertificate string `json:"hostCertificate"`
-	// Principals are the host certificate's principals. Default: the host
-	// name, its fully qualified name, and its non-loopback addresses.
+	// Principals are the names to ask for in the host certificate, each
+	// one the CA's inventory must allow the device (its name, its host
+	// names, its collection's). Default: none, and the CA gives the names
+	// the inventory has for the device (its name if it is a host name, and
+	// its exact host names).
 	Principals []string `json:"principals"`
 	// TrustedUserCAKeys is the file sshd's TrustedUserCAKeys names (default
 	// /etc/ssh/devid/user_ca.pub): the CA's SSH user CA keys.
@@ -160,13 +162,6 @@ func (c *Config) setDefaults() error {
 	if c.UserCAInterval.Duration == 0 {
 		c.UserCAInterval.Duration = 5 * time.Minute
 	}
-	if len(c.Principals) == 0 {
-		p, err := DefaultPrincipals()
-		if err != nil {
-			return err
-		}
-		c.Principals = p
-	}
 	return nil
 }
 
@@ -210,8 +205,12 @@ func (c *Config) check() error {
 		}
 	}
 	for _, p := range c.Principals {
-		if p == "" || strings.ContainsAny(p, " \t\r\n,*?") {
-			return fmt.Errorf("principals: %q is not a host name or address", p)
+		if !hostnames.Valid(p) {
+			why := "a pattern or prefix; give exact names (the CA checks them against the inventory's patterns)"
+			if _, err := hostnames.Parse(p); err != nil {
+				why = err.Error()
+			}
+			return fmt.Errorf("principals: %q is not a host name or address: %s", p, why)
 		}
 	}
 	if _, err := ParseTPMAddress(c.TPM); err != nil {
@@ -228,32 +227,3 @@ func (c *Config) check() error {
 // TPMHostKeyMode reports whether the host key lives in the TPM (no
 // hostKey file configured).
 func (c *Config) TPMHostKeyMode() bool { return c.HostKey == "" }
-
-// DefaultPrincipals are the host name, its fully qualified name (when the
-// resolver knows one) and the host's non-loopback addresses.
-func DefaultPrincipals() ([]string, error) {
-	h, err := os.Hostname()
-	if err != nil {
-		return nil, err
-	}
-	out := []string{h}
-	seen := map[string]bool{h: true}
-	add := func(s string) {
-		if s != "" && !seen[s] {
-			seen[s] = true
-			out = append(out, s)
-		}
-	}
-	if cname, err := net.LookupCNAME(h); err == nil {
-		add(strings.TrimSuffix(cname, "."))
-	}
-	addrs, err := net.InterfaceAddrs()
-	if err == nil {
-		for _, a := range addrs {
-			if ipn, ok := a.(*net.IPNet); ok && !ipn.IP.IsLoopback() && !ipn.IP.IsLinkLocalUnicast() {
-				add(ipn.IP.String())
-			}
-		}
-	}
-	return out, nil
-}

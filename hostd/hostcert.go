@@ -89,7 +89,9 @@ type HostCertificateConfig struct {
 	// or ssh.UserCert for devid-agent's user certificate.
 	CertType uint32
 	// Key is the host key's public half, the key certified.
-	Key        ssh.PublicKey
+	Key ssh.PublicKey
+	// Principals to ask for; none: the CA gives the inventory's names, and
+	// a certificate in place keeps whatever principals it has.
 	Principals []string
 	Issuer     Issuer
 	// SSHD checks and reloads sshd after a new certificate is written; nil
@@ -115,8 +117,10 @@ type HostCertificateConfig struct {
 // has expired. A new certificate is written atomically and checked with
 // `sshd -t`; if sshd refuses it the old file is put back (none on a new
 // host), Watch keeps guarding only the last good one, and sshd is not
-// reloaded. It renews at once when the configured principals differ from
-// the certificate's, or when asked (RenewNow).
+// reloaded. It renews at once when principals are configured and differ
+// from the certificate's, or when asked (RenewNow). With none configured
+// it asks for none, and the CA gives the names the inventory has for the
+// device.
 type HostCertificate struct {
 	c   HostCertificateConfig
 	log *slog.Logger

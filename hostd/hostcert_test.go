@@ -372,32 +372,48 @@ func TestHostCertificateKeepsValidOnDisk(t *testing.T) {
 		name string
 		prep func(t *testing.T, h *hostCertTask, key ssh.PublicKey) *ssh.Certificate
 		kept bool
+		// unset: the configuration gives no principals (the CA gives the
+		// inventory's names): any the certificate has are fine.
+		unset bool
 	}{
 		{"valid", func(t *testing.T, h *hostCertTask, key ssh.PublicKey) *ssh.Certificate {
 			got, _ := h.issuer.Issue(context.Background(), key, []string{"web-1.example.com"})
 			return got.Cert
-		}, true},
+		}, true, false},
 		{"another key", func(t *testing.T, h *hostCertTask, _ ssh.PublicKey) *ssh.Certificate {
 			got, _ := h.issuer.Issue(context.Background(), hostKey(t), []string{"web-1.example.com"})
 			return got.Cert
-		}, false},
+		}, false, false},
 		{"expired", func(t *testing.T, h *hostCertTask, key ssh.PublicKey) *ssh.Certificate {
 			got, _ := newFakeIssuer(t, time.Hour).Issue(context.Background(), key, []string{"web-1.example.com"})
 			time.Sleep(2 * time.Hour)
 			return got.Cert
-		}, false},
+		}, false, false},
 		{"other principals", func(t *testing.T, h *hostCertTask, key ssh.PublicKey) *ssh.Certificate {
 			got, _ := h.issuer.Issue(context.Background(), key, []string{"old-name"})
 			return got.Cert
-		}, false},
+		}, false, false},
+		{"principals unset", func(t *testing.T, h *hostCertTask, key ssh.PublicKey) *ssh.Certificate {
+			got, _ := h.issuer.Issue(context.Background(), key, []string{"web-1", "web-1.example.com"})
+			return got.Cert
+		}, true, true},
+		{"principals unset, expired", func(t *testing.T, h *hostCertTask, key ssh.PublicKey) *ssh.Certificate {
+			got, _ := newFakeIssuer(t, time.Hour).Issue(context.Background(), key, []string{"web-1"})
+			time.Sleep(2 * time.Hour)
+			return got.Cert
+		}, false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			synctest.Test(t, func(t *testing.T) {
 				h := newHostCertTask(t, dir, 24*time.Hour)
 				key := hostKey(t)
+				principals := []string{"web-1.example.com"}
+				if tc.unset {
+					principals = nil
+				}
 				h.HostCertificate = hostd.NewHostCertificate(hostd.HostCertificateConfig{
-					File: h.file, Key: key, Principals: []string{"web-1.example.com"}, Issuer: h.issuer, SSHD: h.sshd, Files: h.files,
+					File: h.file, Key: key, Principals: principals, Issuer: h.issuer, SSHD: h.sshd, Files: h.files,
 					TaskOptions: hostd.TaskOptions{Registerer: prometheus.NewRegistry()}, Rand: func() float64 { return 0 }})
 				prev := tc.prep(t, h, key)
 				if err := os.WriteFile(h.file, ssh.MarshalAuthorizedKey(prev), 0o644); err != nil {

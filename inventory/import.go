@@ -67,11 +67,11 @@ type rowFormat[T any] struct {
 }
 
 var deviceFormat = rowFormat[NewDevice]{
-	columns:  []string{"id", "ek", "name", "kind", "collection", "owner", "status"},
+	columns:  []string{"id", "ek", "name", "kind", "collection", "owner", "status", "hostnames"},
 	required: []string{"ek", "name", "kind"},
 	fromCSV: func(m map[string]string) NewDevice {
 		return NewDevice{ID: m["id"], EK: m["ek"], Name: m["name"], Kind: m["kind"],
-			Collection: m["collection"], Owner: m["owner"], Status: m["status"]}
+			Collection: m["collection"], Owner: m["owner"], Status: m["status"], HostNames: splitList(m["hostnames"])}
 	},
 }
 
@@ -79,10 +79,14 @@ var userFormat = rowFormat[NewUser]{
 	columns:  []string{"email", "login", "groups"},
 	required: []string{"email", "login"},
 	fromCSV: func(m map[string]string) NewUser {
-		return NewUser{Email: m["email"], Login: m["login"], Groups: strings.FieldsFunc(m["groups"], func(r rune) bool {
-			return r == ';' || r == ' ' || r == '\t'
-		})}
+		return NewUser{Email: m["email"], Login: m["login"], Groups: splitList(m["groups"])}
 	},
+}
+
+// splitList splits a CSV cell holding a list: items separated by ';',
+// spaces or tabs.
+func splitList(cell string) []string {
+	return strings.FieldsFunc(cell, func(r rune) bool { return r == ';' || r == ' ' || r == '\t' })
 }
 
 // parseRows reads a CSV file with a header line, or a JSON array of objects:
@@ -237,9 +241,10 @@ func decodeObject[T any](raw json.RawMessage, columns []string) (T, map[string]b
 // written: a bad row fails the whole import and nothing changes. With dryRun
 // nothing is written either way.
 //
-// A known device keeps the collection and owner when the file has no such
-// column (JSON: no such key); an explicitly empty cell (JSON: "" or null)
-// clears them. An empty or absent status keeps a device's current status. An
+// A known device keeps the collection, owner and host names when the file
+// has no such column (JSON: no such key); an explicitly empty cell (JSON:
+// "", [] or null) clears them. Host names are a CSV cell of entries
+// separated by ';' or spaces (JSON: hostNames, an array). An empty or absent status keeps a device's current status. An
 // import never brings a quarantined or retired device back to active: such a
 // row is Held and changes nothing.
 func (s *Store) ImportDevices(actor, file string, data []byte, dryRun bool) (*ImportReport, error) {
@@ -288,6 +293,9 @@ func (s *Store) ImportDevices(actor, file string, data []byte, dryRun bool) (*Im
 		}
 		if r.has["owner"] {
 			d.Owner = f.owner
+		}
+		if r.has["hostnames"] {
+			d.HostNames = f.hostNames
 		}
 		if f.ek.Certificate != nil {
 			d.EKCert = f.ek.Certificate.Raw
@@ -381,6 +389,9 @@ func deviceChanges(a, b *Device) []string {
 	diff("collection", a.Collection, b.Collection)
 	diff("owner", a.Owner, b.Owner)
 	diff("status", string(a.Status), string(b.Status))
+	if !slices.Equal(a.HostNames, b.HostNames) {
+		out = append(out, fmt.Sprintf("hostNames: %q → %q", a.HostNames, b.HostNames))
+	}
 	if !bytes.Equal(a.EKCert, b.EKCert) {
 		out = append(out, "ekCert: replaced")
 	}

@@ -20,6 +20,7 @@ var (
 	devicesTable = []byte("devid_devices")
 	usersTable   = []byte("devid_users")
 	auditTable   = []byte("devid_audit")
+	collsTable   = []byte("devid_collections")
 )
 
 // Store is the inventory kept in a step-ca nosql database. Its methods are
@@ -114,7 +115,7 @@ func (s *Store) Update(actor string, prepare func(tx *database.Tx) ([]AuditEntry
 // Open prepares the inventory tables in db. now is the clock (time.Now in
 // production).
 func Open(db database.DB, now func() time.Time) (*Store, error) {
-	for _, t := range [][]byte{devicesTable, usersTable, auditTable} {
+	for _, t := range [][]byte{devicesTable, usersTable, auditTable, collsTable} {
 		if err := db.CreateTable(t); err != nil {
 			return nil, fmt.Errorf("inventory: create table %s: %w", t, err)
 		}
@@ -328,7 +329,7 @@ func (f *deviceFields) newDevice(now time.Time) *Device {
 	}
 	d := &Device{
 		ID: f.ek.ID(), Name: f.name, Kind: f.kind, Collection: f.collection, Owner: f.owner,
-		Status: st, StatusChanged: now, EKPublic: f.ek.PublicDER, Created: now, Updated: now,
+		Status: st, StatusChanged: now, EKPublic: f.ek.PublicDER, HostNames: f.hostNames, Created: now, Updated: now,
 	}
 	if f.ek.Certificate != nil {
 		d.EKCert = f.ek.Certificate.Raw
@@ -418,6 +419,12 @@ func (w *writer) putUser(before, after *User, action string) {
 	w.audits = append(w.audits, AuditEntry{Action: action, Subject: after.Email, Before: optJSON(before), After: a})
 }
 
+func (w *writer) putCollection(before, after *Collection, action string) {
+	a := mustJSON(after)
+	w.puts = append(w.puts, put{collsTable, after.Name, a})
+	w.audits = append(w.audits, AuditEntry{Action: action, Subject: CollectionSubject(after.Name), Before: optJSON(before), After: a})
+}
+
 func optJSON[T any](v *T) json.RawMessage {
 	if v == nil {
 		return nil
@@ -491,8 +498,11 @@ func (s *Store) get(table []byte, key string, v any) error {
 	b, err := s.db.Get(table, []byte(key))
 	if database.IsErrNotFound(err) {
 		what := "device"
-		if bytes.Equal(table, usersTable) {
+		switch {
+		case bytes.Equal(table, usersTable):
 			what = "user"
+		case bytes.Equal(table, collsTable):
+			what = "collection"
 		}
 		return &Error{Kind: ErrNotFound, Msg: fmt.Sprintf("no %s %s", what, key)}
 	}

@@ -84,8 +84,36 @@ type Device struct {
 	StatusChanged time.Time `json:"statusChanged"`
 	EKPublic      []byte    `json:"ekPublic"`         // PKIX DER of the RSA EK
 	EKCert        []byte    `json:"ekCert,omitempty"` // DER, when one was given
-	Created       time.Time `json:"created"`
-	Updated       time.Time `json:"updated"`
+	// HostNames are the names and addresses a host may have in its SSH
+	// host certificates besides its Name (package hostnames: exact
+	// names, addresses, *.label patterns, CIDR prefixes).
+	HostNames []string  `json:"hostNames,omitempty"`
+	Created   time.Time `json:"created"`
+	Updated   time.Time `json:"updated"`
+}
+
+// Collection is the policy of a named group of devices (Device.Collection).
+// A device whose collection has no record gets the defaults: only keys
+// that live in its TPM are signed, and no host names beyond its own.
+type Collection struct {
+	Name string `json:"name"`
+	// AllowFileKeys: the CA also signs SSH keys that are not the device's
+	// TPM key (files on disk), without the key:tpm principal. For
+	// migrating a collection to TPM-resident keys, then turning it off.
+	AllowFileKeys bool `json:"allowFileKeys"`
+	// HostNames are names and addresses every host of the collection may
+	// have in its host certificates (package hostnames).
+	HostNames []string  `json:"hostNames"`
+	Created   time.Time `json:"created"`
+	Updated   time.Time `json:"updated"`
+}
+
+// CollectionUpdate creates or changes a collection: a nil field keeps its
+// value (the default for a new collection), an empty HostNames clears it.
+type CollectionUpdate struct {
+	Name          string    `json:"name"`
+	AllowFileKeys *bool     `json:"allowFileKeys,omitempty"`
+	HostNames     *[]string `json:"hostNames,omitempty"`
 }
 
 // User is a person who may own devices.
@@ -103,13 +131,13 @@ type AuditEntry struct {
 	Time    time.Time `json:"time"`
 	Actor   string    `json:"actor"`   // the authenticated admin
 	Action  string    `json:"action"`  // e.g. device.add, device.quarantine
-	Subject string    `json:"subject"` // device ID, user email, or a certificate's key ID
+	Subject string    `json:"subject"` // device ID, user email, collection:NAME, or a certificate's key ID
 	// SubjectName is the device's name when Subject is a device ID: the
 	// name it had when the entry was written (entries from before names
 	// were recorded show the name it has now).
 	SubjectName string          `json:"subjectName,omitempty"`
 	Reason      string          `json:"reason,omitempty"`
-	Before      json.RawMessage `json:"before,omitempty"` // the Device or User; absent on creation
+	Before      json.RawMessage `json:"before,omitempty"` // the Device, User or Collection; absent on creation
 	After       json.RawMessage `json:"after,omitempty"`
 }
 
@@ -124,6 +152,8 @@ type NewDevice struct {
 	Collection string `json:"collection,omitempty"`
 	Owner      string `json:"owner,omitempty"`
 	Status     string `json:"status,omitempty"` // default active
+	// HostNames: see Device.HostNames.
+	HostNames []string `json:"hostNames,omitempty"`
 }
 
 // NewUser is what an operator gives to add or update a user.

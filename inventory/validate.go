@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/devid-ssh/devid/deviceid"
+	"github.com/devid-ssh/devid/hostnames"
 )
 
 // Names, collections, logins and groups end up in SSH certificate principals
@@ -28,11 +29,13 @@ type deviceFields struct {
 	collection string
 	owner      string
 	status     Status // "" when not given
+	hostNames  []string
 }
 
 func checkNewDevice(nd NewDevice) (*deviceFields, *Error) {
 	var f deviceFields
 	var err error
+	var ferr *Error
 	if err := checkUTF8("ek", nd.EK); err != nil { // PEM: lines
 		return nil, err
 	}
@@ -70,7 +73,39 @@ func checkNewDevice(nd NewDevice) (*deviceFields, *Error) {
 			return nil, invalid("status", "%s", err)
 		}
 	}
+	if f.hostNames, ferr = checkHostNames(nd.HostNames); ferr != nil {
+		return nil, ferr
+	}
 	return &f, nil
+}
+
+// checkHostNames checks host name entries (package hostnames) and returns
+// them without duplicates, in the order given; nil for none.
+func checkHostNames(names []string) ([]string, *Error) {
+	var out []string
+	for _, n := range names {
+		if err := checkLine("hostNames", n); err != nil {
+			return nil, err
+		}
+		if _, err := hostnames.Parse(n); err != nil {
+			return nil, invalid("hostNames", "%s", err)
+		}
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+// checkCollectionName checks a collection's name.
+func checkCollectionName(name string) *Error {
+	if err := checkLine("collection", name); err != nil {
+		return err
+	}
+	if !nameRE.MatchString(name) {
+		return invalid("collection", "%q: want 1-253 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit", name)
+	}
+	return nil
 }
 
 // checkEmail checks a plain email address and returns it in its canonical

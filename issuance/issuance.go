@@ -8,10 +8,15 @@
 //     certificate that authorised the request names the device (its
 //     PermanentIdentifier); the device must be registered and active, a host
 //     may only get host certificates and a workstation only user
-//     certificates. The answer gives the certificate's key ID (the device ID)
-//     and principals: for a host, the names it asked for; for a workstation,
-//     the device ID, user:<email>, login:<login> and group:<g> for its owner,
-//     and collection:<c> — taken from the inventory, never from the request.
+//     certificates. The key to sign must be TPM-resident: the device
+//     certificate's own key (see below), unless the device's collection
+//     allows file keys (inventory.Collection.AllowFileKeys). The answer
+//     gives the certificate's key ID (the device ID) and principals: for a
+//     host, the names it asked for if the inventory allows each (package
+//     hostnames; none asked: the inventory's literal names); for a
+//     workstation, the device ID, user:<email>, login:<login> and
+//     group:<g> for its owner, collection:<c>, and PrincipalTPM for a
+//     TPM-resident key — taken from the inventory, never from the request.
 //   - Device certificates (AUTHORIZING, on the ACME device-attest-01
 //     provisioner): the attested permanent identifier must be a registered,
 //     active device.
@@ -20,6 +25,33 @@
 //
 // Status is read from the inventory at every call: a quarantine takes
 // effect on the very next issuance.
+//
+// # Keys that cannot leave the machine
+//
+// devid signs an SSH certificate only for a key that lives in the device's
+// TPM and cannot be taken out of it. The proof has three links:
+//
+//  1. The device certificate's key was created in the TPM and certified by
+//     the device's AK (itself certified by devid's Attestation CA after
+//     TPM2_ActivateCredential with the registered EK) over the SHA-256 of
+//     the fresh ACME key authorization of a device-attest-01 challenge:
+//     step-ca checks the AK chain, the certification signature, that the
+//     certified name is the key's, and the key authorization, so the
+//     certified key is the one in this very enrolment, not an old one.
+//  2. The certified key's TPM object attributes say it cannot leave the
+//     TPM: fixedTPM, fixedParent, sensitiveDataOrigin (the TPM made it; it
+//     was not imported), sign, not restricted. devid-ca checks them itself
+//     on the challenge before step-ca sees it (package issuance/tpmkey),
+//     so that the rule does not hang on what a step-ca or go-attestation
+//     version happens to check.
+//  3. Here: the SSH certificate's public key must be that device
+//     certificate's key (compared in SSH wire format). The device signs
+//     the request's token with that key, and step-ca verifies it.
+//
+// A user certificate of such a key carries the principal PrincipalTPM, so
+// that a host's principals policy can require it. During a migration, a
+// collection may allow file keys: they are signed, without PrincipalTPM,
+// and each issuance logs which way it went (key=tpm or key=file).
 package issuance
 
 import (
@@ -35,19 +67,33 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 
 	"github.com/devid-ssh/devid/deviceid"
+	"github.com/devid-ssh/devid/hostnames"
 	"github.com/devid-ssh/devid/inventory"
 	"github.com/smallstep/certificates/webhook"
 	"go.step.sm/crypto/x509util"
+	"golang.org/x/crypto/ssh"
 )
 
 // Inventory is what issuance reads.
 type Inventory interface {
 	Device(ref string) (*inventory.Device, error)
 	User(email string) (*inventory.User, error)
+	// CollectionOrDefault returns a collection, or its defaults when it
+	// has no record.
+	CollectionOrDefault(name string) (*inventory.Collection, error)
 }
+
+// PrincipalTPM is in every user certificate of a TPM-resident key, and in
+// no other certificate: a host's principals policy can require it (e.g.
+// "* login:{account} key:tpm").
+const PrincipalTPM = "key:tpm"
+
+// NotTPMResident starts the refusal of a key that is not TPM-resident.
+const NotTPMResident = "key is not TPM-resident: "
 
 // Paths of the webhooks, below Base.
 const (
@@ -159,26 +205,107 @@ func (p *Policy) SSH(req *webhook.RequestBody) (*SSHData, error) {
 	}
 	sr := req.SSHCertificateRequest
 	switch {
-	case sr.Type == "host" && d.Kind == inventory.KindHost:
-		if len(sr.Principals) == 0 {
-			return nil, deny("device %s: a host certificate needs at least one principal (a host name or address)", d.Name)
+	case sr.Type == "host" && d.Kind == inventory.KindHost, sr.Type == "user" && d.Kind == inventory.KindWorkstation:
+	default:
+		return nil, deny("device %s is a %s: it may not have an SSH %s certificate", d.Name, d.Kind, sr.Type)
+	}
+	coll := inventory.DefaultCollection("")
+	if d.Collection != "" {
+		if coll, err = p.inv.CollectionOrDefault(d.Collection); err != nil {
+			return nil, fmt.Errorf("collection %s of device %s: %w", d.Collection, d.Name, err)
 		}
-		for _, pr := range sr.Principals {
-			if pr == "" || strings.ContainsAny(pr, " \t\r\n,*?") {
-				return nil, deny("device %s: host principal %q is not a host name or address", d.Name, pr)
+	}
+	tpmKey, why := deviceKey(cert, sr.PublicKey)
+	keyWay := "tpm"
+	if !tpmKey {
+		if !coll.AllowFileKeys {
+			where := fmt.Sprintf("collection %s does not allow file keys", coll.Name)
+			if coll.Name == "" {
+				where = fmt.Sprintf("device %s is in no collection, and only a collection may allow file keys", d.Name)
 			}
+			return nil, deny("%s%s; only keys that live in the device's TPM are signed (%s)", NotTPMResident, why, where)
 		}
-		p.log.Info("SSH host certificate allowed", "device", id, "name", d.Name, "principals", sr.Principals)
-		return &SSHData{KeyID: id, Principals: sr.Principals}, nil
-	case sr.Type == "user" && d.Kind == inventory.KindWorkstation:
-		pr, err := p.userPrincipals(d)
+		keyWay = "file"
+	}
+	if sr.Type == "host" {
+		pr, err := hostPrincipals(d, coll, sr.Principals)
 		if err != nil {
 			return nil, err
 		}
-		p.log.Info("SSH user certificate allowed", "device", id, "name", d.Name, "principals", pr)
+		p.log.Info("SSH host certificate allowed", "device", id, "name", d.Name, "principals", pr, "key", keyWay, "collection", d.Collection)
 		return &SSHData{KeyID: id, Principals: pr}, nil
 	}
-	return nil, deny("device %s is a %s: it may not have an SSH %s certificate", d.Name, d.Kind, sr.Type)
+	pr, err := p.userPrincipals(d)
+	if err != nil {
+		return nil, err
+	}
+	if tpmKey {
+		pr = append(pr, PrincipalTPM)
+	}
+	p.log.Info("SSH user certificate allowed", "device", id, "name", d.Name, "principals", pr, "key", keyWay, "collection", d.Collection)
+	return &SSHData{KeyID: id, Principals: pr}, nil
+}
+
+// deviceKey reports whether sshKey (SSH wire format) is the device
+// certificate's own key, and if not, why.
+func deviceKey(cert *x509.Certificate, sshKey []byte) (bool, string) {
+	pub, err := ssh.NewPublicKey(cert.PublicKey)
+	if err != nil {
+		return false, fmt.Sprintf("the device certificate's key (%T) has no SSH form", cert.PublicKey)
+	}
+	if len(sshKey) == 0 {
+		return false, "the request has no SSH public key"
+	}
+	if !bytes.Equal(pub.Marshal(), sshKey) {
+		return false, "the SSH public key is not the device certificate's TPM key"
+	}
+	return true, ""
+}
+
+// hostPrincipals are a host certificate's principals: those asked for, if
+// the inventory allows each (the device's Name if it is a host name, its
+// HostNames, its collection's), else the inventory's literal names.
+func hostPrincipals(d *inventory.Device, coll *inventory.Collection, asked []string) ([]string, error) {
+	var allowed []hostnames.Entry
+	var texts []string
+	add := func(s string) {
+		if e, err := hostnames.Parse(s); err == nil && !slices.Contains(texts, s) {
+			allowed = append(allowed, e)
+			texts = append(texts, s)
+		}
+	}
+	if hostnames.Valid(d.Name) {
+		add(d.Name)
+	}
+	for _, s := range d.HostNames {
+		add(s)
+	}
+	if len(asked) == 0 {
+		var out []string
+		for _, e := range allowed {
+			if e.Literal() {
+				out = append(out, e.String())
+			}
+		}
+		if len(out) == 0 {
+			return nil, deny("device %s: the request names no host names and the inventory has none to give (its name is not a host name and it has no exact host names): "+
+				"give the device host names (devid device add --host-names, or an import's hostnames column), or ask for names its collection allows", d.Name)
+		}
+		return out, nil
+	}
+	for _, s := range coll.HostNames {
+		add(s)
+	}
+	for _, pr := range asked {
+		if !slices.ContainsFunc(allowed, func(e hostnames.Entry) bool { return e.Allows(pr) }) {
+			list := strings.Join(texts, ", ")
+			if list == "" {
+				list = "none"
+			}
+			return nil, deny("device %s: host name %q is not allowed (allowed: %s)", d.Name, pr, list)
+		}
+	}
+	return asked, nil
 }
 
 // userPrincipals are the principals of a workstation's user certificates.

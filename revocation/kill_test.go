@@ -82,7 +82,13 @@ func TestActivateKill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := admin().AddDevice(adminapi.NewDevice{Name: "laptop", Kind: string(adminapi.KindWorkstation),
+	// A new key for every certificate (files in Go): the collection
+	// allows file keys.
+	yes := true
+	if _, err := admin().SetCollection("file-keys", adminapi.CollectionUpdate{AllowFileKeys: &yes}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := admin().AddDevice(adminapi.NewDevice{Name: "laptop", Kind: string(adminapi.KindWorkstation), Collection: "file-keys",
 		EK: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ek.Certificate.Raw}))})
 	if err != nil {
 		t.Fatal(err)

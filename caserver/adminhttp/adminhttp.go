@@ -79,6 +79,9 @@ func NewHandler(store *inventory.Store, revoke Revoker, adminRoot *x509.Certific
 	h.mux.HandleFunc("POST "+p+"users", h.addUser)
 	h.mux.HandleFunc("GET "+p+"users/{email}", h.getUser)
 	h.mux.HandleFunc("POST "+p+"import/users", h.importUsers)
+	h.mux.HandleFunc("GET "+p+"collections", h.listCollections)
+	h.mux.HandleFunc("GET "+p+"collections/{name}", h.getCollection)
+	h.mux.HandleFunc("PUT "+p+"collections/{name}", h.setCollection)
 	h.mux.HandleFunc("GET "+p+"audit", h.audit)
 	h.mux.HandleFunc("GET "+p+"whoami", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, adminapi.WhoAmI{Admin: actor(r)})
@@ -361,6 +364,76 @@ func (h *Handler) getUser(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, user(u))
+}
+
+// listCollections serves GET /devid/v1/collections: the collections set,
+// and, with their defaults, those devices name that nobody set.
+func (h *Handler) listCollections(w http.ResponseWriter, r *http.Request) {
+	if _, ok := query(w, r); !ok {
+		return
+	}
+	set, err := h.store.Collections()
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	devs, err := h.store.Devices()
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	byName := map[string]*inventory.Collection{}
+	for _, c := range set {
+		byName[c.Name] = c
+	}
+	for _, d := range devs {
+		if d.Collection != "" && byName[d.Collection] == nil {
+			byName[d.Collection] = inventory.DefaultCollection(d.Collection)
+		}
+	}
+	out := []*adminapi.Collection{}
+	for _, name := range slices.Sorted(maps.Keys(byName)) {
+		out = append(out, collection(byName[name]))
+	}
+	writeJSON(w, http.StatusOK, adminapi.CollectionList{Collections: out})
+}
+
+// getCollection serves GET /devid/v1/collections/{name}: the collection,
+// its defaults if devices name it and nobody set it, else 404.
+func (h *Handler) getCollection(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	c, err := h.store.Collection(name)
+	if errors.Is(err, inventory.ErrNotFound) {
+		devs, derr := h.store.Devices()
+		if derr != nil {
+			h.fail(w, r, derr)
+			return
+		}
+		if slices.ContainsFunc(devs, func(d *inventory.Device) bool { return d.Collection == name }) {
+			c, err = inventory.DefaultCollection(name), nil
+		} else {
+			err = &inventory.Error{Kind: inventory.ErrNotFound, Msg: fmt.Sprintf("no collection %q: no device is in it and nobody set it", name)}
+		}
+	}
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, collection(c))
+}
+
+func (h *Handler) setCollection(w http.ResponseWriter, r *http.Request) {
+	var u adminapi.CollectionUpdate
+	if !h.decode(w, r, &u) {
+		return
+	}
+	c, err := h.store.SetCollection(actor(r), inventory.CollectionUpdate{Name: r.PathValue("name"), AllowFileKeys: u.AllowFileKeys, HostNames: u.HostNames})
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	h.log.Info("collection set", "admin", actor(r), "collection", c.Name, "allow_file_keys", c.AllowFileKeys, "host_names", c.HostNames)
+	writeJSON(w, http.StatusOK, collection(c))
 }
 
 func (h *Handler) audit(w http.ResponseWriter, r *http.Request) {

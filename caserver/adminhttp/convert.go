@@ -16,7 +16,7 @@ func device(d *inventory.Device) *adminapi.Device {
 	return &adminapi.Device{
 		ID: d.ID, Name: d.Name, Kind: adminapi.Kind(d.Kind), Collection: d.Collection, Owner: d.Owner,
 		Status: adminapi.Status(d.Status), StatusReason: d.StatusReason, StatusChanged: d.StatusChanged,
-		EKPublic: d.EKPublic, EKCert: d.EKCert, Created: d.Created, Updated: d.Updated,
+		EKPublic: d.EKPublic, EKCert: d.EKCert, HostNames: d.HostNames, Created: d.Created, Updated: d.Updated,
 	}
 }
 
@@ -35,5 +35,10 @@ func importReport(r *inventory.ImportReport) *adminapi.ImportReport {
 
 func revokedCert(rc *revocation.RevokedCert) *adminapi.RevokedCert {
 	w := adminapi.RevokedCert(*rc)
+	return &w
+}
+
+func collection(c *inventory.Collection) *adminapi.Collection {
+	w := adminapi.Collection(*c)
 	return &w
 }

@@ -25,7 +25,7 @@ var layers = []struct {
 	}},
 	// Leaves: device identity, the TPM, the principals policy, the KRL's
 	// HTTP exchange.
-	{"leaves", []string{"deviceid", "tpm", "principals", "krldist"}},
+	{"leaves", []string{"deviceid", "tpm", "principals", "krldist", "hostnames", "issuance/tpmkey"}},
 	// Domain: the CA's inventory; the device side of enrolment.
 	{"domain", []string{"inventory", "enroll"}},
 	// Services: what the CA does with the inventory (revocation, the

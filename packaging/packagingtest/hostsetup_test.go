@@ -92,7 +92,13 @@ func TestREADMEHostSetup(t *testing.T) {
 
 	ca := catest.Start(t, nil)
 	dir := t.TempDir()
-	dev, tpmAddr := registerTPM(t, ca, inventory.NewDevice{Name: "host-1", Kind: "host"})
+	// devid-hostd and devid enroll certify keys from files (the host key,
+	// the user's id_ecdsa): the devices' collection allows them.
+	yes := true
+	if _, err := ca.Server.Inventory().SetCollection("test", inventory.CollectionUpdate{Name: "file-keys", AllowFileKeys: &yes}); err != nil {
+		t.Fatal(err)
+	}
+	dev, tpmAddr := registerTPM(t, ca, inventory.NewDevice{Name: "host-1", Kind: "host", Collection: "file-keys"})
 
 	// The checkout the block runs in: bin/ as make build leaves it, and the
 	// repository's files.
@@ -226,7 +232,7 @@ func enrollWorkstation(t *testing.T, ca *catest.CA, dir string) (key, cert strin
 	if _, err := inv.AddUser("test", inventory.NewUser{Email: "setup@example.com", Login: setupLogin}); err != nil {
 		t.Fatal(err)
 	}
-	_, tpmAddr := registerTPM(t, ca, inventory.NewDevice{Name: "laptop-1", Kind: "workstation", Owner: "setup@example.com"})
+	_, tpmAddr := registerTPM(t, ca, inventory.NewDevice{Name: "laptop-1", Kind: "workstation", Owner: "setup@example.com", Collection: "file-keys"})
 	key, cert = filepath.Join(dir, "id_ecdsa"), filepath.Join(dir, "id_ecdsa-cert.pub")
 	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ecdsa", "-N", "", "-C", "", "-f", key).CombinedOutput(); err != nil {
 		t.Fatalf("ssh-keygen: %v\n%s", err, out)

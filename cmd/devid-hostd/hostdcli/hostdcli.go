@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -127,8 +128,8 @@ func checkCmd() *command.Command {
 			if cfg.TPMHostKeyMode() {
 				key = fmt.Sprintf("host key in the TPM: tpmHostKey %s, sshdHostKey %s, hostKeyAgent %s", cfg.TPMHostKey, cfg.SSHDHostKey, cfg.HostKeyAgent)
 			}
-			fmt.Fprintf(env.Stdout, "%s: OK\n  caUrl %s\n  tpm %s\n  %s\n  hostCertificate %s\n  principals %v\n  trustedUserCAKeys %s\n  sshd %s -t -f %s\n  reload %+v\n  metricsAddress %s\n  renewFraction %.4f\n",
-				file, cfg.CAURL, cfg.TPM, key, cfg.HostCertificate, cfg.Principals, cfg.TrustedUserCAKeys,
+			fmt.Fprintf(env.Stdout, "%s: OK\n  caUrl %s\n  tpm %s\n  %s\n  hostCertificate %s\n  principals %s\n  trustedUserCAKeys %s\n  sshd %s -t -f %s\n  reload %+v\n  metricsAddress %s\n  renewFraction %.4f\n",
+				file, cfg.CAURL, cfg.TPM, key, cfg.HostCertificate, principalsText(cfg.Principals), cfg.TrustedUserCAKeys,
 				cfg.SSHD.Binary, cfg.SSHD.Config, cfg.Reload, cfg.MetricsAddress, cfg.RenewFraction)
 			return nil
 		})
@@ -152,4 +153,12 @@ func withConfig(name, summary string, run func(env *command.Env, file string, cf
 			return run(env, file, cfg)
 		},
 	}
+}
+
+// principalsText is how check prints the configured principals.
+func principalsText(p []string) string {
+	if len(p) == 0 {
+		return "none configured: the CA gives the names the inventory has for this host"
+	}
+	return strings.Join(p, ",")
 }

@@ -1,5 +1,6 @@
 // Package devidcli is the devid operator command: register, list,
-// quarantine and retire devices, import inventories, manage users, read the
+// quarantine and retire devices, import inventories, manage users, set
+// collections' policies (file keys, host names), read the
 // audit trail, revoke certificates, inspect and query KRLs, enrol a device
 // by hand, and bootstrap trust in a CA. It talks to devid-ca through
 // package adminapi's client only: it does not link the CA's stores.
@@ -31,6 +32,7 @@ func root() *command.Command {
 			bootstrapCmd(),
 			{Name: "device", Summary: "register, list, quarantine, retire and import devices", Sub: deviceCmds()},
 			{Name: "user", Summary: "add, list and import users", Sub: userCmds()},
+			{Name: "collection", Summary: "set, list and show collections' policies (file keys, host names)", Sub: collectionCmds()},
 			{Name: "cert", Summary: "revoke single SSH certificates", Sub: certCmds()},
 			auditCmd(),
 			enrollCmd(),
@@ -43,6 +45,7 @@ func deviceCmds() []*command.Command {
 	var c conn
 	var nd adminapi.NewDevice
 	var ekFile string
+	var hostNames optList
 	add := &command.Command{
 		Name: "add", Summary: "register a device by its TPM's EK", Usage: "--ek FILE --name NAME --kind host|workstation [flags]",
 		Flags: func(fs *flag.FlagSet) {
@@ -53,6 +56,7 @@ func deviceCmds() []*command.Command {
 			fs.StringVar(&nd.Collection, "collection", "", "collection (named group of like devices)")
 			fs.StringVar(&nd.Owner, "owner", "", "owner's email (a user added before)")
 			fs.StringVar(&nd.Status, "status", "", "initial status (default active)")
+			fs.Var(&hostNames, "host-names", "comma-separated `names` a host may have in its SSH host certificates besides its name: exact names, addresses, *.label patterns (* is one label), CIDR prefixes")
 		},
 		Run: func(env *command.Env, args []string) error {
 			if err := command.Args(args, 0, 0, "no arguments"); err != nil {
@@ -66,6 +70,7 @@ func deviceCmds() []*command.Command {
 				return err
 			}
 			nd.EK = string(b)
+			nd.HostNames = hostNames.v
 			if !strings.HasPrefix(strings.TrimSpace(nd.EK), "-----BEGIN") {
 				nd.EK = b64(b) // DER
 			}
@@ -293,6 +298,9 @@ func printDevice(env *command.Env, d *adminapi.Device) {
 	row("Status changed", d.StatusChanged.Format(time.RFC3339))
 	row("Collection", dash(d.Collection))
 	row("Owner", dash(d.Owner))
+	if d.Kind == adminapi.KindHost || len(d.HostNames) > 0 {
+		row("Host names", dash(strings.Join(d.HostNames, ", ")))
+	}
 	row("EK certificate", map[bool]string{true: "yes", false: "no"}[len(d.EKCert) > 0])
 	row("Created", d.Created.Format(time.RFC3339))
 	row("Updated", d.Updated.Format(time.RFC3339))

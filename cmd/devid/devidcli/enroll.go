@@ -37,7 +37,7 @@ func enrollCmd() *command.Command {
 			c.flags(fs)
 			fs.StringVar(&tpmAddr, "tpm", "/dev/tpmrm0", "the TPM: a device, unix:PATH or tcp:HOST:PORT (a swtpm)")
 			fs.StringVar(&certType, "type", "host", "SSH certificate type: host (for a host device) or user (for a workstation)")
-			fs.StringVar(&principals, "principals", "", "comma-separated host names and addresses for a host certificate (default: this host's name)")
+			fs.StringVar(&principals, "principals", "", "comma-separated host names and addresses for a host certificate, each one the inventory allows the device (default: none, and the CA gives the device's names from the inventory)")
 			fs.StringVar(&tpmKeyFile, "tpm-key", "", "the TPM key `file` (TSS2 PRIVATE KEY) whose key to certify; made in the TPM if missing, its public key written to FILE.pub")
 			fs.StringVar(&keyFile, "key", "", "instead of --tpm-key, an SSH public key `file` outside the TPM: signed only where the device's collection allows file keys")
 			fs.StringVar(&out, "out", "", "write the SSH certificate to this `file`, in an existing directory (default: standard output)")
@@ -72,12 +72,6 @@ func enrollCmd() *command.Command {
 			}
 			if principals != "" {
 				req.Principals = strings.Split(principals, ",")
-			} else if certType == "host" {
-				h, err := os.Hostname()
-				if err != nil {
-					return err
-				}
-				req.Principals = []string{h}
 			}
 			caURL, roots, err := c.trust(env)
 			if err != nil {
