@@ -77,8 +77,13 @@ func newHost(t testing.TB, lifetime time.Duration) *host {
 		c.Lifetimes.Device = conffile.Duration{Duration: lifetime}
 	})
 	sw := swtpmtest.NewServed(t)
+	// These tests are about what devid-hostd does with files, and certify
+	// file keys: their devices are in a collection that allows them (a
+	// migration). TestHostdTPMHostKey shows the host key in the TPM.
+	allowFileKeys(t, ca, legacy, "localhost", "127.0.0.1", "web-1.example.com")
 	if _, err := ca.Server.Inventory().AddDevice("test", inventory.NewDevice{
-		EK: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: sw.EK.Certificate.Raw})), Name: "web-1", Kind: "host"}); err != nil {
+		EK: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: sw.EK.Certificate.Raw})), Name: "web-1", Kind: "host",
+		Collection: legacy}); err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
@@ -116,6 +121,23 @@ func newHost(t testing.TB, lifetime time.Duration) *host {
 	h.knownHosts = filepath.Join(dir, "known_hosts")
 	os.WriteFile(h.knownHosts, []byte("@cert-authority 127.0.0.1,localhost "+string(hostCA)), 0o644)
 	return h
+}
+
+// legacy is the collection of the tests' devices whose keys are files.
+const legacy = "legacy"
+
+// allowFileKeys lets the CA sign file keys for the devices of collection,
+// whose hosts may be named names.
+func allowFileKeys(t testing.TB, ca *catest.CA, collection string, names ...string) {
+	t.Helper()
+	yes := true
+	u := inventory.CollectionUpdate{Name: collection, AllowFileKeys: &yes}
+	if len(names) > 0 {
+		u.HostNames = &names
+	}
+	if _, err := ca.Server.Inventory().SetCollection("test", u); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func (h *host) writeConfig(t testing.TB) {
@@ -525,7 +547,7 @@ func TestKRLLogin(t *testing.T) {
 	ws := swtpmtest.New(t)
 	ek, _ := ws.TPM.EK()
 	dev, err := inv.AddDevice("test", inventory.NewDevice{EK: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ek.Certificate.Raw})),
-		Name: "laptop-a", Kind: "workstation", Owner: "alice@example.com"})
+		Name: "laptop-a", Kind: "workstation", Owner: "alice@example.com", Collection: legacy})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -168,7 +168,7 @@ func TestHostdTPMHostKey(t *testing.T) {
 	inv := ca.Server.Inventory()
 	hostTPM, wsTPM := swtpmtest.NewServed(t), swtpmtest.NewServed(t)
 	hostDev, err := inv.AddDevice("test", inventory.NewDevice{
-		EK: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: hostTPM.EK.Certificate.Raw})), Name: "web-1", Kind: "host"})
+		EK: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: hostTPM.EK.Certificate.Raw})), Name: "web-1", Kind: "host", HostNames: []string{"127.0.0.1"}})
 	if err != nil {
 		t.Fatal(err)
 	}

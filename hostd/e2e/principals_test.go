@@ -71,6 +71,8 @@ func TestPrincipalsLogins(t *testing.T) {
 		enrollUser(t, h.ca, sw, key)
 		return device{d.ID, key, key + "-cert.pub"}
 	}
+	allowFileKeys(t, h.ca, "sre-laptops")
+	allowFileKeys(t, h.ca, "other")
 	a := mk("laptop-a", "alice@example.com", "sre-laptops")
 	b := mk("laptop-b", "bob@example.com", "other")
 
