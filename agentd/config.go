@@ -3,7 +3,6 @@ package agentd
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 
@@ -140,13 +139,14 @@ func (c *Config) Paths() Paths {
 
 // SSHConfig is the ssh_config(5) block that makes ssh use devid-agent: its
 // socket for keys, its known_hosts for host certificates, its KRL for
-// revoked hosts.
+// revoked hosts. The user's own known_hosts comes first: ssh adds the host
+// keys it learns to the first file, and devid-agent rewrites its own.
 func (c *Config) SSHConfig() string {
 	p := c.Paths()
 	return fmt.Sprintf(`# devid: keys from devid-agent (in the TPM), hosts by devid-ca's host certificates.
 Host *
     IdentityAgent %s
-    UserKnownHostsFile %s ~/.ssh/known_hosts
+    UserKnownHostsFile ~/.ssh/known_hosts %s
     RevokedHostKeys %s
 `, quote(c.Socket), quote(p.KnownHosts), quote(p.KRL))
 }
@@ -157,10 +157,4 @@ func quote(p string) string {
 		return `"` + p + `"`
 	}
 	return p
-}
-
-// exists reports whether path exists.
-func exists(path string) bool {
-	_, err := os.Stat(path)
-	return err == nil
 }

@@ -64,6 +64,8 @@ type Daemon struct {
 	agentMu       sync.Mutex
 	agentListener net.Listener // the HostKeyAgent socket the daemon made
 	agentPath     string
+	hostKeySrv    *hostKeyServer  // the TPM host key, served
+	runCtx        context.Context // Run's: ends when the daemon stops
 
 	reloads atomic.Uint64 // sshd reloads asked for, across configurations
 }
@@ -110,7 +112,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}()
 	stopWatchdog := d.watchdog(ctx)
 	defer stopWatchdog()
+	d.runCtx = ctx
 	defer d.closeHostKeyListener()
+	defer d.stopHostKeyServer()
 	for {
 		reload := make(chan struct{}, 1)
 		changed := func() {
@@ -193,31 +197,23 @@ func (d *Daemon) runOnce(ctx context.Context, cfg *Config, configChanged func(),
 		return fmt.Errorf("tpm %q: %w", cfg.TPM, err)
 	}
 	var hostKey ssh.PublicKey
-	var hostKeyTPM *tpm.TPM
-	var residentKey *tpm.ResidentKey
+	var hk *hostKeyServer
 	if cfg.TPMHostKeyMode() {
-		// The TPM stays open, the key loaded, for as long as this
-		// configuration runs: sshd asks for a signature at every
-		// connection.
-		if hostKeyTPM, err = tpmAddr.Open(&tpm.Config{Logger: d.Log}); err != nil {
+		// The TPM stays open, the key loaded and served, across
+		// configurations that keep them: sshd holds its agent connection
+		// for a whole SSH session.
+		if hk, err = d.hostKeyServer(d.runCtx, cfg, tpmAddr); err != nil {
 			return err
 		}
-		defer hostKeyTPM.Close()
-		var created bool
-		if residentKey, created, err = hostKeyTPM.LoadOrCreateKeyFile(cfg.TPMHostKey, "devid-hostd host key"); err != nil {
-			return fmt.Errorf("tpmHostKey: %w", err)
-		}
-		defer residentKey.Close()
-		if hostKey, err = ssh.NewPublicKey(residentKey.Public()); err != nil {
-			return err
-		}
+		hostKey = hk.pub
 		if err := installHostKeyPublic(cfg.SSHDHostKey, hostKey); err != nil {
 			return err
 		}
-		d.Log.Info("host key in the TPM", "key_file", cfg.TPMHostKey, "created", created,
-			"fingerprint", ssh.FingerprintSHA256(hostKey), "sshd_host_key", cfg.SSHDHostKey)
-	} else if hostKey, err = HostPublicKey(cfg); err != nil {
-		return err
+	} else {
+		d.stopHostKeyServer()
+		if hostKey, err = HostPublicKey(cfg); err != nil {
+			return err
+		}
 	}
 	managed := []string{cfg.HostCertificate, cfg.TrustedUserCAKeys}
 	if cfg.RevokedKeys != "off" {
@@ -244,8 +240,8 @@ func (d *Daemon) runOnce(ctx context.Context, cfg *Config, configChanged func(),
 	}
 	var issuer Issuer = &EnrollIssuer{
 		Client:  enroll.New(cfg.CAURL, pool, scoped(TaskHostCert)),
-		Key:     residentKey,
-		TPM:     hostKeyTPM,
+		Key:     hk.residentKey(),
+		TPM:     hk.tpm(),
 		OpenTPM: func() (*tpm.TPM, error) { return tpmAddr.Open(&tpm.Config{Logger: scoped(TaskHostCert)}) },
 	}
 	if d.NewIssuer != nil {
@@ -274,12 +270,8 @@ func (d *Daemon) runOnce(ctx context.Context, cfg *Config, configChanged func(),
 		TaskOptions: opts(TaskWatch),
 	})
 	tasks := []task.Task{hc, userCA, watch}
-	if residentKey != nil {
-		l, err := d.hostKeyListener(cfg)
-		if err != nil {
-			return err
-		}
-		tasks = append(tasks, newHostKeyAgent(l, residentKey, scoped(TaskHostKey)))
+	if hk != nil {
+		tasks = append(tasks, hk.watchTask())
 	}
 	var revoked *RevokedKeys
 	if cfg.RevokedKeys == "off" {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -93,16 +92,115 @@ type kept struct{ *net.UnixListener }
 
 func (k kept) Close() error { return k.SetDeadline(time.Unix(1, 0)) }
 
-// newHostKeyAgent is the task serving key to sshd on l. Only root (sshd)
-// and the daemon's own user may connect.
-func newHostKeyAgent(l net.Listener, key *tpm.ResidentKey, log *slog.Logger) task.Task {
-	return task.Func(TaskHostKey, func(ctx context.Context) error {
-		a := sshagent.New(sshagent.Static{{Signer: key, Comment: "devid-hostd TPM host key"}},
-			sshagent.Options{Logger: log, AllowUIDs: []int{0, os.Getuid()}})
-		err := a.Serve(ctx, l)
-		if err != nil && ctx.Err() == nil {
-			return task.Fatal(fmt.Errorf("host key agent: %w", err))
-		}
+// hostKeyServer is the TPM host key, loaded, and the agent serving it to
+// sshd. It outlives configurations that keep the TPM, the key file and the
+// socket: a reload must not cut sshd's agent connections, which sshd keeps
+// for a whole SSH session and needs again at every key re-exchange.
+type hostKeyServer struct {
+	tpmAddr TPMAddress
+	keyFile string
+	socket  string
+
+	t      *tpm.TPM
+	key    *tpm.ResidentKey
+	pub    ssh.PublicKey
+	cancel context.CancelFunc
+	done   chan error // the agent's end: nil for a clean stop
+}
+
+func (h *hostKeyServer) residentKey() *tpm.ResidentKey {
+	if h == nil {
 		return nil
+	}
+	return h.key
+}
+
+func (h *hostKeyServer) tpm() *tpm.TPM {
+	if h == nil {
+		return nil
+	}
+	return h.t
+}
+
+// hostKeyServer returns the running host key server if cfg keeps it,
+// else stops it and starts one for cfg: the TPM opened, the key loaded
+// (made at the first start), served on the HostKeyAgent socket until the
+// daemon stops (ctx) or a configuration changes them.
+func (d *Daemon) hostKeyServer(ctx context.Context, cfg *Config, addr TPMAddress) (*hostKeyServer, error) {
+	socket := cfg.HostKeyAgent
+	if d.HostKeyListener != nil {
+		socket = "" // systemd's, whatever the configuration says
+	}
+	if h := d.hostKeySrv; h != nil && h.tpmAddr == addr && h.keyFile == cfg.TPMHostKey && h.socket == socket {
+		return h, nil
+	}
+	d.stopHostKeyServer()
+	h := &hostKeyServer{tpmAddr: addr, keyFile: cfg.TPMHostKey, socket: socket, done: make(chan error, 1)}
+	var err error
+	if h.t, err = addr.Open(&tpm.Config{Logger: d.Log}); err != nil {
+		return nil, err
+	}
+	var created bool
+	if h.key, created, err = h.t.LoadOrCreateKeyFile(cfg.TPMHostKey, "devid-hostd host key"); err != nil {
+		h.t.Close()
+		return nil, fmt.Errorf("tpmHostKey: %w", err)
+	}
+	if h.pub, err = ssh.NewPublicKey(h.key.Public()); err != nil {
+		h.close()
+		return nil, err
+	}
+	l, err := d.hostKeyListener(cfg)
+	if err != nil {
+		h.close()
+		return nil, err
+	}
+	log := d.Log.With("task", TaskHostKey)
+	a := sshagent.New(sshagent.Static{{Signer: h.key, Comment: "devid-hostd TPM host key"}},
+		sshagent.Options{Logger: log, AllowUIDs: []int{0, os.Getuid()}})
+	actx, cancel := context.WithCancel(ctx)
+	h.cancel = cancel
+	go func() { h.done <- a.Serve(actx, l) }()
+	d.hostKeySrv = h
+	d.Log.Info("host key in the TPM, served to sshd", "key_file", cfg.TPMHostKey, "created", created,
+		"fingerprint", ssh.FingerprintSHA256(h.pub), "socket", l.Addr().String())
+	return h, nil
+}
+
+// stopHostKeyServer stops the host key server, if one runs, and closes
+// the socket the daemon made for it.
+func (d *Daemon) stopHostKeyServer() {
+	h := d.hostKeySrv
+	if h == nil {
+		return
+	}
+	d.hostKeySrv = nil
+	h.cancel()
+	<-h.done
+	h.done <- nil // for watchTask, should one still wait
+	h.close()
+	d.closeHostKeyListener()
+}
+
+func (h *hostKeyServer) close() {
+	if h.key != nil {
+		h.key.Close()
+	}
+	h.t.Close()
+}
+
+// watchTask is the task that stops the daemon if the agent fails (it
+// could not accept on its socket): sshd would have no host key.
+func (h *hostKeyServer) watchTask() task.Task {
+	return task.Func(TaskHostKey, func(ctx context.Context) error {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-h.done:
+			h.done <- err // for stopHostKeyServer
+			if err != nil {
+				return task.Fatal(fmt.Errorf("host key agent: %w", err))
+			}
+			return nil
+		}
 	})
 }

@@ -94,9 +94,15 @@ func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
 	}
 }
 
+// shutdownGrace bounds how long a stopping Serve waits for a client to
+// read the answer it is being written: one that never reads would
+// otherwise hold Serve, and the daemon's stop or reload, forever.
+const shutdownGrace = 10 * time.Second
+
 // closeRead ends c's reading side: ServeAgent finishes the request it is
-// answering, then reads EOF.
+// answering (its answer written within shutdownGrace), then reads EOF.
 func closeRead(c net.Conn) {
+	c.SetWriteDeadline(time.Now().Add(shutdownGrace))
 	if cr, ok := c.(interface{ CloseRead() error }); ok && cr.CloseRead() == nil {
 		return
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/devid-ssh/devid/sshagent/sshagenttest"
 	"github.com/devid-ssh/devid/tpm/swtpmtest"
 	"golang.org/x/crypto/ssh"
+	xagent "golang.org/x/crypto/ssh/agent"
 )
 
 // BenchmarkHostKeyAgentTPM compares, side by side, a login and a bare
@@ -207,6 +208,33 @@ func TestHostdTPMHostKey(t *testing.T) {
 	if serial, _ := sshdtest.HostCertSerial(out); err != nil || serial != st.HostCert.Serial {
 		t.Fatalf("login through devid-agent to the TPM-keyed host: serial %d, %v; want serial %d\n%s", serial, err, st.HostCert.Serial, out)
 	}
+
+	// A reload (SIGHUP) keeps the key served on the same connections:
+	// sshd keeps its agent connection for a whole session.
+	conn, err := net.Dial("unix", h.ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ag := xagent.NewClient(conn)
+	if keys, err := ag.List(); err != nil || len(keys) != 1 || !bytes.Equal(keys[0].Marshal(), hostKey.Marshal()) {
+		t.Fatalf("the host key agent lists %v (%v), want the TPM host key", keys, err)
+	}
+	h.proc.Process.Signal(syscall.SIGHUP)
+	waitFor(t, time.Minute, "the configuration reloaded", func() bool {
+		return strings.Count(h.log.String(), "certificate in place") >= 1 && strings.Contains(h.log.String(), "reloading configuration")
+	})
+	waitFor(t, time.Minute, "the reloaded configuration's tasks", func() bool {
+		_, after, _ := strings.Cut(h.log.String(), "reloading configuration")
+		return strings.Contains(after, "certificate in place")
+	})
+	if keys, err := ag.List(); err != nil || len(keys) != 1 {
+		t.Fatalf("after a reload, the agent connection made before it: %v, %v", keys, err)
+	}
+	if sig, err := ag.Sign(hostKey, []byte("data")); err != nil || hostKey.Verify([]byte("data"), sig) != nil {
+		t.Fatalf("after a reload, a signature on the connection made before it: %v", err)
+	}
+	conn.Close()
 
 	// kill -9: the socket stays (the test holds it, as systemd does); a
 	// connection made meanwhile waits, and completes once hostd is back.
