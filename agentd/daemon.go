@@ -26,7 +26,6 @@ package agentd
 
 import (
 	"context"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -75,13 +74,22 @@ type Daemon struct {
 func (d *Daemon) Run(ctx context.Context) error {
 	cfg := d.Config
 	paths := cfg.Paths()
-	pool, err := loadRoot(cfg.Root)
+	pool, err := hostd.LoadRoots(cfg.Root)
 	if err != nil {
 		return err
 	}
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("stateDir: %w", err)
 	}
+	// The socket first: a second agent of the same user is refused before
+	// it could make a key of its own.
+	l := d.Listener
+	if l == nil {
+		if l, err = sshagent.Listen(cfg.Socket); err != nil {
+			return err
+		}
+	}
+	defer l.Close()
 	addr, err := hostd.ParseTPMAddress(cfg.TPM)
 	if err != nil {
 		return fmt.Errorf("tpm %q: %w", cfg.TPM, err)
@@ -108,14 +116,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 	} else {
 		d.Log.Info("loaded the TPM key", "key_file", paths.Key, "fingerprint", ssh.FingerprintSHA256(pub))
 	}
-
-	l := d.Listener
-	if l == nil {
-		if l, err = sshagent.Listen(cfg.Socket); err != nil {
-			return err
-		}
-	}
-	defer l.Close()
 
 	st := &statusWriter{dir: cfg.StateDir, log: d.Log, kicks: make(chan struct{}, 1)}
 	scoped := func(name string) *slog.Logger { return d.Log.With("task", name) }
@@ -201,33 +201,12 @@ func (s *identities) Identities() []sshagent.Identity {
 }
 
 func (s *identities) certificate() *ssh.Certificate {
-	b, err := os.ReadFile(s.file)
-	if err != nil {
-		return nil
-	}
-	k, _, _, _, err := ssh.ParseAuthorizedKey(b)
-	if err != nil {
-		return nil
-	}
-	cert, ok := k.(*ssh.Certificate)
-	now := uint64(s.now().Unix())
-	if !ok || cert.CertType != ssh.UserCert || string(cert.Key.Marshal()) != string(s.pub.Marshal()) ||
-		now >= cert.ValidBefore || now < cert.ValidAfter {
+	now := s.now()
+	cert, _ := hostd.ReadCertificate(s.file, ssh.UserCert, s.pub, now)
+	if cert == nil || uint64(now.Unix()) < cert.ValidAfter {
 		return nil
 	}
 	return cert
-}
-
-func loadRoot(file string) (*x509.CertPool, error) {
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return nil, fmt.Errorf("root: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(b) {
-		return nil, fmt.Errorf("root: %s holds no PEM certificate", file)
-	}
-	return pool, nil
 }
 
 // Status is what `devid-agent status` shows, kept in StateDir/status.json.

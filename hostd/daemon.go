@@ -28,6 +28,20 @@ import (
 	"golang.org/x/crypto/ssh"
 )
 
+// LoadRoots reads the CA's root certificate(s) (PEM), the only ones
+// trusted.
+func LoadRoots(file string) (*x509.CertPool, error) {
+	roots, err := pemutil.ReadCertificateBundle(file)
+	if err != nil {
+		return nil, fmt.Errorf("root: %w", err)
+	}
+	pool := x509.NewCertPool()
+	for _, c := range roots {
+		pool.AddCert(c)
+	}
+	return pool, nil
+}
+
 func newPinnedClient(roots *x509.CertPool) *http.Client {
 	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
@@ -184,13 +198,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 // runOnce runs every task for one configuration until ctx is done or a
 // task fails for good.
 func (d *Daemon) runOnce(ctx context.Context, cfg *Config, configChanged func(), renewNow <-chan struct{}) error {
-	roots, err := pemutil.ReadCertificateBundle(cfg.Root)
+	pool, err := LoadRoots(cfg.Root)
 	if err != nil {
-		return fmt.Errorf("root: %w", err)
-	}
-	pool := x509.NewCertPool()
-	for _, c := range roots {
-		pool.AddCert(c)
+		return err
 	}
 	tpmAddr, err := ParseTPMAddress(cfg.TPM) // as check did
 	if err != nil {

@@ -64,6 +64,9 @@ type EnrollIssuer struct {
 func (e *EnrollIssuer) Issue(ctx context.Context, key ssh.PublicKey, principals []string) (*Issued, error) {
 	req := enroll.Request{Type: cmp.Or(e.Type, "host"), Principals: principals}
 	t := e.TPM
+	if e.Key != nil && t == nil {
+		return nil, errors.New("hostd: EnrollIssuer: a resident key needs the TPM it is loaded in")
+	}
 	if e.Key != nil {
 		req.Key = e.Key
 	} else {
@@ -273,17 +276,9 @@ func (t *HostCertificate) state(cert *ssh.Certificate, issued time.Time) renew.S
 // certificate for the key, and when it was written (its modification time,
 // at the latest now).
 func (t *HostCertificate) current() (*ssh.Certificate, time.Time) {
-	b, err := os.ReadFile(t.c.File)
-	if err != nil {
-		return nil, time.Time{}
-	}
-	k, _, _, _, err := ssh.ParseAuthorizedKey(b)
-	if err != nil {
-		return nil, time.Time{}
-	}
-	cert, ok := k.(*ssh.Certificate)
 	now := t.c.Now()
-	if !ok || cert.CertType != t.c.CertType || !bytes.Equal(cert.Key.Marshal(), t.c.Key.Marshal()) || uint64(now.Unix()) >= cert.ValidBefore {
+	cert, b := ReadCertificate(t.c.File, t.c.CertType, t.c.Key, now)
+	if cert == nil {
 		return nil, time.Time{}
 	}
 	t.c.Files.remember(t.c.File, b, 0o644)
@@ -292,6 +287,25 @@ func (t *HostCertificate) current() (*ssh.Certificate, time.Time) {
 		written = fi.ModTime()
 	}
 	return cert, written
+}
+
+// ReadCertificate returns the certificate in file (authorized_keys
+// format) and the file's bytes, if it is a certificate of certType for key
+// that has not expired at now; else nil.
+func ReadCertificate(file string, certType uint32, key ssh.PublicKey, now time.Time) (*ssh.Certificate, []byte) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, nil
+	}
+	k, _, _, _, err := ssh.ParseAuthorizedKey(b)
+	if err != nil {
+		return nil, nil
+	}
+	cert, ok := k.(*ssh.Certificate)
+	if !ok || cert.CertType != certType || !bytes.Equal(cert.Key.Marshal(), key.Marshal()) || uint64(now.Unix()) >= cert.ValidBefore {
+		return nil, nil
+	}
+	return cert, b
 }
 
 // publish makes cert, in state st, the one the metrics and Status show, and

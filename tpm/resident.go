@@ -36,6 +36,7 @@ import (
 // (AK.Certify), which is how a CA learns it is resident.
 type ResidentKey struct {
 	t      *TPM
+	closed bool // under t's mutex
 	handle tpm2.AuthHandle
 	public tpm2.TPM2BPublic
 	pub    *ecdsa.PublicKey
@@ -174,6 +175,13 @@ func checkResident(p *tpm2.TPMTPublic) error {
 	case p.Type != tpm2.TPMAlgECC:
 		return fmt.Errorf("key type %#x, want ECC", p.Type)
 	}
+	ecc, err := p.Parameters.ECCDetail()
+	if err != nil {
+		return fmt.Errorf("ECC parameters: %w", err)
+	}
+	if ecc.CurveID != tpm2.TPMECCNistP256 {
+		return fmt.Errorf("curve %#x, want NIST P-256", ecc.CurveID)
+	}
 	return nil
 }
 
@@ -214,9 +222,14 @@ func (k *ResidentKey) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) (
 	})
 }
 
-// Close flushes the key from the TPM. The key file can load it again.
+// Close flushes the key from the TPM; the key file can load it again. A
+// second Close does nothing (the handle may by then name another object).
 func (k *ResidentKey) Close() error {
 	_, err := callRaw(k.t, "flushing resident key", func(tr transport.TPMCloser) (struct{}, error) {
+		if k.closed {
+			return struct{}{}, nil
+		}
+		k.closed = true
 		_, err := tpm2.FlushContext{FlushHandle: k.handle.Handle}.Execute(tr)
 		return struct{}{}, err
 	})
@@ -267,19 +280,24 @@ func (a *AK) loadedHandle(tr transport.TPMCloser) (tpm2.AuthHandle, error) {
 	if a.handle != nil {
 		return *a.handle, nil
 	}
-	handles, err := listHandles(a.t.ch, uint32(tpm2.TPMHTTransient)<<24)
+	handles, err := listHandles(tr, uint32(tpm2.TPMHTTransient)<<24)
 	if err != nil {
 		return tpm2.AuthHandle{}, fmt.Errorf("listing loaded objects: %w", err)
 	}
+	var readErr error
 	for _, h := range handles {
 		rsp, err := tpm2.ReadPublic{ObjectHandle: tpm2.TPMHandle(h)}.Execute(tr)
 		if err != nil {
+			readErr = err
 			continue
 		}
 		if bytes.Equal(rsp.OutPublic.Bytes(), a.params.Public) {
 			a.handle = &tpm2.AuthHandle{Handle: tpm2.TPMHandle(h), Name: rsp.Name, Auth: tpm2.PasswordAuth(nil)}
 			return *a.handle, nil
 		}
+	}
+	if readErr != nil {
+		return tpm2.AuthHandle{}, fmt.Errorf("the AK is not among the loaded objects (reading one failed: %w)", readErr)
 	}
 	return tpm2.AuthHandle{}, errors.New("the AK is not loaded")
 }

@@ -55,8 +55,17 @@ func TestResidentKey(t *testing.T) {
 	k := mustResident(t, sw.TPM, file)
 	checkSigns(t, k)
 	pub := k.Public().(*ecdsa.PublicKey)
+	// A second Close does nothing: the handle may name another object by
+	// then (here the AK below, which must still certify).
+	k0 := mustResident(t, sw.TPM, file)
+	if err := k0.Close(); err != nil {
+		t.Fatal(err)
+	}
 
 	ak := mustAK(t, sw.TPM)
+	if err := k0.Close(); err != nil {
+		t.Fatal(err)
+	}
 	nonce := sha256.Sum256([]byte("fresh qualifying data"))
 	for range 2 { // an AK certifies the same key again
 		cp, err := ak.Certify(k, nonce[:])
@@ -135,6 +144,25 @@ func TestResidentKeyRefusesNonResident(t *testing.T) {
 			}
 		})
 	}
+	t.Run("P-384", func(t *testing.T) {
+		kf, err := keyfile.Decode(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := kf.Pubkey.Contents()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ecc, err := p.Parameters.ECCDetail()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ecc.CurveID = tpm2.TPMECCNistP384
+		kf.Pubkey = tpm2.New2B(*p)
+		if _, err := sw.TPM.LoadResidentKey(kf.Bytes()); err == nil || !strings.Contains(err.Error(), "want NIST P-256") {
+			t.Fatalf("got %v, want a refusal of the curve", err)
+		}
+	})
 	if _, err := sw.TPM.LoadResidentKey([]byte("-----BEGIN TSS2 PRIVATE KEY-----\nAAAA\n-----END TSS2 PRIVATE KEY-----\n")); err == nil {
 		t.Fatal("a garbage key file loaded")
 	}

@@ -187,7 +187,7 @@ func (t *TPM) flushLeftovers() error {
 }
 
 // listHandles returns the handles of the type of first, from first on.
-func listHandles(tr *Channel, first uint32) ([]uint32, error) {
+func listHandles(tr transport.TPM, first uint32) ([]uint32, error) {
 	var handles []uint32
 	for {
 		rsp, err := tpm2.GetCapability{

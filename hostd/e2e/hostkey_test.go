@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -164,7 +165,7 @@ func (h *tpmHost) waitServing(t *testing.T, old uint64) *hostd.StatusData {
 //   - the host quarantined: within seconds devid-agent's KRL has it, and
 //     ssh refuses the host.
 func TestHostdTPMHostKey(t *testing.T) {
-	sshdtest.Need(t, "swtpm", "swtpm_setup")
+	sshdtest.Need(t, "swtpm", "swtpm_setup", "ss")
 	ca := catest.Start(t, nil)
 	inv := ca.Server.Inventory()
 	hostTPM, wsTPM := swtpmtest.NewServed(t), swtpmtest.NewServed(t)
@@ -272,11 +273,16 @@ func TestHostdTPMHostKey(t *testing.T) {
 		err = cmd.Wait()
 		res <- result{buf.String(), err, at}
 	}()
-	select {
-	case r := <-res:
-		t.Fatalf("a connection ended while devid-hostd was down (%v):\n%s", r.err, r.out)
-	case <-time.After(time.Second): // the connection has reached the agent socket by now (or the assertion above is moot)
-	}
+	// Wait until sshd's connection to the agent waits in the socket's
+	// queue (ss: a listening socket's Recv-Q), the connection not ended.
+	waitFor(t, time.Minute, "sshd's agent connection queued on the held socket", func() bool {
+		select {
+		case r := <-res:
+			t.Fatalf("a connection ended while devid-hostd was down (%v):\n%s", r.err, r.out)
+		default:
+		}
+		return queued(t, h.ln.Addr().String()) > 0
+	})
 	restarted := time.Now()
 	h.start(t)
 	r := <-res
@@ -315,4 +321,26 @@ func readCert(t *testing.T, file string) *ssh.Certificate {
 		t.Fatalf("%s holds no certificate", file)
 	}
 	return c
+}
+
+// queued is how many connections wait in the queue of the listening unix
+// socket at path (ss -x: a listener's Recv-Q).
+func queued(t *testing.T, path string) int {
+	t.Helper()
+	out, err := exec.Command("ss", "-xlnH").Output()
+	if err != nil {
+		t.Fatalf("ss -xlnH: %v", err)
+	}
+	for line := range strings.Lines(string(out)) {
+		f := strings.Fields(line)
+		if len(f) >= 5 && f[4] == path {
+			n, err := strconv.Atoi(f[2])
+			if err != nil {
+				t.Fatalf("ss: Recv-Q %q: %v", f[2], err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("ss does not list the socket %s:\n%s", path, out)
+	return 0
 }
