@@ -131,7 +131,7 @@ func printStatus(env *command.Env, s *agentd.Status, now time.Time) {
 			return "-"
 		}
 		d := t.Sub(now).Round(time.Second)
-		if d < 0 {
+		if d <= 0 {
 			return fmt.Sprintf("%s (%s ago)", t.Local().Format(time.RFC3339), -d)
 		}
 		return fmt.Sprintf("%s (in %s)", t.Local().Format(time.RFC3339), d)
