@@ -100,6 +100,9 @@ func (a *Agent) writeConfig(t testing.TB) {
 	}
 }
 
+// Bin is the devid-agent binary.
+func (a *Agent) Bin() string { return a.bin }
+
 // CloseSocket closes the test's hold on the socket: with no agent running,
 // connections are then refused instead of waiting.
 func (a *Agent) CloseSocket() { a.ln.Close() }

@@ -5,11 +5,13 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"encoding/pem"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -80,6 +82,23 @@ func TestAgent(t *testing.T) {
 		t.Fatalf("certificate: key ID %q, principals %q; want the device ID %s", st.Certificate.KeyID, st.Certificate.Principals, dev.ID)
 	}
 
+	// devid-agent status --json: what status.json says, for scripts.
+	out, err := exec.Command(a.Bin(), "status", "--json", "--config", a.Config).Output()
+	if err != nil {
+		t.Fatalf("devid-agent status --json: %v", err)
+	}
+	var js struct {
+		Certificate struct {
+			Serial     string   `json:"serial"`
+			Principals []string `json:"principals"`
+		} `json:"certificate"`
+		Fingerprint string `json:"fingerprint"`
+	}
+	if err := json.Unmarshal(out, &js); err != nil || js.Certificate.Serial != strconv.FormatUint(st.Certificate.Serial, 10) ||
+		js.Fingerprint != st.Fingerprint || !slices.Contains(js.Certificate.Principals, "key:tpm") {
+		t.Fatalf("devid-agent status --json: %v\n%s", err, out)
+	}
+
 	// On disk: the TPM's wrapped key, never an OpenSSH private key.
 	keyFile, err := os.ReadFile(a.Paths.Key)
 	if err != nil {
@@ -96,18 +115,18 @@ func TestAgent(t *testing.T) {
 	}
 
 	// ssh-add -L: the certificate, then the key.
-	out, err := sshAdd(a.Socket, "-L")
+	listed, err := sshAdd(a.Socket, "-L")
 	if err != nil {
-		t.Fatalf("ssh-add -L: %v\n%s", err, out)
+		t.Fatalf("ssh-add -L: %v\n%s", err, listed)
 	}
-	lines := strings.Split(strings.TrimSpace(out), "\n")
+	lines := strings.Split(strings.TrimSpace(listed), "\n")
 	pub, err := os.ReadFile(a.Paths.PublicKey)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(lines) != 2 || !strings.HasPrefix(lines[0], "ecdsa-sha2-nistp256-cert-v01@openssh.com ") ||
 		!strings.HasPrefix(string(pub), strings.Join(strings.Fields(lines[1])[:2], " ")) {
-		t.Fatalf("ssh-add -L:\n%s\nwant the certificate, then the key %s", out, pub)
+		t.Fatalf("ssh-add -L:\n%s\nwant the certificate, then the key %s", listed, pub)
 	}
 	fileKey := filepath.Join(t.TempDir(), "id_file")
 	sshdtest.Keygen(t, fileKey)
