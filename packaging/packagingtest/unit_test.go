@@ -429,7 +429,9 @@ func TestExampleConfig(t *testing.T) {
 		CAURL             string   `json:"caUrl"`
 		Root              string   `json:"root"`
 		TPM               string   `json:"tpm"`
-		HostKey           string   `json:"hostKey"`
+		TPMHostKey        string   `json:"tpmHostKey"`
+		SSHDHostKey       string   `json:"sshdHostKey"`
+		HostKeyAgent      string   `json:"hostKeyAgent"`
 		HostCertificate   string   `json:"hostCertificate"`
 		Principals        []string `json:"principals"`
 		TrustedUserCAKeys string   `json:"trustedUserCAKeys"`
@@ -509,10 +511,33 @@ func TestExampleConfig(t *testing.T) {
 			t.Errorf("%s: %s is %q, but %s says %s", snippetPath, keyword, got, file, want)
 		}
 	}
-	if !slices.Contains(snippet["hostkey"], strings.TrimSuffix(c.HostKey, ".pub")) {
-		t.Errorf("%s: hostKey %s is not one of the snippet's HostKey %q", file, c.HostKey, snippet["hostkey"])
+	if !slices.Contains(snippet["hostkey"], c.SSHDHostKey) {
+		t.Errorf("%s: sshdHostKey %s is not one of the snippet's HostKey %q", file, c.SSHDHostKey, snippet["hostkey"])
 	}
-	if filepath.Base(c.HostCertificate) != filepath.Base(strings.TrimSuffix(c.HostKey, ".pub"))+"-cert.pub" {
-		t.Errorf("%s: hostCertificate %s is not named after hostKey %s (OpenSSH's KEY-cert.pub)", file, c.HostCertificate, c.HostKey)
+	if got := snippet["hostkeyagent"]; !slices.Equal(got, []string{c.HostKeyAgent}) {
+		t.Errorf("%s: HostKeyAgent is %q, but %s says %s", snippetPath, got, file, c.HostKeyAgent)
+	}
+	if c.HostCertificate != c.SSHDHostKey+"-cert.pub" {
+		t.Errorf("%s: hostCertificate %s is not named after sshdHostKey %s (OpenSSH's KEY-cert.pub)", file, c.HostCertificate, c.SSHDHostKey)
+	}
+	// The TPM key file is hostd's state; the socket is systemd's, in the
+	// directory the service keeps.
+	if dir := filepath.Dir(c.TPMHostKey); !slices.Contains(svc["StateDirectory"], strings.TrimPrefix(dir, "/var/lib/")) {
+		t.Errorf("%s: tpmHostKey %s is not in the unit's StateDirectory= %q", file, c.TPMHostKey, svc["StateDirectory"])
+	}
+	if !slices.Contains(writable, filepath.Dir(c.SSHDHostKey)) {
+		t.Errorf("%s: hostd writes %s.pub, but the unit's ReadWritePaths= %q does not hold its directory", file, c.SSHDHostKey, writable)
+	}
+	if got := parseUnit(t, readRepoFile(t, socketPath))["Socket"]["ListenStream"]; !slices.Equal(got, []string{c.HostKeyAgent}) {
+		t.Errorf("%s: hostKeyAgent %s, but %s listens on %q", file, c.HostKeyAgent, socketPath, got)
+	}
+	// Left out, the fields are devid-hostd's defaults: the example only
+	// spells them out.
+	def := hostdDefaults(t)
+	for _, f := range [][3]string{{"tpmHostKey", c.TPMHostKey, def.TPMHostKey}, {"sshdHostKey", c.SSHDHostKey, def.SSHDHostKey},
+		{"hostKeyAgent", c.HostKeyAgent, def.HostKeyAgent}, {"hostCertificate", c.HostCertificate, def.HostCertificate}} {
+		if f[1] != f[2] {
+			t.Errorf("%s: %s %s, but devid-hostd's default is %s", file, f[0], f[1], f[2])
+		}
 	}
 }
