@@ -4,17 +4,25 @@
 //   - packaging/devid-hostd.service with systemd-analyze (verify, and
 //     security for its hardening), and the unit's claim that root without
 //     capabilities can do what devid-hostd needs, with setpriv;
+//   - packaging/devid-hostd.socket with its service, and
+//     contrib/systemd/ssh.service.d/devid-hostkey.conf as a drop-in of the
+//     host's ssh.service beside both (no ordering cycle), with
+//     systemd-analyze verify; packaging/user/devid-agent.{socket,service}
+//     with systemd-analyze --user verify;
 //   - packaging/hostd.json.example against the unit and the sshd snippet:
 //     the paths in the three files must agree;
-//   - contrib/sshd_config.d/devid.conf with the real sshd (sshd -t, sshd -T);
+//   - contrib/sshd_config.d/devid.conf with the real sshd (sshd -t, sshd -T),
+//     its TPM host key served by package sshagent at HostKeyAgent as
+//     devid-hostd serves it, and without the agent;
 //   - contrib/prometheus/devid-hostd.rules.yml with promtool check rules and
 //     the unit tests in devid-hostd.rules_test.yml with promtool test rules,
 //     and both against the metric names devid-hostd's own registry holds;
 //   - README.md's host set-up block, run as written (TestREADMEHostSetup) by
 //     bash as root against a real devid-ca and a software TPM, in a private
 //     mount namespace whose /etc, /usr and /var are overlays in the test's
-//     directory and whose systemctl is the test binary, then a login to
-//     the sshd it set up;
+//     directory and whose systemctl is the test binary (which makes
+//     devid-hostd.socket's socket and passes it to devid-hostd), then a
+//     login to the sshd it set up, which signs with the TPM host key;
 //   - contrib/README.md's alert table against the rules file.
 //
 // A test whose tool is missing skips, or fails when the environment has

@@ -24,6 +24,7 @@ import (
 	"github.com/devid-ssh/devid/internal/sshdrun"
 	"github.com/devid-ssh/devid/internal/sshdtest"
 	"github.com/devid-ssh/devid/inventory"
+	"github.com/devid-ssh/devid/sshagent/sshagenttest"
 	"github.com/devid-ssh/devid/tpm/swtpmtest"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/sys/unix"
@@ -79,10 +80,12 @@ func setVar(t *testing.T, block, name, value string) string {
 // TestREADMEHostSetup runs README.md's host set-up block, as written, on a
 // host where sshd is set up as Debian's is, against a real devid-ca with a
 // software TPM registered as the host's. It must run to its end: sshd -t
-// passes, silent, with the snippet installed, and devid-hostd has written
-// the files sshd reads. Then that sshd, on a loopback port, lets a user in
-// with a certificate from a registered workstation's TPM, and the client
-// trusts the host by its devid host certificate alone.
+// passes, silent, with the snippet installed, and devid-hostd has made the
+// host key in the TPM, serves it on devid-hostd.socket's socket, and has
+// written the files sshd reads. Then that sshd, on a loopback port, lets a
+// user in with a certificate from a registered workstation's TPM, and the
+// client trusts the host by its devid host certificate alone, which
+// certifies the TPM key.
 func TestREADMEHostSetup(t *testing.T) {
 	sshdtest.NeedRoot(t)
 	sshdtest.Need(t, "swtpm", "swtpm_setup", "useradd", "usermod", "bash", "ssh")
@@ -92,13 +95,10 @@ func TestREADMEHostSetup(t *testing.T) {
 
 	ca := catest.Start(t, nil)
 	dir := t.TempDir()
-	// devid-hostd and devid enroll certify keys from files (the host key,
-	// the user's id_ecdsa): the devices' collection allows them.
-	yes := true
-	if _, err := ca.Server.Inventory().SetCollection("test", inventory.CollectionUpdate{Name: "file-keys", AllowFileKeys: &yes}); err != nil {
-		t.Fatal(err)
-	}
-	dev, tpmAddr := registerTPM(t, ca, inventory.NewDevice{Name: "host-1", Kind: "host", Collection: "file-keys"})
+	// The host's key lives in its TPM, so its collection needs nothing
+	// allowed. Its inventory names are what the login connects to, and so
+	// what its certificate must name.
+	dev, tpmAddr := registerTPM(t, ca, inventory.NewDevice{Name: "host-1", Kind: "host", HostNames: []string{hostAddr}})
 
 	// The checkout the block runs in: bin/ as make build leaves it, and the
 	// repository's files.
@@ -172,10 +172,28 @@ func TestREADMEHostSetup(t *testing.T) {
 	if before, _ := os.ReadFile("/etc/passwd"); !account.Match(before) && !account.Match(file("/etc/passwd")) {
 		t.Error("no devid-principals account")
 	}
-	k, _, _, _, err := ssh.ParseAuthorizedKey(file("/etc/ssh/devid/ssh_host_ecdsa_key-cert.pub"))
+	// The host key: in the TPM, its key file in hostd's state, its public
+	// half where the snippet's HostKey names it, and no private file there.
+	if st, err := os.Stat(filepath.Join(upper, "/var/lib/devid-hostd/ssh_host_key.tpm")); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("the host key's TPM key file: %v, want mode 0600 (%v)", st, err)
+	}
+	if _, err := os.Lstat(filepath.Join(upper, "/etc/ssh/devid/ssh_host_tpm_key")); !os.IsNotExist(err) {
+		t.Errorf("a file is at /etc/ssh/devid/ssh_host_tpm_key (%v): the host key must be only in the TPM", err)
+	}
+	tpmKey, _, _, _, err := ssh.ParseAuthorizedKey(file("/etc/ssh/devid/ssh_host_tpm_key.pub"))
+	if err != nil {
+		t.Fatalf("ssh_host_tpm_key.pub: %v", err)
+	}
+	k, _, _, _, err := ssh.ParseAuthorizedKey(file("/etc/ssh/devid/ssh_host_tpm_key-cert.pub"))
 	cert, ok := k.(*ssh.Certificate)
 	if err != nil || !ok || cert.CertType != ssh.HostCert || cert.KeyId != dev.ID {
 		t.Fatalf("host certificate: %v, key ID %q; want a host certificate for %s", err, cert.KeyId, dev.ID)
+	}
+	if !bytes.Equal(cert.Key.Marshal(), tpmKey.Marshal()) {
+		t.Errorf("the host certificate certifies %s, not the TPM key %s", ssh.FingerprintSHA256(cert.Key), ssh.FingerprintSHA256(tpmKey))
+	}
+	if !slices.Contains(cert.ValidPrincipals, hostAddr) {
+		t.Errorf("host certificate principals %q, without the inventory's host name %q", cert.ValidPrincipals, hostAddr)
 	}
 	hostCA, err := os.ReadFile(filepath.Join(ca.Dir, "certs", "ssh_host_ca.pub"))
 	if err != nil {
@@ -196,21 +214,24 @@ func TestREADMEHostSetup(t *testing.T) {
 		t.Error("revoked.krl is empty")
 	}
 	calls, _ := os.ReadFile(filepath.Join(records, "calls"))
-	if want := "daemon-reload\nenable --now devid-hostd\nreload ssh\n"; string(calls) != want {
+	if want := "daemon-reload\nenable --now devid-hostd.socket devid-hostd.service\nreload ssh\n"; string(calls) != want {
 		t.Errorf("systemctl calls %q, want %q", calls, want)
 	}
 
 	// A user logs in with the workstation's certificate, trusting the host
-	// by its devid host certificate only.
+	// by its devid host certificate only: for the name it connects to, with
+	// no alias, and on this port (ssh looks a port other than 22 up as
+	// [HOST]:PORT). The certificate's key is the TPM key, so the host
+	// signed through devid-hostd's agent.
 	knownHosts := filepath.Join(dir, "known_hosts")
-	alias := cert.ValidPrincipals[0]
-	if err := os.WriteFile(knownHosts, append([]byte("@cert-authority "+alias+" "), hostCA...), 0o644); err != nil {
+	pattern := fmt.Sprintf("[%s]:%d", hostAddr, port)
+	if err := os.WriteFile(knownHosts, append([]byte("@cert-authority "+pattern+" "), hostCA...), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	// The sshd the block started may not listen yet: SSH tries again
 	// while the connection is refused.
 	login, err := sshdrun.SSH(context.Background(), port, sshdrun.Client{User: setupLogin, Identity: key, Certificate: wsCert,
-		KnownHosts: knownHosts, HostKeyAlias: alias, Verbose: true, Command: "id -un"})
+		KnownHosts: knownHosts, Verbose: true, Command: "id -un"})
 	if err != nil || !slices.Contains(strings.Split(login, "\n"), setupLogin) {
 		t.Fatalf("login as %s: %v\n%s", setupLogin, err, login)
 	}
@@ -219,16 +240,26 @@ func TestREADMEHostSetup(t *testing.T) {
 	}
 }
 
+// hostAddr is the host's name in the inventory, and what the login
+// connects to: sshdrun's ssh connects to 127.0.0.1.
+const hostAddr = "127.0.0.1"
+
 // setupLogin is the account TestREADMEHostSetup logs in to (created in
 // its namespace only).
 const setupLogin = "devid-setup-user"
 
 // enrollWorkstation registers a second software TPM as setupLogin's
 // workstation and gets a user certificate with it through the real
-// `devid enroll`. It returns the key and certificate files.
+// `devid enroll`. It returns the key and certificate files. The key is a
+// file (id_ecdsa), which ssh reads without an agent, so the workstation's
+// collection allows file keys; the host's key is in its TPM.
 func enrollWorkstation(t *testing.T, ca *catest.CA, dir string) (key, cert string) {
 	t.Helper()
 	inv := ca.Server.Inventory()
+	yes := true
+	if _, err := inv.SetCollection("test", inventory.CollectionUpdate{Name: "file-keys", AllowFileKeys: &yes}); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := inv.AddUser("test", inventory.NewUser{Email: "setup@example.com", Login: setupLogin}); err != nil {
 		t.Fatal(err)
 	}
@@ -335,8 +366,8 @@ func runInHost(upper string, argv []string) {
 
 // fakeSystemctl does what the block asks of systemctl: daemon-reload and
 // reload do nothing (there is no systemd, and no sshd runs), enable --now
-// starts the unit's ExecStart and returns once it says READY=1. Each call
-// is recorded in records/calls.
+// starts the units named (see startUnits) and returns once each service
+// says READY=1. Each call is recorded in records/calls.
 func fakeSystemctl(records string, args []string) int {
 	fail := func(err error) int {
 		fmt.Fprintln(os.Stderr, "systemctl (test):", err)
@@ -351,8 +382,8 @@ func fakeSystemctl(records string, args []string) int {
 	switch {
 	case len(args) == 1 && args[0] == "daemon-reload", len(args) == 2 && args[0] == "reload":
 		return 0
-	case len(args) == 3 && args[0] == "enable" && args[1] == "--now":
-		if err := startUnit(records, args[2]); err != nil {
+	case len(args) >= 3 && args[0] == "enable" && args[1] == "--now":
+		if err := startUnits(records, args[2:]); err != nil {
 			return fail(err)
 		}
 		return 0
@@ -360,19 +391,118 @@ func fakeSystemctl(records string, args []string) int {
 	return fail(fmt.Errorf("unsupported: %q", args))
 }
 
-func startUnit(records, name string) error {
-	unit := "/etc/systemd/system/" + name + ".service"
+// startUnits starts the units names, in order, from /etc/systemd/system.
+// A .socket is made as systemd makes it, from the unit's ListenStream=,
+// SocketMode= and DirectoryMode=, and passed to its service as systemd
+// passes it (fd 3, LISTEN_FDS, LISTEN_PID). With no systemd to hold the
+// socket between calls, the service must be named in the same call; a
+// socket on its own is refused. devid-hostd given no socket would make one
+// of its own at hostKeyAgent, and the login at the end would work just as
+// well: passing the socket instead makes the test follow the path systemd
+// takes, and fail if devid-hostd.socket listened anywhere but where the
+// snippet's HostKeyAgent looks.
+func startUnits(records string, names []string) error {
+	sockets := map[string]*os.File{} // by the name of the service they start
+	for _, name := range names {
+		base, kind, ok := strings.Cut(name, ".")
+		if !ok {
+			kind = "service"
+		}
+		switch kind {
+		case "socket":
+			f, err := listenSocketUnit("/etc/systemd/system/" + name)
+			if err != nil {
+				return err
+			}
+			sockets[base] = f
+		case "service":
+			err := startUnit(records, base, sockets[base])
+			delete(sockets, base)
+			if err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("%s: unsupported unit type", name)
+		}
+	}
+	for base := range sockets {
+		return fmt.Errorf("%s.socket started without %[1]s.service: this systemctl cannot hold a socket on its own", base)
+	}
+	return nil
+}
+
+// unitSettings returns the settings of a unit file by key, the last value
+// of each (sections are not told apart: the units read here have no key in
+// two sections).
+func unitSettings(unit string) (map[string]string, error) {
 	b, err := os.ReadFile(unit)
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]string{}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), "="); ok && !strings.HasPrefix(k, "#") {
+			m[strings.TrimSpace(k)] = strings.TrimSpace(v)
+		}
+	}
+	return m, sc.Err()
+}
+
+// listenSocketUnit makes the socket of a .socket unit with one
+// ListenStream= path, as systemd does, and returns it as a file to pass.
+func listenSocketUnit(unit string) (*os.File, error) {
+	set, err := unitSettings(unit)
+	if err != nil {
+		return nil, err
+	}
+	path := set["ListenStream"]
+	if !filepath.IsAbs(path) {
+		return nil, fmt.Errorf("%s: ListenStream=%q: only a socket path is supported", unit, path)
+	}
+	mode := func(key, def string) (os.FileMode, error) {
+		v := set[key]
+		if v == "" {
+			v = def
+		}
+		m, err := strconv.ParseUint(v, 8, 32)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %s=%q: %w", unit, key, v, err)
+		}
+		return os.FileMode(m), nil
+	}
+	dirMode, err := mode("DirectoryMode", "0755")
+	if err != nil {
+		return nil, err
+	}
+	sockMode, err := mode("SocketMode", "0666")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), dirMode); err != nil {
+		return nil, err
+	}
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", unit, err)
+	}
+	defer l.Close()
+	l.SetUnlinkOnClose(false)
+	if err := os.Chmod(path, sockMode); err != nil {
+		return nil, err
+	}
+	return l.File()
+}
+
+// startUnit starts name.service's ExecStart, with the socket passed if
+// there is one, and returns once it says READY=1.
+func startUnit(records, name string, socket *os.File) error {
+	unit := "/etc/systemd/system/" + name + ".service"
+	set, err := unitSettings(unit)
 	if err != nil {
 		return err
 	}
-	var argv []string
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "ExecStart="); ok {
-			argv = strings.Fields(v)
-		}
-	}
+	argv := strings.Fields(set["ExecStart"])
 	if len(argv) == 0 {
 		return fmt.Errorf("%s: no ExecStart=", unit)
 	}
@@ -391,7 +521,13 @@ func startUnit(records, name string) error {
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
+	if socket != nil {
+		err = sshagenttest.StartActivated(cmd, socket)
+		socket.Close()
+	} else {
+		err = cmd.Start()
+	}
+	if err != nil {
 		return err
 	}
 	if err := os.WriteFile(filepath.Join(records, name+".pid"), []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err != nil {

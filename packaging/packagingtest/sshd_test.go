@@ -1,6 +1,7 @@
 package packagingtest
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -8,6 +9,10 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/devid-ssh/devid/sshagent"
+	"github.com/devid-ssh/devid/sshagent/sshagenttest"
+	"golang.org/x/crypto/ssh"
 )
 
 const snippetPath = "contrib/sshd_config.d/devid.conf"
@@ -29,22 +34,27 @@ func sshdSettings(text string) map[string][]string {
 }
 
 // sshdDir makes, in a temporary directory, everything the snippet names
-// under /etc/ssh: the host keys, a certificate for the key the
-// HostCertificate is named after, a user CA key and an empty KRL. It returns
-// the directory and the snippet with /etc/ssh rewritten to it.
+// under /etc/ssh and /run/devid-hostd: the file host keys; the TPM host key
+// (ssh_host_tpm_key) as devid-hostd leaves it, a public half with no
+// private file, served by an agent at HostKeyAgent as devid-hostd serves it
+// (an in-memory key stands in for the TPM's); a certificate for the key the
+// HostCertificate is named after; a user CA key and an empty KRL. It
+// returns the directory and the snippet with those paths rewritten to it.
+// The agent serves until the test ends.
 func sshdDir(t *testing.T) (dir, snippet string) {
 	t.Helper()
 	keygen := tool(t, "ssh-keygen", "openssh-client")
 	dir = t.TempDir()
 	snippet = readRepoFile(t, snippetPath)
 	snippet = strings.ReplaceAll(snippet, "/etc/ssh/", dir+"/")
+	snippet = strings.ReplaceAll(snippet, "/run/devid-hostd/", dir+"/run/")
 	for _, line := range strings.Split(snippet, "\n") {
-		if !strings.HasPrefix(line, "#") && strings.Contains(line, "/etc/ssh") {
-			t.Fatalf("%s: line %q still names /etc/ssh after the rewrite", snippetPath, line)
+		if !strings.HasPrefix(line, "#") && (strings.Contains(line, "/etc/ssh") || strings.Contains(line, "/run/devid-hostd")) {
+			t.Fatalf("%s: line %q still names /etc/ssh or /run/devid-hostd after the rewrite", snippetPath, line)
 		}
 	}
 	settings := sshdSettings(snippet)
-	for _, k := range []string{"hostkey", "hostcertificate", "trustedusercakeys", "revokedkeys",
+	for _, k := range []string{"hostkey", "hostkeyagent", "hostcertificate", "trustedusercakeys", "revokedkeys",
 		"authorizedprincipalscommand", "authorizedprincipalscommanduser"} {
 		if len(settings[k]) == 0 {
 			t.Fatalf("%s: no %s", snippetPath, k)
@@ -57,6 +67,7 @@ func sshdDir(t *testing.T) (dir, snippet string) {
 		}
 	}
 	hostKeyName := regexp.MustCompile(`/ssh_host_([a-z0-9]+)_key$`)
+	tpmKeys := 0
 	for _, k := range settings["hostkey"] {
 		m := hostKeyName.FindStringSubmatch(k)
 		if m == nil {
@@ -65,7 +76,15 @@ func sshdDir(t *testing.T) (dir, snippet string) {
 		if err := os.MkdirAll(filepath.Dir(k), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		keygenRun("-q", "-t", m[1], "-N", "", "-C", "", "-f", k)
+		if m[1] != "tpm" {
+			keygenRun("-q", "-t", m[1], "-N", "", "-C", "", "-f", k)
+			continue
+		}
+		tpmKeys++
+		serveHostKey(t, k, settings["hostkeyagent"][0])
+	}
+	if tpmKeys != 1 {
+		t.Fatalf("%s: %d HostKey lines name ssh_host_tpm_key, want 1", snippetPath, tpmKeys)
 	}
 	for _, k := range []string{"hostcertificate", "trustedusercakeys", "revokedkeys"} {
 		if err := os.MkdirAll(filepath.Dir(settings[k][0]), 0o755); err != nil {
@@ -76,19 +95,48 @@ func sshdDir(t *testing.T) (dir, snippet string) {
 	keygenRun("-q", "-t", "ed25519", "-N", "", "-C", "", "-f", ca)
 	copyFile(t, ca+".pub", settings["trustedusercakeys"][0])
 
-	// HostCertificate DIR/devid/ssh_host_ecdsa_key-cert.pub certifies
-	// DIR/ssh_host_ecdsa_key.pub.
+	// HostCertificate DIR/devid/ssh_host_tpm_key-cert.pub certifies
+	// DIR/devid/ssh_host_tpm_key.pub, OpenSSH's KEY-cert.pub naming.
 	cert := settings["hostcertificate"][0]
-	key := filepath.Join(dir, strings.TrimSuffix(filepath.Base(cert), "-cert.pub"))
+	key := strings.TrimSuffix(cert, "-cert.pub")
 	if !slices.Contains(settings["hostkey"], key) {
 		t.Fatalf("%s: HostCertificate %s is named after no HostKey", snippetPath, cert)
 	}
 	keygenRun("-q", "-s", ca, "-h", "-I", "host-1", "-n", "host-1.example.com", "-V", "-5m:+24h", key+".pub")
-	if err := os.Rename(key+"-cert.pub", cert); err != nil {
-		t.Fatal(err)
-	}
 	keygenRun("-q", "-k", "-f", settings["revokedkeys"][0])
 	return dir, snippet
+}
+
+// serveHostKey does what devid-hostd does for sshd with a key in the TPM,
+// with an in-memory key instead: it writes the public half at key.pub, no
+// private file at key, and serves the key on an agent socket at sock to
+// root (sshd) and the test's own user (sshd in a user namespace) until the
+// test ends.
+func serveHostKey(t *testing.T, key, sock string) {
+	t.Helper()
+	priv := sshagenttest.NewKey(t)
+	pub, err := ssh.NewPublicKey(priv.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(key+".pub", ssh.MarshalAuthorizedKey(pub), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := sshagent.Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent := sshagent.New(sshagent.Static{{Signer: priv, Comment: "host key (test)"}},
+		sshagent.Options{AllowUIDs: []int{0, os.Getuid()}})
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- agent.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("host key agent: %v", err)
+		}
+	})
 }
 
 func copyFile(t *testing.T, from, to string) {
@@ -188,6 +236,41 @@ func TestSSHDTestIgnoresBadHostCertificate(t *testing.T) {
 		needNamespace(t, err)
 		if err != nil || !strings.Contains(out, tc.want) {
 			t.Errorf("sshd -t with HostCertificate %s: %v, output %q; want exit 0 and %q", tc.cert, err, out, tc.want)
+		}
+	}
+}
+
+// TestSSHDSnippetWithoutAgent: with nothing listening at HostKeyAgent
+// (devid-hostd.socket missing), sshd still starts, with the file host keys
+// only: sshd -t exits 0 but says that it cannot reach the agent, cannot load
+// the TPM host key and so cannot use its certificate, as the snippet's
+// comment says; the file keys load without a word.
+func TestSSHDSnippetWithoutAgent(t *testing.T) {
+	sshd := tool(t, "sshd", "openssh-server", "/usr/sbin")
+	dir, snippet := sshdDir(t)
+	agent := sshdSettings(snippet)["hostkeyagent"][0]
+	none := filepath.Join(dir, "run", "none.sock")
+	without := strings.Replace(snippet, "HostKeyAgent "+agent+"\n", "HostKeyAgent "+none+"\n", 1)
+	if without == snippet {
+		t.Fatal("could not rewrite HostKeyAgent")
+	}
+	out, err := run(command(false, sshd, "-t", "-f", writeSSHDConfig(t, dir, without)))
+	needNamespace(t, err)
+	if err != nil {
+		t.Fatalf("sshd -t without the agent: %v (want exit 0: the file keys suffice)\n%s", err, out)
+	}
+	for _, want := range []string{
+		`Could not connect to agent "` + none + `"`,
+		"Unable to load host key: " + filepath.Join(dir, "devid", "ssh_host_tpm_key") + "\r\n", // sshd ends stderr lines so
+		"No matching private key for certificate: " + sshdSettings(snippet)["hostcertificate"][0],
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("sshd -t without the agent: no %q in\n%s", want, out)
+		}
+	}
+	for _, k := range sshdSettings(snippet)["hostkey"] {
+		if !strings.HasSuffix(k, "/ssh_host_tpm_key") && strings.Contains(out, k) {
+			t.Errorf("sshd -t without the agent complains about the file key %s:\n%s", k, out)
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,7 +21,11 @@ import (
 	"github.com/devid-ssh/devid/internal/conffile"
 )
 
-const unitPath = "packaging/devid-hostd.service"
+const (
+	unitPath   = "packaging/devid-hostd.service"
+	socketPath = "packaging/devid-hostd.socket"
+	dropInPath = "contrib/systemd/ssh.service.d/devid-hostkey.conf"
+)
 
 // unitFile is a parsed systemd unit: section, then key, then values in the
 // order they appear.
@@ -56,27 +61,162 @@ func parseUnit(t *testing.T, text string) unitFile {
 // copy runs /bin/true instead; everything else is the shipped unit.
 func testUnit(t *testing.T) string {
 	t.Helper()
-	text := readRepoFile(t, unitPath)
-	const execStart = "\nExecStart=/usr/bin/devid-hostd "
-	if n := strings.Count(text, execStart); n != 1 {
-		t.Fatalf("%s: %d lines start with %q, want 1", unitPath, n, strings.TrimSpace(execStart))
+	return copyUnit(t, t.TempDir(), unitPath)
+}
+
+// copyUnit copies the repository's unit file rel into dir and returns the
+// copy's path. A service's one ExecStart= line runs a devid binary under
+// /usr/bin, which is not installed where the tests run and which
+// systemd-analyze would refuse: the copy runs /bin/true with the same
+// arguments instead. Everything else is the shipped unit.
+func copyUnit(t *testing.T, dir, rel string) string {
+	t.Helper()
+	text := readRepoFile(t, rel)
+	if strings.HasSuffix(rel, ".service") {
+		execStart := regexp.MustCompile(`(?m)^ExecStart=/usr/bin/devid[a-z-]* `)
+		if n := len(execStart.FindAllString(text, -1)); n != 1 {
+			t.Fatalf("%s: %d lines run /usr/bin/devid… as ExecStart=, want 1", rel, n)
+		}
+		text = execStart.ReplaceAllLiteralString(text, "ExecStart=/bin/true ")
 	}
-	text = strings.Replace(text, execStart, "\nExecStart=/bin/true ", 1)
-	p := filepath.Join(t.TempDir(), "devid-hostd.service")
+	p := filepath.Join(dir, filepath.Base(rel))
 	if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return p
 }
 
+// verify runs systemd-analyze verify (with args before "verify", such as
+// --user) on units and fails t unless it exits 0 without a single message.
+func verify(t *testing.T, env []string, args []string, units ...string) {
+	t.Helper()
+	analyze := tool(t, "systemd-analyze", "systemd")
+	cmd := exec.Command(analyze, append(append(args, "verify"), units...)...)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "" {
+		t.Fatalf("systemd-analyze %s verify %s: %v\n%s", strings.Join(args, " "), strings.Join(units, " "), err, out)
+	}
+}
+
 // TestUnitVerify: systemd-analyze verify accepts the unit without a single
 // message.
 func TestUnitVerify(t *testing.T) {
-	analyze := tool(t, "systemd-analyze", "systemd")
-	out, err := exec.Command(analyze, "verify", testUnit(t)).CombinedOutput()
-	if err != nil || strings.TrimSpace(string(out)) != "" {
-		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
+	verify(t, nil, nil, testUnit(t))
+}
+
+// TestSocketUnitVerify: systemd-analyze verify accepts devid-hostd.socket
+// with the service it starts, without a single message. (Alone, the socket
+// fails: "service devid-hostd.service not loaded, socket cannot be
+// started".) The socket listens where devid-hostd's configuration and the
+// sshd snippet say the HostKeyAgent is, for root only.
+func TestSocketUnitVerify(t *testing.T) {
+	dir := t.TempDir()
+	verify(t, nil, nil, copyUnit(t, dir, socketPath), copyUnit(t, dir, unitPath))
+
+	agent := hostdDefaults(t).HostKeyAgent
+	u := parseUnit(t, readRepoFile(t, socketPath))
+	want := map[string]string{"ListenStream": agent, "SocketMode": "0600", "DirectoryMode": "0700"}
+	for k, v := range want {
+		if got := u["Socket"][k]; !slices.Equal(got, []string{v}) {
+			t.Errorf("%s: [Socket] %s=%q, want %q", socketPath, k, got, v)
+		}
 	}
+	if got := sshdSettings(readRepoFile(t, snippetPath))["hostkeyagent"]; !slices.Equal(got, u["Socket"]["ListenStream"]) {
+		t.Errorf("%s: HostKeyAgent %q, but %s listens on %q", snippetPath, got, socketPath, u["Socket"]["ListenStream"])
+	}
+	// The service keeps the socket's directory when it stops, and never
+	// stops being restarted: sshd's signatures wait for it.
+	svc := parseUnit(t, readRepoFile(t, unitPath))
+	if got := svc["Service"]["RuntimeDirectory"]; !slices.Equal(got, []string{filepath.Base(filepath.Dir(agent))}) {
+		t.Errorf("%s: RuntimeDirectory=%q is not the socket's directory %s", unitPath, got, filepath.Dir(agent))
+	}
+	for section, kv := range map[string][2]string{"Service": {"RuntimeDirectoryPreserve", "yes"}, "Unit": {"StartLimitIntervalSec", "0"}} {
+		if got := svc[section][kv[0]]; !slices.Equal(got, []string{kv[1]}) {
+			t.Errorf("%s: [%s] %s=%q, want %q", unitPath, section, kv[0], got, kv[1])
+		}
+	}
+}
+
+// hostdDefaults returns the configuration devid-hostd makes of a
+// hostd.json that sets only what it must: its defaults.
+func hostdDefaults(t *testing.T) *hostd.Config {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "hostd.json")
+	minimal := `{"version": 1, "caUrl": "https://ca.example.com:8443", "root": "/etc/devid/root_ca.crt"}`
+	if err := os.WriteFile(p, []byte(minimal), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := hostd.LoadConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestSSHDropInVerify: ssh.service (the host's, from openssh-server) with
+// contrib/systemd/ssh.service.d/devid-hostkey.conf as its drop-in, beside
+// devid-hostd.socket and .service, passes systemd-analyze verify without a
+// single message: the drop-in parses, and the units make no ordering cycle
+// (verify starts each and reports "Found ordering cycle"). A drop-in with
+// an unknown key does get a message, which shows verify reads it.
+func TestSSHDropInVerify(t *testing.T) {
+	tool(t, "sshd", "openssh-server", "/usr/sbin")
+	var sshUnit string
+	for _, p := range []string{"/usr/lib/systemd/system/ssh.service", "/lib/systemd/system/ssh.service"} {
+		if b, err := os.ReadFile(p); err == nil {
+			sshUnit = string(b)
+			break
+		}
+	}
+	if sshUnit == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("no ssh.service, and CI=true: install the Debian package openssh-server")
+		}
+		t.Skip("no ssh.service (Debian package openssh-server)")
+	}
+	dir := t.TempDir()
+	ssh := filepath.Join(dir, "ssh.service")
+	if err := os.WriteFile(ssh, []byte(sshUnit), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dropIn := filepath.Join(dir, "ssh.service.d", "devid-hostkey.conf")
+	if err := os.Mkdir(filepath.Dir(dropIn), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	text := readRepoFile(t, dropInPath)
+	if err := os.WriteFile(dropIn, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	units := []string{ssh, copyUnit(t, dir, socketPath), copyUnit(t, dir, unitPath)}
+	verify(t, nil, nil, units...)
+
+	u := parseUnit(t, text)
+	for _, k := range []string{"Wants", "After"} {
+		if got := u["Unit"][k]; !slices.Equal(got, []string{filepath.Base(socketPath)}) {
+			t.Errorf("%s: [Unit] %s=%q, want %s", dropInPath, k, got, filepath.Base(socketPath))
+		}
+	}
+	if err := os.WriteFile(dropIn, []byte(text+"DevidTestUnknownKey=1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := exec.Command(tool(t, "systemd-analyze", "systemd"), append([]string{"verify"}, units...)...).CombinedOutput()
+	if !strings.Contains(string(out), "DevidTestUnknownKey") {
+		t.Errorf("systemd-analyze verify does not read the drop-in: no word of its unknown key in %q", out)
+	}
+}
+
+// TestUserUnitsVerify: systemd-analyze --user verify accepts devid-agent's
+// user units, the socket with its service, without a single message. A
+// user manager needs XDG_RUNTIME_DIR, a directory of mode 0700.
+func TestUserUnitsVerify(t *testing.T) {
+	runtime := t.TempDir()
+	if err := os.Chmod(runtime, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	verify(t, []string{"XDG_RUNTIME_DIR=" + runtime}, []string{"--user"},
+		copyUnit(t, dir, "packaging/user/devid-agent.socket"), copyUnit(t, dir, "packaging/user/devid-agent.service"))
 }
 
 // TestUnitHardening: systemd-analyze security rates the unit's exposure
@@ -172,7 +312,7 @@ func TestUnitLeavesSSHDAlone(t *testing.T) {
 		t.Errorf("[Unit] After= does not name ssh.service: %q", u["Unit"]["After"])
 	}
 	want := map[string]string{"Type": "notify", "NotifyAccess": "main", "WatchdogSec": "60s", "Restart": "on-failure",
-		"RestartSec": "5s", "ExecReload": "/bin/kill -HUP $MAINPID", "CapabilityBoundingSet": "", "DevicePolicy": "closed",
+		"RestartSec": "1s", "ExecReload": "/bin/kill -HUP $MAINPID", "CapabilityBoundingSet": "", "DevicePolicy": "closed",
 		"DeviceAllow": "/dev/tpmrm0 rw", "ProtectSystem": "strict"}
 	for k, v := range want {
 		if got := u["Service"][k]; !slices.Equal(got, []string{v}) {
@@ -289,7 +429,9 @@ func TestExampleConfig(t *testing.T) {
 		CAURL             string   `json:"caUrl"`
 		Root              string   `json:"root"`
 		TPM               string   `json:"tpm"`
-		HostKey           string   `json:"hostKey"`
+		TPMHostKey        string   `json:"tpmHostKey"`
+		SSHDHostKey       string   `json:"sshdHostKey"`
+		HostKeyAgent      string   `json:"hostKeyAgent"`
 		HostCertificate   string   `json:"hostCertificate"`
 		Principals        []string `json:"principals"`
 		TrustedUserCAKeys string   `json:"trustedUserCAKeys"`
@@ -369,10 +511,33 @@ func TestExampleConfig(t *testing.T) {
 			t.Errorf("%s: %s is %q, but %s says %s", snippetPath, keyword, got, file, want)
 		}
 	}
-	if !slices.Contains(snippet["hostkey"], strings.TrimSuffix(c.HostKey, ".pub")) {
-		t.Errorf("%s: hostKey %s is not one of the snippet's HostKey %q", file, c.HostKey, snippet["hostkey"])
+	if !slices.Contains(snippet["hostkey"], c.SSHDHostKey) {
+		t.Errorf("%s: sshdHostKey %s is not one of the snippet's HostKey %q", file, c.SSHDHostKey, snippet["hostkey"])
 	}
-	if filepath.Base(c.HostCertificate) != filepath.Base(strings.TrimSuffix(c.HostKey, ".pub"))+"-cert.pub" {
-		t.Errorf("%s: hostCertificate %s is not named after hostKey %s (OpenSSH's KEY-cert.pub)", file, c.HostCertificate, c.HostKey)
+	if got := snippet["hostkeyagent"]; !slices.Equal(got, []string{c.HostKeyAgent}) {
+		t.Errorf("%s: HostKeyAgent is %q, but %s says %s", snippetPath, got, file, c.HostKeyAgent)
+	}
+	if c.HostCertificate != c.SSHDHostKey+"-cert.pub" {
+		t.Errorf("%s: hostCertificate %s is not named after sshdHostKey %s (OpenSSH's KEY-cert.pub)", file, c.HostCertificate, c.SSHDHostKey)
+	}
+	// The TPM key file is hostd's state; the socket is systemd's, in the
+	// directory the service keeps.
+	if dir := filepath.Dir(c.TPMHostKey); !slices.Contains(svc["StateDirectory"], strings.TrimPrefix(dir, "/var/lib/")) {
+		t.Errorf("%s: tpmHostKey %s is not in the unit's StateDirectory= %q", file, c.TPMHostKey, svc["StateDirectory"])
+	}
+	if !slices.Contains(writable, filepath.Dir(c.SSHDHostKey)) {
+		t.Errorf("%s: hostd writes %s.pub, but the unit's ReadWritePaths= %q does not hold its directory", file, c.SSHDHostKey, writable)
+	}
+	if got := parseUnit(t, readRepoFile(t, socketPath))["Socket"]["ListenStream"]; !slices.Equal(got, []string{c.HostKeyAgent}) {
+		t.Errorf("%s: hostKeyAgent %s, but %s listens on %q", file, c.HostKeyAgent, socketPath, got)
+	}
+	// Left out, the fields are devid-hostd's defaults: the example only
+	// spells them out.
+	def := hostdDefaults(t)
+	for _, f := range [][3]string{{"tpmHostKey", c.TPMHostKey, def.TPMHostKey}, {"sshdHostKey", c.SSHDHostKey, def.SSHDHostKey},
+		{"hostKeyAgent", c.HostKeyAgent, def.HostKeyAgent}, {"hostCertificate", c.HostCertificate, def.HostCertificate}} {
+		if f[1] != f[2] {
+			t.Errorf("%s: %s %s, but devid-hostd's default is %s", file, f[0], f[1], f[2])
+		}
 	}
 }
