@@ -39,6 +39,7 @@ import (
 	"github.com/devid-ssh/devid/enroll"
 	"github.com/devid-ssh/devid/hostd"
 	"github.com/devid-ssh/devid/internal/atomicfile"
+	"github.com/devid-ssh/devid/internal/statusfile"
 	"github.com/devid-ssh/devid/internal/task"
 	"github.com/devid-ssh/devid/renew"
 	"github.com/devid-ssh/devid/sshagent"
@@ -117,11 +118,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.Log.Info("loaded the TPM key", "key_file", paths.Key, "fingerprint", ssh.FingerprintSHA256(pub))
 	}
 
-	st := &statusWriter{dir: cfg.StateDir, log: d.Log, kicks: make(chan struct{}, 1)}
+	st := statusfile.New[*Status](filepath.Join(cfg.StateDir, "status.json"), d.Log)
 	scoped := func(name string) *slog.Logger { return d.Log.With("task", name) }
 	reg := prometheus.NewRegistry() // the tasks' metrics; a user agent exports none
 	opts := func(name string) hostd.TaskOptions {
-		return hostd.TaskOptions{Registerer: reg, Log: scoped(name), Changed: st.kick}
+		return hostd.TaskOptions{Registerer: reg, Log: scoped(name), Changed: st.Kick}
 	}
 	files := hostd.NewFiles()
 	cert := hostd.NewHostCertificate(hostd.HostCertificateConfig{
@@ -155,8 +156,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 		return nil
 	})
-	st.snapshot = func() *Status {
-		s := &Status{PID: os.Getpid(), Socket: l.Addr().String(), KeyFile: paths.Key,
+	st.Snapshot = func() *Status {
+		s := &Status{Updated: time.Now().Round(0), PID: os.Getpid(), Socket: l.Addr().String(), KeyFile: paths.Key,
 			Fingerprint: ssh.FingerprintSHA256(pub), Tasks: map[string]hostd.TaskStatus{}, Signatures: ag.Stats().Signatures}
 		list := func(name string, ts hostd.TaskStatus) {
 			if ts != (hostd.TaskStatus{}) {
@@ -242,40 +243,4 @@ func ReadStatus(dir string) (*Status, error) {
 		return nil, fmt.Errorf("%s: %w", file, err)
 	}
 	return &s, nil
-}
-
-// statusWriter writes status.json after every change (coalesced).
-type statusWriter struct {
-	dir      string
-	log      *slog.Logger
-	kicks    chan struct{}
-	snapshot func() *Status
-}
-
-func (w *statusWriter) kick() {
-	select {
-	case w.kicks <- struct{}{}:
-	default:
-	}
-}
-
-func (w *statusWriter) Name() string { return "status" }
-
-func (w *statusWriter) Run(ctx context.Context) error {
-	for {
-		s := w.snapshot()
-		s.Updated = time.Now().Round(0)
-		b, err := json.MarshalIndent(s, "", "  ")
-		if err == nil {
-			err = atomicfile.WriteFile(filepath.Join(w.dir, "status.json"), append(b, '\n'), 0o644)
-		}
-		if err != nil {
-			w.log.Warn("cannot write the status file", "dir", w.dir, "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-w.kicks:
-		}
-	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/devid-ssh/devid/enroll"
 	"github.com/devid-ssh/devid/internal/sshdtest"
 	"github.com/devid-ssh/devid/inventory"
+	"github.com/devid-ssh/devid/tpm"
 	"github.com/devid-ssh/devid/tpm/swtpmtest"
 	"go.step.sm/crypto/x509util"
 	"golang.org/x/crypto/ssh"
@@ -74,6 +75,24 @@ func tpmKey(t testing.TB, dc *enroll.DeviceCert) ssh.PublicKey {
 		t.Fatal(err)
 	}
 	return pub
+}
+
+// deviceCert attests tp and gets a device certificate (for a new TPM
+// key), both unloaded when the test ends.
+func deviceCert(t testing.TB, c *enroll.Client, tp *tpm.TPM) *enroll.DeviceCert {
+	t.Helper()
+	ctx := context.Background()
+	att, err := c.Attest(ctx, tp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { att.Close() })
+	dc, err := c.DeviceCertificate(ctx, att, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dc.Close() })
+	return dc
 }
 
 func sshKeygenL(t *testing.T, cert *ssh.Certificate) string { return sshdtest.KeygenL(t, cert) }

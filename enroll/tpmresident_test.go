@@ -25,16 +25,7 @@ func TestOnlyTPMResidentKeys(t *testing.T) {
 	sw, id := device(t, ca, "laptop-b", inventory.KindWorkstation, "bob@example.com", "sre-laptops")
 	ctx := context.Background()
 	c := enroll.New(ca.URL, ca.Roots, quiet())
-	att, err := c.Attest(ctx, sw.TPM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer att.Close()
-	dc, err := c.DeviceCertificate(ctx, att, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dc.Close()
+	dc := deviceCert(t, c, sw.TPM)
 
 	cert, err := c.SSHCertificate(ctx, dc, "user", nil, tpmKey(t, dc))
 	if err != nil {
@@ -76,16 +67,7 @@ func TestOnlyTPMResidentKeys(t *testing.T) {
 
 	// A device in no collection: the refusal says so.
 	sw2, _ := device(t, ca, "laptop-c", inventory.KindWorkstation, "bob@example.com", "")
-	att2, err := c.Attest(ctx, sw2.TPM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer att2.Close()
-	dc2, err := c.DeviceCertificate(ctx, att2, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dc2.Close()
+	dc2 := deviceCert(t, c, sw2.TPM)
 	if _, err := c.SSHCertificate(ctx, dc2, "user", nil, tpmKey(t, dc)); err == nil || !strings.Contains(err.Error(), "key is not TPM-resident") ||
 		!strings.Contains(err.Error(), "device laptop-c is in no collection") {
 		t.Fatalf("another device's TPM key: %v", err)
@@ -105,16 +87,7 @@ func TestHostNamesFromInventory(t *testing.T) {
 	sw, _ := deviceND(t, ca, inventory.NewDevice{Name: "web1", Kind: "host", Collection: "web", HostNames: []string{"web1.example.com", "192.0.2.7", "*.web1.example.com"}})
 	ctx := context.Background()
 	c := enroll.New(ca.URL, ca.Roots, quiet())
-	att, err := c.Attest(ctx, sw.TPM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer att.Close()
-	dc, err := c.DeviceCertificate(ctx, att, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dc.Close()
+	dc := deviceCert(t, c, sw.TPM)
 	key := tpmKey(t, dc)
 	for _, ok := range [][]string{
 		{"web1"}, {"web1.example.com", "192.0.2.7"}, {"a.web.example.com"}, {"x.web1.example.com"},
@@ -155,16 +128,7 @@ func TestHostNamesFromInventory(t *testing.T) {
 	// A host whose name is no host name and that has no exact host names:
 	// nothing to give, and the refusal says how to add names.
 	sw2, _ := deviceND(t, ca, inventory.NewDevice{Name: "Build_2", Kind: "host", Collection: "web"})
-	att2, err := c.Attest(ctx, sw2.TPM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer att2.Close()
-	dc2, err := c.DeviceCertificate(ctx, att2, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dc2.Close()
+	dc2 := deviceCert(t, c, sw2.TPM)
 	if _, err := c.SSHCertificate(ctx, dc2, "host", nil, tpmKey(t, dc2)); err == nil || !strings.Contains(err.Error(), "device Build_2: the request names no host names") ||
 		!strings.Contains(err.Error(), "--host-names") {
 		t.Fatalf("no names to give: %v", err)

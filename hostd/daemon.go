@@ -20,6 +20,7 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/devid-ssh/devid/enroll"
 	"github.com/devid-ssh/devid/internal/atomicfile"
+	"github.com/devid-ssh/devid/internal/statusfile"
 	"github.com/devid-ssh/devid/internal/task"
 	"github.com/devid-ssh/devid/renew"
 	"github.com/devid-ssh/devid/tpm"
@@ -235,10 +236,10 @@ func (d *Daemon) runOnce(ctx context.Context, cfg *Config, configChanged func(),
 		}
 	}
 	d.removeStale(cfg, managed)
-	st := newStatusWriter(cfg.StateDir, d.Log)
+	st := statusfile.New[*StatusData](filepath.Join(cfg.StateDir, "status.json"), d.Log)
 	scoped := func(task string) *slog.Logger { return d.Log.With("task", task) }
 	opts := func(task string) TaskOptions {
-		return TaskOptions{Registerer: d.registry(), Log: scoped(task), Changed: st.kick}
+		return TaskOptions{Registerer: d.registry(), Log: scoped(task), Changed: st.Kick}
 	}
 	files := NewFiles()
 	// The last good user CA keys, from the installed file until the CA
@@ -308,8 +309,8 @@ func (d *Daemon) runOnce(ctx context.Context, cfg *Config, configChanged func(),
 	// change; READY once sshd has what a login needs: a host certificate
 	// and the user CA keys (either found valid on disk at start counts).
 	var readyOnce sync.Once
-	st.snapshot = func() *StatusData {
-		s := &StatusData{PID: os.Getpid(), Tasks: map[string]TaskStatus{}, Restored: map[string]int{}}
+	st.Snapshot = func() *StatusData {
+		s := &StatusData{Updated: wallClock(), PID: os.Getpid(), Tasks: map[string]TaskStatus{}, Restored: map[string]int{}}
 		// A task is listed once it has succeeded or failed.
 		list := func(name string, ts TaskStatus) {
 			if ts != (TaskStatus{}) {
@@ -332,7 +333,7 @@ func (d *Daemon) runOnce(ctx context.Context, cfg *Config, configChanged func(),
 		}
 		return s
 	}
-	st.written = func(s *StatusData) {
+	st.Written = func(s *StatusData) {
 		if s.HostCert != nil && s.UserCA > 0 {
 			readyOnce.Do(func() {
 				notify(d.Log, daemon.SdNotifyReady+"\nSTATUS=host certificate and user CA keys in place; keeping them current")

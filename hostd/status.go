@@ -11,8 +11,6 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
-
-	"github.com/devid-ssh/devid/internal/atomicfile"
 )
 
 // StatusData is what `devid-hostd status` shows, kept in
@@ -42,19 +40,6 @@ type CertStatus struct {
 	NotBefore   time.Time `json:"notBefore"`
 	NotAfter    time.Time `json:"notAfter"`
 	NextRenewal time.Time `json:"nextRenewal"`
-}
-
-// writeStatus writes d to dir/status.json, whole.
-func writeStatus(dir string, d *StatusData) error {
-	file := filepath.Join(dir, "status.json")
-	b, err := json.MarshalIndent(d, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	return atomicfile.WriteFile(file, append(b, '\n'), 0o644)
 }
 
 // ReadStatus reads the status file in dir.

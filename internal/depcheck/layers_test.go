@@ -20,7 +20,7 @@ var layers = []struct {
 	// but each other. adminapi and attestca/wire are the wire formats both
 	// sides of a connection share.
 	{"ground", []string{
-		"internal/atomicfile", "internal/conffile", "internal/fakeclock", "internal/command", "internal/sshdrun", "internal/task", "internal/procstat",
+		"internal/atomicfile", "internal/conffile", "internal/fakeclock", "internal/command", "internal/sshdrun", "internal/task", "internal/procstat", "internal/statusfile",
 		"deviceid/idform", "attestca/wire", "adminapi", "krl", "renew", "sshagent",
 	}},
 	// Leaves: device identity, the TPM, the principals policy, the KRL's
