@@ -42,6 +42,21 @@ type CertStatus struct {
 	NextRenewal time.Time `json:"nextRenewal"`
 }
 
+// Print writes c's lines of a status, labelled label, to a tabwriter; in
+// says when a future time is. A nil c is "none yet".
+func (c *CertStatus) Print(tw io.Writer, label string, in func(time.Time) string) {
+	if c == nil {
+		fmt.Fprintf(tw, "%s\tnone yet\n", label)
+		return
+	}
+	fmt.Fprintf(tw, "%s\t%s\n", label, c.File)
+	fmt.Fprintf(tw, "  serial\t%d\n", c.Serial)
+	fmt.Fprintf(tw, "  key ID\t%s\n", c.KeyID)
+	fmt.Fprintf(tw, "  principals\t%s\n", strings.Join(c.Principals, ", "))
+	fmt.Fprintf(tw, "  expires\t%s\n", in(c.NotAfter))
+	fmt.Fprintf(tw, "  next renewal\t%s\n", in(c.NextRenewal))
+}
+
 // ReadStatus reads the status file in dir.
 func ReadStatus(dir string) (*StatusData, error) {
 	b, err := os.ReadFile(filepath.Join(dir, "status.json"))
@@ -89,16 +104,7 @@ func (d *StatusData) Print(w io.Writer, now time.Time, pid, last int) {
 		}
 		fmt.Fprintf(tw, "devid-hostd\tnot running (was pid %d), status updated%s %s\n", last, earlier, ago(d.Updated))
 	}
-	if c := d.HostCert; c != nil {
-		fmt.Fprintf(tw, "host certificate\t%s\n", c.File)
-		fmt.Fprintf(tw, "  serial\t%d\n", c.Serial)
-		fmt.Fprintf(tw, "  key ID\t%s\n", c.KeyID)
-		fmt.Fprintf(tw, "  principals\t%s\n", strings.Join(c.Principals, ", "))
-		fmt.Fprintf(tw, "  expires\t%s\n", in(c.NotAfter))
-		fmt.Fprintf(tw, "  next renewal\t%s\n", in(c.NextRenewal))
-	} else {
-		fmt.Fprintf(tw, "host certificate\tnone yet\n")
-	}
+	d.HostCert.Print(tw, "host certificate", in)
 	fmt.Fprintf(tw, "sshd reloads\t%d\n", d.SSHDReloads)
 	fmt.Fprintf(tw, "user CA keys\t%d\n", d.UserCA)
 	fmt.Fprintf(tw, "KRL\tversion %d, built %s\n", d.KRLVersion, ago(d.KRLGenerated))

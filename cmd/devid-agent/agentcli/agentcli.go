@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -139,16 +138,7 @@ func printStatus(env *command.Env, s *agentd.Status, now time.Time) {
 	fmt.Fprintf(tw, "devid-agent\tpid %d, status updated %s\n", s.PID, rel(s.Updated))
 	fmt.Fprintf(tw, "socket\t%s\n", s.Socket)
 	fmt.Fprintf(tw, "key\t%s (in the TPM; file %s)\n", s.Fingerprint, s.KeyFile)
-	if c := s.Certificate; c != nil {
-		fmt.Fprintf(tw, "certificate\t%s\n", c.File)
-		fmt.Fprintf(tw, "  serial\t%d\n", c.Serial)
-		fmt.Fprintf(tw, "  key ID\t%s\n", c.KeyID)
-		fmt.Fprintf(tw, "  principals\t%s\n", strings.Join(c.Principals, ", "))
-		fmt.Fprintf(tw, "  expires\t%s\n", rel(c.NotAfter))
-		fmt.Fprintf(tw, "  next renewal\t%s\n", rel(c.NextRenewal))
-	} else {
-		fmt.Fprintf(tw, "certificate\tnone yet\n")
-	}
+	s.Certificate.Print(tw, "certificate", rel)
 	if s.LastError != "" {
 		fmt.Fprintf(tw, "last error\t%s\n", s.LastError)
 	}
