@@ -24,7 +24,7 @@ type NotUsableError struct {
 
 func (e *NotUsableError) Error() string {
 	if e.Device == nil {
-		return fmt.Sprintf("device %s is not registered", e.ID)
+		return fmt.Sprintf("device %s is not registered (on the machine, `devid tpm info` prints its EK and the `devid device add` line that registers it)", e.ID)
 	}
 	return fmt.Sprintf("device %s (%s) is %s", e.Device.Name, e.ID, e.Device.Status)
 }

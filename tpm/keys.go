@@ -14,13 +14,23 @@ import (
 
 // EK is a TPM's RSA endorsement key, which names the device.
 type EK struct {
-	// Public is the EK's public key.
+	// Public is the RSA EK's public key; nil for another EK (OtherPublic).
 	Public *rsa.PublicKey
+	// OtherPublic is a non-RSA EK's public key (EKs).
+	OtherPublic crypto.PublicKey
 	// Certificate is the EK certificate the manufacturer stored in the
 	// TPM's NV memory, or nil if there is none. Its DER is Certificate.Raw.
 	Certificate *x509.Certificate
 	// DeviceID is the device ID computed from Public (package deviceid).
 	DeviceID string
+}
+
+// PublicKey returns the EK's public key, RSA or not.
+func (ek *EK) PublicKey() crypto.PublicKey {
+	if ek.Public != nil {
+		return ek.Public
+	}
+	return ek.OtherPublic
 }
 
 // EK returns the TPM's RSA endorsement key and its certificate, if the TPM
@@ -42,6 +52,33 @@ func (t *TPM) EK() (*EK, error) {
 		return &EK{Public: pub, Certificate: ek.Certificate, DeviceID: id}, nil
 	}
 	return nil, fmt.Errorf("tpm: %s: no RSA endorsement key among %d", t.name, len(eks))
+}
+
+// EKs returns the TPM's endorsement keys: the RSA EK that names the device
+// (EK) first, then any other EK whose certificate the TPM holds (an ECC
+// EK, on TPMs that have one; devid does not attest with it). Their
+// DeviceID is computed the same way for each.
+func (t *TPM) EKs() ([]*EK, error) {
+	rsaEK, err := t.EK()
+	if err != nil {
+		return nil, err
+	}
+	out := []*EK{rsaEK}
+	certs, err := call(t, "reading EK certificates", (*attest.TPM).EKCertificates)
+	if err != nil {
+		return out, nil // the RSA EK is what counts; others are extra
+	}
+	for _, ek := range certs {
+		if _, isRSA := ek.Public.(*rsa.PublicKey); isRSA || ek.Certificate == nil {
+			continue
+		}
+		id, err := deviceid.FromPublicKey(ek.Public)
+		if err != nil {
+			continue
+		}
+		out = append(out, &EK{Public: nil, OtherPublic: ek.Public, Certificate: ek.Certificate, DeviceID: id})
+	}
+	return out, nil
 }
 
 // AK is an RSA-2048 attestation key loaded in the TPM. Close it when done:

@@ -36,6 +36,7 @@ func root() *command.Command {
 			{Name: "cert", Summary: "revoke single SSH certificates", Sub: certCmds()},
 			auditCmd(),
 			enrollCmd(),
+			{Name: "tpm", Summary: "read this machine's TPM: its endorsement keys, device ID, and how to register it", Sub: tpmCmds()},
 			krlCmd(),
 		},
 	}
