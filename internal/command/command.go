@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 )
@@ -175,4 +176,16 @@ func Args(args []string, min, max int, names string) error {
 		return Usagef("want %s, got %d argument(s): %s", names, len(args), strings.Join(args, " "))
 	}
 	return nil
+}
+
+// Logger is the logger of a daemon's --log-format flag: text or json on
+// standard error (which journald keeps); anything else is a usage error.
+func Logger(env *Env, format string) (*slog.Logger, error) {
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(env.Stderr, nil)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(env.Stderr, nil)), nil
+	}
+	return nil, Usagef("--log-format %q: want text or json", format)
 }

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -50,17 +49,14 @@ func runCmd() *command.Command {
 			if err := command.Args(args, 0, 0, "no arguments"); err != nil {
 				return err
 			}
-			var h slog.Handler = slog.NewTextHandler(env.Stderr, nil)
-			if format == "json" {
-				h = slog.NewJSONHandler(env.Stderr, nil)
-			} else if format != "text" {
-				return command.Usagef("--log-format %q: want text or json", format)
+			log, err := command.Logger(env, format)
+			if err != nil {
+				return err
 			}
 			cfg, err := agentd.LoadConfig(file, env.Getenv)
 			if err != nil {
 				return err
 			}
-			log := slog.New(h)
 			l, err := sshagent.ActivatedListener()
 			if err != nil {
 				return err

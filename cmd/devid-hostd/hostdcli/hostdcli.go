@@ -6,7 +6,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -47,11 +46,9 @@ func runCmd() *command.Command {
 			if err := command.Args(args, 0, 0, "no arguments"); err != nil {
 				return err
 			}
-			var h slog.Handler = slog.NewTextHandler(env.Stderr, nil)
-			if format == "json" {
-				h = slog.NewJSONHandler(env.Stderr, nil)
-			} else if format != "text" {
-				return command.Usagef("--log-format %q: want text or json", format)
+			log, err := command.Logger(env, format)
+			if err != nil {
+				return err
 			}
 			// devid-hostd.socket: the HostKeyAgent socket, held by systemd.
 			l, err := sshagent.ActivatedListener()
@@ -60,7 +57,7 @@ func runCmd() *command.Command {
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			d := &hostd.Daemon{ConfigFile: file, Log: slog.New(h), HostKeyListener: l}
+			d := &hostd.Daemon{ConfigFile: file, Log: log, HostKeyListener: l}
 			return d.Run(ctx)
 		},
 	}
