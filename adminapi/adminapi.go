@@ -90,6 +90,8 @@ const (
 	StatusActive      Status = "active"
 	StatusQuarantined Status = "quarantined"
 	StatusRetired     Status = "retired"
+	// StatusPending: registered without an EK; no TPM is bound to it yet.
+	StatusPending Status = "pending"
 )
 
 // ParseKind checks a kind given as text, as the CA does.
@@ -104,15 +106,15 @@ func ParseKind(s string) (Kind, error) {
 // ParseStatus checks a status given as text, as the CA does.
 func ParseStatus(s string) (Status, error) {
 	switch st := Status(s); st {
-	case StatusActive, StatusQuarantined, StatusRetired:
+	case StatusActive, StatusQuarantined, StatusRetired, StatusPending:
 		return st, nil
 	}
-	return "", fmt.Errorf("unknown status %q (want active, quarantined or retired)", s)
+	return "", fmt.Errorf("unknown status %q (want active, quarantined, retired or pending)", s)
 }
 
 // Device is one registered machine.
 type Device struct {
-	ID         string `json:"id"`                   // urn:ek:sha256:…, from the EK
+	ID         string `json:"id"`                   // urn:ek:sha256:…, from the EK; urn:devid:pending:… while pending
 	Name       string `json:"name"`                 // unique in the inventory
 	Kind       Kind   `json:"kind"`                 // host or workstation
 	Collection string `json:"collection,omitempty"` // named group of like devices
@@ -122,14 +124,22 @@ type Device struct {
 	StatusReason string `json:"statusReason,omitempty"`
 	// StatusChanged is when the status last changed (creation at first).
 	StatusChanged time.Time `json:"statusChanged"`
-	EKPublic      []byte    `json:"ekPublic"`         // PKIX DER of the RSA EK
+	EKPublic      []byte    `json:"ekPublic"`         // PKIX DER of the EK; null while pending
 	EKCert        []byte    `json:"ekCert,omitempty"` // DER, when one was given
 	// HostNames are the names and addresses a host may have in its SSH
 	// host certificates besides its Name: exact names, addresses,
 	// *.label patterns ("*" is exactly one label), CIDR prefixes.
-	HostNames []string  `json:"hostNames,omitempty"`
-	Created   time.Time `json:"created"`
-	Updated   time.Time `json:"updated"`
+	HostNames []string `json:"hostNames,omitempty"`
+	// Serial is the machine's serial number (unique), AssetTag its asset
+	// tag, OS its operating system; Source the MDM it was imported from
+	// (jamf, intune; empty if added by hand), SourceID that MDM's ID.
+	Serial   string    `json:"serial,omitempty"`
+	AssetTag string    `json:"assetTag,omitempty"`
+	OS       string    `json:"os,omitempty"`
+	Source   string    `json:"source,omitempty"`
+	SourceID string    `json:"sourceId,omitempty"`
+	Created  time.Time `json:"created"`
+	Updated  time.Time `json:"updated"`
 }
 
 // Collection is the policy of a named group of devices. A collection that
@@ -187,15 +197,24 @@ type AuditEntry struct {
 type NewDevice struct {
 	// ID, when given, must equal the device ID computed from EK: a check
 	// that an export and the EK in it belong together.
-	ID         string `json:"id,omitempty"`
-	EK         string `json:"ek"` // PEM, or base64 of the DER, public key or certificate
+	ID string `json:"id,omitempty"`
+	// EK is the PEM, or base64 of the DER, of the EK public key or
+	// certificate. Without it the device is pending (it needs a Serial or
+	// an AssetTag) until its first attestation binds its TPM to it.
+	EK         string `json:"ek,omitempty"`
 	Name       string `json:"name"`
 	Kind       string `json:"kind"`
 	Collection string `json:"collection,omitempty"`
 	Owner      string `json:"owner,omitempty"`
-	Status     string `json:"status,omitempty"` // default active
+	Status     string `json:"status,omitempty"` // default active (pending without an EK)
 	// HostNames: see Device.HostNames.
 	HostNames []string `json:"hostNames,omitempty"`
+	// Serial, AssetTag, OS, Source, SourceID: see Device.
+	Serial   string `json:"serial,omitempty"`
+	AssetTag string `json:"assetTag,omitempty"`
+	OS       string `json:"os,omitempty"`
+	Source   string `json:"source,omitempty"`
+	SourceID string `json:"sourceId,omitempty"`
 }
 
 // NewUser is the body of POST /devid/v1/users, and a row of a user import.

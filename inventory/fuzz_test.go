@@ -27,6 +27,9 @@ func FuzzImport(f *testing.F) {
 		"email,login\nb\xffb@example.com,b\n",
 		`[{"email":"Alice@Example.com","login":"alice"},{"email":"b@example.com","login":"b","groups":[]}]`,
 		"[{\"email\":\"b\\udc00@example.com\",\"login\":\"b\"}]",
+		"name,kind,serial,assettag,os,source,sourceid\nmbp,workstation,C02X,A-7,macOS,jamf,12\nweb,host,,A-8,,,\n",
+		"name,kind,serial,ek\nlaptop-a,workstation,C02X," + a + "\n",
+		`[{"name":"p","kind":"host","serial":"S1","status":"pending"},{"name":"q","kind":"host","assetTag":"S1"}]`,
 	} {
 		f.Add([]byte(seed))
 	}

@@ -67,11 +67,12 @@ type rowFormat[T any] struct {
 }
 
 var deviceFormat = rowFormat[NewDevice]{
-	columns:  []string{"id", "ek", "name", "kind", "collection", "owner", "status", "hostnames"},
-	required: []string{"ek", "name", "kind"},
+	columns:  []string{"id", "ek", "name", "kind", "collection", "owner", "status", "hostnames", "serial", "assettag", "os", "source", "sourceid"},
+	required: []string{"name", "kind"},
 	fromCSV: func(m map[string]string) NewDevice {
 		return NewDevice{ID: m["id"], EK: m["ek"], Name: m["name"], Kind: m["kind"],
-			Collection: m["collection"], Owner: m["owner"], Status: m["status"], HostNames: splitList(m["hostnames"])}
+			Collection: m["collection"], Owner: m["owner"], Status: m["status"], HostNames: splitList(m["hostnames"]),
+			Serial: m["serial"], AssetTag: m["assettag"], OS: m["os"], Source: m["source"], SourceID: m["sourceid"]}
 	},
 }
 
@@ -236,105 +237,209 @@ func decodeObject[T any](raw json.RawMessage, columns []string) (T, map[string]b
 }
 
 // ImportDevices registers or updates devices from an export (file names it
-// in errors). Rows are matched to devices by device ID. Every row is checked
-// against the inventory as it would be after the import before anything is
-// written: a bad row fails the whole import and nothing changes. With dryRun
-// nothing is written either way.
+// in errors). Rows are matched to devices by device ID (from the EK), and
+// a row without an EK by serial number, then asset tag; a row without an
+// EK that matches no device adds it as pending (see BindEK). A row with an
+// EK whose serial is a pending device's binds that EK to it. Every row is
+// checked against the inventory as it would be after the import before
+// anything is written: a bad row fails the whole import and nothing
+// changes. With dryRun nothing is written either way.
 //
-// A known device keeps the collection, owner and host names when the file
-// has no such column (JSON: no such key); an explicitly empty cell (JSON:
-// "", [] or null) clears them. Host names are a CSV cell of entries
-// separated by ';' or spaces (JSON: hostNames, an array). An empty or absent status keeps a device's current status. An
-// import never brings a quarantined or retired device back to active: such a
-// row is Held and changes nothing.
+// A known device keeps the collection, owner, host names, serial, asset
+// tag, OS and source when the file has no such column (JSON: no such key);
+// an explicitly empty cell (JSON: "", [] or null) clears them. Host names
+// are a CSV cell of entries separated by ';' or spaces (JSON: hostNames, an
+// array). An empty or absent status keeps a device's current status. An
+// import never brings a quarantined or retired device back to active: such
+// a row is Held and changes nothing.
 func (s *Store) ImportDevices(actor, file string, data []byte, dryRun bool) (*ImportReport, error) {
-	fail := func(line int, e *Error) error {
-		e.File, e.Line = file, line
-		return e
-	}
-	var seenID map[string]int
-	var final map[string]*Device // name → device after the import
+	imp := &deviceImport{file: file}
 	return runImport(s, actor, file, data, dryRun, deviceFormat, func(snap *snapshot, r row[NewDevice], now time.Time, report *ImportReport, w *writer) error {
-		if seenID == nil {
-			seenID, final = map[string]int{}, maps.Clone(snap.byName)
+		res, err := imp.apply(snap, r, now, w)
+		if err != nil {
+			return err
 		}
-		f, ferr := checkNewDevice(r.v)
-		if ferr != nil {
-			return fail(r.line, ferr)
-		}
-		id := f.ek.ID()
-		if r.v.ID != "" && r.v.ID != id {
-			return fail(r.line, invalid("id", "%s does not match the EK, whose device ID is %s", r.v.ID, id))
-		}
-		if prev, dup := seenID[id]; dup {
-			return fail(r.line, &Error{Kind: ErrInvalid, Field: "ek", Msg: fmt.Sprintf("same device as line %d (%s)", prev, id)})
-		}
-		seenID[id] = r.line
-		if f.owner, ferr = snap.owner(f.owner); ferr != nil {
-			return fail(r.line, ferr)
-		}
-		res := ImportResult{Line: r.line, Subject: id, Name: f.name}
-		old, exists := snap.byID[id]
-		if !exists {
-			if other, ok := final[f.name]; ok {
-				return fail(r.line, nameTaken(f.name, other.ID))
-			}
-			d := f.newDevice(now)
-			final[d.Name] = d
-			res.Result = Added
-			w.putDevice(nil, d, "device.add", "import "+file)
-			report.add(res)
-			return nil
-		}
-		d := *old
-		d.Name, d.Kind = f.name, f.kind
-		if r.has["collection"] {
-			d.Collection = f.collection
-		}
-		if r.has["owner"] {
-			d.Owner = f.owner
-		}
-		if r.has["hostnames"] {
-			d.HostNames = f.hostNames
-		}
-		if f.ek.Certificate != nil {
-			d.EKCert = f.ek.Certificate.Raw
-		}
-		held := false
-		switch {
-		case f.status == "" || f.status == old.Status:
-		case f.status == StatusActive || old.Status == StatusRetired:
-			held = true
-		default:
-			d.Status, d.StatusReason, d.StatusChanged = f.status, "import "+file, now
-		}
-		if held {
-			// Set the whole row aside: the device stays exactly as it is.
-			res.Name, res.Result = old.Name, Held
-			res.Note = fmt.Sprintf("kept %s: an import does not bring a device back from %s (use devid device activate)", old.Status, old.Status)
-			if ch := deviceChanges(old, &d); len(ch) > 0 {
-				res.Note += "; the row's other changes were not applied: " + strings.Join(ch, ", ")
-			}
-			report.add(res)
-			return nil
-		}
-		if final[old.Name] != nil && final[old.Name].ID == id {
-			delete(final, old.Name)
-		}
-		if other, ok := final[d.Name]; ok && other.ID != id {
-			return fail(r.line, nameTaken(d.Name, other.ID))
-		}
-		final[d.Name] = &d
-		res.Changes = deviceChanges(old, &d)
-		res.Result = Unchanged
-		if len(res.Changes) > 0 {
-			d.Updated = now
-			res.Result = Updated
-			w.putDevice(old, &d, "device.update", "import "+file)
-		}
-		report.add(res)
+		report.add(*res)
 		return nil
 	})
+}
+
+// deviceImport applies the rows of one device import in turn.
+type deviceImport struct {
+	file   string
+	seen   map[string]int     // device ID, "serial:S" or "asset:A" → line
+	final  map[string]*Device // name → device after the import
+	serial map[string]*Device // folded serial → device after the import
+}
+
+func (imp *deviceImport) fail(line int, e *Error) error {
+	e.File, e.Line = imp.file, line
+	return e
+}
+
+// match finds the device a row is about, and records the row's keys so a
+// later row about the same device is refused.
+func (imp *deviceImport) match(snap *snapshot, r row[NewDevice], f *deviceFields) (*Device, error) {
+	if imp.seen == nil {
+		imp.seen, imp.final, imp.serial = map[string]int{}, maps.Clone(snap.byName), maps.Clone(snap.bySerial)
+	}
+	seen := func(key, field string) error {
+		if prev, dup := imp.seen[key]; dup {
+			return imp.fail(r.line, &Error{Kind: ErrInvalid, Field: field, Msg: fmt.Sprintf("same device as line %d (%s)", prev, strings.SplitN(key, ":", 2)[1])})
+		}
+		imp.seen[key] = r.line
+		return nil
+	}
+	if f.ek != nil {
+		id := f.ek.ID()
+		if r.v.ID != "" && r.v.ID != id {
+			return nil, imp.fail(r.line, invalid("id", "%s does not match the EK, whose device ID is %s", r.v.ID, id))
+		}
+		if err := seen("ek:"+id, "ek"); err != nil {
+			return nil, err
+		}
+	}
+	if f.serial != "" {
+		if err := seen("serial:"+foldSerial(f.serial), "serial"); err != nil {
+			return nil, err
+		}
+	}
+	if f.assetTag != "" {
+		if err := seen("asset:"+foldSerial(f.assetTag), "assetTag"); err != nil {
+			return nil, err
+		}
+	}
+	if f.ek != nil {
+		if d, ok := snap.byID[f.ek.ID()]; ok {
+			return d, nil
+		}
+	}
+	if d, ok := snap.bySerial[foldSerial(f.serial)]; ok && f.serial != "" && (f.ek == nil || d.Pending()) {
+		return d, nil
+	}
+	if f.ek == nil && f.assetTag != "" {
+		for _, d := range snap.byID {
+			if d.AssetTag != "" && foldSerial(d.AssetTag) == foldSerial(f.assetTag) {
+				return d, nil
+			}
+		}
+	}
+	return nil, nil
+}
+
+func (imp *deviceImport) apply(snap *snapshot, r row[NewDevice], now time.Time, w *writer) (*ImportResult, error) {
+	f, ferr := checkNewDevice(r.v)
+	if ferr != nil {
+		return nil, imp.fail(r.line, ferr)
+	}
+	old, err := imp.match(snap, r, f)
+	if err != nil {
+		return nil, err
+	}
+	if f.owner, ferr = snap.owner(f.owner); ferr != nil {
+		return nil, imp.fail(r.line, ferr)
+	}
+	reason := "import " + imp.file
+	if old == nil {
+		if other, ok := imp.final[f.name]; ok {
+			return nil, imp.fail(r.line, nameTaken(f.name, other.ID))
+		}
+		if other, ok := imp.serial[foldSerial(f.serial)]; ok && f.serial != "" {
+			return nil, imp.fail(r.line, serialTaken(f.serial, other))
+		}
+		if ferr := f.checkNew(); ferr != nil {
+			return nil, imp.fail(r.line, ferr)
+		}
+		d := f.newDevice(now)
+		imp.final[d.Name] = d
+		if d.Serial != "" {
+			imp.serial[foldSerial(d.Serial)] = d
+		}
+		w.putDevice(nil, d, "device.add", reason)
+		return &ImportResult{Line: r.line, Subject: d.ID, Name: d.Name, Result: Added}, nil
+	}
+	res := &ImportResult{Line: r.line, Subject: old.ID, Name: f.name}
+	var bound *Device
+	if f.ek != nil && old.Pending() {
+		// The EK of a device imported before without one: bind it.
+		if bound, ferr = snap.bind(w, old, f.ek, now, "device.bind", reason); ferr != nil {
+			return nil, imp.fail(r.line, ferr)
+		}
+		res.Subject = bound.ID
+	}
+	base := old
+	if bound != nil {
+		base = bound
+	}
+	d := *base
+	d.Name, d.Kind = f.name, f.kind
+	for col, set := range map[string]func(){
+		"collection": func() { d.Collection = f.collection },
+		"owner":      func() { d.Owner = f.owner },
+		"hostnames":  func() { d.HostNames = f.hostNames },
+		"serial":     func() { d.Serial = f.serial },
+		"assettag":   func() { d.AssetTag = f.assetTag },
+		"os":         func() { d.OS = f.os },
+		"source":     func() { d.Source = f.source },
+		"sourceid":   func() { d.SourceID = f.sourceID },
+	} {
+		if r.has[col] {
+			set()
+		}
+	}
+	if f.ek != nil && f.ek.Certificate != nil {
+		d.EKCert = f.ek.Certificate.Raw
+	}
+	held := false
+	switch {
+	case f.status == "" || f.status == base.Status:
+	case f.status == StatusActive || base.Status == StatusRetired || f.status == StatusPending:
+		held = true
+	case base.Pending() && f.status != StatusRetired:
+		held = true
+	default:
+		d.Status, d.StatusReason, d.StatusChanged = f.status, reason, now
+	}
+	if held {
+		if bound != nil {
+			return nil, imp.fail(r.line, invalid("status", "%q: the row binds an EK to pending device %q, which makes it active", f.status, old.Name))
+		}
+		// Set the whole row aside: the device stays exactly as it is.
+		res.Name, res.Result = old.Name, Held
+		res.Note = fmt.Sprintf("kept %s: an import does not bring a device to %s from %s (use devid device activate, or a token for a pending device)", old.Status, f.status, old.Status)
+		if ch := deviceChanges(old, &d); len(ch) > 0 {
+			res.Note += "; the row's other changes were not applied: " + strings.Join(ch, ", ")
+		}
+		return res, nil
+	}
+	if imp.final[old.Name] != nil && imp.final[old.Name].ID == old.ID {
+		delete(imp.final, old.Name)
+	}
+	if other, ok := imp.final[d.Name]; ok && other.ID != d.ID {
+		return nil, imp.fail(r.line, nameTaken(d.Name, other.ID))
+	}
+	imp.final[d.Name] = &d
+	if old.Serial != "" && imp.serial[foldSerial(old.Serial)] != nil && imp.serial[foldSerial(old.Serial)].ID == old.ID {
+		delete(imp.serial, foldSerial(old.Serial))
+	}
+	if other, ok := imp.serial[foldSerial(d.Serial)]; ok && d.Serial != "" && other.ID != d.ID && other.ID != old.ID {
+		return nil, imp.fail(r.line, serialTaken(d.Serial, other))
+	}
+	if d.Serial != "" {
+		imp.serial[foldSerial(d.Serial)] = &d
+	}
+	res.Changes = deviceChanges(base, &d)
+	res.Result = Unchanged
+	if bound != nil {
+		res.Result = Updated
+		res.Changes = append([]string{fmt.Sprintf("bound to EK: %s → %s, pending → active", old.ID, bound.ID)}, res.Changes...)
+	}
+	if len(deviceChanges(base, &d)) > 0 {
+		d.Updated = now
+		res.Result = Updated
+		w.putDevice(base, &d, "device.update", reason)
+	}
+	return res, nil
 }
 
 func nameTaken(name, id string) *Error {
@@ -389,6 +494,11 @@ func deviceChanges(a, b *Device) []string {
 	diff("collection", a.Collection, b.Collection)
 	diff("owner", a.Owner, b.Owner)
 	diff("status", string(a.Status), string(b.Status))
+	diff("serial", a.Serial, b.Serial)
+	diff("assetTag", a.AssetTag, b.AssetTag)
+	diff("os", a.OS, b.OS)
+	diff("source", a.Source, b.Source)
+	diff("sourceId", a.SourceID, b.SourceID)
 	if !slices.Equal(a.HostNames, b.HostNames) {
 		out = append(out, fmt.Sprintf("hostNames: %q → %q", a.HostNames, b.HostNames))
 	}

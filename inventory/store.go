@@ -2,6 +2,8 @@ package inventory
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/base32"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
@@ -12,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/devid-ssh/devid/deviceid"
 	"github.com/smallstep/nosql/database"
 )
 
@@ -232,10 +235,15 @@ func (s *Store) AddDevice(actor string, nd NewDevice) (*Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	if old, ok := snap.byID[f.ek.ID()]; ok {
-		return nil, &Error{Kind: ErrConflict, Field: "ek", Msg: fmt.Sprintf("already registered as device %q (%s, %s)", old.Name, old.ID, old.Status)}
+	if f.ek != nil {
+		if old, ok := snap.byID[f.ek.ID()]; ok {
+			return nil, &Error{Kind: ErrConflict, Field: "ek", Msg: fmt.Sprintf("already registered as device %q (%s, %s)", old.Name, old.ID, old.Status)}
+		}
 	}
 	if err := snap.checkRefs(f, ""); err != nil {
+		return nil, err
+	}
+	if err := f.checkNew(); err != nil {
 		return nil, err
 	}
 	if f.owner, ferr = snap.owner(f.owner); ferr != nil {
@@ -328,19 +336,94 @@ func (f *deviceFields) newDevice(now time.Time) *Device {
 		st = StatusActive
 	}
 	d := &Device{
-		ID: f.ek.ID(), Name: f.name, Kind: f.kind, Collection: f.collection, Owner: f.owner,
-		Status: st, StatusChanged: now, EKPublic: f.ek.PublicDER, HostNames: f.hostNames, Created: now, Updated: now,
+		Name: f.name, Kind: f.kind, Collection: f.collection, Owner: f.owner,
+		Status: st, StatusChanged: now, HostNames: f.hostNames,
+		Serial: f.serial, AssetTag: f.assetTag, OS: f.os, Source: f.source, SourceID: f.sourceID,
+		Created: now, Updated: now,
 	}
+	if f.ek == nil {
+		d.ID, d.Status = newPendingID(), StatusPending
+		return d
+	}
+	d.ID, d.EKPublic = f.ek.ID(), f.ek.PublicDER
 	if f.ek.Certificate != nil {
 		d.EKCert = f.ek.Certificate.Raw
 	}
 	return d
 }
 
+// newPendingID is a fresh provisional ID for a pending device.
+func newPendingID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(fmt.Sprintf("inventory: crypto/rand: %v", err)) // crypto/rand does not fail on Linux
+	}
+	return PendingIDPrefix + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
+}
+
+// BindEK binds a TPM's EK to a pending device (by provisional ID or name):
+// the device takes the EK's device ID and becomes active, in one
+// transaction with its audit entry (action, e.g. device.bind) and with
+// whatever extra adds to tx (a token used up). An EK registered already
+// to another device is a conflict, and so is a device that is not pending.
+func (s *Store) BindEK(actor, ref string, ek *deviceid.EK, action, reason string, extra func(tx *database.Tx, d *Device) error) (*Device, error) {
+	if err := CheckReason(reason); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.unlock()
+	snap, err := s.snapshot()
+	if err != nil {
+		return nil, err
+	}
+	old, err := s.Device(ref)
+	if err != nil {
+		return nil, err
+	}
+	w := writer{tx: new(database.Tx)}
+	d, berr := snap.bind(&w, old, ek, s.clock(), action, reason)
+	if berr != nil {
+		return nil, berr
+	}
+	if extra != nil {
+		if err := extra(w.tx, d); err != nil {
+			return nil, err
+		}
+	}
+	return d, s.commit(actor, d.Updated, &w)
+}
+
+// bind adds to w the move of pending device old to the EK's device ID,
+// active.
+func (snap *snapshot) bind(w *writer, old *Device, ek *deviceid.EK, now time.Time, action, reason string) (*Device, *Error) {
+	if !old.Pending() {
+		return nil, &Error{Kind: ErrConflict, Field: "ek", Msg: fmt.Sprintf("device %q is %s, not pending: its TPM is bound already (a new TPM is an explicit rebind)", old.Name, old.Status)}
+	}
+	if other, ok := snap.byID[ek.ID()]; ok {
+		return nil, &Error{Kind: ErrConflict, Field: "ek", Msg: fmt.Sprintf("this TPM is already device %q (%s, %s)", other.Name, other.ID, other.Status)}
+	}
+	d := *old
+	d.ID, d.EKPublic, d.EKCert = ek.ID(), ek.PublicDER, nil
+	if ek.Certificate != nil {
+		d.EKCert = ek.Certificate.Raw
+	}
+	d.Status, d.StatusReason, d.StatusChanged, d.Updated = StatusActive, reason, now, now
+	if w.tx == nil {
+		w.tx = new(database.Tx)
+	}
+	w.tx.Del(devicesTable, []byte(old.ID))
+	w.putDevice(old, &d, action, reason)
+	snap.byID[d.ID] = &d
+	delete(snap.byID, old.ID)
+	snap.byName[d.Name] = &d
+	return &d, nil
+}
+
 // snapshot is the inventory read whole, for checks that span records.
 type snapshot struct {
-	byID   map[string]*Device
-	byName map[string]*Device
+	byID     map[string]*Device
+	byName   map[string]*Device
+	bySerial map[string]*Device // by serial folded to upper case
 	users  map[string]*User  // by email folded to lower case
 	logins map[string]string // login → email as stored
 }
@@ -354,10 +437,13 @@ func (s *Store) snapshot() (*snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
-	snap := &snapshot{byID: map[string]*Device{}, byName: map[string]*Device{}, users: map[string]*User{}, logins: map[string]string{}}
+	snap := &snapshot{byID: map[string]*Device{}, byName: map[string]*Device{}, bySerial: map[string]*Device{}, users: map[string]*User{}, logins: map[string]string{}}
 	for _, d := range devs {
 		snap.byID[d.ID] = d
 		snap.byName[d.Name] = d
+		if d.Serial != "" {
+			snap.bySerial[foldSerial(d.Serial)] = d
+		}
 	}
 	for _, u := range users {
 		// Before emails were folded, two users could differ only in case:
@@ -376,8 +462,18 @@ func (snap *snapshot) checkRefs(f *deviceFields, self string) *Error {
 	if other, ok := snap.byName[f.name]; ok && other.ID != self {
 		return nameTaken(f.name, other.ID)
 	}
+	if other, ok := snap.bySerial[foldSerial(f.serial)]; ok && f.serial != "" && other.ID != self {
+		return serialTaken(f.serial, other)
+	}
 	return nil
 }
+
+func serialTaken(serial string, d *Device) *Error {
+	return &Error{Kind: ErrConflict, Field: "serial", Msg: fmt.Sprintf("serial %q is already device %q (%s, %s)", serial, d.Name, d.ID, d.Status)}
+}
+
+// foldSerial: serial numbers compare without regard to case.
+func foldSerial(s string) string { return strings.ToUpper(s) }
 
 // owner checks that a device's owner (an email, "" for none) is a user, and
 // returns the email as that user's record has it.

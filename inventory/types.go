@@ -2,7 +2,10 @@
 // exist, who owns them, and whether they may get certificates.
 //
 // A Device is identified by its device ID (package deviceid), computed from
-// the RSA Endorsement Key given at registration. Its Status decides every
+// the Endorsement Key given at registration. A device registered without an
+// EK (from an MDM export: a serial number, a name, an owner) is pending: it
+// has a provisional ID (PendingIDPrefix) until its first attestation binds
+// its TPM's EK to it, and it gets no certificate before. Its Status decides every
 // issuance: only an active device gets certificates (CheckUsable, the one
 // rule every issuer applies). A User carries the
 // identity an IdP gives them (email, login name, groups); the CA copies it into
@@ -48,7 +51,16 @@ const (
 	StatusActive      Status = "active"
 	StatusQuarantined Status = "quarantined"
 	StatusRetired     Status = "retired"
+	// StatusPending: registered without an EK; no TPM is bound to it yet.
+	StatusPending Status = "pending"
 )
+
+// PendingIDPrefix starts the provisional ID of a pending device: it has no
+// EK, so no device ID yet.
+const PendingIDPrefix = "urn:devid:pending:"
+
+// IsPendingID says whether id is a pending device's provisional ID.
+func IsPendingID(id string) bool { return strings.HasPrefix(id, PendingIDPrefix) }
 
 // ParseKind checks a kind given as text.
 func ParseKind(s string) (Kind, error) {
@@ -62,15 +74,15 @@ func ParseKind(s string) (Kind, error) {
 // ParseStatus checks a status given as text.
 func ParseStatus(s string) (Status, error) {
 	switch st := Status(s); st {
-	case StatusActive, StatusQuarantined, StatusRetired:
+	case StatusActive, StatusQuarantined, StatusRetired, StatusPending:
 		return st, nil
 	}
-	return "", fmt.Errorf("unknown status %q (want active, quarantined or retired)", s)
+	return "", fmt.Errorf("unknown status %q (want active, quarantined, retired or pending)", s)
 }
 
 // Device is one registered machine.
 type Device struct {
-	ID         string `json:"id"`                   // urn:ek:sha256:…, from the EK
+	ID         string `json:"id"`                   // urn:ek:sha256:…, from the EK; PendingIDPrefix… while pending
 	Name       string `json:"name"`                 // unique in the inventory
 	Kind       Kind   `json:"kind"`                 // host or workstation
 	Collection string `json:"collection,omitempty"` // named group of like devices
@@ -82,15 +94,28 @@ type Device struct {
 	// Certificates issued before a quarantine stay revoked when the device
 	// is brought back: revocation keys on this time.
 	StatusChanged time.Time `json:"statusChanged"`
-	EKPublic      []byte    `json:"ekPublic"`         // PKIX DER of the RSA EK
+	EKPublic      []byte    `json:"ekPublic"`         // PKIX DER of the EK; nil while pending
 	EKCert        []byte    `json:"ekCert,omitempty"` // DER, when one was given
 	// HostNames are the names and addresses a host may have in its SSH
 	// host certificates besides its Name (package hostnames: exact
 	// names, addresses, *.label patterns, CIDR prefixes).
-	HostNames []string  `json:"hostNames,omitempty"`
-	Created   time.Time `json:"created"`
-	Updated   time.Time `json:"updated"`
+	HostNames []string `json:"hostNames,omitempty"`
+	// Serial is the machine's serial number, AssetTag its asset tag, OS
+	// its operating system, as the MDM or the operator gave them. A serial
+	// is unique in the inventory.
+	Serial   string `json:"serial,omitempty"`
+	AssetTag string `json:"assetTag,omitempty"`
+	OS       string `json:"os,omitempty"`
+	// Source is the MDM the device was imported from ("jamf", "intune"),
+	// empty for one added by hand; SourceID is that MDM's ID for it.
+	Source   string    `json:"source,omitempty"`
+	SourceID string    `json:"sourceId,omitempty"`
+	Created  time.Time `json:"created"`
+	Updated  time.Time `json:"updated"`
 }
+
+// Pending says whether no TPM is bound to the device yet.
+func (d *Device) Pending() bool { return d.Status == StatusPending }
 
 // Collection is the policy of a named group of devices (Device.Collection).
 // A device whose collection has no record gets the defaults: only keys
@@ -145,15 +170,24 @@ type AuditEntry struct {
 type NewDevice struct {
 	// ID, when given, must equal the device ID computed from EK: a check
 	// that an export and the EK in it belong together.
-	ID         string `json:"id,omitempty"`
-	EK         string `json:"ek"` // PEM, or base64 of the DER, public key or certificate
+	ID string `json:"id,omitempty"`
+	// EK is the PEM, or base64 of the DER, of the EK public key or
+	// certificate. Without it the device is pending (it needs a Serial or
+	// an AssetTag) until its first attestation binds its TPM to it.
+	EK         string `json:"ek,omitempty"`
 	Name       string `json:"name"`
 	Kind       string `json:"kind"`
 	Collection string `json:"collection,omitempty"`
 	Owner      string `json:"owner,omitempty"`
-	Status     string `json:"status,omitempty"` // default active
+	Status     string `json:"status,omitempty"` // default active (pending without an EK)
 	// HostNames: see Device.HostNames.
 	HostNames []string `json:"hostNames,omitempty"`
+	// Serial, AssetTag, OS, Source, SourceID: see Device.
+	Serial   string `json:"serial,omitempty"`
+	AssetTag string `json:"assetTag,omitempty"`
+	OS       string `json:"os,omitempty"`
+	Source   string `json:"source,omitempty"`
+	SourceID string `json:"sourceId,omitempty"`
 }
 
 // NewUser is what an operator gives to add or update a user.

@@ -26,6 +26,9 @@ func (e *NotUsableError) Error() string {
 	if e.Device == nil {
 		return fmt.Sprintf("device %s is not registered (on the machine, `devid tpm info` prints its EK and the `devid device add` line that registers it)", e.ID)
 	}
+	if e.Device.Pending() {
+		return fmt.Sprintf("device %s is pending: no TPM is bound to it yet (its first attestation binds one, with a token from `devid device token %s`)", e.Device.Name, e.Device.Name)
+	}
 	return fmt.Sprintf("device %s (%s) is %s", e.Device.Name, e.ID, e.Device.Status)
 }
 

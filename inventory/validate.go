@@ -23,14 +23,25 @@ var (
 
 // deviceFields is a NewDevice checked field by field.
 type deviceFields struct {
-	ek         *deviceid.EK
+	ek         *deviceid.EK // nil: a pending device
 	name       string
 	kind       Kind
 	collection string
 	owner      string
 	status     Status // "" when not given
 	hostNames  []string
+	serial     string
+	assetTag   string
+	os         string
+	source     string
+	sourceID   string
 }
+
+// serialRE: serial numbers and asset tags as MDMs and vendors print them.
+var serialRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:/+-]{0,127}$`)
+
+// sourceRE: an MDM's name (jamf, intune) in Device.Source.
+var sourceRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,31}$`)
 
 func checkNewDevice(nd NewDevice) (*deviceFields, *Error) {
 	var f deviceFields
@@ -40,15 +51,32 @@ func checkNewDevice(nd NewDevice) (*deviceFields, *Error) {
 		return nil, err
 	}
 	for _, t := range [][2]string{{"id", nd.ID}, {"name", nd.Name}, {"kind", nd.Kind},
-		{"collection", nd.Collection}, {"owner", nd.Owner}, {"status", nd.Status}} {
+		{"collection", nd.Collection}, {"owner", nd.Owner}, {"status", nd.Status},
+		{"serial", nd.Serial}, {"assetTag", nd.AssetTag}, {"os", nd.OS}, {"source", nd.Source}, {"sourceId", nd.SourceID}} {
 		if err := checkLine(t[0], t[1]); err != nil {
 			return nil, err
 		}
 	}
-	if strings.TrimSpace(nd.EK) == "" {
-		return nil, invalid("ek", "missing: give the EK public key or EK certificate (PEM, or base64 DER)")
+	for _, t := range [][2]string{{"serial", nd.Serial}, {"assetTag", nd.AssetTag}} {
+		if t[1] != "" && !serialRE.MatchString(t[1]) {
+			return nil, invalid(t[0], "%q: want 1-128 characters of A-Z a-z 0-9 . _ : / + -, starting with a letter or digit", t[1])
+		}
 	}
-	if f.ek, err = deviceid.ParseEKText(nd.EK); err != nil {
+	if len(nd.OS) > 128 || len(nd.SourceID) > 256 {
+		return nil, invalid("os", "%d bytes (os) and %d bytes (sourceId): at most 128 and 256", len(nd.OS), len(nd.SourceID))
+	}
+	if nd.Source != "" && !sourceRE.MatchString(nd.Source) {
+		return nil, invalid("source", "%q: want a lower-case name such as jamf or intune", nd.Source)
+	}
+	f.serial, f.assetTag, f.os, f.source, f.sourceID = nd.Serial, nd.AssetTag, nd.OS, nd.Source, nd.SourceID
+	if strings.TrimSpace(nd.EK) == "" {
+		if nd.ID != "" {
+			return nil, invalid("ek", "missing: the row gives a device ID (%s) but no EK to check it against", nd.ID)
+		}
+		if nd.Serial == "" && nd.AssetTag == "" {
+			return nil, invalid("ek", "missing: give the EK public key or EK certificate (PEM, or base64 DER), or a serial number or asset tag to register the device as pending until its first attestation")
+		}
+	} else if f.ek, err = deviceid.ParseEKText(nd.EK); err != nil {
 		return nil, invalid("ek", "%s", strings.TrimPrefix(err.Error(), "deviceid: "))
 	}
 	if !nameRE.MatchString(nd.Name) {
@@ -72,11 +100,23 @@ func checkNewDevice(nd NewDevice) (*deviceFields, *Error) {
 		if f.status, err = ParseStatus(nd.Status); err != nil {
 			return nil, invalid("status", "%s", err)
 		}
+		if f.status == StatusPending && f.ek != nil {
+			return nil, invalid("status", "pending is for a device registered without an EK; this one has one")
+		}
 	}
 	if f.hostNames, ferr = checkHostNames(nd.HostNames); ferr != nil {
 		return nil, ferr
 	}
 	return &f, nil
+}
+
+// checkNew checks what only a new device must meet: one registered
+// without an EK is pending, whatever the row asked.
+func (f *deviceFields) checkNew() *Error {
+	if f.ek == nil && f.status != "" && f.status != StatusPending {
+		return invalid("status", "%q: a device registered without an EK is pending until its first attestation binds its TPM", f.status)
+	}
+	return nil
 }
 
 // checkHostNames checks host name entries (package hostnames) and returns
@@ -151,13 +191,18 @@ func checkNewUser(nu NewUser) (NewUser, *Error) {
 }
 
 // allowedTransition says whether a device may go from one status to another.
-// Retired is final: a retired device's EK cannot be used again.
+// Retired is final: a retired device's EK cannot be used again. A pending
+// device only leaves pending by binding its TPM (BindEK), or by retirement.
 func allowedTransition(from, to Status) bool {
 	switch from {
 	case StatusActive:
 		return to == StatusQuarantined || to == StatusRetired
 	case StatusQuarantined:
 		return to == StatusActive || to == StatusRetired
+	case StatusPending:
+		// Binding its TPM (BindEK) makes a pending device active, not a
+		// status change.
+		return to == StatusRetired
 	}
 	return false
 }

@@ -271,7 +271,7 @@ func (s *Store) OnDeviceChange(changes []inventory.DeviceChange) {
 func (s *Store) prepareDeviceChange(changes []inventory.DeviceChange, tx *database.Tx) error {
 	var certs []*ssh.Certificate
 	for _, c := range changes {
-		if c.Before == nil || c.Before.Status == inventory.StatusActive || c.After.Status != inventory.StatusActive {
+		if c.Before == nil || c.Before.Status == inventory.StatusActive || c.Before.Pending() || c.After.Status != inventory.StatusActive {
 			continue
 		}
 		if certs == nil {
@@ -554,8 +554,8 @@ func (s *Store) revocations(now time.Time) (*Revocations, error) {
 		return nil, err
 	}
 	for _, d := range devs {
-		if d.Status == inventory.StatusActive {
-			continue
+		if d.Status == inventory.StatusActive || inventory.IsPendingID(d.ID) {
+			continue // a pending device, even retired, never had a certificate
 		}
 		if now.Sub(d.StatusChanged) > s.cfg.MaxLifetime+time.Minute {
 			r.Expired++

@@ -69,7 +69,8 @@ func TestWireJSON(t *testing.T) {
 	t0 := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 	d := &inventory.Device{ID: "urn:ek:sha256:x", Name: "web-1", Kind: inventory.KindHost, Collection: "web", Owner: "a@example.com",
 		Status: inventory.StatusQuarantined, StatusReason: "lost", StatusChanged: t0, EKPublic: []byte{1}, EKCert: []byte{2},
-		HostNames: []string{"web-1.example.com"}, Created: t0.Add(-time.Hour), Updated: t0}
+		HostNames: []string{"web-1.example.com"}, Serial: "C02X", AssetTag: "A-1", OS: "Debian 12", Source: "jamf", SourceID: "17",
+		Created: t0.Add(-time.Hour), Updated: t0}
 	sameJSON(t, d, device(d))
 	c := &inventory.Collection{Name: "web", AllowFileKeys: true, HostNames: []string{"*.web.example.com"}, Created: t0, Updated: t0}
 	sameJSON(t, c, collection(c))
@@ -86,7 +87,8 @@ func TestWireJSON(t *testing.T) {
 	sameJSON(t, &res, &wres)
 	rc := &revocation.RevokedCert{Serial: 10071804687342786553, Type: "user", KeyID: d.ID, NotAfter: t0, RevokedAt: t0, Reason: "leaked"}
 	sameJSON(t, rc, revokedCert(rc))
-	nd := &adminapi.NewDevice{ID: "i", EK: "e", Name: "n", Kind: "k", Collection: "c", Owner: "o", Status: "s", HostNames: []string{"h"}}
+	nd := &adminapi.NewDevice{ID: "i", EK: "e", Name: "n", Kind: "k", Collection: "c", Owner: "o", Status: "s", HostNames: []string{"h"},
+		Serial: "se", AssetTag: "a", OS: "os", Source: "so", SourceID: "si"}
 	snd := inventory.NewDevice(*nd)
 	sameJSON(t, &snd, nd)
 	nu := &adminapi.NewUser{Email: "e", Login: "l", Groups: []string{"g"}}

@@ -48,7 +48,8 @@ func deviceCmds() []*command.Command {
 	var ekFile string
 	var hostNames optList
 	add := &command.Command{
-		Name: "add", Summary: "register a device by its TPM's EK", Usage: "--ek FILE --name NAME --kind host|workstation [flags]",
+		Name: "add", Summary: "register a device by its TPM's EK, or as pending by its serial number or asset tag",
+		Usage: "(--ek FILE | --serial S | --asset-tag T) --name NAME --kind host|workstation [flags]",
 		Flags: func(fs *flag.FlagSet) {
 			c.flags(fs)
 			fs.StringVar(&ekFile, "ek", "", "EK public key or EK certificate `file` (PEM or DER; - for standard input)")
@@ -56,27 +57,38 @@ func deviceCmds() []*command.Command {
 			fs.StringVar(&nd.Kind, "kind", "", "host or workstation (required)")
 			fs.StringVar(&nd.Collection, "collection", "", "collection (named group of like devices)")
 			fs.StringVar(&nd.Owner, "owner", "", "owner's email (a user added before)")
-			fs.StringVar(&nd.Status, "status", "", "initial status (default active)")
+			fs.StringVar(&nd.Status, "status", "", "initial status (default active; pending without --ek)")
+			fs.StringVar(&nd.Serial, "serial", "", "the machine's serial number (unique); without --ek the device is pending until its first attestation, with a token from devid device token")
+			fs.StringVar(&nd.AssetTag, "asset-tag", "", "the machine's asset tag")
+			fs.StringVar(&nd.OS, "os", "", "the machine's operating system, for the record")
 			fs.Var(&hostNames, "host-names", "comma-separated `names` a host may have in its SSH host certificates besides its name: exact names, addresses, *.label patterns (* is one label), CIDR prefixes")
 		},
 		Run: func(env *command.Env, args []string) error {
 			if err := command.Args(args, 0, 0, "no arguments"); err != nil {
 				return err
 			}
-			if ekFile == "" || nd.Name == "" || nd.Kind == "" {
-				return command.Usagef("--ek, --name and --kind are required")
+			if nd.Name == "" || nd.Kind == "" {
+				return command.Usagef("--name and --kind are required")
 			}
-			b, err := readInput(env, ekFile)
-			if err != nil {
-				return err
+			if ekFile == "" && nd.Serial == "" && nd.AssetTag == "" {
+				return command.Usagef("give --ek (the TPM's EK: `devid tpm info` on the machine prints it), or --serial or --asset-tag to register the device as pending")
 			}
-			nd.EK = string(b)
+			if ekFile != "" {
+				b, err := readInput(env, ekFile)
+				if err != nil {
+					return err
+				}
+				nd.EK = string(b)
+				if !strings.HasPrefix(strings.TrimSpace(nd.EK), "-----BEGIN") {
+					nd.EK = b64(b) // DER
+				}
+			}
 			nd.HostNames = hostNames.v
-			if !strings.HasPrefix(strings.TrimSpace(nd.EK), "-----BEGIN") {
-				nd.EK = b64(b) // DER
-			}
 			return call(env, &c, func(cl *adminapi.Client) (*adminapi.Device, error) { return cl.AddDevice(nd) }, func(d *adminapi.Device) error {
 				fmt.Fprintf(env.Stdout, "registered %s (%s) as %s\n", d.Name, d.ID, d.Status)
+				if d.Status == adminapi.StatusPending {
+					fmt.Fprintf(env.Stdout, "its first attestation binds its TPM: give it a token from `devid device token %s`\n", d.Name)
+				}
 				return nil
 			})
 		},
@@ -86,7 +98,7 @@ func deviceCmds() []*command.Command {
 		Name: "list", Summary: "list devices", Usage: "[--status S] [--kind K] [--collection C] [--owner EMAIL]",
 		Flags: func(fs *flag.FlagSet) {
 			c.flags(fs)
-			fs.StringVar(&filter.status, "status", "", "only devices with this status: active, quarantined or retired")
+			fs.StringVar(&filter.status, "status", "", "only devices with this status: active, quarantined, retired or pending")
 			fs.StringVar(&filter.kind, "kind", "", "only devices of this kind: host or workstation")
 			fs.StringVar(&filter.collection, "collection", "", "only devices in this collection (an error if no device is in it)")
 			fs.StringVar(&filter.owner, "owner", "", "only devices of this owner (an error if no such user)")
@@ -299,10 +311,19 @@ func printDevice(env *command.Env, d *adminapi.Device) {
 	row("Status changed", d.StatusChanged.Format(time.RFC3339))
 	row("Collection", dash(d.Collection))
 	row("Owner", dash(d.Owner))
+	for _, f := range [][2]string{{"Serial", d.Serial}, {"Asset tag", d.AssetTag}, {"OS", d.OS}, {"Source", d.Source}, {"Source ID", d.SourceID}} {
+		if f[1] != "" {
+			row(f[0], f[1])
+		}
+	}
 	if d.Kind == adminapi.KindHost || len(d.HostNames) > 0 {
 		row("Host names", dash(strings.Join(d.HostNames, ", ")))
 	}
-	row("EK certificate", map[bool]string{true: "yes", false: "no"}[len(d.EKCert) > 0])
+	if d.Status == adminapi.StatusPending {
+		row("TPM", "none bound yet: its first attestation binds one")
+	} else {
+		row("EK certificate", map[bool]string{true: "yes", false: "no"}[len(d.EKCert) > 0])
+	}
 	row("Created", d.Created.Format(time.RFC3339))
 	row("Updated", d.Updated.Format(time.RFC3339))
 	tw.Flush()
