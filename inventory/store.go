@@ -424,8 +424,8 @@ type snapshot struct {
 	byID     map[string]*Device
 	byName   map[string]*Device
 	bySerial map[string]*Device // by serial folded to upper case
-	users  map[string]*User  // by email folded to lower case
-	logins map[string]string // login → email as stored
+	users    map[string]*User   // by email folded to lower case
+	logins   map[string]string  // login → email as stored
 }
 
 func (s *Store) snapshot() (*snapshot, error) {
