@@ -28,7 +28,7 @@ func TestListFilters(t *testing.T) {
 		t.Fatal(err)
 	}
 	for path, want := range map[string]string{
-		"/devid/v1/devices?status=quarantine":            `"error": "status: unknown status \"quarantine\" (want active, quarantined or retired)", "field": "status"`,
+		"/devid/v1/devices?status=quarantine":            `"error": "status: unknown status \"quarantine\" (want active, quarantined, retired or pending)", "field": "status"`,
 		"/devid/v1/devices?kind=hots":                    `"error": "kind: unknown kind \"hots\" (want host or workstation)", "field": "kind"`,
 		"/devid/v1/devices?statuss=quarantined":          `"error": "unknown query parameter \"statuss\" (want status, kind, collection or owner)", "field": "statuss"`,
 		"/devid/v1/devices?status=":                      `"field": "status"`,
