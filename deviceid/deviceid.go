@@ -1,12 +1,15 @@
 // Package deviceid computes devid's device identifiers.
 //
-// A device is identified by its TPM's RSA Endorsement Key (EK). Its device ID
-// is
+// A device is identified by its TPM's Endorsement Key (EK): RSA (2048 bits
+// or more), or ECC on NIST P-256 or P-384 for a TPM that has only an ECC EK
+// (which EK names a device is package tpm's choice). Its device ID is
 //
 //	urn:ek:sha256:<standard base64 of SHA-256 of the PKIX DER EK public key>
 //
-// the form step's TPM tooling already uses in the URI SAN of attestation
-// certificates. The same string is the key ID of every SSH certificate the
+// whatever the key's type: the form step's TPM tooling already uses in the
+// URI SAN of attestation certificates (go.step.sm/crypto/tpm's
+// EK.FingerprintURI, and the permanent identifier its tpmkms puts in AK
+// certificates, for RSA and ECDSA EKs alike). The same string is the key ID of every SSH certificate the
 // device holds and its principal in user certificates, so one KRL key-ID entry
 // revokes all of them.
 //
@@ -18,6 +21,8 @@ package deviceid
 import (
 	"bytes"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
@@ -61,8 +66,8 @@ func (ek *EK) ID() string { return fromPKIX(ek.PublicDER) }
 // ParseEK reads an EK public key or EK certificate, PEM ("PUBLIC KEY" or
 // "CERTIFICATE") or DER. Whitespace around PEM is ignored; DER is binary and
 // taken byte for byte (its last byte may well be 0x0a or 0x20). Trailing
-// data after a PEM block or DER value is an error, as is a key that is not
-// RSA (2048 bits or more).
+// data after a PEM block or DER value is an error, as is a key that is
+// neither RSA (2048 bits or more) nor ECDSA on P-256 or P-384.
 func ParseEK(data []byte) (*EK, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, errors.New("deviceid: empty EK")
@@ -120,18 +125,34 @@ func ParseEKText(s string) (*EK, error) {
 }
 
 func newEK(pub crypto.PublicKey, cert *x509.Certificate) (*EK, error) {
-	rsaPub, ok := pub.(*rsa.PublicKey)
-	if !ok {
-		return nil, fmt.Errorf("deviceid: EK is a %T; devid identifies devices by their RSA EK", pub)
-	}
-	if rsaPub.N.BitLen() < 2048 {
-		return nil, fmt.Errorf("deviceid: EK is RSA-%d; at least 2048 bits required", rsaPub.N.BitLen())
+	if err := CheckKey(pub); err != nil {
+		return nil, err
 	}
 	der, err := x509.MarshalPKIXPublicKey(pub)
 	if err != nil {
 		return nil, fmt.Errorf("deviceid: EK public key: %w", err)
 	}
 	return &EK{Public: pub, PublicDER: der, Certificate: cert}, nil
+}
+
+// CheckKey says whether pub is a key an EK can be: RSA of 2048 bits or
+// more, or ECDSA on P-256 or P-384 (the curves of the TCG's EK templates
+// L-2, H-2 and H-3, the ECC EKs TPMs ship with).
+func CheckKey(pub crypto.PublicKey) error {
+	switch k := pub.(type) {
+	case *rsa.PublicKey:
+		if k.N.BitLen() < 2048 {
+			return fmt.Errorf("deviceid: EK is RSA-%d; at least 2048 bits required", k.N.BitLen())
+		}
+		return nil
+	case *ecdsa.PublicKey:
+		switch k.Curve {
+		case elliptic.P256(), elliptic.P384():
+			return nil
+		}
+		return fmt.Errorf("deviceid: EK is ECC on curve %s; devid takes ECC EKs on P-256 and P-384", k.Curve.Params().Name)
+	}
+	return fmt.Errorf("deviceid: EK is a %T; devid takes RSA EKs and ECC EKs on P-256 or P-384", pub)
 }
 
 // Valid reports whether s has the form of a device ID: the prefix followed by

@@ -2,6 +2,7 @@ package deviceid_test
 
 import (
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
@@ -59,14 +60,20 @@ func TestParseEK(t *testing.T) {
 		t.Fatalf("FromPublicKey = %s", id)
 	}
 
-	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	ecDER, _ := x509.MarshalPKIXPublicKey(&ec.PublicKey)
+	p224, _ := ecdsa.GenerateKey(elliptic.P224(), rand.Reader)
+	p224DER, _ := x509.MarshalPKIXPublicKey(&p224.PublicKey)
+	p521, _ := ecdsa.GenerateKey(elliptic.P521(), rand.Reader)
+	p521DER, _ := x509.MarshalPKIXPublicKey(&p521.PublicKey)
+	edPub, _, _ := ed25519.GenerateKey(rand.Reader)
+	edDER, _ := x509.MarshalPKIXPublicKey(edPub)
 	small, _ := rsa.GenerateKey(rand.Reader, 1024)
 	smallDER, _ := x509.MarshalPKIXPublicKey(&small.PublicKey)
 	bad := map[string][]byte{
 		"empty":     nil,
 		"garbage":   []byte("hello"),
-		"ecdsa":     ecDER,
+		"ecc-p224":  p224DER,
+		"ecc-p521":  p521DER,
+		"ed25519":   edDER,
 		"rsa-1024":  smallDER,
 		"pem type":  pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: der}),
 		"pem trail": append(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), "junk"...),
@@ -94,26 +101,36 @@ func TestValid(t *testing.T) {
 	}
 }
 
-// testdata/ek.* hold one RSA-2048 key made with openssl; ek.id is its
+// testEKs are the EKs in testdata, made with openssl: ek.* an RSA-2048
+// key, ek-p256.* and ek-p384.* ECC keys (openssl ecparam -genkey, with a
+// self-signed certificate from openssl req -x509); each one's .id is its
 // device ID computed by openssl too:
 //
 //	echo "urn:ek:sha256:$(openssl dgst -sha256 -binary ek.pub.der | base64 -w0)"
+var testEKs = []string{"ek", "ek-p256", "ek-p384"}
+
 func TestMatchesOpenSSL(t *testing.T) {
-	want, err := os.ReadFile(filepath.Join("testdata", "ek.id"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range []string{"ek.pub.pem", "ek.pub.der", "ek.crt.pem", "ek.crt.der"} {
-		b, err := os.ReadFile(filepath.Join("testdata", name))
+	for _, base := range testEKs {
+		want, err := os.ReadFile(filepath.Join("testdata", base+".id"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		ek, err := deviceid.ParseEK(b)
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		if ek.ID() != strings.TrimSpace(string(want)) {
-			t.Errorf("%s: %s, want %s", name, ek.ID(), want)
+		for _, ext := range []string{".pub.pem", ".pub.der", ".crt.pem", ".crt.der"} {
+			name := base + ext
+			b, err := os.ReadFile(filepath.Join("testdata", name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ek, err := deviceid.ParseEK(b)
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			if ek.ID() != strings.TrimSpace(string(want)) {
+				t.Errorf("%s: %s, want %s", name, ek.ID(), want)
+			}
+			if id, err := deviceid.FromPublicKey(ek.Public); err != nil || id != ek.ID() {
+				t.Errorf("%s: FromPublicKey %s (%v), want %s", name, id, err, ek.ID())
+			}
 		}
 	}
 }
@@ -121,12 +138,14 @@ func TestMatchesOpenSSL(t *testing.T) {
 // FuzzParseEK: ParseEK never panics, and what it accepts has a valid ID
 // that ParseEK of the re-encoded public key agrees with.
 func FuzzParseEK(f *testing.F) {
-	for _, name := range []string{"ek.pub.pem", "ek.pub.der", "ek.crt.pem", "ek.crt.der"} {
-		b, err := os.ReadFile(filepath.Join("testdata", name))
-		if err != nil {
-			f.Fatal(err)
+	for _, base := range testEKs {
+		for _, ext := range []string{".pub.pem", ".pub.der", ".crt.pem", ".crt.der"} {
+			b, err := os.ReadFile(filepath.Join("testdata", base+ext))
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(b)
 		}
-		f.Add(b)
 	}
 	f.Add([]byte("-----BEGIN PUBLIC KEY-----\n-----END PUBLIC KEY-----\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -192,5 +211,48 @@ func TestParseEKEveryLastByte(t *testing.T) {
 		if _, err := deviceid.ParseEK(append(append([]byte{}, der...), '\n')); err == nil {
 			t.Errorf("DER certificate ending in 0x%02x, then a newline: accepted", b)
 		}
+	}
+}
+
+// TestParseEKECC: ECC EKs on P-256 and P-384 are taken, as keys and as
+// certificates, their device ID the same computation as an RSA EK's; an
+// ECC EK on another curve is refused, naming the curve.
+func TestParseEKECC(t *testing.T) {
+	for _, curve := range []elliptic.Curve{elliptic.P256(), elliptic.P384()} {
+		key, err := ecdsa.GenerateKey(curve, rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		der, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
+		sum := sha256.Sum256(der)
+		want := "urn:ek:sha256:" + base64.StdEncoding.EncodeToString(sum[:])
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour),
+			KeyUsage: x509.KeyUsageKeyAgreement}
+		certDER, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, in := range map[string][]byte{
+			"pkix der": der,
+			"pkix pem": pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}),
+			"cert der": certDER,
+			"cert pem": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: certDER}),
+		} {
+			ek, err := deviceid.ParseEK(in)
+			if err != nil {
+				t.Fatalf("%s %s: %v", curve.Params().Name, name, err)
+			}
+			if ek.ID() != want || !deviceid.Valid(ek.ID()) {
+				t.Errorf("%s %s: ID %s, want %s", curve.Params().Name, name, ek.ID(), want)
+			}
+			if !key.PublicKey.Equal(ek.Public) {
+				t.Errorf("%s %s: public key %T is not the EK", curve.Params().Name, name, ek.Public)
+			}
+		}
+	}
+	p521, _ := ecdsa.GenerateKey(elliptic.P521(), rand.Reader)
+	der, _ := x509.MarshalPKIXPublicKey(&p521.PublicKey)
+	if _, err := deviceid.ParseEK(der); err == nil || !strings.Contains(err.Error(), "curve P-521") || !strings.Contains(err.Error(), "P-256 and P-384") {
+		t.Errorf("a P-521 EK: %v, want a refusal naming the curve and the ones taken", err)
 	}
 }
