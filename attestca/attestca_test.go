@@ -114,7 +114,7 @@ func (d *device) register(t *testing.T, f *fixture, name string) {
 // activate runs TPM2_ActivateCredential on the CA's challenge.
 func (d *device) activate(t *testing.T, r *attestca.AttestResponse) []byte {
 	t.Helper()
-	secret, err := d.ak.ActivateCredential(attest.EncryptedCredential{Credential: r.Credential, Secret: r.Secret})
+	secret, err := d.ak.ActivateCredential(d.ek, attest.EncryptedCredential{Credential: r.Credential, Secret: r.Secret})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,7 +216,7 @@ func TestAttestRequestChecks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.ak.ActivateCredential(attest.EncryptedCredential{Credential: resp.Credential, Secret: resp.Secret}); err == nil {
+	if _, err := b.ak.ActivateCredential(b.ek, attest.EncryptedCredential{Credential: resp.Credential, Secret: resp.Secret}); err == nil {
 		t.Fatal("a TPM activated a credential made for another TPM's EK")
 	}
 
@@ -267,7 +267,7 @@ func BenchmarkAttestation(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StopTimer()
-		secret, err := d.ak.ActivateCredential(attest.EncryptedCredential{Credential: r.Credential, Secret: r.Secret})
+		secret, err := d.ak.ActivateCredential(d.ek, attest.EncryptedCredential{Credential: r.Credential, Secret: r.Secret})
 		if err != nil {
 			b.Fatal(err)
 		}

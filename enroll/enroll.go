@@ -127,7 +127,7 @@ func (c *Client) attestAK(ctx context.Context, ek *tpm.EK, info tpm.Info, ak *tp
 	if err := c.postJSON(ctx, wire.AttestPath, req, &ar); err != nil {
 		return nil, err
 	}
-	secret, err := ak.ActivateCredential(attest.EncryptedCredential{Credential: ar.Credential, Secret: ar.Secret})
+	secret, err := ak.ActivateCredential(ek, attest.EncryptedCredential{Credential: ar.Credential, Secret: ar.Secret})
 	if err != nil {
 		return nil, fmt.Errorf("enroll: credential activation (is this the TPM of the registered EK?): %w", err)
 	}

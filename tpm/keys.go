@@ -2,84 +2,17 @@ package tpm
 
 import (
 	"crypto"
+	"crypto/ecdsa"
 	"crypto/rsa"
-	"crypto/x509"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 
-	"github.com/devid-ssh/devid/deviceid"
 	"github.com/google/go-attestation/attest"
 	"github.com/google/go-tpm/tpm2"
+	"github.com/google/go-tpm/tpm2/transport"
 )
-
-// EK is a TPM's RSA endorsement key, which names the device.
-type EK struct {
-	// Public is the RSA EK's public key; nil for another EK (OtherPublic).
-	Public *rsa.PublicKey
-	// OtherPublic is a non-RSA EK's public key (EKs).
-	OtherPublic crypto.PublicKey
-	// Certificate is the EK certificate the manufacturer stored in the
-	// TPM's NV memory, or nil if there is none. Its DER is Certificate.Raw.
-	Certificate *x509.Certificate
-	// DeviceID is the device ID computed from Public (package deviceid).
-	DeviceID string
-}
-
-// PublicKey returns the EK's public key, RSA or not.
-func (ek *EK) PublicKey() crypto.PublicKey {
-	if ek.Public != nil {
-		return ek.Public
-	}
-	return ek.OtherPublic
-}
-
-// EK returns the TPM's RSA endorsement key and its certificate, if the TPM
-// holds one. (swtpm also makes an ECC P-384 EK, which devid does not use.)
-func (t *TPM) EK() (*EK, error) {
-	eks, err := call(t, "reading endorsement keys", (*attest.TPM).EKs)
-	if err != nil {
-		return nil, err
-	}
-	for _, ek := range eks {
-		pub, ok := ek.Public.(*rsa.PublicKey)
-		if !ok {
-			continue
-		}
-		id, err := deviceid.FromPublicKey(pub)
-		if err != nil {
-			return nil, fmt.Errorf("tpm: %s: %w", t.name, err)
-		}
-		return &EK{Public: pub, Certificate: ek.Certificate, DeviceID: id}, nil
-	}
-	return nil, fmt.Errorf("tpm: %s: no RSA endorsement key among %d", t.name, len(eks))
-}
-
-// EKs returns the TPM's endorsement keys: the RSA EK that names the device
-// (EK) first, then any other EK whose certificate the TPM holds (an ECC
-// EK, on TPMs that have one; devid does not attest with it). Their
-// DeviceID is computed the same way for each.
-func (t *TPM) EKs() ([]*EK, error) {
-	rsaEK, err := t.EK()
-	if err != nil {
-		return nil, err
-	}
-	out := []*EK{rsaEK}
-	certs, err := call(t, "reading EK certificates", (*attest.TPM).EKCertificates)
-	if err != nil {
-		return out, nil // the RSA EK is what counts; others are extra
-	}
-	for _, ek := range certs {
-		if _, isRSA := ek.Public.(*rsa.PublicKey); isRSA || ek.Certificate == nil {
-			continue
-		}
-		id, err := deviceid.FromPublicKey(ek.Public)
-		if err != nil {
-			continue
-		}
-		out = append(out, &EK{Public: nil, OtherPublic: ek.Public, Certificate: ek.Certificate, DeviceID: id})
-	}
-	return out, nil
-}
 
 // AK is an RSA-2048 attestation key loaded in the TPM. Close it when done:
 // a TPM without a resource manager has room for only a few loaded objects.
@@ -116,13 +49,73 @@ func (a *AK) Public() crypto.PublicKey {
 	return a.public
 }
 
-// ActivateCredential runs TPM2_ActivateCredential with the AK and the RSA EK
-// and returns the secret an attestation CA encrypted to them: only the TPM
-// holding both can.
-func (a *AK) ActivateCredential(ec attest.EncryptedCredential) ([]byte, error) {
-	return call(a.t, "activating credential", func(at *attest.TPM) ([]byte, error) {
-		return a.ak.ActivateCredential(at, ec)
-	})
+// ActivateCredential runs TPM2_ActivateCredential with the AK and ek (one
+// of this TPM's, from EK or EKs: the one the device is registered by) and
+// returns the secret an attestation CA encrypted to them (MakeCredential):
+// only the TPM holding both can. An RSA EK is go-attestation's, at
+// RSAEKHandle (which it makes there if missing); an ECC EK is used where
+// EKs found it, at its persistent handle or made from its template, under
+// its own policy.
+func (a *AK) ActivateCredential(ek *EK, ec attest.EncryptedCredential) ([]byte, error) {
+	if ek == nil {
+		return nil, errors.New("tpm: activating credential: no EK")
+	}
+	switch ek.Public.(type) {
+	case *rsa.PublicKey:
+		return call(a.t, "activating credential", func(at *attest.TPM) ([]byte, error) {
+			return a.ak.ActivateCredential(at, ec)
+		})
+	case *ecdsa.PublicKey:
+		return callRaw(a.t, "activating credential with the ECC EK", func(tr transport.TPMCloser) ([]byte, error) {
+			return a.activateECC(tr, ek, ec)
+		})
+	}
+	return nil, fmt.Errorf("tpm: activating credential: the EK is a %T", ek.Public)
+}
+
+// activateECC is ActivateCredential with an ECC EK, through go-tpm:
+// go-attestation's ActivateCredentialWithEK knows only the P-256 EK at
+// 0x81010002 and authorises it with a SHA-256 policy, which a high-range
+// EK (H-3: SHA-384) does not take.
+func (a *AK) activateECC(tr transport.TPMCloser, ek *EK, ec attest.EncryptedCredential) ([]byte, error) {
+	cred, err := unwrap2B("credential", ec.Credential)
+	if err != nil {
+		return nil, err
+	}
+	secret, err := unwrap2B("encrypted secret", ec.Secret)
+	if err != nil {
+		return nil, err
+	}
+	akh, err := a.loadedHandle(tr)
+	if err != nil {
+		return nil, err
+	}
+	l, made, err := ek.load(tr)
+	if err != nil {
+		return nil, err
+	}
+	if made {
+		defer flush(tr, l.handle)
+	}
+	rsp, err := tpm2.ActivateCredential{
+		ActivateHandle: akh,
+		KeyHandle:      tpm2.AuthHandle{Handle: l.handle, Name: l.name, Auth: l.auth()},
+		CredentialBlob: tpm2.TPM2BIDObject{Buffer: cred},
+		Secret:         tpm2.TPM2BEncryptedSecret{Buffer: secret},
+	}.Execute(tr)
+	if err != nil {
+		return nil, err
+	}
+	return rsp.CertInfo.Buffer, nil
+}
+
+// unwrap2B returns the contents of a TPM2B (a big-endian 16-bit size, then
+// that many bytes), refusing any other length.
+func unwrap2B(what string, b []byte) ([]byte, error) {
+	if len(b) < 2 || int(binary.BigEndian.Uint16(b)) != len(b)-2 {
+		return nil, fmt.Errorf("malformed %s: not a TPM2B of %d bytes", what, len(b))
+	}
+	return b[2:], nil
 }
 
 // NewKey creates and loads an ECDSA P-256 signing key certified by the AK,

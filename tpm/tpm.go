@@ -21,11 +21,19 @@
 //
 // # Identity
 //
-// A device is named by its RSA endorsement key (EK):
+// A device is named by one of its TPM's endorsement keys (EK):
 //
 //	ek, err := t.EK()
 //	ek.DeviceID    // "urn:ek:sha256:..." (see package deviceid)
 //	ek.Certificate // the manufacturer's EK certificate, or nil
+//
+// That is the RSA-2048 EK wherever the TPM has one (a certificate for it
+// at NV 0x01c00002, or the key at 0x81010001), as devid always did; on a
+// TPM whose only EKs are ECC ones, the first ECC EK with a certificate
+// (ECCEKSlots: P-256 of the TCG's template L-2 at NV 0x01c0000a, then the
+// high-range P-256 and P-384 ones); on a TPM with no EK certificate at
+// all, the RSA EK of the TCG template. [TPM.EKs] lists them all, that one
+// first.
 //
 // [VerifyEKCertificate] checks an EK certificate against a manufacturer's
 // roots, accepting the TCG subject alternative name Go's x509 does not know.
@@ -40,10 +48,10 @@
 //	ak, err := t.NewAK()                  // RSA-2048: 0.1–0.5 s on swtpm
 //	defer ak.Close()
 //	params := ak.AttestationParameters()  // send with the EK to the CA
-//	secret, err := ak.ActivateCredential(encryptedCredential) // CA's challenge
+//	secret, err := ak.ActivateCredential(ek, encryptedCredential) // CA's challenge
 //
-// The CA side builds the challenge with go-attestation's
-// attest.ActivationParameters{EK: ek.Public, AK: params}.Generate().
+// The CA side builds the challenge with [MakeCredential](ek.Public,
+// params), for an RSA or an ECC EK.
 //
 // A key certified by the AK proves that a key lives in that TPM (ACME
 // device-attest-01, format "tpm"):

@@ -58,11 +58,18 @@ func TestEKAndDeviceID(t *testing.T) {
 	if ek.Certificate == nil {
 		t.Fatal("no EK certificate")
 	}
-	if !ek.Public.Equal(ek.Certificate.PublicKey) {
+	rsaPub, ok := ek.Public.(*rsa.PublicKey)
+	if !ok {
+		t.Fatalf("EK is a %T, want the RSA EK", ek.Public)
+	}
+	if !rsaPub.Equal(ek.Certificate.PublicKey) {
 		t.Error("EK certificate is for another key")
 	}
-	if ek.Public.N.BitLen() != 2048 {
-		t.Errorf("EK is RSA-%d, want RSA-2048", ek.Public.N.BitLen())
+	if rsaPub.N.BitLen() != 2048 {
+		t.Errorf("EK is RSA-%d, want RSA-2048", rsaPub.N.BitLen())
+	}
+	if ek.Handle != tpm.RSAEKHandle || ek.CertIndex != tpm.RSACertIndex {
+		t.Errorf("EK at %#x, certificate at NV %#x; want %#x, %#x", ek.Handle, ek.CertIndex, tpm.RSAEKHandle, tpm.RSACertIndex)
 	}
 	der, err := x509.MarshalPKIXPublicKey(ek.Public)
 	if err != nil {
@@ -182,7 +189,7 @@ func TestActivateCredential(t *testing.T) {
 	}
 
 	secret, ec := challenge(ek.Public)
-	got, err := ak.ActivateCredential(*ec)
+	got, err := ak.ActivateCredential(ek, *ec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,14 +207,14 @@ func TestActivateCredential(t *testing.T) {
 		"tampered secret":     {Credential: ec.Credential, Secret: flip(ec.Secret)},
 		"tampered credential": {Credential: flip(ec.Credential), Secret: ec.Secret},
 	} {
-		if got, err := ak.ActivateCredential(bad); err == nil {
+		if got, err := ak.ActivateCredential(ek, bad); err == nil {
 			t.Errorf("%s: activated, giving %x", name, got)
 		} else if !strings.HasPrefix(err.Error(), "tpm: ") {
 			t.Errorf("%s: error %q lacks the package prefix", name, err)
 		}
 	}
 	_, ec = challenge(otherEK.Public)
-	if got, err := ak.ActivateCredential(*ec); err == nil {
+	if got, err := ak.ActivateCredential(ek, *ec); err == nil {
 		t.Errorf("challenge for another TPM's EK: activated, giving %x", got)
 	}
 }
@@ -331,7 +338,7 @@ func concurrentRound(tp *tpm.TPM, ek *tpm.EK, ak *tpm.AK, key *tpm.Key, msg stri
 	if err != nil {
 		return err
 	}
-	activated, err := ak.ActivateCredential(*ec)
+	activated, err := ak.ActivateCredential(ek, *ec)
 	if err != nil {
 		return err
 	}

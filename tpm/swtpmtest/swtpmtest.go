@@ -32,6 +32,25 @@
 // returned [tpm.TPM]'s channel: no TCP port, no socket path, and swtpm exits
 // when the connection closes.
 //
+// # Endorsement keys
+//
+// By default the TPM has the EKs swtpm_setup makes: RSA-2048 (the one
+// that names the device) and ECC P-384. [Options] make others, each
+// certified by the same EK CA:
+//
+//	sw := swtpmtest.Options{ECCOnly: true}.New(t) // only the P-384 EK
+//	sw := swtpmtest.Options{ECCOnly: true, ECCP256: true}.New(t)
+//
+// ECCOnly evicts the RSA EK from 0x81010001 and undefines its
+// certificate's NV index 0x01c00002, leaving swtpm's P-384 EK (TCG
+// template H-3) at 0x81010016 with its certificate at NV 0x01c00016.
+// ECCP256 adds a P-256 EK of template L-2 at 0x81010002 with its
+// certificate at NV 0x01c0000a, where most TPMs with an ECC EK keep it.
+// TransientEKs evicts every EK from its persistent handle, leaving the
+// certificates, as on a TPM whose EKs nobody persisted. The changes are
+// made through the platform hierarchy right after manufacture, as a TPM
+// vendor provisions a TPM.
+//
 // swtpm has no resource manager and room for three loaded objects: close
 // AKs and keys when done with them.
 package swtpmtest
@@ -71,9 +90,25 @@ type Instance struct {
 	// certificate (signed by EKRoot) that signs the EK certificates.
 	EKRoot, EKIssuer *x509.Certificate
 
-	tools map[string]string // program name to path
-	proc  *process
+	tools     map[string]string // program name to path
+	proc      *process
+	issuerKey *ecdsa.PrivateKey // signs the EK certificates Options add
 }
+
+// Options say how to manufacture a TPM; the zero value makes what
+// swtpm_setup makes (see the package documentation).
+type Options struct {
+	// ECCOnly removes the RSA EK and its certificate.
+	ECCOnly bool
+	// ECCP256 adds an ECC P-256 EK (template L-2) at 0x81010002, with its
+	// certificate at NV 0x01c0000a.
+	ECCP256 bool
+	// TransientEKs evicts every EK from its persistent handle, keeping
+	// the certificates.
+	TransientEKs bool
+}
+
+func (o Options) changes() bool { return o.ECCOnly || o.ECCP256 || o.TransientEKs }
 
 // EKRoots returns a pool holding EKRoot.
 func (i *Instance) EKRoots() *x509.CertPool {
@@ -94,8 +129,14 @@ func (i *Instance) EKIntermediates() *x509.CertPool {
 // or fails it when the environment has CI=true.
 func New(t testing.TB) *Instance {
 	t.Helper()
+	return Options{}.New(t)
+}
+
+// New is [New] for a TPM made as o says.
+func (o Options) New(t testing.TB) *Instance {
+	t.Helper()
 	need(t)
-	i, err := Start(t.TempDir())
+	i, err := o.Start(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +161,10 @@ func need(t testing.TB) {
 
 // Start manufactures a TPM in dir (which must exist; Start makes dir/state
 // and dir/ca in it) and connects to a swtpm serving it.
-func Start(dir string) (*Instance, error) {
+func Start(dir string) (*Instance, error) { return Options{}.Start(dir) }
+
+// Start is [Start] for a TPM made as o says.
+func (o Options) Start(dir string) (*Instance, error) {
 	tools, err := lookTools()
 	if err != nil {
 		return nil, fmt.Errorf("swtpmtest: %w", err)
@@ -128,6 +172,11 @@ func Start(dir string) (*Instance, error) {
 	i := &Instance{StateDir: filepath.Join(dir, "state"), CADir: filepath.Join(dir, "ca"), tools: tools}
 	if err := i.manufacture(); err != nil {
 		return nil, err
+	}
+	if o.changes() {
+		if err := i.provision(o); err != nil {
+			return nil, err
+		}
 	}
 	if err := i.start(); err != nil {
 		return nil, err
@@ -256,6 +305,7 @@ func (i *Instance) makeCA() error {
 	if i.EKIssuer, err = x509.ParseCertificate(issuerDER); err != nil {
 		return err
 	}
+	i.issuerKey = issuerKey
 	keyDER, err := x509.MarshalPKCS8PrivateKey(issuerKey)
 	if err != nil {
 		return err
@@ -432,8 +482,12 @@ type Served struct {
 // Serve manufactures a TPM in dir (as Start does), writes its EK
 // certificate to dir/ek.crt, and serves it on the unix socket dir/sock
 // (ServeUnix) until Stop. The path of the socket is limited to 107 bytes.
-func Serve(dir string) (*Served, error) {
-	i, err := Start(dir)
+func Serve(dir string) (*Served, error) { return Options{}.Serve(dir) }
+
+// Serve is [Serve] for a TPM made as o says; Served.EK is the EK that
+// names the device (an ECC one with ECCOnly).
+func (o Options) Serve(dir string) (*Served, error) {
+	i, err := o.Start(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -466,6 +520,12 @@ func (s *Served) Stop() error { return s.stop() }
 // skips t, or fails it when the environment has CI=true.
 func NewServed(t testing.TB) *Served {
 	t.Helper()
+	return Options{}.NewServed(t)
+}
+
+// NewServed is [NewServed] for a TPM made as o says.
+func (o Options) NewServed(t testing.TB) *Served {
+	t.Helper()
 	need(t)
 	// Not t.TempDir(): a test's directory can make the socket's path
 	// longer than a unix socket's 107 bytes.
@@ -474,7 +534,7 @@ func NewServed(t testing.TB) *Served {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	s, err := Serve(dir)
+	s, err := o.Serve(dir)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,8 +2,11 @@ package swtpmtest_test
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +16,7 @@ import (
 
 	"github.com/devid-ssh/devid/tpm"
 	"github.com/devid-ssh/devid/tpm/swtpmtest"
+	"github.com/google/go-tpm/tpm2"
 )
 
 // TestStartAndClose: Start manufactures a TPM whose EK certificate the
@@ -152,5 +156,112 @@ func TestServe(t *testing.T) {
 	}
 	if _, err := os.Stat(s.Sock); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the socket after Stop: %v, want it gone", err)
+	}
+}
+
+// TestOptions: each Options leaves the EKs and EK certificates the package
+// documentation says, as the TPM lists them (persistent handles, NV
+// indices); the certificates Options add are the EK CA's, for the key at
+// their handle.
+func TestOptions(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		opts              swtpmtest.Options
+		handles, nvIndexs string
+	}{
+		{swtpmtest.Options{}, "0x81010001 0x81010016", "0x01c00002 0x01c00016"},
+		{swtpmtest.Options{ECCOnly: true}, "0x81010016", "0x01c00016"},
+		{swtpmtest.Options{ECCP256: true}, "0x81010001 0x81010002 0x81010016", "0x01c00002 0x01c0000a 0x01c00016"},
+		{swtpmtest.Options{ECCOnly: true, ECCP256: true}, "0x81010002 0x81010016", "0x01c0000a 0x01c00016"},
+		{swtpmtest.Options{ECCOnly: true, ECCP256: true, TransientEKs: true}, "", "0x01c0000a 0x01c00016"},
+	} {
+		t.Run(fmt.Sprintf("%+v", c.opts), func(t *testing.T) {
+			t.Parallel()
+			i := c.opts.New(t)
+			ch, err := i.RawChannel()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ch.Close()
+			if got := handles(t, ch, tpm2.TPMHTPersistent); got != c.handles {
+				t.Errorf("persistent handles %q, want %q", got, c.handles)
+			}
+			if got := handles(t, ch, tpm2.TPMHTNVIndex); got != c.nvIndexs {
+				t.Errorf("NV indices %q, want %q", got, c.nvIndexs)
+			}
+			if !c.opts.ECCP256 {
+				return
+			}
+			rsp, err := tpm2.NVReadPublic{NVIndex: tpm2.TPMHandle(0x01c0000a)}.Execute(ch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pub, _ := rsp.NVPublic.Contents()
+			var der []byte
+			for len(der) < int(pub.DataSize) {
+				r, err := tpm2.NVRead{AuthHandle: tpm2.AuthHandle{Handle: 0x01c0000a, Name: rsp.NVName, Auth: tpm2.PasswordAuth(nil)},
+					NVIndex: tpm2.NamedHandle{Handle: 0x01c0000a, Name: rsp.NVName}, Size: min(512, pub.DataSize-uint16(len(der))), Offset: uint16(len(der))}.Execute(ch)
+				if err != nil {
+					t.Fatal(err)
+				}
+				der = append(der, r.Data.Buffer...)
+			}
+			cert, err := x509.ParseCertificate(der)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cert.CheckSignatureFrom(i.EKIssuer); err != nil {
+				t.Errorf("the P-256 EK certificate: %v", err)
+			}
+			// The key of the TCG's L-2 template is the certificate's.
+			ek, err := tpm2.CreatePrimary{PrimaryHandle: tpm2.TPMRHEndorsement, InPublic: tpm2.New2B(tpm2.ECCEKTemplate)}.Execute(ch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tpm2.FlushContext{FlushHandle: ek.ObjectHandle}.Execute(ch)
+			public, _ := ek.OutPublic.Contents()
+			key, err := tpm2.Pub(*public)
+			if err != nil || !cert.PublicKey.(*ecdsa.PublicKey).Equal(key) {
+				t.Errorf("the P-256 EK certificate is not for the L-2 key (%v)", err)
+			}
+		})
+	}
+}
+
+// handles lists the TPM's handles of type typ as "0x%08x ...".
+func handles(t *testing.T, ch *tpm.Channel, typ tpm2.TPMHT) string {
+	t.Helper()
+	rsp, err := tpm2.GetCapability{Capability: tpm2.TPMCapHandles, Property: uint32(typ) << 24, PropertyCount: 64}.Execute(ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hl, err := rsp.CapabilityData.Data.Handles()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, h := range hl.Handle {
+		if uint32(h)>>24 == uint32(typ) {
+			out = append(out, fmt.Sprintf("0x%08x", uint32(h)))
+		}
+	}
+	return strings.Join(out, " ")
+}
+
+// TestServeECCOnly: served, a TPM with only ECC EKs writes the
+// certificate of the EK that names it: swtpm's P-384 one.
+func TestServeECCOnly(t *testing.T) {
+	t.Parallel()
+	s := swtpmtest.Options{ECCOnly: true}.NewServed(t)
+	b, err := os.ReadFile(s.EKCert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(b)
+	if block == nil || !bytes.Equal(block.Bytes, s.EK.Certificate.Raw) {
+		t.Fatalf("%s does not hold the EK certificate", s.EKCert)
+	}
+	if pub, ok := s.EK.Public.(*ecdsa.PublicKey); !ok || pub.Curve.Params().Name != "P-384" || s.EK.Handle != 0x81010016 {
+		t.Errorf("served EK: %s at %#x, want ECC-P-384 at 0x81010016", s.EK.Type(), s.EK.Handle)
 	}
 }
