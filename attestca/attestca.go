@@ -6,12 +6,15 @@
 // TPM tooling can enrol against devid too:
 //
 //  1. POST /attest with the EK (and EK certificate) and the AK's attestation
-//     parameters. The CA checks that the device is registered and active,
-//     that the EK certificate chains to a manufacturer root (when roots are
+//     parameters. The EK is RSA, or ECC on P-256 or P-384 for a TPM whose
+//     only EK is an ECC one (package tpm says which EK names a device). The
+//     CA checks that the device is registered and active, that the EK
+//     certificate chains to a manufacturer root (when roots are
 //     configured), and that the AK is a restricted RSA signing key created in
 //     a TPM (go-attestation's ActivationParameters). It answers with a
 //     one-time secret encrypted to the EK, bound to the AK (credential
-//     activation).
+//     activation, tpm.MakeCredential: RSA-OAEP to an RSA EK, ECDH with an
+//     ECC EK).
 //  2. The device decrypts it with TPM2_ActivateCredential, which only the TPM
 //     holding both the EK and the AK can do.
 //  3. POST /secret with the decrypted secret. The CA finds the pending
@@ -192,17 +195,13 @@ func (ca *CA) Attest(req *AttestRequest) (*AttestResponse, error) {
 	if _, ok := akPub.Public.(*rsa.PublicKey); !ok {
 		return nil, invalid("device %s: the AK is a %T: devid needs an RSA AK (step-ca's device-attest-01 verifies only RSA AKs)", id, akPub.Public)
 	}
-	params := attest.ActivationParameters{
-		EK: ekPub,
-		AK: attest.AttestationParameters{
-			Public:                  req.AttestParams.Public,
-			UseTCSDActivationFormat: req.AttestParams.UseTCSDActivationFormat,
-			CreateData:              req.AttestParams.CreateData,
-			CreateAttestation:       req.AttestParams.CreateAttestation,
-			CreateSignature:         req.AttestParams.CreateSignature,
-		},
-	}
-	secret, ec, err := params.Generate()
+	secret, ec, err := tpm.MakeCredential(ekPub, attest.AttestationParameters{
+		Public:                  req.AttestParams.Public,
+		UseTCSDActivationFormat: req.AttestParams.UseTCSDActivationFormat,
+		CreateData:              req.AttestParams.CreateData,
+		CreateAttestation:       req.AttestParams.CreateAttestation,
+		CreateSignature:         req.AttestParams.CreateSignature,
+	})
 	if err != nil {
 		return nil, invalid("device %s: AK parameters: %v", id, err)
 	}

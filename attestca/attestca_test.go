@@ -80,7 +80,14 @@ type device struct {
 
 func newDevice(t testing.TB) *device {
 	t.Helper()
-	sw := swtpmtest.New(t)
+	return newDeviceWith(t, swtpmtest.Options{})
+}
+
+// newDeviceWith is newDevice for a TPM made as opts says; its request
+// carries the EK that names the device.
+func newDeviceWith(t testing.TB, opts swtpmtest.Options) *device {
+	t.Helper()
+	sw := opts.New(t)
 	ek, err := sw.TPM.EK()
 	if err != nil {
 		t.Fatal(err)
@@ -364,4 +371,97 @@ func TestAKCertLifetime(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestECCEK: devices whose TPMs have only ECC EKs (swtpm's P-384 at its
+// persistent handle; a P-256 of template L-2 made from its template) are
+// attested end to end, with manufacturer roots configured: the challenge
+// is encrypted to the ECC EK, the TPM answers it, and the AK certificate
+// names the device by its ECC EK. A challenge for one TPM's ECC EK is not
+// answered by another; an ECC EK certificate from an unconfigured
+// manufacturer, an ECC EK without its certificate, and an ECC EK on a
+// curve devid does not take are refused. A device registered by its RSA
+// EK is not that TPM's ECC EK.
+func TestECCEK(t *testing.T) {
+	p384 := newDeviceWith(t, swtpmtest.Options{ECCOnly: true})
+	p256 := newDeviceWith(t, swtpmtest.Options{ECCOnly: true, ECCP256: true, TransientEKs: true})
+	stranger := newDeviceWith(t, swtpmtest.Options{ECCOnly: true})
+	roots, inter := x509.NewCertPool(), x509.NewCertPool()
+	for _, d := range []*device{p384, p256} {
+		roots.AddCert(d.sw.EKRoot)
+		inter.AddCert(d.sw.EKIssuer)
+	}
+	f := newFixture(t, roots, inter)
+	for name, d := range map[string]*device{"p384": p384, "p256": p256, "stranger": stranger} {
+		d.register(t, f, name)
+	}
+	for name, c := range map[string]struct {
+		d     *device
+		curve string
+	}{"p384": {p384, "P-384"}, "p256": {p256, "P-256"}} {
+		if pub, ok := c.d.ek.Public.(*ecdsa.PublicKey); !ok || pub.Curve.Params().Name != c.curve {
+			t.Fatalf("%s: the EK is a %s, want ECC %s", name, c.d.ek.Type(), c.curve)
+		}
+		r, err := f.ca.Attest(c.d.req)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		resp, err := f.ca.Secret(&attestca.SecretRequest{Secret: c.d.activate(t, r), DeviceID: c.d.ek.DeviceID})
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		akCert, err := x509.ParseCertificate(resp.Chain[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !akCert.PublicKey.(*rsa.PublicKey).Equal(c.d.ak.Public()) || len(akCert.URIs) != 1 || akCert.URIs[0].String() != c.d.ek.DeviceID {
+			t.Errorf("%s: the AK certificate is not for the AK and %s: %v", name, c.d.ek.DeviceID, akCert.URIs)
+		}
+	}
+
+	// P-384's EK with P-256's AK: a challenge P-256's TPM cannot answer.
+	r := *p384.req
+	r.AttestParams = p256.req.AttestParams
+	resp, err := f.ca.Attest(&r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := p256.ak.ActivateCredential(p256.ek, attest.EncryptedCredential{Credential: resp.Credential, Secret: resp.Secret}); err == nil {
+		t.Fatalf("a TPM activated a credential made for another TPM's ECC EK, giving %x", got)
+	}
+
+	_, err = f.ca.Attest(stranger.req)
+	wantRefusal(t, err, attestca.ErrRefused, "does not chain to a configured manufacturer root")
+	r = *p384.req
+	r.EKCerts = nil
+	_, err = f.ca.Attest(&r)
+	wantRefusal(t, err, attestca.ErrRefused, "EK certificate is required")
+
+	p521, _ := ecdsa.GenerateKey(elliptic.P521(), rand.Reader)
+	r = *p384.req
+	r.EKPub, _ = x509.MarshalPKIXPublicKey(&p521.PublicKey)
+	r.EKCerts = nil
+	_, err = f.ca.Attest(&r)
+	wantRefusal(t, err, attestca.ErrInvalid, "curve P-521")
+
+	// A TPM with both kinds, registered by its RSA EK: its ECC EK names
+	// no registered device.
+	both := newDevice(t)
+	eks, err := both.sw.TPM.EKs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(eks) != 2 || eks[1].Type() != "ECC-P-384" {
+		t.Fatalf("EKs of swtpm: %d, want the RSA and the P-384 EK", len(eks))
+	}
+	r = *both.req
+	r.EKPub, _ = x509.MarshalPKIXPublicKey(eks[1].Public)
+	r.EKCerts = [][]byte{eks[1].Certificate.Raw}
+	fb := newFixture(t, both.sw.EKRoots(), both.sw.EKIntermediates())
+	both.register(t, fb, "both")
+	if _, err := fb.ca.Attest(both.req); err != nil {
+		t.Fatal(err)
+	}
+	_, err = fb.ca.Attest(&r)
+	wantRefusal(t, err, attestca.ErrRefused, "is not registered")
 }
