@@ -9,7 +9,9 @@
 //
 //  1. Attest: create an RSA Attestation Key (AK) in the TPM and have the
 //     Attestation CA certify it (POST /attestation/attest, TPM2_ActivateCredential,
-//     POST /attestation/secret). The AK certificate names the device ID.
+//     POST /attestation/secret). The EK sent, and activated with, is the one
+//     that names the device (tpm.TPM.EK: the RSA EK, or an ECC EK on a TPM
+//     that has only ECC ones). The AK certificate names the device ID.
 //  2. DeviceCertificate: create an ECDSA P-256 key in the TPM, certified by
 //     the AK over the ACME key authorization, and complete ACME
 //     device-attest-01 (format tpm) against the CA's devid-tpm provisioner.
