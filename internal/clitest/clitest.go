@@ -169,16 +169,21 @@ func needTools(ts *testscript.TestScript, neg bool, args []string) {
 	}
 }
 
-// swtpm DIR VAR: manufacture a TPM in DIR (EK certificate in DIR/ek.crt),
-// serve it with swtpm on the unix socket DIR/sock until the script ends, and
-// set VAR to unix:DIR/sock.
+// swtpm [--ecc-only] DIR VAR: manufacture a TPM in DIR (EK certificate in
+// DIR/ek.crt), serve it with swtpm on the unix socket DIR/sock until the
+// script ends, and set VAR to unix:DIR/sock. With --ecc-only its only EK
+// is swtpm's ECC P-384 one (swtpmtest.Options.ECCOnly).
 func swtpmServe(ts *testscript.TestScript, neg bool, args []string) {
+	var opts swtpmtest.Options
+	if len(args) > 0 && args[0] == "--ecc-only" {
+		opts.ECCOnly, args = true, args[1:]
+	}
 	if len(args) != 2 {
-		ts.Fatalf("usage: swtpm DIR VAR")
+		ts.Fatalf("usage: swtpm [--ecc-only] DIR VAR")
 	}
 	dir := ts.MkAbs(args[0])
 	ts.Check(os.MkdirAll(dir, 0o700))
-	sw, err := swtpmtest.Serve(dir)
+	sw, err := opts.Serve(dir)
 	ts.Check(err)
 	ts.Defer(func() { ts.Check(sw.Stop()) })
 	ts.Setenv(args[1], sw.Addr)

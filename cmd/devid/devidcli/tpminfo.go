@@ -1,14 +1,11 @@
 package devidcli
 
 import (
-	"crypto/ecdsa"
-	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
 	"flag"
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -35,14 +32,16 @@ type tpmInfo struct {
 }
 
 type ekInfo struct {
-	Type        string      `json:"type"`
+	Type        string      `json:"type"` // RSA-2048, ECC-P-256, ECC-P-384
 	DeviceID    string      `json:"deviceId"`
-	Public      string      `json:"public"` // PEM
+	Public      string      `json:"public"`           // PEM
+	Handle      string      `json:"handle,omitempty"` // persistent handle (0x81010001); none: made from its TCG template when needed
 	Certificate *ekCertInfo `json:"certificate,omitempty"`
 	Used        bool        `json:"used"` // the EK that names the device
 }
 
 type ekCertInfo struct {
+	NVIndex   string    `json:"nvIndex"` // where the TPM holds it (0x01c00002)
 	Subject   string    `json:"subject"`
 	Issuer    string    `json:"issuer"`
 	Serial    string    `json:"serial"`
@@ -145,8 +144,13 @@ func printTPMInfo(env *command.Env, r tpmInfo) {
 			use = " (names the device)"
 		}
 		fmt.Fprintf(tw, "EK %s%s\t%s\n", ek.Type, use, ek.DeviceID)
+		if ek.Handle != "" {
+			fmt.Fprintf(tw, "  key\tat persistent handle %s\n", ek.Handle)
+		} else {
+			fmt.Fprintf(tw, "  key\tat no persistent handle: made from its TCG template when needed\n")
+		}
 		if c := ek.Certificate; c != nil {
-			fmt.Fprintf(tw, "  certificate\tissuer %q, serial %s, valid until %s\n", c.Issuer, c.Serial, c.NotAfter.Format(time.RFC3339))
+			fmt.Fprintf(tw, "  certificate\tNV %s: issuer %q, serial %s, valid until %s\n", c.NVIndex, c.Issuer, c.Serial, c.NotAfter.Format(time.RFC3339))
 		} else {
 			fmt.Fprintf(tw, "  certificate\tnone in the TPM\n")
 		}
@@ -167,7 +171,7 @@ func ekPEMBlock(ek *tpm.EK) (*pem.Block, error) {
 	if ek.Certificate != nil {
 		return &pem.Block{Type: "CERTIFICATE", Bytes: ek.Certificate.Raw}, nil
 	}
-	der, err := x509.MarshalPKIXPublicKey(ek.PublicKey())
+	der, err := x509.MarshalPKIXPublicKey(ek.Public)
 	if err != nil {
 		return nil, err
 	}
@@ -175,21 +179,16 @@ func ekPEMBlock(ek *tpm.EK) (*pem.Block, error) {
 }
 
 func describeEK(ek *tpm.EK) (ekInfo, error) {
-	der, err := x509.MarshalPKIXPublicKey(ek.PublicKey())
+	der, err := x509.MarshalPKIXPublicKey(ek.Public)
 	if err != nil {
 		return ekInfo{}, err
 	}
-	ei := ekInfo{DeviceID: ek.DeviceID, Public: string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))}
-	switch k := ek.PublicKey().(type) {
-	case *rsa.PublicKey:
-		ei.Type = "RSA-" + strconv.Itoa(k.N.BitLen())
-	case *ecdsa.PublicKey:
-		ei.Type = "ECC-" + k.Curve.Params().Name
-	default:
-		ei.Type = fmt.Sprintf("%T", k)
+	ei := ekInfo{Type: ek.Type(), DeviceID: ek.DeviceID, Public: string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))}
+	if ek.Handle != 0 {
+		ei.Handle = fmt.Sprintf("0x%08x", ek.Handle)
 	}
 	if c := ek.Certificate; c != nil {
-		ei.Certificate = &ekCertInfo{Subject: c.Subject.String(), Issuer: c.Issuer.String(), Serial: c.SerialNumber.String(),
+		ei.Certificate = &ekCertInfo{NVIndex: fmt.Sprintf("0x%08x", ek.CertIndex), Subject: c.Subject.String(), Issuer: c.Issuer.String(), Serial: c.SerialNumber.String(),
 			NotBefore: c.NotBefore, NotAfter: c.NotAfter, PEM: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}))}
 	}
 	return ei, nil
