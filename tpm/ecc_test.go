@@ -218,3 +218,53 @@ func TestMakeCredentialRefuses(t *testing.T) {
 	}
 	var _ attest.AttestationParameters = notAK
 }
+
+// TestPersistedRSAEKKeepsNamingTheDevice: a TPM with no RSA EK
+// certificate but the RSA EK at 0x81010001 (where go-attestation's
+// credential activation leaves it: a device devid named by that EK before
+// it read ECC EKs) is still named by its RSA EK, not by its ECC EK.
+func TestPersistedRSAEKKeepsNamingTheDevice(t *testing.T) {
+	t.Parallel()
+	sw := swtpmtest.Options{ECCOnly: true}.New(t)
+	ch, err := sw.RawChannel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rsp, err := tpm2.CreatePrimary{PrimaryHandle: tpm2.TPMRHEndorsement, InPublic: tpm2.New2B(tpm2.RSAEKTemplate)}.Execute(ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (tpm2.EvictControl{Auth: tpm2.TPMRHOwner, ObjectHandle: tpm2.NamedHandle{Handle: rsp.ObjectHandle, Name: rsp.Name},
+		PersistentHandle: tpm.RSAEKHandle}).Execute(ch); err != nil {
+		t.Fatal(err)
+	}
+	public, _ := rsp.OutPublic.Contents()
+	rsaKey, err := tpm2.Pub(*public)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch.Close()
+	if err := sw.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	ek := mustEK(t, sw.TPM)
+	want, _ := deviceid.FromPublicKey(rsaKey)
+	if ek.Type() != "RSA-2048" || ek.Handle != tpm.RSAEKHandle || ek.Certificate != nil || ek.DeviceID != want {
+		t.Fatalf("EK %s at %#x (certificate %v), %s; want the persisted RSA EK, %s", ek.Type(), ek.Handle, ek.Certificate != nil, ek.DeviceID, want)
+	}
+	eks, err := sw.TPM.EKs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(eks) != 2 || eks[1].Type() != "ECC-P-384" {
+		t.Errorf("%d EKs, want the RSA EK, then the P-384 one", len(eks))
+	}
+	ak := mustAK(t, sw.TPM)
+	secret, ec, err := tpm.MakeCredential(ek.Public, ak.AttestationParameters())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := ak.ActivateCredential(ek, *ec); err != nil || !bytes.Equal(got, secret) {
+		t.Errorf("activating with the RSA EK: %x, %v", got, err)
+	}
+}
