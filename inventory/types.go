@@ -94,8 +94,13 @@ type Device struct {
 	// Certificates issued before a quarantine stay revoked when the device
 	// is brought back: revocation keys on this time.
 	StatusChanged time.Time `json:"statusChanged"`
-	EKPublic      []byte    `json:"ekPublic"`         // PKIX DER of the EK; nil while pending
-	EKCert        []byte    `json:"ekCert,omitempty"` // DER, when one was given
+	// QuarantineUntil is when a temporary quarantine ends (Quarantine with
+	// a duration): devid-ca then brings the device back to active
+	// (LiftQuarantine). Nil for a quarantine without an end, and for
+	// every other status.
+	QuarantineUntil *time.Time `json:"quarantineUntil,omitempty"`
+	EKPublic        []byte     `json:"ekPublic"`         // PKIX DER of the EK; nil while pending
+	EKCert          []byte     `json:"ekCert,omitempty"` // DER, when one was given
 	// HostNames are the names and addresses a host may have in its SSH
 	// host certificates besides its Name (package hostnames: exact
 	// names, addresses, *.label patterns, CIDR prefixes).
