@@ -19,7 +19,13 @@
 // Imports (CSV or JSON exports from an MDM or asset system) are idempotent and
 // all-or-nothing: every row is checked first, and a bad row fails the whole
 // import with its line number before anything is written. A field the file
-// does not give keeps its value.
+// does not give keeps its value. ImportMDM reads Jamf Pro's and Intune's
+// own exports into the same import, and reports (or quarantines) the
+// devices of that MDM its export no longer lists.
+//
+// A quarantine may be temporary (Quarantine with a duration): its end is
+// in the device's record, and devid-ca lifts it then (LiftQuarantine), once
+// even when several devid-ca share the database.
 //
 // Emails are case-insensitive and stored in lower case. Text is UTF-8, and
 // what is printed as one line (names, emails, reasons) has no control
