@@ -14,7 +14,9 @@
 //	POST /devid/v1/devices                  NewDevice → Device (201)
 //	GET  /devid/v1/devices/{ref}            Device, by device ID or name
 //	POST /devid/v1/devices/{ref}/status     StatusRequest → Device
-//	POST /devid/v1/import/devices           CSV or JSON export → ImportReport; ?file=NAME&dry_run=BOOL
+//	POST /devid/v1/import/devices           CSV or JSON export → ImportReport; ?file=NAME&dry_run=BOOL,
+//	                                        and for an MDM's export (MDMImport) &format=jamf|intune
+//	                                        [&missing=keep|quarantine&kind=K&collection=C]
 //	GET  /devid/v1/users                    UserList
 //	POST /devid/v1/users                    NewUser → User (201)
 //	GET  /devid/v1/users/{email}            User
@@ -124,8 +126,12 @@ type Device struct {
 	StatusReason string `json:"statusReason,omitempty"`
 	// StatusChanged is when the status last changed (creation at first).
 	StatusChanged time.Time `json:"statusChanged"`
-	EKPublic      []byte    `json:"ekPublic"`         // PKIX DER of the EK; null while pending
-	EKCert        []byte    `json:"ekCert,omitempty"` // DER, when one was given
+	// QuarantineUntil is when a temporary quarantine ends: the CA then
+	// activates the device. Absent for a quarantine with no end and every
+	// other status.
+	QuarantineUntil *time.Time `json:"quarantineUntil,omitempty"`
+	EKPublic        []byte     `json:"ekPublic"`         // PKIX DER of the EK; null while pending
+	EKCert          []byte     `json:"ekCert,omitempty"` // DER, when one was given
 	// HostNames are the names and addresses a host may have in its SSH
 	// host certificates besides its Name: exact names, addresses,
 	// *.label patterns ("*" is exactly one label), CIDR prefixes.
@@ -228,6 +234,11 @@ type NewUser struct {
 type StatusRequest struct {
 	Status Status `json:"status"`
 	Reason string `json:"reason,omitempty"`
+	// For, with status quarantined, makes the quarantine temporary: a Go
+	// duration ("2h", "90m"), from 1m to 8784h. The CA activates the
+	// device when it ends, as `devid device activate` would; a quarantine
+	// without it has no end (and replaces one that had).
+	For string `json:"for,omitempty"`
 }
 
 // Import results, per row (ImportResult.Result, ImportReport.Counts).
@@ -239,7 +250,25 @@ const (
 	// active, which an import never does (use an explicit activate). The
 	// whole row was set aside; the note says what it would have changed.
 	Held = "held"
+	// Missing and MissingQuarantined are the results of an MDM import for
+	// a device of its source that the export no longer lists (no line):
+	// reported and left as it is, or quarantined (missing=quarantine).
+	Missing            = "missing"
+	MissingQuarantined = "quarantined"
 )
+
+// MDMImport is the query of an import of an MDM's device export (POST
+// /devid/v1/import/devices with format=…).
+type MDMImport struct {
+	Format string // jamf or intune
+	// Missing: what happens to the devices of this source the export no
+	// longer lists: keep (the default: reported) or quarantine.
+	Missing string
+	// Kind and Collection, when set, are every listed device's; a device
+	// the export adds is otherwise a workstation. Collection also limits
+	// Missing to that collection's devices.
+	Kind, Collection string
+}
 
 // ImportResult says what an import did with one row.
 type ImportResult struct {

@@ -134,8 +134,14 @@ func (c *Client) AddDevice(nd NewDevice) (*Device, error) {
 
 // SetStatus quarantines, retires or activates a device.
 func (c *Client) SetStatus(ref string, st Status, reason string) (*Device, error) {
+	return c.ChangeStatus(ref, StatusRequest{Status: st, Reason: reason})
+}
+
+// ChangeStatus quarantines (for a time, with For), retires or activates a
+// device.
+func (c *Client) ChangeStatus(ref string, req StatusRequest) (*Device, error) {
 	var d Device
-	err := c.doJSON("POST", Prefix+"devices/"+url.PathEscape(ref)+"/status", StatusRequest{Status: st, Reason: reason}, &d)
+	err := c.doJSON("POST", Prefix+"devices/"+url.PathEscape(ref)+"/status", req, &d)
 	return &d, err
 }
 
@@ -150,9 +156,25 @@ func (c *Client) ImportUsers(file string, data []byte, dryRun bool) (*ImportRepo
 	return c.doImport("users", file, data, dryRun)
 }
 
+// ImportMDM sends an MDM's device export (Jamf Pro, Intune) to import.
+func (c *Client) ImportMDM(file string, data []byte, opts MDMImport, dryRun bool) (*ImportReport, error) {
+	q := url.Values{"format": {opts.Format}}
+	for k, v := range map[string]string{"missing": opts.Missing, "kind": opts.Kind, "collection": opts.Collection} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	return c.doImportQuery("devices", file, data, dryRun, q)
+}
+
 func (c *Client) doImport(what, file string, data []byte, dryRun bool) (*ImportReport, error) {
+	return c.doImportQuery(what, file, data, dryRun, url.Values{})
+}
+
+func (c *Client) doImportQuery(what, file string, data []byte, dryRun bool, q url.Values) (*ImportReport, error) {
 	var rep ImportReport
-	q := url.Values{"file": {file}, "dry_run": {strconv.FormatBool(dryRun)}}
+	q.Set("file", file)
+	q.Set("dry_run", strconv.FormatBool(dryRun))
 	err := c.do("POST", Prefix+"import/"+what, q, bytes.NewReader(data), "application/octet-stream", &rep)
 	return &rep, err
 }

@@ -45,6 +45,12 @@ func adminDo(t *testing.T, ca *catest.CA, method, path, body string) (int, strin
 // step-ca would.
 func userCert(t *testing.T, ca *catest.CA, serial uint64, keyID string) *ssh.Certificate {
 	t.Helper()
+	return userCertFor(t, ca, serial, keyID, time.Hour)
+}
+
+// userCertFor is userCert valid for life from a minute ago.
+func userCertFor(t *testing.T, ca *catest.CA, serial uint64, keyID string, life time.Duration) *ssh.Certificate {
+	t.Helper()
 	k, err := pemutil.Read(filepath.Join(ca.Dir, "secrets/ssh_user_ca.key"))
 	if err != nil {
 		t.Fatal(err)
@@ -57,7 +63,7 @@ func userCert(t *testing.T, ca *catest.CA, serial uint64, keyID string) *ssh.Cer
 	sshPub, _ := ssh.NewPublicKey(pub)
 	now := time.Now()
 	c := &ssh.Certificate{Key: sshPub, Serial: serial, CertType: ssh.UserCert, KeyId: keyID, ValidPrincipals: []string{"alice"},
-		ValidAfter: uint64(now.Add(-time.Minute).Unix()), ValidBefore: uint64(now.Add(time.Hour).Unix())}
+		ValidAfter: uint64(now.Add(-time.Minute).Unix()), ValidBefore: uint64(now.Add(life).Unix())}
 	if err := c.SignCert(rand.Reader, signer); err != nil {
 		t.Fatal(err)
 	}

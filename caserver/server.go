@@ -22,7 +22,8 @@
 //
 // Init creates a new CA directory; LoadConfig reads its configuration; New
 // builds the server and Serve runs it: the HTTPS server and the background
-// tasks (KRL rebuild, KRL watch), each restarted after a failure
+// tasks (KRL rebuild, KRL watch, the end of temporary quarantines), each
+// restarted after a failure
 // (internal/task).
 package caserver
 
@@ -97,6 +98,7 @@ type Options struct {
 type Server struct {
 	cfg       *Config
 	log       *slog.Logger
+	now       func() time.Time
 	auth      *authority.Authority
 	inv       *inventory.Store
 	adminRoot *x509.Certificate
@@ -117,7 +119,7 @@ func New(cfg *Config, opts Options) (*Server, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	s := &Server{cfg: cfg, log: opts.Logger}
+	s := &Server{cfg: cfg, log: opts.Logger, now: opts.Now}
 	var err error
 	if s.root, err = readCert(cfg.path(cfg.Root)); err != nil {
 		return nil, err

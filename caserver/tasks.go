@@ -29,6 +29,8 @@ const shutdownTimeout = 10 * time.Second
 //     seconds while a failed rebuild left a change unpublished.
 //   - krl-watch: serves the KRLs other devid-ca instances sharing the
 //     database publish (revocation.Store.Watch).
+//   - quarantine-lift: activates the devices whose temporary quarantine
+//     ended (see liftQuarantines).
 func (s *Server) tasks(ln net.Listener, tc *tls.Config, ready func()) []task.Task {
 	return []task.Task{
 		&httpsTask{s: s, log: s.log.With("task", "https"), ln: ln, tc: tc, ready: ready},
@@ -36,6 +38,9 @@ func (s *Server) tasks(ln net.Listener, tc *tls.Config, ready func()) []task.Tas
 			return rebuildKRL(ctx, s.revoke, s.log.With("task", "krl-rebuild"), krlRebuildEvery)
 		}),
 		task.Func("krl-watch", s.revoke.Watch),
+		task.Func("quarantine-lift", func(ctx context.Context) error {
+			return liftQuarantines(ctx, s.inv, s.now, s.log.With("task", "quarantine-lift"), quarantinePoll)
+		}),
 	}
 }
 

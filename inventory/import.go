@@ -372,7 +372,10 @@ func (imp *deviceImport) apply(snap *snapshot, r row[NewDevice], now time.Time, 
 		base = bound
 	}
 	d := *base
-	d.Name, d.Kind = f.name, f.kind
+	d.Name = f.name
+	if r.has["kind"] { // always in devid's own exports; an MDM's gives it only with --kind
+		d.Kind = f.kind
+	}
 	for col, set := range map[string]func(){
 		"collection": func() { d.Collection = f.collection },
 		"owner":      func() { d.Owner = f.owner },
@@ -451,17 +454,27 @@ func nameTaken(name, id string) *Error {
 // one transaction unless a row failed or dryRun is set.
 func runImport[T any](s *Store, actor, file string, data []byte, dryRun bool, f rowFormat[T],
 	apply func(snap *snapshot, r row[T], now time.Time, report *ImportReport, w *writer) error) (*ImportReport, error) {
-	// The file name goes into audit reasons ("import NAME").
-	if err := checkLine("file", file); err != nil {
+	if err := checkImportFile(file); err != nil {
 		return nil, err
-	}
-	if len(file) > MaxReasonLen/2 {
-		return nil, invalid("file", "name %d bytes long; at most %d", len(file), MaxReasonLen/2)
 	}
 	rows, err := parseRows(file, data, f)
 	if err != nil {
 		return nil, err
 	}
+	return s.applyImport(actor, newReport(dryRun), func(snap *snapshot, now time.Time, report *ImportReport, w *writer) error {
+		for _, r := range rows {
+			if err := apply(snap, r, now, report, w); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// applyImport runs apply on a snapshot of the inventory, holding the
+// store's lock, and commits what it adds to w in one transaction unless it
+// failed or the report is a dry run's.
+func (s *Store) applyImport(actor string, report *ImportReport, apply func(snap *snapshot, now time.Time, report *ImportReport, w *writer) error) (*ImportReport, error) {
 	s.mu.Lock()
 	defer s.unlock()
 	snap, err := s.snapshot()
@@ -469,17 +482,26 @@ func runImport[T any](s *Store, actor, file string, data []byte, dryRun bool, f 
 		return nil, err
 	}
 	now := s.clock()
-	report := newReport(dryRun)
 	var w writer
-	for _, r := range rows {
-		if err := apply(snap, r, now, report, &w); err != nil {
-			return nil, err
-		}
+	if err := apply(snap, now, report, &w); err != nil {
+		return nil, err
 	}
-	if dryRun {
+	if report.DryRun {
 		return report, nil
 	}
 	return report, s.commit(actor, now, &w)
+}
+
+// checkImportFile checks an import's file name, which goes into audit
+// reasons ("import NAME").
+func checkImportFile(file string) *Error {
+	if err := checkLine("file", file); err != nil {
+		return err
+	}
+	if len(file) > MaxReasonLen/2 {
+		return invalid("file", "name %d bytes long; at most %d", len(file), MaxReasonLen/2)
+	}
+	return nil
 }
 
 func deviceChanges(a, b *Device) []string {

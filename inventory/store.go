@@ -118,7 +118,7 @@ func (s *Store) Update(actor string, prepare func(tx *database.Tx) ([]AuditEntry
 // Open prepares the inventory tables in db. now is the clock (time.Now in
 // production).
 func Open(db database.DB, now func() time.Time) (*Store, error) {
-	for _, t := range [][]byte{devicesTable, usersTable, auditTable, collsTable} {
+	for _, t := range [][]byte{devicesTable, usersTable, auditTable, collsTable, endsTable} {
 		if err := db.CreateTable(t); err != nil {
 			return nil, fmt.Errorf("inventory: create table %s: %w", t, err)
 		}
@@ -259,10 +259,15 @@ func (s *Store) AddDevice(actor string, nd NewDevice) (*Device, error) {
 // SetStatus changes a device's status (quarantine, retire, activate). The
 // change is refused unless it is one the status machine allows: retired is
 // final, and setting the current status again is an error so that a script
-// notices it did nothing. The reason must pass CheckReason.
+// notices it did nothing. The reason must pass CheckReason. Quarantining
+// is Quarantine with no end; any change cancels a temporary quarantine's
+// end.
 func (s *Store) SetStatus(actor, ref string, to Status, reason string) (*Device, error) {
 	if _, err := ParseStatus(string(to)); err != nil {
 		return nil, invalid("status", "%s", err)
+	}
+	if to == StatusQuarantined {
+		return s.Quarantine(actor, ref, reason, 0)
 	}
 	if err := CheckReason(reason); err != nil {
 		return nil, err
@@ -503,6 +508,7 @@ type put struct {
 }
 
 func (w *writer) putDevice(before, after *Device, action, reason string) {
+	w.keepEnds(before, after)
 	a := mustJSON(after)
 	w.puts = append(w.puts, put{devicesTable, after.ID, a})
 	w.changes = append(w.changes, DeviceChange{Before: before, After: after})

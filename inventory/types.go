@@ -19,7 +19,13 @@
 // Imports (CSV or JSON exports from an MDM or asset system) are idempotent and
 // all-or-nothing: every row is checked first, and a bad row fails the whole
 // import with its line number before anything is written. A field the file
-// does not give keeps its value.
+// does not give keeps its value. ImportMDM reads Jamf Pro's and Intune's
+// own exports into the same import, and reports (or quarantines) the
+// devices of that MDM its export no longer lists.
+//
+// A quarantine may be temporary (Quarantine with a duration): its end is
+// in the device's record, and devid-ca lifts it then (LiftQuarantine), once
+// even when several devid-ca share the database.
 //
 // Emails are case-insensitive and stored in lower case. Text is UTF-8, and
 // what is printed as one line (names, emails, reasons) has no control
@@ -94,8 +100,13 @@ type Device struct {
 	// Certificates issued before a quarantine stay revoked when the device
 	// is brought back: revocation keys on this time.
 	StatusChanged time.Time `json:"statusChanged"`
-	EKPublic      []byte    `json:"ekPublic"`         // PKIX DER of the EK; nil while pending
-	EKCert        []byte    `json:"ekCert,omitempty"` // DER, when one was given
+	// QuarantineUntil is when a temporary quarantine ends (Quarantine with
+	// a duration): devid-ca then brings the device back to active
+	// (LiftQuarantine). Nil for a quarantine without an end, and for
+	// every other status.
+	QuarantineUntil *time.Time `json:"quarantineUntil,omitempty"`
+	EKPublic        []byte     `json:"ekPublic"`         // PKIX DER of the EK; nil while pending
+	EKCert          []byte     `json:"ekCert,omitempty"` // DER, when one was given
 	// HostNames are the names and addresses a host may have in its SSH
 	// host certificates besides its Name (package hostnames: exact
 	// names, addresses, *.label patterns, CIDR prefixes).

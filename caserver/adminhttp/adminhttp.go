@@ -278,16 +278,27 @@ func (h *Handler) setStatus(w http.ResponseWriter, r *http.Request) {
 	if !h.decode(w, r, &req) {
 		return
 	}
-	d, err := h.store.SetStatus(actor(r), r.PathValue("ref"), inventory.Status(req.Status), req.Reason)
+	var d *inventory.Device
+	var err error
+	switch {
+	case req.For != "":
+		d, err = h.quarantineFor(actor(r), r.PathValue("ref"), req)
+	default:
+		d, err = h.store.SetStatus(actor(r), r.PathValue("ref"), inventory.Status(req.Status), req.Reason)
+	}
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	h.log.Warn("device status changed", "admin", actor(r), "device", d.ID, "name", d.Name, "status", d.Status, "reason", req.Reason)
+	h.log.Warn("device status changed", "admin", actor(r), "device", d.ID, "name", d.Name, "status", d.Status, "reason", req.Reason, "until", d.QuarantineUntil)
 	writeJSON(w, http.StatusOK, device(d))
 }
 
 func (h *Handler) importDevices(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Query().Has("format") {
+		h.importMDM(w, r)
+		return
+	}
 	h.doImport(w, r, h.store.ImportDevices)
 }
 
@@ -295,9 +306,9 @@ func (h *Handler) importUsers(w http.ResponseWriter, r *http.Request) {
 	h.doImport(w, r, h.store.ImportUsers)
 }
 
-func (h *Handler) doImport(w http.ResponseWriter, r *http.Request, imp func(actor, file string, data []byte, dryRun bool) (*inventory.ImportReport, error)) {
+func (h *Handler) doImport(w http.ResponseWriter, r *http.Request, imp func(actor, file string, data []byte, dryRun bool) (*inventory.ImportReport, error), params ...string) {
 	// A misspelt dry_run would otherwise import for real.
-	q, ok := query(w, r, "file", "dry_run")
+	q, ok := query(w, r, append([]string{"file", "dry_run"}, params...)...)
 	if !ok {
 		return
 	}

@@ -68,7 +68,7 @@ func sameJSON(t *testing.T, store, wire any) {
 func TestWireJSON(t *testing.T) {
 	t0 := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 	d := &inventory.Device{ID: "urn:ek:sha256:x", Name: "web-1", Kind: inventory.KindHost, Collection: "web", Owner: "a@example.com",
-		Status: inventory.StatusQuarantined, StatusReason: "lost", StatusChanged: t0, EKPublic: []byte{1}, EKCert: []byte{2},
+		Status: inventory.StatusQuarantined, StatusReason: "lost", StatusChanged: t0, QuarantineUntil: &t0, EKPublic: []byte{1}, EKCert: []byte{2},
 		HostNames: []string{"web-1.example.com"}, Serial: "C02X", AssetTag: "A-1", OS: "Debian 12", Source: "jamf", SourceID: "17",
 		Created: t0.Add(-time.Hour), Updated: t0}
 	sameJSON(t, d, device(d))
@@ -115,7 +115,8 @@ func TestWireVocabulary(t *testing.T) {
 		}
 	}
 	for _, p := range [][2]string{{inventory.Added, adminapi.Added}, {inventory.Updated, adminapi.Updated},
-		{inventory.Unchanged, adminapi.Unchanged}, {inventory.Held, adminapi.Held}} {
+		{inventory.Unchanged, adminapi.Unchanged}, {inventory.Held, adminapi.Held},
+		{inventory.Missing, adminapi.Missing}, {inventory.MissingQuarantined, adminapi.MissingQuarantined}} {
 		if p[0] != p[1] {
 			t.Errorf("import result %q is %q on the wire", p[0], p[1])
 		}

@@ -16,7 +16,7 @@ func device(d *inventory.Device) *adminapi.Device {
 	return &adminapi.Device{
 		ID: d.ID, Name: d.Name, Kind: adminapi.Kind(d.Kind), Collection: d.Collection, Owner: d.Owner,
 		Status: adminapi.Status(d.Status), StatusReason: d.StatusReason, StatusChanged: d.StatusChanged,
-		EKPublic: d.EKPublic, EKCert: d.EKCert, HostNames: d.HostNames,
+		QuarantineUntil: d.QuarantineUntil, EKPublic: d.EKPublic, EKCert: d.EKCert, HostNames: d.HostNames,
 		Serial: d.Serial, AssetTag: d.AssetTag, OS: d.OS, Source: d.Source, SourceID: d.SourceID,
 		Created: d.Created, Updated: d.Updated,
 	}

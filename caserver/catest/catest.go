@@ -33,6 +33,7 @@ type CA struct {
 	t      testing.TB
 	cfg    *caserver.Config
 	log    *slog.Logger
+	now    func() time.Time // nil: time.Now
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -47,6 +48,20 @@ func Start(t testing.TB, edit func(*caserver.Config)) *CA {
 // StartLogged is Start with the CA logging to log (nil: discarded, or the
 // test log with -v).
 func StartLogged(t testing.TB, edit func(*caserver.Config), log *slog.Logger) *CA {
+	t.Helper()
+	return start(t, edit, log, nil)
+}
+
+// StartClock is Start with the CA's clock (caserver.Options.Now): what
+// devid-ca decides by its clock (the inventory's times, revocation, the end
+// of temporary quarantines) follows now, a fake clock's say; step-ca signs
+// by the wall clock.
+func StartClock(t testing.TB, edit func(*caserver.Config), now func() time.Time) *CA {
+	t.Helper()
+	return start(t, edit, nil, now)
+}
+
+func start(t testing.TB, edit func(*caserver.Config), log *slog.Logger, now func() time.Time) *CA {
 	t.Helper()
 	dir := t.TempDir()
 	res, err := caserver.Init(caserver.InitOptions{Dir: dir, DNSNames: []string{"127.0.0.1", "localhost"}, Now: time.Now()})
@@ -71,7 +86,7 @@ func StartLogged(t testing.TB, edit func(*caserver.Config), log *slog.Logger) *C
 			log = slog.New(slog.NewTextHandler(testWriter{t}, nil))
 		}
 	}
-	ca := &CA{t: t, cfg: cfg, log: log}
+	ca := &CA{t: t, cfg: cfg, log: log, now: now}
 	if err := ca.serve(ln); err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +107,7 @@ func StartLogged(t testing.TB, edit func(*caserver.Config), log *slog.Logger) *C
 }
 
 func (ca *CA) serve(ln net.Listener) error {
-	srv, err := caserver.New(ca.cfg, caserver.Options{Logger: ca.log})
+	srv, err := caserver.New(ca.cfg, caserver.Options{Logger: ca.log, Now: ca.now})
 	if err != nil {
 		ln.Close()
 		return err

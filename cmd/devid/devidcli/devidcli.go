@@ -123,7 +123,7 @@ func deviceCmds() []*command.Command {
 				tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "NAME\tKIND\tSTATUS\tCOLLECTION\tOWNER\tDEVICE ID")
 				for _, d := range devs {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", d.Name, d.Kind, d.Status, dash(d.Collection), dash(d.Owner), d.ID)
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", d.Name, d.Kind, statusText(d), dash(d.Collection), dash(d.Owner), d.ID)
 				}
 				return tw.Flush()
 			})
@@ -142,13 +142,12 @@ func deviceCmds() []*command.Command {
 			})
 		},
 	}
-	cmds := []*command.Command{add, list, show}
+	cmds := []*command.Command{add, list, show, quarantineCmd(&c)}
 	for _, st := range []struct {
 		name   string
 		status adminapi.Status
 		what   string
 	}{
-		{"quarantine", adminapi.StatusQuarantined, "stop a device getting certificates and revoke those it holds (reversible)"},
 		{"retire", adminapi.StatusRetired, "retire a device for good"},
 		{"activate", adminapi.StatusActive, "bring a quarantined device back (its earlier certificates stay revoked)"},
 	} {
@@ -170,7 +169,7 @@ func deviceCmds() []*command.Command {
 			},
 		})
 	}
-	return append(cmds, importCmd("devices", &c))
+	return append(cmds, deviceImportCmd(&c))
 }
 
 func importCmd(what string, c *conn) *command.Command {
@@ -197,29 +196,44 @@ func importCmd(what string, c *conn) *command.Command {
 				return cl.ImportDevices(args[0], data, dryRun)
 			}
 			return call(env, c, imp, func(rep *adminapi.ImportReport) error {
-				for _, r := range rep.Results {
-					if r.Result == adminapi.Unchanged {
-						continue
-					}
-					fmt.Fprintf(env.Stdout, "line %d: %s %s (%s)", r.Line, r.Result, r.Name, r.Subject)
-					if len(r.Changes) > 0 {
-						fmt.Fprintf(env.Stdout, ": %s", strings.Join(r.Changes, ", "))
-					}
-					if r.Note != "" {
-						fmt.Fprintf(env.Stdout, "; %s", r.Note)
-					}
-					fmt.Fprintln(env.Stdout)
-				}
-				verb := "imported"
-				if rep.DryRun {
-					verb = "dry run, nothing written"
-				}
-				fmt.Fprintf(env.Stdout, "%s: %d added, %d updated, %d unchanged, %d held\n", verb,
-					rep.Counts[adminapi.Added], rep.Counts[adminapi.Updated], rep.Counts[adminapi.Unchanged], rep.Counts[adminapi.Held])
+				printImportReport(env, rep)
 				return nil
 			})
 		},
 	}
+}
+
+// printImportReport prints what an import did: each row that is not
+// unchanged, then the counts.
+func printImportReport(env *command.Env, rep *adminapi.ImportReport) {
+	for _, r := range rep.Results {
+		if r.Result == adminapi.Unchanged {
+			continue
+		}
+		where := fmt.Sprintf("line %d", r.Line)
+		if r.Line == 0 {
+			where = "not in the file"
+		}
+		fmt.Fprintf(env.Stdout, "%s: %s %s (%s)", where, r.Result, r.Name, r.Subject)
+		if len(r.Changes) > 0 {
+			fmt.Fprintf(env.Stdout, ": %s", strings.Join(r.Changes, ", "))
+		}
+		if r.Note != "" {
+			fmt.Fprintf(env.Stdout, "; %s", r.Note)
+		}
+		fmt.Fprintln(env.Stdout)
+	}
+	verb := "imported"
+	if rep.DryRun {
+		verb = "dry run, nothing written"
+	}
+	fmt.Fprintf(env.Stdout, "%s: %d added, %d updated, %d unchanged, %d held", verb,
+		rep.Counts[adminapi.Added], rep.Counts[adminapi.Updated], rep.Counts[adminapi.Unchanged], rep.Counts[adminapi.Held])
+	if _, mdm := rep.Counts[adminapi.Missing]; mdm {
+		fmt.Fprintf(env.Stdout, ", %d missing (%d quarantined, %d left as they are)",
+			rep.Counts[adminapi.Missing]+rep.Counts[adminapi.MissingQuarantined], rep.Counts[adminapi.MissingQuarantined], rep.Counts[adminapi.Missing])
+	}
+	fmt.Fprintln(env.Stdout)
 }
 
 func userCmds() []*command.Command {
@@ -309,6 +323,9 @@ func printDevice(env *command.Env, d *adminapi.Device) {
 		row("Status reason", d.StatusReason)
 	}
 	row("Status changed", d.StatusChanged.Format(time.RFC3339))
+	if d.QuarantineUntil != nil {
+		row("Quarantined until", d.QuarantineUntil.UTC().Format(time.RFC3339)+" (then devid-ca activates it; devid device activate ends it sooner)")
+	}
 	row("Collection", dash(d.Collection))
 	row("Owner", dash(d.Owner))
 	for _, f := range [][2]string{{"Serial", d.Serial}, {"Asset tag", d.AssetTag}, {"OS", d.OS}, {"Source", d.Source}, {"Source ID", d.SourceID}} {
