@@ -21,7 +21,7 @@ var layers = []struct {
 	// sides of a connection share.
 	{"ground", []string{
 		"internal/atomicfile", "internal/conffile", "internal/fakeclock", "internal/command", "internal/sshdrun", "internal/task", "internal/procstat", "internal/statusfile",
-		"deviceid/idform", "attestca/wire", "adminapi", "krl", "renew", "sshagent",
+		"deviceid/idform", "attestca/wire", "adminapi", "enroltoken", "krl", "renew", "sshagent",
 	}},
 	// Leaves: device identity, the TPM, the principals policy, the KRL's
 	// HTTP exchange.
