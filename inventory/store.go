@@ -118,7 +118,7 @@ func (s *Store) Update(actor string, prepare func(tx *database.Tx) ([]AuditEntry
 // Open prepares the inventory tables in db. now is the clock (time.Now in
 // production).
 func Open(db database.DB, now func() time.Time) (*Store, error) {
-	for _, t := range [][]byte{devicesTable, usersTable, auditTable, collsTable, endsTable} {
+	for _, t := range [][]byte{devicesTable, usersTable, auditTable, collsTable, endsTable, tokensTable, attestedTable} {
 		if err := db.CreateTable(t); err != nil {
 			return nil, fmt.Errorf("inventory: create table %s: %w", t, err)
 		}
