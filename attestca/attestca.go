@@ -25,6 +25,11 @@
 //     version, the device ID as a PermanentIdentifier, and the device ID as a
 //     URI — the profile step-ca's ACME device-attest-01 accepts.
 //
+// A device registered without its EK (pending) presents a one-time
+// enrolment token with its first attestation (AttestRequest.Enrolment): the
+// CA checks it at step 1 and, at step 3, binds the TPM to the device before
+// it checks the device's status (see token.go).
+//
 // Pending attestations live in the CA's database, so a restart or another
 // replica can finish one. They expire (60 s by default) and are single-use.
 //
@@ -65,6 +70,7 @@ import (
 // Devices is the part of the inventory the Attestation CA needs.
 type Devices interface {
 	Device(ref string) (*inventory.Device, error)
+	Enrolments
 }
 
 // Config configures the Attestation CA.
@@ -164,6 +170,9 @@ type pending struct {
 	TPM        TPMInfo   `json:"tpm"`
 	Expires    time.Time `json:"expires"`
 	Used       bool      `json:"used"`
+	// Enrolment: the token the attestation presented, to bind the TPM
+	// to its pending device once it has proved it holds the EK.
+	Enrolment *pendingEnrolment `json:"enrolment,omitempty"`
 }
 
 // Attest checks an attestation request and returns the encrypted
@@ -179,8 +188,14 @@ func (ca *CA) Attest(req *AttestRequest) (*AttestResponse, error) {
 	if err != nil {
 		return nil, invalid("EK: %v", err)
 	}
-	if err := ca.checkDevice(id); err != nil {
+	enrol, bound, err := ca.checkEnrolment(req, id, ekPub)
+	if err != nil {
 		return nil, err
+	}
+	if enrol == nil || bound {
+		if err := ca.checkDevice(id); err != nil {
+			return nil, err
+		}
 	}
 	if req.TPMInfo.Version != 0 && req.TPMInfo.Version != 2 {
 		return nil, invalid("device %s: TPM version %d: only TPM 2.0 is supported", id, req.TPMInfo.Version)
@@ -206,7 +221,7 @@ func (ca *CA) Attest(req *AttestRequest) (*AttestResponse, error) {
 		return nil, invalid("device %s: AK parameters: %v", id, err)
 	}
 	sum := sha256.Sum256(secret)
-	rec := pending{SecretHash: sum[:], DeviceID: id, AKPublic: req.AttestParams.Public, TPM: req.TPMInfo, Expires: now.Add(ca.cfg.SecretTTL)}
+	rec := pending{SecretHash: sum[:], DeviceID: id, AKPublic: req.AttestParams.Public, TPM: req.TPMInfo, Expires: now.Add(ca.cfg.SecretTTL), Enrolment: enrol}
 	b, _ := json.Marshal(rec)
 	if err := ca.db.Set(pendingTable, sum[:], b); err != nil {
 		return nil, fmt.Errorf("attestca: store pending attestation: %w", err)
@@ -320,6 +335,9 @@ func (ca *CA) Secret(req *SecretRequest) (*SecretResponse, error) {
 	} else if !swapped {
 		return nil, refused("device %s: this secret was already used: start again with /attest", rec.DeviceID)
 	}
+	if err := ca.bindEnrolment(&rec); err != nil {
+		return nil, err
+	}
 	if err := ca.checkDevice(rec.DeviceID); err != nil {
 		return nil, err
 	}
@@ -331,6 +349,7 @@ func (ca *CA) Secret(req *SecretRequest) (*SecretResponse, error) {
 	if err != nil {
 		return nil, err
 	}
+	ca.recordAttestation(&rec)
 	ca.cfg.Log.Info("AK certified", "device", rec.DeviceID)
 	return &SecretResponse{Chain: [][]byte{der, ca.cfg.Cert.Raw}}, nil
 }

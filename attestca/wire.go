@@ -11,4 +11,5 @@ type (
 	AttestResponse        = wire.AttestResponse
 	SecretRequest         = wire.SecretRequest
 	SecretResponse        = wire.SecretResponse
+	Enrolment             = wire.Enrolment
 )

@@ -50,6 +50,19 @@ type AttestRequest struct {
 	EKCerts      [][]byte              `json:"ekCerts,omitempty"` // DER
 	AKCert       []byte                `json:"akCert,omitempty"`  // sent by some clients; ignored
 	AttestParams AttestationParameters `json:"params"`
+	// Enrolment, optional (devid's clients send it when given a token;
+	// step's never do): the one-time token that binds this TPM to a
+	// device registered without its EK, at its first attestation.
+	Enrolment *Enrolment `json:"enrolment,omitempty"`
+}
+
+// Enrolment is a one-time enrolment token (package enroltoken's format),
+// and what the device presenting it says it is: the CA refuses a token
+// issued for a device of another kind or name.
+type Enrolment struct {
+	Token string `json:"token"`          // devid-enrol-…
+	Kind  string `json:"kind,omitempty"` // "host" or "workstation"; empty claims nothing
+	Name  string `json:"name,omitempty"` // the device's name in the inventory; empty claims nothing
 }
 
 // AttestResponse is the credential activation challenge, encrypted to the
