@@ -14,6 +14,9 @@
 //	POST /devid/v1/devices                  NewDevice → Device (201)
 //	GET  /devid/v1/devices/{ref}            Device, by device ID or name
 //	POST /devid/v1/devices/{ref}/status     StatusRequest → Device
+//	POST /devid/v1/devices/{ref}/token      TokenRequest → IssuedToken (201), for a pending device
+//	POST /devid/v1/devices/{ref}/rebind     RebindRequest → Rebound
+//	GET  /devid/v1/devices/{ref}/details    DeviceDetails
 //	POST /devid/v1/import/devices           CSV or JSON export → ImportReport; ?file=NAME&dry_run=BOOL,
 //	                                        and for an MDM's export (MDMImport) &format=jamf|intune
 //	                                        [&missing=keep|quarantine&kind=K&collection=C]

@@ -166,18 +166,18 @@ func (s *Store) tokens() ([]*EnrolmentToken, error) {
 }
 
 // DeviceToken returns the newest token issued for a device, or that bound
-// its TPM; nil if there is none.
-func (s *Store) DeviceToken(d *Device) (*EnrolmentToken, error) {
+// its TPM, and its state now; nil if there is none.
+func (s *Store) DeviceToken(d *Device) (*EnrolmentToken, TokenState, error) {
 	all, err := s.tokens()
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	for _, t := range slices.Backward(all) {
 		if t.DeviceID == d.ID || t.BoundTo == d.ID {
-			return t, nil
+			return t, t.State(s.clock()), nil
 		}
 	}
-	return nil, nil
+	return nil, "", nil
 }
 
 // Token returns a token's record by its hash.

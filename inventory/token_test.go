@@ -81,7 +81,7 @@ func TestTokenLifecycle(t *testing.T) {
 	// The first is superseded.
 	_, _, err = s.CheckEnrolment(first.Hash(), inventory.EnrolmentClaim{}, idA)
 	wantTokenErr(t, "superseded token", err, inventory.ErrConflict, `enrolment token for device "laptop-7" was superseded at 2026-11-01T12:01:00Z`)
-	if st, err := s.DeviceToken(laptop); err != nil || st.Hash != second.Hash().String() || st.State(clk.Now()) != inventory.TokenLive {
+	if st, state, err := s.DeviceToken(laptop); err != nil || st.Hash != second.Hash().String() || state != inventory.TokenLive {
 		t.Fatalf("DeviceToken = %+v, %v; want the second, live", st, err)
 	}
 
@@ -115,7 +115,7 @@ func TestTokenLifecycle(t *testing.T) {
 		t.Fatalf("bound %+v", bound)
 	}
 	usedAt := clk.Now()
-	if st, err := s.DeviceToken(bound); err != nil || st.State(clk.Now()) != inventory.TokenUsed || st.BoundTo != idB || !st.Used.Equal(usedAt) {
+	if st, state, err := s.DeviceToken(bound); err != nil || state != inventory.TokenUsed || st.BoundTo != idB || !st.Used.Equal(usedAt) {
 		t.Fatalf("DeviceToken after the binding: %+v, %v", st, err)
 	}
 	// The same TPM again: it is that device, nothing changes.
@@ -181,8 +181,8 @@ func TestTokenExpiry(t *testing.T) {
 	if d, _ := s.Device("web-9"); !d.Pending() {
 		t.Fatalf("an expired token bound the device: %+v", d)
 	}
-	if st, _ := s.DeviceToken(&inventory.Device{ID: rec.DeviceID}); st.State(clk.Now()) != inventory.TokenExpired {
-		t.Fatalf("state %s", st.State(clk.Now()))
+	if _, state, _ := s.DeviceToken(&inventory.Device{ID: rec.DeviceID}); state != inventory.TokenExpired {
+		t.Fatalf("state %s", state)
 	}
 	// A retired pending device's token binds nothing.
 	tok2, _, err := s.IssueToken("op", "web-9", 0)

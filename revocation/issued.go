@@ -24,8 +24,9 @@ type IssuedCert struct {
 }
 
 // IssuedTo lists the SSH certificates with key ID keyID (a device ID) that
-// have not expired at now, oldest first (by start, then serial).
-func (s *Store) IssuedTo(keyID string, now time.Time) ([]*IssuedCert, error) {
+// have not expired, oldest first (by start, then serial).
+func (s *Store) IssuedTo(keyID string) ([]*IssuedCert, error) {
+	now := s.cfg.Now()
 	certs, err := s.issued()
 	if err != nil {
 		return nil, err

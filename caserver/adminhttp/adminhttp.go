@@ -83,6 +83,7 @@ func NewHandler(store *inventory.Store, revoke Revoker, adminRoot *x509.Certific
 	h.mux.HandleFunc("GET "+p+"collections/{name}", h.getCollection)
 	h.mux.HandleFunc("PUT "+p+"collections/{name}", h.setCollection)
 	h.mux.HandleFunc("GET "+p+"audit", h.audit)
+	h.enrolmentRoutes()
 	h.mux.HandleFunc("GET "+p+"whoami", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, adminapi.WhoAmI{Admin: actor(r)})
 	})
@@ -108,10 +109,12 @@ func actor(r *http.Request) string {
 	return s
 }
 
-// Revoker revokes single SSH certificates (package revocation).
+// Revoker revokes single SSH certificates, and lists a device's (package
+// revocation).
 type Revoker interface {
 	RevokeSerial(actor string, serial uint64, reason string) (*revocation.RevokedCert, error)
 	RevokeCert(actor string, c *ssh.Certificate, reason string) (*revocation.RevokedCert, error)
+	IssuedTo(keyID string) ([]*revocation.IssuedCert, error)
 }
 
 func (h *Handler) revokeCert(w http.ResponseWriter, r *http.Request) {
