@@ -46,6 +46,10 @@ type Config struct {
 	// HostCAInterval is how often to fetch the host CA keys for
 	// known_hosts (default 1h).
 	HostCAInterval conffile.Duration `json:"hostCaInterval"`
+	// Enrolment is the one-time enrolment token of a workstation
+	// registered without its EK (see hostd.EnrolmentConfig); none by
+	// default.
+	Enrolment hostd.EnrolmentConfig `json:"enrolment"`
 
 	file string
 }
@@ -118,7 +122,7 @@ func (c *Config) check() error {
 	if c.RenewFraction <= 0 || c.RenewFraction >= 1 {
 		return fmt.Errorf("renewFraction %v: want between 0 and 1", c.RenewFraction)
 	}
-	return nil
+	return c.Enrolment.Check()
 }
 
 // Paths of the files devid-agent keeps in StateDir.

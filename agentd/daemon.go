@@ -127,7 +127,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	files := hostd.NewFiles()
 	cert := hostd.NewHostCertificate(hostd.HostCertificateConfig{
 		File: paths.Cert, CertType: ssh.UserCert, Key: pub,
-		Issuer: &hostd.EnrollIssuer{Client: enroll.New(cfg.CAURL, pool, scoped(TaskCert)), Type: "user", Key: key, TPM: t},
+		Issuer: &hostd.EnrollIssuer{Client: cfg.Enrolment.Apply(enroll.New(cfg.CAURL, pool, scoped(TaskCert)), "workstation"), Type: "user", Key: key, TPM: t},
 		Files:  files, Policy: renew.Policy{Fraction: cfg.RenewFraction}, RenewNow: d.RenewNow,
 		TaskOptions: opts(TaskCert),
 	})

@@ -63,6 +63,8 @@ type Client struct {
 	hc    *http.Client
 	log   *slog.Logger
 	now   func() time.Time
+	// enrolment gives the token attestations present (SetEnrolment).
+	enrolment func() (*wire.Enrolment, error)
 }
 
 // New returns a Client for the CA at caURL (https://host:port) trusting
@@ -125,6 +127,11 @@ func (c *Client) attestAK(ctx context.Context, ek *tpm.EK, info tpm.Info, ak *tp
 	p := ak.AttestationParameters()
 	req.AttestParams = wire.AttestationParameters{Public: p.Public, UseTCSDActivationFormat: p.UseTCSDActivationFormat,
 		CreateData: p.CreateData, CreateAttestation: p.CreateAttestation, CreateSignature: p.CreateSignature}
+	if c.enrolment != nil {
+		if req.Enrolment, err = c.enrolment(); err != nil {
+			return nil, err
+		}
+	}
 	var ar wire.AttestResponse
 	if err := c.postJSON(ctx, wire.AttestPath, req, &ar); err != nil {
 		return nil, err

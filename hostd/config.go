@@ -88,6 +88,9 @@ type Config struct {
 	// StateDir holds status.json, which `devid-hostd status` reads
 	// (default /run/devid-hostd).
 	StateDir string `json:"stateDir"`
+	// Enrolment is the one-time enrolment token of a host registered
+	// without its EK (see EnrolmentConfig); none by default.
+	Enrolment EnrolmentConfig `json:"enrolment"`
 
 	file string
 }
@@ -215,6 +218,9 @@ func (c *Config) check() error {
 	}
 	if _, err := ParseTPMAddress(c.TPM); err != nil {
 		return fmt.Errorf("tpm %q: %w", c.TPM, err)
+	}
+	if err := c.Enrolment.Check(); err != nil {
+		return err
 	}
 	if c.MetricsAddress != "off" {
 		if err := checkHostPort(c.MetricsAddress, false); err != nil {

@@ -250,7 +250,7 @@ func (d *Daemon) runOnce(ctx context.Context, cfg *Config, configChanged func(),
 		d.Log.Warn("cannot read the installed user CA keys; KRLs are verified with the CA's until it sends some", "err", caKeysErr)
 	}
 	var issuer Issuer = &EnrollIssuer{
-		Client:  enroll.New(cfg.CAURL, pool, scoped(TaskHostCert)),
+		Client:  cfg.Enrolment.Apply(enroll.New(cfg.CAURL, pool, scoped(TaskHostCert)), "host"),
 		Key:     hk.residentKey(),
 		TPM:     hk.tpm(),
 		OpenTPM: func() (*tpm.TPM, error) { return tpmAddr.Open(&tpm.Config{Logger: scoped(TaskHostCert)}) },
