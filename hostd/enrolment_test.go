@@ -35,9 +35,9 @@ func TestEnrolmentConfig(t *testing.T) {
 	}
 	for file, f := range load {
 		for in, want := range map[string]string{
-			`"enrolment": {"tokenFile": "token"}`:                  `enrolment.tokenFile "token": want an absolute path`,
-			`"enrolment": {"name": "web-1"}`:                       `enrolment.name "web-1" without enrolment.tokenFile`,
-			`"enrolment": {"tokenFile": "/t", "name": "web 1"}`:    `enrolment.name "web 1": not a device name`,
+			`"enrolment": {"tokenFile": "token"}`:                                    `enrolment.tokenFile "token": want an absolute path`,
+			`"enrolment": {"name": "web-1"}`:                                         `enrolment.name "web-1" without enrolment.tokenFile`,
+			`"enrolment": {"tokenFile": "/t", "name": "web 1"}`:                      `enrolment.name "web 1": not a device name`,
 			"\"enrolment\": {\n\"tokenFile\": \"/t\", \"token\": \"devid-enrol-x\"}": file + `:2: unknown field "token"`,
 		} {
 			err := f(write(file, "{"+bases[file]+", "+in+"}"))
