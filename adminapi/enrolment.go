@@ -14,10 +14,10 @@ type TokenRequest struct {
 
 // IssuedToken is a new enrolment token: the only time the CA shows it.
 type IssuedToken struct {
-	Token    string    `json:"token"`    // devid-enrol-…: the secret, to hand to the device
-	Hash     string    `json:"hash"`     // its short hash, as the audit trail and the CA's log name it
-	Device   string    `json:"device"`   // the device's name
-	DeviceID string    `json:"deviceId"` // its provisional ID
+	Token    string    `json:"token,omitempty"` // devid-enrol-…: the secret, to hand to the device (`devid device token --out` leaves it out of its JSON)
+	Hash     string    `json:"hash"`            // its short hash, as the audit trail and the CA's log name it
+	Device   string    `json:"device"`          // the device's name
+	DeviceID string    `json:"deviceId"`        // its provisional ID
 	Kind     Kind      `json:"kind"`
 	Expires  time.Time `json:"expires"`
 }
@@ -70,7 +70,7 @@ type Attestation struct {
 	Manufacturer    string    `json:"manufacturer,omitempty"` // TPM_PT_MANUFACTURER, decimal
 	Model           string    `json:"model,omitempty"`
 	FirmwareVersion string    `json:"firmwareVersion,omitempty"`
-	Token           string    `json:"token,omitempty"` // short hash of the token it presented, if any
+	Token           string    `json:"token,omitempty"` // short hash of the token with which it bound the TPM, if it did
 }
 
 // DeviceDetails is a Device (its fields at the top level) and what it

@@ -17,8 +17,8 @@ type Attestation struct {
 	Manufacturer    string    `json:"manufacturer,omitempty"` // TPM_PT_MANUFACTURER, decimal, as the device reported it
 	Model           string    `json:"model,omitempty"`
 	FirmwareVersion string    `json:"firmwareVersion,omitempty"`
-	// Token is the short hash of the enrolment token this attestation
-	// presented, if any.
+	// Token is the short hash of the enrolment token with which this
+	// attestation bound the TPM to its device, if it did.
 	Token string `json:"token,omitempty"`
 }
 

@@ -231,6 +231,9 @@ func auditChange(e adminapi.AuditEntry) string {
 	if e.Action == "cert.revoke" {
 		return revokeChange(e)
 	}
+	if e.Action == "device.token" {
+		return tokenChange(e)
+	}
 	if len(e.Before) == 0 {
 		return "created"
 	}

@@ -30,7 +30,7 @@ func root() *command.Command {
 		Summary: "devid manages which machines may reach company hosts over SSH.",
 		Sub: []*command.Command{
 			bootstrapCmd(),
-			{Name: "device", Summary: "register, list, quarantine, retire and import devices", Sub: deviceCmds()},
+			{Name: "device", Summary: "register, list, quarantine, retire and import devices; enrolment tokens; rebind to a new TPM", Sub: deviceCmds()},
 			{Name: "user", Summary: "add, list and import users", Sub: userCmds()},
 			{Name: "collection", Summary: "set, list and show collections' policies (file keys, host names)", Sub: collectionCmds()},
 			{Name: "cert", Summary: "revoke single SSH certificates", Sub: certCmds()},
@@ -129,20 +129,7 @@ func deviceCmds() []*command.Command {
 			})
 		},
 	}
-	show := &command.Command{
-		Name: "show", Summary: "show one device", Usage: "NAME|DEVICE-ID",
-		Flags: c.flags,
-		Run: func(env *command.Env, args []string) error {
-			if err := command.Args(args, 1, 1, "one device name or ID"); err != nil {
-				return err
-			}
-			return call(env, &c, func(cl *adminapi.Client) (*adminapi.Device, error) { return cl.Device(args[0]) }, func(d *adminapi.Device) error {
-				printDevice(env, d)
-				return nil
-			})
-		},
-	}
-	cmds := []*command.Command{add, list, show, quarantineCmd(&c)}
+	cmds := []*command.Command{add, list, showCmd(&c), tokenCmd(&c), rebindCmd(&c), quarantineCmd(&c)}
 	for _, st := range []struct {
 		name   string
 		status adminapi.Status

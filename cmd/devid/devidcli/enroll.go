@@ -28,11 +28,12 @@ import (
 func enrollCmd() *command.Command {
 	var c conn
 	var tpmAddr, certType, principals, keyFile, tpmKeyFile, out string
+	var tok enrolmentFlags
 	var verbose bool
 	return &command.Command{
 		Name:    "enroll",
 		Summary: "attest this machine's TPM to the CA and get an SSH certificate for a key in the TPM (by hand, for scripts; devid-hostd and devid-agent do this themselves)",
-		Usage:   "--tpm-key FILE | --key FILE.pub  [--type host|user] [--principals N1,N2] [--tpm /dev/tpmrm0|unix:PATH|tcp:HOST:PORT] [--out FILE] [--json]",
+		Usage:   "--tpm-key FILE | --key FILE.pub  [--type host|user] [--principals N1,N2] [--tpm /dev/tpmrm0|unix:PATH|tcp:HOST:PORT] [--token-file FILE [--name NAME]] [--out FILE] [--json]",
 		Flags: func(fs *flag.FlagSet) {
 			c.flags(fs)
 			fs.StringVar(&tpmAddr, "tpm", "/dev/tpmrm0", "the TPM: a device, unix:PATH or tcp:HOST:PORT (a swtpm)")
@@ -42,6 +43,7 @@ func enrollCmd() *command.Command {
 			fs.StringVar(&keyFile, "key", "", "instead of --tpm-key, an SSH public key `file` outside the TPM: signed only where the device's collection allows file keys")
 			fs.StringVar(&out, "out", "", "write the SSH certificate to this `file`, in an existing directory (default: standard output)")
 			fs.BoolVar(&verbose, "v", false, "log each step on standard error")
+			tok.flags(fs)
 		},
 		Run: func(env *command.Env, args []string) error {
 			if err := command.Args(args, 0, 0, "no arguments"); err != nil {
@@ -59,6 +61,10 @@ func enrollCmd() *command.Command {
 				if err := checkDestination(out); err != nil {
 					return fmt.Errorf("enroll: --out %s: %w", out, err)
 				}
+			}
+			src, err := tok.source(certType)
+			if err != nil {
+				return err
 			}
 			req := enroll.Request{Type: certType}
 			if keyFile != "" {
@@ -105,7 +111,11 @@ func enrollCmd() *command.Command {
 				}
 				req.Key = key
 			}
-			return runEnroll(env, enroll.New(caURL, roots, log), t, req, out, c.json)
+			cl := enroll.New(caURL, roots, log)
+			if src != nil {
+				cl.SetEnrolment(src)
+			}
+			return runEnroll(env, cl, t, req, out, c.json)
 		},
 	}
 }
