@@ -211,6 +211,16 @@ func (s *Store) CheckEnrolment(h enroltoken.Hash, claim EnrolmentClaim, ekID str
 	}
 	if t.BoundTo == ekID && !t.Used.IsZero() {
 		d, err := s.Device(ekID)
+		if errors.Is(err, ErrNotFound) {
+			// The token is taken for this TPM, and the binding not
+			// committed yet: wait for the write in progress here.
+			s.mu.Lock()
+			s.mu.Unlock() //nolint:staticcheck // an empty critical section: a wait for the writer
+			d, err = s.Device(ekID)
+			if errors.Is(err, ErrNotFound) {
+				return nil, nil, tokenError(ErrConflict, "enrolment token: this TPM is being bound with it at this moment: try again")
+			}
+		}
 		if err != nil {
 			return nil, nil, err
 		}
