@@ -205,6 +205,21 @@ func tokenError(kind error, format string, args ...any) *Error {
 // not pending or not what the claim says, or for a TPM that is already a
 // device.
 func (s *Store) CheckEnrolment(h enroltoken.Hash, claim EnrolmentClaim, ekID string) (*Device, *EnrolmentToken, error) {
+	d, t, err := s.checkEnrolment(h, claim, ekID)
+	if errors.Is(err, ErrConflict) {
+		// The records are read one by one, without the store's lock: a
+		// use of the token may have committed in between (the device
+		// gone from pending, this TPM a device). Check again once the
+		// write in progress here, if any, is done: the refusal is then
+		// the token's state, or this TPM is the device it bound.
+		s.mu.Lock()
+		s.mu.Unlock() //nolint:staticcheck // an empty critical section: a wait for the writer
+		return s.checkEnrolment(h, claim, ekID)
+	}
+	return d, t, err
+}
+
+func (s *Store) checkEnrolment(h enroltoken.Hash, claim EnrolmentClaim, ekID string) (*Device, *EnrolmentToken, error) {
 	t, err := s.Token(h)
 	if err != nil {
 		return nil, nil, err
@@ -212,14 +227,8 @@ func (s *Store) CheckEnrolment(h enroltoken.Hash, claim EnrolmentClaim, ekID str
 	if t.BoundTo == ekID && !t.Used.IsZero() {
 		d, err := s.Device(ekID)
 		if errors.Is(err, ErrNotFound) {
-			// The token is taken for this TPM, and the binding not
-			// committed yet: wait for the write in progress here.
-			s.mu.Lock()
-			s.mu.Unlock() //nolint:staticcheck // an empty critical section: a wait for the writer
-			d, err = s.Device(ekID)
-			if errors.Is(err, ErrNotFound) {
-				return nil, nil, tokenError(ErrConflict, "enrolment token: this TPM is being bound with it at this moment: try again")
-			}
+			// Taken for this TPM, the binding not committed yet.
+			return nil, nil, tokenError(ErrConflict, "enrolment token: this TPM is being bound with it at this moment: try again")
 		}
 		if err != nil {
 			return nil, nil, err
