@@ -9,6 +9,7 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -317,11 +318,27 @@ func (imp *deviceImport) match(snap *snapshot, r row[NewDevice], f *deviceFields
 	if d, ok := snap.bySerial[foldSerial(f.serial)]; ok && f.serial != "" && (f.ek == nil || d.Pending()) {
 		return d, nil
 	}
-	if f.ek == nil && f.assetTag != "" {
+	if f.ek == nil && f.serial == "" && f.assetTag != "" {
+		// Asset tags are not unique: only a row without a serial is
+		// matched by one, only to a device that is not retired, and
+		// only if exactly one device has it.
+		var found []*Device
 		for _, d := range snap.byID {
-			if d.AssetTag != "" && foldSerial(d.AssetTag) == foldSerial(f.assetTag) {
-				return d, nil
+			if d.Status != StatusRetired && d.AssetTag != "" && foldSerial(d.AssetTag) == foldSerial(f.assetTag) {
+				found = append(found, d)
 			}
+		}
+		switch len(found) {
+		case 0:
+		case 1:
+			return found[0], nil
+		default:
+			names := make([]string, len(found))
+			for i, d := range found {
+				names[i] = strconv.Quote(d.Name)
+			}
+			slices.Sort(names)
+			return nil, imp.fail(r.line, &Error{Kind: ErrConflict, Field: "assetTag", Msg: fmt.Sprintf("asset tag %q is on %d devices (%s): give the serial number", f.assetTag, len(found), strings.Join(names, ", "))})
 		}
 	}
 	return nil, nil
@@ -395,6 +412,10 @@ func (imp *deviceImport) apply(snap *snapshot, r row[NewDevice], now time.Time, 
 	}
 	held := false
 	switch {
+	case f.status == StatusQuarantined && base.Status == StatusQuarantined && base.QuarantineUntil != nil:
+		// An export that says quarantined means for good, as --missing
+		// quarantine does: the temporary quarantine loses its end.
+		d.StatusReason, d.QuarantineUntil = reason, nil
 	case f.status == "" || f.status == base.Status:
 	case f.status == StatusActive || base.Status == StatusRetired || f.status == StatusPending:
 		held = true
@@ -526,6 +547,13 @@ func deviceChanges(a, b *Device) []string {
 	}
 	if !bytes.Equal(a.EKCert, b.EKCert) {
 		out = append(out, "ekCert: replaced")
+	}
+	if a.QuarantineUntil != nil && (b.QuarantineUntil == nil || !a.QuarantineUntil.Equal(*b.QuarantineUntil)) {
+		to := "none"
+		if b.QuarantineUntil != nil {
+			to = b.QuarantineUntil.UTC().Format(time.RFC3339)
+		}
+		out = append(out, fmt.Sprintf("quarantineUntil: %s → %s", a.QuarantineUntil.UTC().Format(time.RFC3339), to))
 	}
 	return out
 }

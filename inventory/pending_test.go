@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/devid-ssh/devid/deviceid"
 	"github.com/devid-ssh/devid/inventory"
@@ -74,7 +75,9 @@ func TestPendingDeviceAddAndBind(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(audit) != 1 || audit[0].Action != "device.bind" || audit[0].Actor != "devid-ca" || !strings.Contains(string(audit[0].Before), d.ID) {
+	// Its history includes what happened while it was pending.
+	if len(audit) != 2 || audit[0].Action != "device.add" || audit[0].Subject != d.ID ||
+		audit[1].Action != "device.bind" || audit[1].Actor != "devid-ca" || !strings.Contains(string(audit[1].Before), d.ID) {
 		t.Fatalf("audit of the bound device: %+v", audit)
 	}
 }
@@ -137,4 +140,102 @@ func TestImportPendingDevices(t *testing.T) {
 func jsonString(s string) string {
 	b, _ := json.Marshal(s)
 	return string(b)
+}
+
+// TestImportAssetTagMatch: asset tags are not unique, so a row is matched
+// by one only when it has no serial, to the one device (not retired) that
+// has it; a row with a serial that no device has is a new device, whatever
+// its asset tag; several devices with the tag fail the import.
+func TestImportAssetTagMatch(t *testing.T) {
+	s, _ := newStore(t)
+	for _, u := range []string{"alice", "bob"} {
+		if _, err := s.AddUser("op", inventory.NewUser{Email: u + "@example.com", Login: u}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pemEK, _ := ek(t, 0)
+	alice, err := s.AddDevice("op", inventory.NewDevice{EK: pemEK, Name: "alice-mbp", Kind: "workstation", Owner: "alice@example.com", Serial: "C02A", AssetTag: "N/A"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := s.ImportDevices("op", "jamf.csv", []byte("name,kind,serial,assettag,owner\nbob-mbp,workstation,C02B,N/A,bob@example.com\n"), false)
+	if err != nil || rep.Counts[inventory.Added] != 1 {
+		t.Fatalf("row with another serial and the same asset tag: %+v, %v", rep, err)
+	}
+	if a, _ := s.Device(alice.ID); a.Name != "alice-mbp" || a.Owner != "alice@example.com" || a.Serial != "C02A" {
+		t.Fatalf("alice's device changed by bob's row: %+v", a)
+	}
+	// A row with only the tag, now on two devices: refused, naming both.
+	_, err = s.ImportDevices("op", "tags.csv", []byte("name,kind,assettag\nx,workstation,n/a\n"), false)
+	if !errors.Is(err, inventory.ErrConflict) || !strings.Contains(err.Error(), `tags.csv:2: assetTag: asset tag "n/a" is on 2 devices ("alice-mbp", "bob-mbp")`) {
+		t.Fatalf("ambiguous asset tag: %v", err)
+	}
+	// With one device left holding it (bob's retired), the tag matches it.
+	if _, err := s.SetStatus("op", "bob-mbp", inventory.StatusRetired, "gone"); err != nil {
+		t.Fatal(err)
+	}
+	rep, err = s.ImportDevices("op", "tags.csv", []byte("name,kind,assettag,os\nalice-mbp,workstation,N/A,macOS 15\n"), false)
+	if err != nil || rep.Counts[inventory.Updated] != 1 || rep.Results[0].Subject != alice.ID {
+		t.Fatalf("unique asset tag: %+v, %v", rep, err)
+	}
+}
+
+// TestImportQuarantinedEndsTemporary: a row saying quarantined for a device
+// in a temporary quarantine makes it one for good, as --missing quarantine
+// does, so it is not lifted at the old end.
+func TestImportQuarantinedEndsTemporary(t *testing.T) {
+	s, _ := newStore(t)
+	pemEK, _ := ek(t, 0)
+	if _, err := s.AddDevice("op", inventory.NewDevice{EK: pemEK, Name: "h", Kind: "host", Serial: "S1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Quarantine("op", "h", "odd", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := s.ImportDevices("op", "m.csv", []byte("name,kind,serial,status\nh,host,S1,quarantined\n"), false)
+	if err != nil || rep.Counts[inventory.Updated] != 1 || !strings.Contains(strings.Join(rep.Results[0].Changes, ";"), "quarantineUntil:") {
+		t.Fatalf("import: %+v, %v", rep, err)
+	}
+	d, _ := s.Device("h")
+	ends, err := s.QuarantineEnds()
+	if err != nil || d.Status != inventory.StatusQuarantined || d.QuarantineUntil != nil || len(ends) != 0 {
+		t.Fatalf("after the import: %+v, ends %v, %v", d, ends, err)
+	}
+}
+
+// TestBindOnceAcrossInstances: two devid-ca sharing a database bind one
+// pending device to two TPMs from reads made before either bound it: the
+// second transaction fails on the pending record that went, and writes
+// nothing.
+func TestBindOnceAcrossInstances(t *testing.T) {
+	s1, _, db := newStoreDB(t)
+	s2, err := inventory.Open(db, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := s1.AddDevice("op", inventory.NewDevice{Name: "laptop", Kind: "workstation", Serial: "S1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale, err := s2.Device(p.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pem0, id0 := ek(t, 0)
+	pem1, id1 := ek(t, 1)
+	ek0, _ := deviceid.ParseEKText(pem0)
+	ek1, _ := deviceid.ParseEKText(pem1)
+	if _, err := s1.BindEK("devid-ca", "laptop", ek0, "device.bind", "", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := inventory.BindRead(s2, "devid-ca", stale, ek1); !errors.Is(err, inventory.ErrConflict) || !strings.Contains(err.Error(), "meanwhile") {
+		t.Fatalf("second bind from a stale read: %v", err)
+	}
+	devs, _ := s1.Devices()
+	if len(devs) != 1 || devs[0].ID != id0 {
+		t.Fatalf("devices after two binds: %+v", devs)
+	}
+	if _, err := s1.Device(id1); !errors.Is(err, inventory.ErrNotFound) {
+		t.Fatalf("the losing TPM was written: %v", err)
+	}
 }

@@ -188,16 +188,31 @@ func (s *Store) Users() ([]*User, error) {
 }
 
 // Audit lists the audit trail, oldest first. A non-empty subject keeps only
-// the entries about that device ID or user email (in any case).
+// the entries about that device ID or user email (in any case); for a
+// device bound to its TPM (device.bind), those about the provisional ID it
+// had while pending too.
 func (s *Store) Audit(subject string) ([]AuditEntry, error) {
 	all, err := listSorted(s, auditTable, func(e *AuditEntry) string { return e.ID })
 	if err != nil {
 		return nil, err
 	}
+	// A device bound to its TPM had a provisional ID before: its entries
+	// from then (added, imported, given a token) are its history too.
+	subjects := map[string]bool{subject: true}
+	if strings.HasPrefix(subject, "urn:") {
+		for _, e := range all {
+			var before struct {
+				ID string `json:"id"`
+			}
+			if e.Action == "device.bind" && e.Subject == subject && json.Unmarshal(e.Before, &before) == nil && IsPendingID(before.ID) {
+				subjects[before.ID] = true
+			}
+		}
+	}
 	var out []AuditEntry
 	var names map[string]string // device ID → name now, read when needed
 	for _, e := range all {
-		if subject != "" && e.Subject != subject && !(strings.Contains(subject, "@") && foldEmail(e.Subject) == foldEmail(subject)) {
+		if subject != "" && !subjects[e.Subject] && !(strings.Contains(subject, "@") && foldEmail(e.Subject) == foldEmail(subject)) {
 			continue
 		}
 		if e.SubjectName == "" && strings.HasPrefix(e.Subject, "urn:") {
@@ -377,11 +392,17 @@ func (s *Store) BindEK(actor, ref string, ek *deviceid.EK, action, reason string
 	}
 	s.mu.Lock()
 	defer s.unlock()
-	snap, err := s.snapshot()
+	old, err := s.Device(ref)
 	if err != nil {
 		return nil, err
 	}
-	old, err := s.Device(ref)
+	return s.bindRead(actor, old, ek, action, reason, extra)
+}
+
+// bindRead is BindEK for the device as read (old), which may be stale by
+// now if another devid-ca bound it since. Callers hold s.mu.
+func (s *Store) bindRead(actor string, old *Device, ek *deviceid.EK, action, reason string, extra func(tx *database.Tx, d *Device) error) (*Device, error) {
+	snap, err := s.snapshot()
 	if err != nil {
 		return nil, err
 	}
@@ -395,7 +416,13 @@ func (s *Store) BindEK(actor, ref string, ek *deviceid.EK, action, reason string
 			return nil, err
 		}
 	}
-	return d, s.commit(actor, d.Updated, &w)
+	if err := s.commit(actor, d.Updated, &w); err != nil {
+		if database.IsErrNotFound(err) {
+			return nil, &Error{Kind: ErrConflict, Field: "ek", Msg: fmt.Sprintf("device %q was bound to a TPM meanwhile (by another devid-ca on this database)", old.Name)}
+		}
+		return nil, err
+	}
+	return d, nil
 }
 
 // bind adds to w the move of pending device old to the EK's device ID,
@@ -416,6 +443,13 @@ func (snap *snapshot) bind(w *writer, old *Device, ek *deviceid.EK, now time.Tim
 	if w.tx == nil {
 		w.tx = new(database.Tx)
 	}
+	// The guard against another devid-ca on the same database binding it
+	// meanwhile: lock the pending record (a compare-and-swap that writes
+	// what is there), read it, which fails the whole transaction if it
+	// was deleted (bound) since, then delete it.
+	rec := mustJSON(old)
+	w.tx.Operations = append(w.tx.Operations, &database.TxEntry{Bucket: devicesTable, Key: []byte(old.ID), CmpValue: rec, Value: rec, Cmd: database.CmpAndSwap})
+	w.tx.Get(devicesTable, []byte(old.ID))
 	w.tx.Del(devicesTable, []byte(old.ID))
 	w.putDevice(old, &d, action, reason)
 	snap.byID[d.ID] = &d

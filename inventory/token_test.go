@@ -157,8 +157,10 @@ func TestTokenLifecycle(t *testing.T) {
 		!strings.Contains(string(tokAudit[2].After), second.Hash().Short()) || tokAudit[2].Actor != "op" {
 		t.Fatalf("audit of the pending device: %+v, %v", tokAudit, err)
 	}
+	// The bound device's history: the pending one's, then the binding.
 	bindAudit, err := s.Audit(idB)
-	if err != nil || len(bindAudit) != 1 || bindAudit[0].Actor != "devid-ca" || !strings.Contains(bindAudit[0].Reason, "enrolment token "+second.Hash().Short()+" (issued by op") {
+	if err != nil || len(bindAudit) != 4 || bindAudit[3].Action != "device.bind" || bindAudit[3].Actor != "devid-ca" ||
+		!strings.Contains(bindAudit[3].Reason, "enrolment token "+second.Hash().Short()+" (issued by op") {
 		t.Fatalf("audit of the binding: %+v, %v", bindAudit, err)
 	}
 }
@@ -317,8 +319,11 @@ func TestRebind(t *testing.T) {
 	if err != nil || len(audit) != 1 || audit[0].Action != "device.rebind" || audit[0].Actor != "op" || audit[0].Reason != "again" {
 		t.Fatalf("audit of the rebound device: %+v, %v", audit, err)
 	}
+	// The TPM bound by token: its history while pending (the rebind that
+	// made the record pending, the token), its binding, its retirement.
 	audit, err = s.Audit(d2.ID)
-	if err != nil || len(audit) != 2 || audit[1].Action != "device.retire" || !strings.Contains(audit[1].Reason, "TPM replaced") {
+	if err != nil || len(audit) != 4 || audit[0].Action != "device.rebind" || audit[1].Action != "device.token" || audit[2].Action != "device.bind" ||
+		audit[3].Action != "device.retire" || !strings.Contains(audit[3].Reason, "TPM replaced") {
 		t.Fatalf("audit of the retired TPM: %+v, %v", audit, err)
 	}
 }
