@@ -20,13 +20,16 @@ type agent struct {
 
 // agentConfig writes a devid-agent configuration for the TPM at tpmAddr
 // with its state in stateDir, and returns its path.
-func (d *demo) agentConfig(name, caURL, caDir, tpmAddr, stateDir string) (string, error) {
+func (d *demo) agentConfig(name, caURL, caDir, tpmAddr, stateDir, tokenFile string) (string, error) {
 	dir := filepath.Join(d.Dir, name)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", err
 	}
 	cfg := map[string]any{"version": 1, "caUrl": caURL, "root": filepath.Join(caDir, "certs", "root_ca.crt"), "tpm": tpmAddr,
 		"stateDir": stateDir, "socket": filepath.Join(dir, "agent.sock")}
+	if tokenFile != "" {
+		cfg["enrolment"] = map[string]string{"tokenFile": tokenFile}
+	}
 	b, _ := json.MarshalIndent(cfg, "", "  ")
 	file := filepath.Join(dir, "agent.json")
 	if err := os.WriteFile(file, append(b, '\n'), 0o644); err != nil {
@@ -35,12 +38,12 @@ func (d *demo) agentConfig(name, caURL, caDir, tpmAddr, stateDir string) (string
 	return file, nil
 }
 
-// startAgent starts devid-agent for the TPM at tpmAddr and waits for its
-// certificate.
-func (d *demo) startAgent(ctx context.Context, name, caURL, caDir, tpmAddr string) (*agent, error) {
+// startAgent starts devid-agent for the TPM at tpmAddr, with the
+// enrolment token in tokenFile, and waits for its certificate.
+func (d *demo) startAgent(ctx context.Context, name, caURL, caDir, tpmAddr, tokenFile string) (*agent, error) {
 	a := &agent{stateDir: filepath.Join(d.Dir, name, "state"), socket: filepath.Join(d.Dir, name, "agent.sock")}
 	var err error
-	if a.config, err = d.agentConfig(name, caURL, caDir, tpmAddr, a.stateDir); err != nil {
+	if a.config, err = d.agentConfig(name, caURL, caDir, tpmAddr, a.stateDir, tokenFile); err != nil {
 		return nil, err
 	}
 	d.say("devid-agent's configuration (one file for the machine; the paths are the user's):")

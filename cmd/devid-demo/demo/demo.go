@@ -121,47 +121,64 @@ func (d *demo) story(ctx context.Context) error {
 		return err
 	}
 
-	d.title("Register machines by their TPM")
-	d.say("Each machine is known by its TPM's Endorsement Key. Here three software TPMs")
-	d.say("(swtpm) are manufactured with EK certificates, as a vendor would: Alice's laptop,")
-	d.say("a host, and a machine a thief uses later. Two are registered: the device ID is")
-	d.say("the hash of the EK public key. A host may be named only what the inventory says.")
-	tpms, err := d.manufactureTPMs(ctx, 3)
-	if err != nil {
+	d.title("Onboard machines from the MDM")
+	d.say("The MDM knows Alice's laptop by its serial number, not by its TPM: its export is")
+	d.say("imported as it is, and the laptop is pending until its TPM is bound. A host is")
+	d.say("added by hand, by serial too; a host may be named only what the inventory says.")
+	d.say("Each gets a one-time enrolment token, stored only as its hash, for exactly that")
+	d.say("device. Three software TPMs (swtpm) are manufactured with EK certificates, as a")
+	d.say("vendor would: the laptop's, the host's, and a machine a thief uses later.")
+	jamf := filepath.Join(d.Dir, "jamf-export.csv")
+	if err := os.WriteFile(jamf, []byte("Computer Name,Serial Number,Username,Email Address,Operating System,Operating System Version,Jamf Pro Computer ID\n"+
+		"laptop-alice,C02ALICE0001,alice,Alice@Example.com,macOS,15.1,17\n"), 0o644); err != nil {
 		return err
 	}
-	laptop, web, thief := tpms[0], tpms[1], tpms[2]
-	if _, err := d.run("devid", "device", "add", "--ek", laptop.EKCert, "--name", "laptop-alice", "--kind", "workstation",
-		"--collection", "sre-laptops", "--owner", "alice@example.com"); err != nil {
+	d.show(jamf)
+	if _, err := d.run("devid", "device", "import", "--format", "jamf", "--collection", "sre-laptops", jamf); err != nil {
 		return err
 	}
-	if _, err := d.run("devid", "device", "add", "--ek", web.EKCert, "--name", "web-1", "--kind", "host", "--collection", "web",
+	if _, err := d.run("devid", "device", "add", "--serial", "VMW-4242", "--name", "web-1", "--kind", "host", "--collection", "web",
 		"--host-names", "web-1.example.com,127.0.0.1"); err != nil {
+		return err
+	}
+	laptopToken, webToken := filepath.Join(d.Dir, "laptop.token"), filepath.Join(d.Dir, "web-1.token")
+	if _, err := d.run("devid", "device", "token", "laptop-alice", "--out", laptopToken); err != nil {
+		return err
+	}
+	if _, err := d.run("devid", "device", "token", "web-1", "--ttl", "2h", "--out", webToken); err != nil {
 		return err
 	}
 	if _, err := d.run("devid", "device", "list"); err != nil {
 		return err
 	}
+	tpms, err := d.manufactureTPMs(ctx, 3)
+	if err != nil {
+		return err
+	}
+	laptop, web, thief := tpms[0], tpms[1], tpms[2]
 
 	d.title("The CA signs only keys that live in the TPM")
-	d.say("An SSH key made with ssh-keygen is a file: copied, it logs in from anywhere. The")
-	d.say("CA refuses it, even for a registered, attested machine. It signs only the key")
-	d.say("its device certificate is for: a key the TPM made, which the TPM's attestation")
-	d.say("key certified over the CA's fresh challenge (ACME device-attest-01).")
+	d.say("The laptop's first attestation presents its token: once credential activation has")
+	d.say("proved the TPM holds its EK, the CA binds that EK to the laptop, which is active")
+	d.say("from then on. But it asks for a certificate for an SSH key made with ssh-keygen:")
+	d.say("a file, which copied logs in from anywhere. The CA refuses it. It signs only the")
+	d.say("key its device certificate is for: a key the TPM made, which the TPM's")
+	d.say("attestation key certified over the CA's fresh challenge (ACME device-attest-01).")
 	fileKey := filepath.Join(d.Dir, "id_ecdsa")
 	if err := sshdrun.Keygen(fileKey); err != nil {
 		return err
 	}
-	if _, err := d.runExpectFail("devid", "enroll", "--tpm", laptop.Addr, "--type", "user", "--key", fileKey+".pub"); err != nil {
+	if _, err := d.runExpectFail("devid", "enroll", "--tpm", laptop.Addr, "--token-file", laptopToken, "--type", "user", "--key", fileKey+".pub"); err != nil {
 		return err
 	}
 	d.say("")
-	d.say("Nor may a host have a name the inventory does not give it:")
+	d.say("Nor may a host have a name the inventory does not give it (its token binds its")
+	d.say("TPM all the same):")
 	hostKeyFile := filepath.Join(d.Dir, "host", "ssh_host_key.tpm")
 	if err := os.MkdirAll(filepath.Dir(hostKeyFile), 0o755); err != nil {
 		return err
 	}
-	if _, err := d.runExpectFail("devid", "enroll", "--tpm", web.Addr, "--tpm-key", hostKeyFile, "--principals", "bank.example.com"); err != nil {
+	if _, err := d.runExpectFail("devid", "enroll", "--tpm", web.Addr, "--token-file", webToken, "--tpm-key", hostKeyFile, "--principals", "bank.example.com"); err != nil {
 		return err
 	}
 
@@ -182,11 +199,16 @@ func (d *demo) story(ctx context.Context) error {
 	d.say("on disk only the TPM-wrapped key file, attests the TPM and gets a user certificate")
 	d.say("for that key. Its principals come from the inventory: the device ID, Alice's")
 	d.say("identity and groups, the collection, and key:tpm, which only TPM keys get.")
-	a, err := d.startAgent(ctx, "laptop", caURL, caDir, laptop.Addr)
+	a, err := d.startAgent(ctx, "laptop", caURL, caDir, laptop.Addr, laptopToken)
 	if err != nil {
 		return err
 	}
 	if _, err := d.run("devid-agent", "status", "--config", a.config); err != nil {
+		return err
+	}
+	d.say("")
+	d.say("The CA knows what the laptop holds, and when it last attested:")
+	if _, err := d.run("devid", "device", "show", "laptop-alice"); err != nil {
 		return err
 	}
 	d.say("")
@@ -213,7 +235,7 @@ func (d *demo) story(ctx context.Context) error {
 		d.say("certificate for that key, the user CA keys and the CA's KRL where sshd reads them,")
 		d.say("checks sshd's configuration and reloads it. devid-principals decides, at each")
 		d.say("login, which account a device may use.")
-		if h, err = d.startHost(ctx, caDir, caURL, web.Addr, hostKeyFile); err != nil {
+		if h, err = d.startHost(ctx, caDir, caURL, web.Addr, hostKeyFile, webToken); err != nil {
 			return err
 		}
 		d.title("Alice logs in from her laptop")
@@ -237,11 +259,17 @@ func (d *demo) story(ctx context.Context) error {
 	if err := copyDir(a.stateDir, stolen); err != nil {
 		return err
 	}
-	thiefCfg, err := d.agentConfig("thief", caURL, caDir, thief.Addr, stolen)
+	thiefCfg, err := d.agentConfig("thief", caURL, caDir, thief.Addr, stolen, "")
 	if err != nil {
 		return err
 	}
 	if _, err := d.runExpectFail("devid-agent", "run", "--config", thiefCfg); err != nil {
+		return err
+	}
+	d.say("")
+	d.say("Nor does the laptop's enrolment token help: it was used, by the laptop's TPM.")
+	if _, err := d.runExpectFail("devid", "enroll", "--tpm", thief.Addr, "--token-file", laptopToken, "--type", "user",
+		"--tpm-key", filepath.Join(d.Dir, "thief", "id.tpm")); err != nil {
 		return err
 	}
 

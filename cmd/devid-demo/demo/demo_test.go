@@ -31,7 +31,12 @@ func TestDemo(t *testing.T) {
 	for _, want := range []string{
 		"Root fingerprint:",
 		"imported: 2 added",
-		"registered laptop-alice",
+		"line 2: added laptop-alice (urn:devid:pending:",
+		"registered web-1",
+		"Wrote the token to",
+		"device.bind",
+		"status \"pending\" → \"active\"",
+		"enrolment token already used",
 		"key is not TPM-resident",
 		"bank.example.com",
 		"collection:sre-laptops",

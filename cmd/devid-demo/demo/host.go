@@ -41,7 +41,7 @@ func canRunSSHD() (bool, string) {
 
 // startHost installs devid-principals, starts sshd and devid-hostd, and
 // waits until the host certificate and the KRL are in place.
-func (d *demo) startHost(ctx context.Context, caDir, caURL, tpmAddr, tpmHostKey string) (*host, error) {
+func (d *demo) startHost(ctx context.Context, caDir, caURL, tpmAddr, tpmHostKey, tokenFile string) (*host, error) {
 	h := &host{dir: filepath.Join(d.Dir, "host")}
 	if err := os.MkdirAll(h.dir, 0o755); err != nil {
 		return nil, err
@@ -96,6 +96,7 @@ func (d *demo) startHost(ctx context.Context, caDir, caURL, tpmAddr, tpmHostKey 
 		"sshd":           map[string]string{"binary": sshdrun.SSHD, "config": h.sshd.Config},
 		"reload":         map[string]string{"pidFile": h.sshd.PIDFile},
 		"metricsAddress": "off", "stateDir": filepath.Join(h.dir, "run"),
+		"enrolment":      map[string]string{"tokenFile": tokenFile, "name": "web-1"},
 	}
 	cb, _ := json.MarshalIndent(cfg, "", "  ")
 	hostdConfig := filepath.Join(h.dir, "hostd.json")

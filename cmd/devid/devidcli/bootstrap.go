@@ -253,7 +253,13 @@ func auditChange(e adminapi.AuditEntry) string {
 	for _, k := range keys {
 		bj, _ := json.Marshal(before[k])
 		aj, _ := json.Marshal(after[k])
-		if !bytes.Equal(bj, aj) {
+		switch {
+		case bytes.Equal(bj, aj):
+		case k == "ekCert" && string(bj) == "null":
+			parts = append(parts, "ekCert set")
+		case k == "ekCert":
+			parts = append(parts, "ekCert replaced")
+		default:
 			parts = append(parts, fmt.Sprintf("%s %s → %s", k, bj, aj))
 		}
 	}
