@@ -24,7 +24,7 @@ type NotUsableError struct {
 
 func (e *NotUsableError) Error() string {
 	if e.Device == nil {
-		return fmt.Sprintf("device %s is not registered (on the machine, `devid tpm info` prints its EK and the `devid device add` line that registers it)", e.ID)
+		return fmt.Sprintf("device %s is not registered (on the machine, `devid tpm info` prints its EK and the `devid device add` line that registers it; a device registered as pending, by its serial number, binds its TPM with its enrolment token from `devid device token NAME`)", e.ID)
 	}
 	if e.Device.Pending() {
 		return fmt.Sprintf("device %s is pending: no TPM is bound to it yet (its first attestation binds one, with a token from `devid device token %s`)", e.Device.Name, e.Device.Name)

@@ -32,7 +32,7 @@ func TestCheckUsable(t *testing.T) {
 		{"urn:ek:sha256:active", ""},
 		{"urn:ek:sha256:quarantined", "device dev-quarantined (urn:ek:sha256:quarantined) is quarantined"},
 		{"urn:ek:sha256:retired", "device dev-retired (urn:ek:sha256:retired) is retired"},
-		{"urn:ek:sha256:none", "device urn:ek:sha256:none is not registered (on the machine, `devid tpm info` prints its EK and the `devid device add` line that registers it)"},
+		{"urn:ek:sha256:none", "device urn:ek:sha256:none is not registered (on the machine, `devid tpm info` prints its EK and the `devid device add` line that registers it; a device registered as pending, by its serial number, binds its TPM with its enrolment token from `devid device token NAME`)"},
 	} {
 		d, err := inventory.CheckUsable(devs, c.id)
 		switch {
