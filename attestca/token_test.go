@@ -92,7 +92,9 @@ func TestEnrolmentToken(t *testing.T) {
 		t.Fatalf("last attestation %+v, %v", last, err)
 	}
 	audit, err := f.inv.Audit(d.ID)
-	if err != nil || len(audit) != 1 || audit[0].Action != "device.bind" || audit[0].Actor != attestca.Actor {
+	// Its history while pending, then the binding by the Attestation CA.
+	if err != nil || len(audit) != 3 || audit[0].Action != "device.add" || audit[1].Action != "device.token" ||
+		audit[2].Action != "device.bind" || audit[2].Actor != attestca.Actor {
 		t.Fatalf("audit %+v, %v", audit, err)
 	}
 
