@@ -176,11 +176,20 @@ type CollectionUpdate struct {
 
 // User is a person who may own devices.
 type User struct {
-	Email   string    `json:"email"`  // IdP identity, unique, lower case
-	Login   string    `json:"login"`  // login name, unique
-	Groups  []string  `json:"groups"` // IdP groups, sorted
-	Created time.Time `json:"created"`
-	Updated time.Time `json:"updated"`
+	Email  string   `json:"email"`  // IdP identity, unique, lower case
+	Login  string   `json:"login"`  // login name, unique
+	Groups []string `json:"groups"` // IdP groups, sorted
+	// Disabled: no device the user owns gets a certificate, and the user
+	// certificates their devices held were revoked when they were
+	// disabled. Absent: enabled.
+	Disabled bool `json:"disabled,omitempty"`
+	// StatusReason is what was given for the last disable or enable.
+	StatusReason string `json:"statusReason,omitempty"`
+	// StatusChanged is when the user was last disabled or enabled;
+	// absent if never.
+	StatusChanged time.Time `json:"statusChanged,omitzero"`
+	Created       time.Time `json:"created"`
+	Updated       time.Time `json:"updated"`
 }
 
 // AuditEntry records one change to the inventory, or a certificate revoked
