@@ -23,6 +23,8 @@
 //	GET  /devid/v1/users                    UserList
 //	POST /devid/v1/users                    NewUser → User (201)
 //	GET  /devid/v1/users/{email}            User
+//	POST /devid/v1/users/{email}/status     UserStatusRequest → UserDevices (disable, enable; see users.go)
+//	DELETE /devid/v1/users/{email}          ReasonRequest → UserDevices
 //	POST /devid/v1/import/users             CSV or JSON export → ImportReport; ?file=NAME&dry_run=BOOL
 //	GET  /devid/v1/collections              CollectionList
 //	GET  /devid/v1/collections/{name}       Collection
