@@ -178,6 +178,9 @@ type CollectionUpdate struct {
 
 // User is a person who may own devices.
 type User struct {
+	// ID is the user's stable identifier, kept when their email changes
+	// (their SCIM id).
+	ID     string   `json:"id,omitempty"`
 	Email  string   `json:"email"`  // IdP identity, unique, lower case
 	Login  string   `json:"login"`  // login name, unique
 	Groups []string `json:"groups"` // IdP groups, sorted
@@ -190,8 +193,28 @@ type User struct {
 	// StatusChanged is when the user was last disabled or enabled;
 	// absent if never.
 	StatusChanged time.Time `json:"statusChanged,omitzero"`
-	Created       time.Time `json:"created"`
-	Updated       time.Time `json:"updated"`
+	// SCIM is what the IdP's SCIM client said of the user, if one
+	// provisioned them.
+	SCIM    *SCIMIdentity `json:"scim,omitempty"`
+	Created time.Time     `json:"created"`
+	Updated time.Time     `json:"updated"`
+}
+
+// SCIMIdentity is what an IdP's SCIM client said of a user, as it sent it.
+type SCIMIdentity struct {
+	UserName    string      `json:"userName"`
+	ExternalID  string      `json:"externalId,omitempty"`
+	DisplayName string      `json:"displayName,omitempty"`
+	GivenName   string      `json:"givenName,omitempty"`
+	FamilyName  string      `json:"familyName,omitempty"`
+	Emails      []SCIMEmail `json:"emails,omitempty"`
+}
+
+// SCIMEmail is one of a SCIM user's emails.
+type SCIMEmail struct {
+	Value   string `json:"value"`
+	Type    string `json:"type,omitempty"`
+	Primary bool   `json:"primary,omitempty"`
 }
 
 // AuditEntry records one change to the inventory, or a certificate revoked

@@ -119,7 +119,7 @@ func (s *Store) Update(actor string, prepare func(tx *database.Tx) ([]AuditEntry
 // Open prepares the inventory tables in db. now is the clock (time.Now in
 // production).
 func Open(db database.DB, now func() time.Time) (*Store, error) {
-	for _, t := range [][]byte{devicesTable, usersTable, auditTable, collsTable, endsTable, tokensTable, attestedTable} {
+	for _, t := range [][]byte{devicesTable, usersTable, auditTable, collsTable, endsTable, tokensTable, attestedTable, groupsTable} {
 		if err := db.CreateTable(t); err != nil {
 			return nil, fmt.Errorf("inventory: create table %s: %w", t, err)
 		}
@@ -162,13 +162,13 @@ func (s *Store) User(email string) (*User, error) {
 	var u User
 	err := s.get(usersTable, email, &u)
 	if err == nil || !errors.Is(err, ErrNotFound) {
-		return &u, err
+		return u.withID(), err
 	}
 	// Stored in lower case since emails are case-insensitive: one more
 	// lookup, and a scan only for a mixed-case record an older devid wrote.
 	if folded := foldEmail(email); folded != email {
 		if ferr := s.get(usersTable, folded, &u); ferr == nil || !errors.Is(ferr, ErrNotFound) {
-			return &u, ferr
+			return u.withID(), ferr
 		}
 	}
 	users, lerr := s.Users()
@@ -185,7 +185,11 @@ func (s *Store) User(email string) (*User, error) {
 
 // Users lists every user, sorted by email.
 func (s *Store) Users() ([]*User, error) {
-	return listSorted(s, usersTable, func(u *User) string { return u.Email })
+	users, err := listSorted(s, usersTable, func(u *User) string { return u.Email })
+	for _, u := range users {
+		u.withID()
+	}
+	return users, err
 }
 
 // Audit lists the audit trail, oldest first. A non-empty subject keeps only

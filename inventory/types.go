@@ -160,6 +160,11 @@ type CollectionUpdate struct {
 
 // User is a person who may own devices.
 type User struct {
+	// ID is the user's stable identifier (their SCIM id): given when the
+	// user is added, kept when their email changes. A user added before
+	// users had IDs reads with one derived from their email (see
+	// withID), written with the record the next time it changes.
+	ID     string   `json:"id,omitempty"`
 	Email  string   `json:"email"`  // IdP identity, unique
 	Login  string   `json:"login"`  // login name, unique
 	Groups []string `json:"groups"` // IdP groups, sorted
@@ -174,8 +179,12 @@ type User struct {
 	// StatusChanged is when the user was last disabled or enabled (zero:
 	// never).
 	StatusChanged time.Time `json:"statusChanged,omitzero"`
-	Created       time.Time `json:"created"`
-	Updated       time.Time `json:"updated"`
+	// SCIM is what an IdP's SCIM client said of the user, if one
+	// provisioned them (package scim): kept to be given back as it was
+	// sent.
+	SCIM    *SCIMIdentity `json:"scim,omitempty"`
+	Created time.Time     `json:"created"`
+	Updated time.Time     `json:"updated"`
 }
 
 // AuditEntry records one change to the inventory.

@@ -88,6 +88,12 @@ func (w *writer) changeUser(c UserChange, action, reason string) {
 		w.puts = append(w.puts, put{table: usersTable, key: c.Before.Email})
 		e.Subject = c.Before.Email
 	} else {
+		if c.After.ID == "" {
+			c.After.ID = newID()
+		}
+		if c.Before != nil && c.Before.Email != c.After.Email {
+			w.puts = append(w.puts, put{table: usersTable, key: c.Before.Email}) // moved
+		}
 		e.After = mustJSON(c.After)
 		w.puts = append(w.puts, put{usersTable, c.After.Email, e.After})
 		e.Subject = c.After.Email
