@@ -389,4 +389,3 @@ func allowedList(allowed map[string][]string) string {
 	}
 	return strings.Join(names, ", ")
 }
-
