@@ -2,9 +2,11 @@ package e2e_test
 
 import (
 	"context"
+	"encoding/json"
 	"encoding/pem"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,10 +16,12 @@ import (
 	"time"
 
 	"github.com/devid-ssh/devid/adminapi"
+	"github.com/devid-ssh/devid/caserver"
 	"github.com/devid-ssh/devid/enroll"
 	"github.com/devid-ssh/devid/internal/sshdtest"
 	"github.com/devid-ssh/devid/inventory"
 	"github.com/devid-ssh/devid/krl"
+	"github.com/devid-ssh/devid/scim"
 	"github.com/devid-ssh/devid/tpm/swtpmtest"
 	"golang.org/x/crypto/ssh"
 )
@@ -72,9 +76,9 @@ type offboardFixture struct {
 	admin *adminapi.Client
 }
 
-func newOffboardFixture(t *testing.T) *offboardFixture {
+func newOffboardFixture(t *testing.T, edits ...func(*caserver.Config)) *offboardFixture {
 	t.Helper()
-	h := newHost(t, time.Hour)
+	h := newHost(t, time.Hour, edits...)
 	h.start(t)
 	h.waitServing(t, 0)
 	inv := h.ca.Server.Inventory()
@@ -127,10 +131,12 @@ func TestOffboardLogin(t *testing.T) {
 	f := newOffboardFixture(t)
 	h := f.h
 
+	start := time.Now()
 	if _, err := f.admin.SetUserDisabled("alice@example.com", true, "left the company"); err != nil {
 		t.Fatal(err)
 	}
 	h.waitKRL(t, "after the disable")
+	t.Logf("devid user disable → RevokedKeys updated in %v", time.Since(start).Round(time.Millisecond)) // information, not asserted
 	f.refused(t, f.key, "alice disabled")
 
 	newKey := filepath.Join(h.dir, "id_alice2")
@@ -155,4 +161,81 @@ func TestOffboardLogin(t *testing.T) {
 		t.Fatalf("a certificate issued after the enable is refused: %v\n%s", err, out)
 	}
 	f.refused(t, f.key, "after the new login, the old certificate")
+}
+
+// scimCall sends one SCIM request to the CA as the IdP would, and decodes
+// the answer.
+func scimCall(t *testing.T, h *host, token, method, path, body string) map[string]any {
+	t.Helper()
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: h.ca.TLSConfig(nil)}, Timeout: time.Minute}
+	req, err := http.NewRequest(method, h.ca.URL+"/scim/v2"+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/scim+json")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("SCIM %s %s: HTTP %d %v (%v)", method, path, resp.StatusCode, out, err)
+	}
+	return out
+}
+
+// TestSCIMDeactivationLogin: the IdP finds alice (Okta's userName filter),
+// then deactivates her as Okta does (PATCH replace without a path,
+// active false): her certificate is in the KRL sshd reads within seconds
+// and her login is refused, and her workstation gets nothing new. The IdP
+// activates her again as Entra ID does (active "True", capitalised
+// Replace): the old certificate stays refused, a new enrolment logs in.
+func TestSCIMDeactivationLogin(t *testing.T) {
+	t.Parallel()
+	token, sum, err := scim.NewToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newOffboardFixture(t, func(c *caserver.Config) {
+		c.SCIM.Clients = []caserver.SCIMClient{{Name: "okta", TokenSHA256: sum}}
+	})
+	h := f.h
+
+	list := scimCall(t, h, token, "GET", `/Users?filter=userName%20eq%20%22alice%40example.com%22&startIndex=1&count=100`, "")
+	res, _ := list["Resources"].([]any)
+	if list["totalResults"] != 1.0 || len(res) != 1 {
+		t.Fatalf("userName filter: %v", list)
+	}
+	id := res[0].(map[string]any)["id"].(string)
+	start := time.Now()
+	u := scimCall(t, h, token, "PATCH", "/Users/"+id,
+		`{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","value":{"active":false}}]}`)
+	if u["active"] != false {
+		t.Fatalf("after the deactivation: %v", u)
+	}
+	h.waitKRL(t, "after the SCIM deactivation")
+	t.Logf("SCIM deactivation → RevokedKeys updated in %v", time.Since(start).Round(time.Millisecond)) // information, not asserted
+	f.refused(t, f.key, "alice deactivated by SCIM")
+	newKey := filepath.Join(h.dir, "id_alice2")
+	sshdtest.Keygen(t, newKey)
+	if _, err := tryEnrollUser(t, h, f.ws, newKey); err == nil || !strings.Contains(err.Error(), "owner alice@example.com is disabled") {
+		t.Fatalf("enrolment of a deactivated user's workstation: %v", err)
+	}
+	entries, err := h.ca.Server.Inventory().Audit("alice@example.com")
+	if err != nil || entries[len(entries)-1].Action != "user.disable" || entries[len(entries)-1].Actor != "scim:okta" {
+		t.Fatalf("audit: %+v %v", entries, err)
+	}
+
+	scimCall(t, h, token, "PATCH", "/Users/"+id,
+		`{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"Replace","path":"active","value":"True"}]}`)
+	h.waitKRL(t, "after the SCIM activation")
+	f.refused(t, f.key, "activated again, the old certificate")
+	if _, err := tryEnrollUser(t, h, f.ws, newKey); err != nil {
+		t.Fatalf("enrolment after the activation: %v", err)
+	}
+	if out, err := h.sshd.SSHCert(t, h.knownHosts, "root", newKey, newKey+"-cert.pub"); err != nil {
+		t.Fatalf("a certificate issued after the activation is refused: %v\n%s", err, out)
+	}
 }

@@ -107,6 +107,7 @@ func printUser(env *command.Env, ud *adminapi.UserDevices) error {
 	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 1, ' ', 0)
 	row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
 	row("Email", u.Email)
+	row("ID", u.ID)
 	row("Login", u.Login)
 	row("Groups", dash(strings.Join(u.Groups, ", ")))
 	if u.Disabled {
@@ -119,6 +120,19 @@ func printUser(env *command.Env, ud *adminapi.UserDevices) error {
 	}
 	if !u.StatusChanged.IsZero() {
 		row("Status changed", u.StatusChanged.Format(time.RFC3339))
+	}
+	if sc := u.SCIM; sc != nil {
+		row("SCIM userName", sc.UserName)
+		if sc.ExternalID != "" {
+			row("SCIM externalId", sc.ExternalID)
+		}
+		name := sc.DisplayName
+		if name == "" {
+			name = strings.TrimSpace(sc.GivenName + " " + sc.FamilyName)
+		}
+		if name != "" {
+			row("SCIM name", name)
+		}
 	}
 	row("Created", u.Created.Format(time.RFC3339))
 	row("Updated", u.Updated.Format(time.RFC3339))
