@@ -180,7 +180,8 @@ type UserDeletion struct {
 // disabled, in the same transaction (BeforeUserCommit). Every device they
 // owned is left with no owner (device.update), and an active workstation
 // among them is quarantined as well (device.quarantine, reason "owner
-// EMAIL deleted"), so that it gets nothing until an operator gives it to
+// EMAIL deleted"; one quarantined for a while has its quarantine's end
+// taken away), so that it gets nothing until an operator gives it to
 // someone and activates it: a workstation that simply lost its owner
 // would go on getting certificates with its device ID and collection
 // principals, in the hands of whoever had it. Hosts keep their status.
@@ -206,8 +207,14 @@ func (s *Store) DeleteUser(actor, email, reason string) (*UserDeletion, error) {
 		nd := *d
 		nd.Owner, nd.Updated = "", now
 		action, why := "device.update", fmt.Sprintf("owner %s deleted", old.Email)
-		if d.Kind == KindWorkstation && d.Status == StatusActive {
+		switch {
+		case d.Kind != KindWorkstation:
+		case d.Status == StatusActive:
 			nd.Status, nd.StatusReason, nd.StatusChanged = StatusQuarantined, why, now
+			action = "device.quarantine"
+		case d.Status == StatusQuarantined && d.QuarantineUntil != nil:
+			// A temporary quarantine would lift itself: it has no end now.
+			nd.StatusReason, nd.QuarantineUntil = why, nil
 			action = "device.quarantine"
 		}
 		w.putDevice(d, &nd, action, why)

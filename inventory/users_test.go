@@ -144,12 +144,17 @@ func TestDeleteUser(t *testing.T) {
 	for _, nd := range []inventory.NewDevice{
 		{EK: pemA, Name: "laptop-a", Kind: "workstation", Owner: "alice@example.com"},
 		{EK: pemB, Name: "web-a", Kind: "host", Owner: "alice@example.com"},
-		{EK: pemC, Name: "laptop-old", Kind: "workstation", Owner: "alice@example.com", Status: "quarantined"},
+		{EK: pemC, Name: "laptop-old", Kind: "workstation", Owner: "alice@example.com"},
 		{EK: pemD, Name: "laptop-b", Kind: "workstation", Owner: "bob@example.com"},
 	} {
 		if _, err := s.AddDevice("root", nd); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// laptop-old is quarantined for a while: deleting its owner takes the
+	// end away, so that it does not come back to active by itself.
+	if _, err := s.Quarantine("root", idC, "on a trip", 2*time.Hour); err != nil {
+		t.Fatal(err)
 	}
 	clk.Advance(time.Hour)
 	del, err := s.DeleteUser("carol", "alice@example.com", "left")
@@ -172,6 +177,12 @@ func TestDeleteUser(t *testing.T) {
 	if d, _ := s.Device(idA); d.StatusReason != "owner alice@example.com deleted" || !d.StatusChanged.Equal(clk.Now()) {
 		t.Errorf("quarantined workstation: %+v", d)
 	}
+	if d, _ := s.Device(idC); d.QuarantineUntil != nil || d.StatusReason != "owner alice@example.com deleted" || d.StatusChanged.Equal(clk.Now()) {
+		t.Errorf("the workstation quarantined for a while: %+v", d)
+	}
+	if ends, err := s.QuarantineEnds(); err != nil || len(ends) != 0 {
+		t.Errorf("quarantine ends left: %+v %v", ends, err)
+	}
 	if d, _ := s.Device(idD); d.Owner != "bob@example.com" {
 		t.Errorf("bob's device: %+v", d)
 	}
@@ -185,7 +196,7 @@ func TestDeleteUser(t *testing.T) {
 	}
 	wantAudit := []string{
 		"carol device.quarantine laptop-aurn:e owner alice@example.com deleted",
-		"carol device.update laptop-oldurn:e owner alice@example.com deleted",
+		"carol device.quarantine laptop-oldurn:e owner alice@example.com deleted",
 		"carol device.update web-aurn:e owner alice@example.com deleted",
 		"carol user.delete alice left",
 	}
