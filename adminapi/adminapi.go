@@ -23,6 +23,8 @@
 //	GET  /devid/v1/users                    UserList
 //	POST /devid/v1/users                    NewUser → User (201)
 //	GET  /devid/v1/users/{email}            User
+//	POST /devid/v1/users/{email}/status     UserStatusRequest → UserDevices (disable, enable; see users.go)
+//	DELETE /devid/v1/users/{email}          ReasonRequest → UserDevices
 //	POST /devid/v1/import/users             CSV or JSON export → ImportReport; ?file=NAME&dry_run=BOOL
 //	GET  /devid/v1/collections              CollectionList
 //	GET  /devid/v1/collections/{name}       Collection
@@ -176,11 +178,43 @@ type CollectionUpdate struct {
 
 // User is a person who may own devices.
 type User struct {
-	Email   string    `json:"email"`  // IdP identity, unique, lower case
-	Login   string    `json:"login"`  // login name, unique
-	Groups  []string  `json:"groups"` // IdP groups, sorted
-	Created time.Time `json:"created"`
-	Updated time.Time `json:"updated"`
+	// ID is the user's stable identifier, kept when their email changes
+	// (their SCIM id).
+	ID     string   `json:"id,omitempty"`
+	Email  string   `json:"email"`  // IdP identity, unique, lower case
+	Login  string   `json:"login"`  // login name, unique
+	Groups []string `json:"groups"` // IdP groups, sorted
+	// Disabled: no device the user owns gets a certificate, and the user
+	// certificates their devices held were revoked when they were
+	// disabled. Absent: enabled.
+	Disabled bool `json:"disabled,omitempty"`
+	// StatusReason is what was given for the last disable or enable.
+	StatusReason string `json:"statusReason,omitempty"`
+	// StatusChanged is when the user was last disabled or enabled;
+	// absent if never.
+	StatusChanged time.Time `json:"statusChanged,omitzero"`
+	// SCIM is what the IdP's SCIM client said of the user, if one
+	// provisioned them.
+	SCIM    *SCIMIdentity `json:"scim,omitempty"`
+	Created time.Time     `json:"created"`
+	Updated time.Time     `json:"updated"`
+}
+
+// SCIMIdentity is what an IdP's SCIM client said of a user, as it sent it.
+type SCIMIdentity struct {
+	UserName    string      `json:"userName"`
+	ExternalID  string      `json:"externalId,omitempty"`
+	DisplayName string      `json:"displayName,omitempty"`
+	GivenName   string      `json:"givenName,omitempty"`
+	FamilyName  string      `json:"familyName,omitempty"`
+	Emails      []SCIMEmail `json:"emails,omitempty"`
+}
+
+// SCIMEmail is one of a SCIM user's emails.
+type SCIMEmail struct {
+	Value   string `json:"value"`
+	Type    string `json:"type,omitempty"`
+	Primary bool   `json:"primary,omitempty"`
 }
 
 // AuditEntry records one change to the inventory, or a certificate revoked

@@ -67,9 +67,11 @@ import (
 	"go.step.sm/crypto/x509util"
 )
 
-// Devices is the part of the inventory the Attestation CA needs.
+// Devices is the part of the inventory the Attestation CA needs: devices,
+// and their owners (inventory.CheckUsable).
 type Devices interface {
 	Device(ref string) (*inventory.Device, error)
+	User(email string) (*inventory.User, error)
 	Enrolments
 }
 
@@ -282,8 +284,8 @@ func publicKeysEqual(a, b crypto.PublicKey) bool {
 	return ok && ea.Equal(b)
 }
 
-// checkDevice refuses unknown, quarantined and retired devices
-// (inventory.CheckUsable).
+// checkDevice refuses unknown, quarantined and retired devices, and those
+// whose owner is disabled (inventory.CheckUsable).
 func (ca *CA) checkDevice(id string) error {
 	_, err := inventory.CheckUsable(ca.devices, id)
 	var nu *inventory.NotUsableError

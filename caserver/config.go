@@ -46,6 +46,10 @@ type Config struct {
 	Log LogConfig `json:"log"`
 	// Limits bound what one client can make the CA read and hold.
 	Limits LimitsConfig `json:"limits"`
+	// SCIM turns on the SCIM 2.0 service at /scim/v2 (package scim), by
+	// which an IdP (Okta, Entra ID) provisions users and groups and
+	// off-boards people. Off (404) while it names no client.
+	SCIM SCIMConfig `json:"scim,omitzero"`
 
 	dir string // directory of the config file
 }
@@ -86,6 +90,30 @@ type Lifetimes struct {
 	Host   conffile.Duration `json:"host"`   // SSH host certificates, default 24h
 	User   conffile.Duration `json:"user"`   // SSH user certificates, default 16h
 	Device conffile.Duration `json:"device"` // X.509 device certificates, default 24h
+}
+
+// SCIMConfig configures the SCIM 2.0 service.
+type SCIMConfig struct {
+	// Clients may use the service, each with its own bearer token. Two
+	// entries let a token be rotated without a gap.
+	Clients []SCIMClient `json:"clients,omitempty"`
+	// LoginFrom says where a user's login (login:LOGIN principal) comes
+	// from: "userName-localpart" (the default: the part of the userName
+	// before @, in lower case), "userName" (all of it, in lower case),
+	// "email-localpart", or an extension schema's attribute, as
+	// URN:ATTRIBUTE (e.g.
+	// urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber).
+	LoginFrom string `json:"loginFrom,omitempty"`
+}
+
+// SCIMClient is a SCIM client: `devid-ca scim-token` makes the token and
+// prints this entry.
+type SCIMClient struct {
+	// Name is the client's name: the audit trail's actor is scim:NAME.
+	Name string `json:"name"`
+	// TokenSHA256 is the SHA-256 of its bearer token, in hex. The token
+	// itself is kept nowhere.
+	TokenSHA256 string `json:"tokenSHA256"`
 }
 
 // LogConfig sets devid-ca's log.
@@ -190,6 +218,9 @@ func (c *Config) check(file string) error {
 	}
 	if c.Limits.MaxBody < 0 {
 		return fmt.Errorf("devid-ca config: %s: limits.maxBody %d: want a positive number of bytes", file, c.Limits.MaxBody)
+	}
+	if err := c.SCIM.check(); err != nil {
+		return fmt.Errorf("devid-ca config: %s: %w", file, err)
 	}
 	switch c.Log.Format {
 	case "", "text", "json":

@@ -18,7 +18,10 @@
 //   - every other /devid/v1/… path is the admin API (package adminapi; its
 //     handler is package caserver/adminhttp), for admin client
 //     certificates only. An admin certificate is refused outside
-//     /devid/v1/.
+//     /devid/v1/;
+//   - /scim/v2/… is the SCIM 2.0 service (package scim, over the
+//     inventory: scim.go), for the SCIM clients of Config.SCIM, each by
+//     its bearer token; absent (404) when none is configured.
 //
 // Init creates a new CA directory; LoadConfig reads its configuration; New
 // builds the server and Serve runs it: the HTTPS server and the background
@@ -112,6 +115,7 @@ type Server struct {
 	whSecret  []byte
 	acmeDB    acme.DB
 	linker    acme.Linker
+	scimH     http.Handler // the SCIM service; nil when off
 }
 
 // New opens the store and builds the CA from cfg.
@@ -203,6 +207,11 @@ func (s *Server) open(opts Options) error {
 	}
 	if s.revoke, err = s.openRevocation(ndb, opts.Now); err != nil {
 		return err
+	}
+	if h, err := s.newSCIM(); err != nil {
+		return fmt.Errorf("devid-ca: %w", err)
+	} else if h != nil {
+		s.scimH = h
 	}
 	if s.acmeDB, err = acmenosql.New(ndb); err != nil {
 		return fmt.Errorf("devid-ca: ACME store: %w", err)
@@ -326,6 +335,9 @@ func (s *Server) routes() http.Handler {
 	mux.Handle(krldist.Path, s.revoke)
 	mux.Handle(adminapi.Prefix+"*", adminhttp.NewHandler(s.inv, s.revoke, s.adminRoot, s.log))
 	mux.Handle(wire.AttestationPath+"/*", s.attest)
+	if s.scimH != nil {
+		mux.Handle(scimPrefix+"/*", s.scimH) // bearer tokens (package scim), not client certificates
+	}
 	auth := s.auth
 	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// An admin certificate is for the admin API only: step-ca would

@@ -38,6 +38,7 @@ type Store struct {
 	onChange func([]DeviceChange)
 	prepare  func([]DeviceChange, *database.Tx) error
 	pending  []DeviceChange // committed under mu, delivered once it is released
+	users    userHooks
 }
 
 // DeviceChange is a device record before and after a committed change
@@ -118,7 +119,7 @@ func (s *Store) Update(actor string, prepare func(tx *database.Tx) ([]AuditEntry
 // Open prepares the inventory tables in db. now is the clock (time.Now in
 // production).
 func Open(db database.DB, now func() time.Time) (*Store, error) {
-	for _, t := range [][]byte{devicesTable, usersTable, auditTable, collsTable, endsTable, tokensTable, attestedTable} {
+	for _, t := range [][]byte{devicesTable, usersTable, auditTable, collsTable, endsTable, tokensTable, attestedTable, groupsTable} {
 		if err := db.CreateTable(t); err != nil {
 			return nil, fmt.Errorf("inventory: create table %s: %w", t, err)
 		}
@@ -161,13 +162,13 @@ func (s *Store) User(email string) (*User, error) {
 	var u User
 	err := s.get(usersTable, email, &u)
 	if err == nil || !errors.Is(err, ErrNotFound) {
-		return &u, err
+		return u.withID(), err
 	}
 	// Stored in lower case since emails are case-insensitive: one more
 	// lookup, and a scan only for a mixed-case record an older devid wrote.
 	if folded := foldEmail(email); folded != email {
 		if ferr := s.get(usersTable, folded, &u); ferr == nil || !errors.Is(ferr, ErrNotFound) {
-			return &u, ferr
+			return u.withID(), ferr
 		}
 	}
 	users, lerr := s.Users()
@@ -184,7 +185,11 @@ func (s *Store) User(email string) (*User, error) {
 
 // Users lists every user, sorted by email.
 func (s *Store) Users() ([]*User, error) {
-	return listSorted(s, usersTable, func(u *User) string { return u.Email })
+	users, err := listSorted(s, usersTable, func(u *User) string { return u.Email })
+	for _, u := range users {
+		u.withID()
+	}
+	return users, err
 }
 
 // Audit lists the audit trail, oldest first. A non-empty subject keeps only
@@ -529,16 +534,17 @@ func (snap *snapshot) owner(email string) (string, *Error) {
 
 // writer collects the records and audit entries of one transaction.
 type writer struct {
-	tx      *database.Tx // other writes of the transaction, if any
-	puts    []put
-	audits  []AuditEntry
-	changes []DeviceChange
+	tx          *database.Tx // other writes of the transaction, if any
+	puts        []put
+	audits      []AuditEntry
+	changes     []DeviceChange
+	userChanges []UserChange
 }
 
 type put struct {
 	table []byte
 	key   string
-	value []byte
+	value []byte // nil: delete the record
 }
 
 func (w *writer) putDevice(before, after *Device, action, reason string) {
@@ -550,9 +556,7 @@ func (w *writer) putDevice(before, after *Device, action, reason string) {
 }
 
 func (w *writer) putUser(before, after *User, action string) {
-	a := mustJSON(after)
-	w.puts = append(w.puts, put{usersTable, after.Email, a})
-	w.audits = append(w.audits, AuditEntry{Action: action, Subject: after.Email, Before: optJSON(before), After: a})
+	w.changeUser(UserChange{Before: before, After: after}, action, "")
 }
 
 func (w *writer) putCollection(before, after *Collection, action string) {
@@ -592,7 +596,14 @@ func (s *Store) commit(actor string, now time.Time, w *writer) error {
 			return err
 		}
 	}
+	if err := s.prepareUsers(w, tx); err != nil {
+		return err
+	}
 	for _, p := range w.puts {
+		if p.value == nil {
+			tx.Del(p.table, []byte(p.key))
+			continue
+		}
 		tx.Set(p.table, []byte(p.key), p.value)
 	}
 	for _, e := range w.audits {
@@ -604,6 +615,7 @@ func (s *Store) commit(actor string, now time.Time, w *writer) error {
 		return fmt.Errorf("inventory: write: %w", err)
 	}
 	s.pending = append(s.pending, w.changes...)
+	s.users.pending = append(s.users.pending, w.userChanges...)
 	return nil
 }
 
@@ -612,10 +624,14 @@ func (s *Store) commit(actor string, now time.Time, w *writer) error {
 // defer it right after taking s.mu, so that it runs after their commit.
 func (s *Store) unlock() {
 	changes, f := s.pending, s.onChange
-	s.pending = nil
+	userChanges, uf := s.users.pending, s.users.onChange
+	s.pending, s.users.pending = nil, nil
 	s.mu.Unlock()
 	if f != nil && len(changes) > 0 {
 		f(changes)
+	}
+	if uf != nil && len(userChanges) > 0 {
+		uf(userChanges)
 	}
 }
 

@@ -11,6 +11,12 @@
 // identity an IdP gives them (email, login name, groups); the CA copies it into
 // the principals of the user certificates of the devices they own.
 //
+// A user can be disabled, enabled and deleted (SetUserDisabled,
+// DeleteUser): off-boarding. A device whose owner is disabled gets no
+// certificate (CheckUsable again), and the certificates the user's devices
+// held are revoked in the transaction of the change (package revocation,
+// through BeforeUserCommit).
+//
 // Every change is recorded in an audit trail (who, what, when, before and
 // after), written in the same transaction as the change itself. The Store
 // keeps everything in a step-ca nosql database (bbolt by default), beside
@@ -154,11 +160,31 @@ type CollectionUpdate struct {
 
 // User is a person who may own devices.
 type User struct {
-	Email   string    `json:"email"`  // IdP identity, unique
-	Login   string    `json:"login"`  // login name, unique
-	Groups  []string  `json:"groups"` // IdP groups, sorted
-	Created time.Time `json:"created"`
-	Updated time.Time `json:"updated"`
+	// ID is the user's stable identifier (their SCIM id): given when the
+	// user is added, kept when their email changes. A user added before
+	// users had IDs reads with one derived from their email (see
+	// withID), written with the record the next time it changes.
+	ID     string   `json:"id,omitempty"`
+	Email  string   `json:"email"`  // IdP identity, unique
+	Login  string   `json:"login"`  // login name, unique
+	Groups []string `json:"groups"` // IdP groups, sorted
+	// Disabled: no device the user owns gets a certificate (CheckUsable),
+	// and the user certificates their devices held, and any carrying
+	// their user: or login: principal, were revoked when they were
+	// disabled (package revocation). A record written before users could
+	// be disabled has no such field: enabled.
+	Disabled bool `json:"disabled,omitempty"`
+	// StatusReason is what was given for the last disable or enable.
+	StatusReason string `json:"statusReason,omitempty"`
+	// StatusChanged is when the user was last disabled or enabled (zero:
+	// never).
+	StatusChanged time.Time `json:"statusChanged,omitzero"`
+	// SCIM is what an IdP's SCIM client said of the user, if one
+	// provisioned them (package scim): kept to be given back as it was
+	// sent.
+	SCIM    *SCIMIdentity `json:"scim,omitempty"`
+	Created time.Time     `json:"created"`
+	Updated time.Time     `json:"updated"`
 }
 
 // AuditEntry records one change to the inventory.

@@ -23,8 +23,9 @@
 //   - Anything else the device provisioner is asked for (an X.509
 //     certificate through X5C): refused.
 //
-// Status is read from the inventory at every call: a quarantine takes
-// effect on the very next issuance.
+// Status is read from the inventory at every call, and so is the device's
+// owner (inventory.CheckUsable): a quarantine, or the owner disabled,
+// takes effect on the very next issuance.
 //
 // # Keys that cannot leave the machine
 //

@@ -6,6 +6,9 @@
 //   - every certificate of a quarantined or retired device, by its key ID
 //     (the device ID): one KRL entry covers all of a device's certificates,
 //     host and user;
+//   - every user certificate of a disabled or deleted user, by serial,
+//     and while the user is disabled, by their devices' key IDs in the
+//     user CA's section (see users.go);
 //   - single certificates, by serial (`devid cert revoke`);
 //   - when a device is brought back to active, the certificates it held
 //     before it was quarantined stay revoked: they are revoked by serial at
@@ -93,10 +96,13 @@ var (
 // *inventory.Store).
 type Inventory interface {
 	Devices() ([]*inventory.Device, error)
+	Users() ([]*inventory.User, error)
 	Audit(subject string) ([]inventory.AuditEntry, error)
 	Update(actor string, prepare func(tx *database.Tx) ([]inventory.AuditEntry, error)) error
 	BeforeDeviceCommit(func([]inventory.DeviceChange, *database.Tx) error)
 	OnDeviceChange(func([]inventory.DeviceChange))
+	BeforeUserCommit(func([]inventory.UserChange, *database.Tx) ([]inventory.AuditEntry, error))
+	OnUserChange(func([]inventory.UserChange))
 }
 
 // Config configures a Store.
@@ -226,6 +232,8 @@ func Open(cfg Config, db database.DB, inv Inventory) (*Store, error) {
 	}
 	inv.BeforeDeviceCommit(s.prepareDeviceChange)
 	inv.OnDeviceChange(s.OnDeviceChange)
+	inv.BeforeUserCommit(s.prepareUserChange)
+	inv.OnUserChange(s.OnUserChange)
 	return s, nil
 }
 
@@ -540,10 +548,13 @@ func (s *Store) RevokeCert(actor string, c *ssh.Certificate, reason string) (*Re
 
 // Revocations is what the KRL holds at a moment.
 type Revocations struct {
-	KeyIDs  []string // non-active devices whose earlier certificates may still be valid
-	Host    []uint64 // serials, host CA
-	User    []uint64 // serials, user CA
-	Expired int      // entries pruned because they can only match expired certificates
+	KeyIDs []string // non-active devices whose earlier certificates may still be valid
+	// UserKeyIDs are the active devices of disabled users (see
+	// prepareUserChange): their user certificates, not host ones.
+	UserKeyIDs []string
+	Host       []uint64 // serials, host CA
+	User       []uint64 // serials, user CA
+	Expired    int      // entries pruned because they can only match expired certificates
 }
 
 // revocations computes what is revoked now.
@@ -562,6 +573,16 @@ func (s *Store) revocations(now time.Time) (*Revocations, error) {
 			continue
 		}
 		r.KeyIDs = append(r.KeyIDs, d.ID)
+	}
+	owned, pruned, err := s.disabledDevices(devs, now)
+	if err != nil {
+		return nil, err
+	}
+	r.Expired += pruned
+	for _, id := range owned {
+		if !slices.Contains(r.KeyIDs, id) {
+			r.UserKeyIDs = append(r.UserKeyIDs, id)
+		}
 	}
 	entries, err := s.db.List(serialsTable)
 	if err != nil && !database.IsErrNotFound(err) {

@@ -84,6 +84,7 @@ func NewHandler(store *inventory.Store, revoke Revoker, adminRoot *x509.Certific
 	h.mux.HandleFunc("PUT "+p+"collections/{name}", h.setCollection)
 	h.mux.HandleFunc("GET "+p+"audit", h.audit)
 	h.enrolmentRoutes()
+	h.routeUsers()
 	h.mux.HandleFunc("GET "+p+"whoami", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, adminapi.WhoAmI{Admin: actor(r)})
 	})

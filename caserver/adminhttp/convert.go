@@ -23,8 +23,16 @@ func device(d *inventory.Device) *adminapi.Device {
 }
 
 func user(u *inventory.User) *adminapi.User {
-	w := adminapi.User(*u)
-	return &w
+	w := &adminapi.User{ID: u.ID, Email: u.Email, Login: u.Login, Groups: u.Groups, Disabled: u.Disabled,
+		StatusReason: u.StatusReason, StatusChanged: u.StatusChanged, Created: u.Created, Updated: u.Updated}
+	if s := u.SCIM; s != nil {
+		w.SCIM = &adminapi.SCIMIdentity{UserName: s.UserName, ExternalID: s.ExternalID, DisplayName: s.DisplayName,
+			GivenName: s.GivenName, FamilyName: s.FamilyName}
+		for _, e := range s.Emails {
+			w.SCIM.Emails = append(w.SCIM.Emails, adminapi.SCIMEmail(e))
+		}
+	}
+	return w
 }
 
 func importReport(r *inventory.ImportReport) *adminapi.ImportReport {

@@ -69,12 +69,15 @@ type host struct {
 	notes      chan string // systemd notifications the daemon sent
 }
 
-func newHost(t testing.TB, lifetime time.Duration) *host {
+func newHost(t testing.TB, lifetime time.Duration, edits ...func(*caserver.Config)) *host {
 	t.Helper()
 	sshdtest.Need(t, "swtpm", "swtpm_setup")
 	ca := catest.Start(t, func(c *caserver.Config) {
 		c.Lifetimes.Host = conffile.Duration{Duration: lifetime}
 		c.Lifetimes.Device = conffile.Duration{Duration: lifetime}
+		for _, edit := range edits {
+			edit(c)
+		}
 	})
 	sw := swtpmtest.NewServed(t)
 	// These tests are about what devid-hostd does with files, and certify

@@ -29,12 +29,13 @@ var layers = []struct {
 	// Domain: the CA's inventory; the device side of enrolment.
 	{"domain", []string{"inventory", "enroll"}},
 	// Services: what the CA does with the inventory (revocation, the
-	// Attestation CA, the issuance policy); the host daemon.
-	{"services", []string{"revocation", "attestca", "issuance", "hostd", "agentd"}},
+	// Attestation CA, the issuance policy, the SCIM service); the host
+	// daemon.
+	{"services", []string{"revocation", "attestca", "issuance", "scim", "hostd", "agentd"}},
 	// Composition: devid-ca, step-ca and the services on one listener.
 	{"composition", []string{"caserver", "caserver/adminhttp"}},
 	// Harnesses: what tests (and the demo) start.
-	{"harnesses", []string{"tpm/swtpmtest", "caserver/catest", "internal/sshdtest", "internal/clitest", "internal/gobuild", "sshagent/sshagenttest", "agentd/agenttest"}},
+	{"harnesses", []string{"tpm/swtpmtest", "caserver/catest", "internal/sshdtest", "internal/clitest", "internal/gobuild", "sshagent/sshagenttest", "agentd/agenttest", "scim/scimtest"}},
 	// Top: the commands, packaging checks, this package.
 	{"top", []string{"cmd/...", "packaging/...", "internal/depcheck", "hostd/e2e", "agentd/e2e"}},
 }

@@ -1,5 +1,5 @@
-// Package cacli is the devid-ca command: create a CA, serve it, and issue
-// admin certificates.
+// Package cacli is the devid-ca command: create a CA, serve it, issue
+// admin certificates, and make SCIM clients' bearer tokens.
 package cacli
 
 import (
@@ -33,7 +33,7 @@ func root() *command.Command {
 	return &command.Command{
 		Name:    "devid-ca",
 		Summary: "devid-ca is devid's CA: device inventory and SSH certificates, built on step-ca.",
-		Sub:     []*command.Command{initCmd(), serveCmd(), {Name: "admin", Summary: "admin certificates", Sub: []*command.Command{adminIssueCmd()}}},
+		Sub:     []*command.Command{initCmd(), serveCmd(), {Name: "admin", Summary: "admin certificates", Sub: []*command.Command{adminIssueCmd()}}, scimTokenCmd()},
 	}
 }
 

@@ -237,22 +237,38 @@ func auditChange(e adminapi.AuditEntry) string {
 	if len(e.Before) == 0 {
 		return "created"
 	}
+	if len(e.After) == 0 {
+		if e.Reason != "" {
+			return fmt.Sprintf("deleted (%s)", e.Reason)
+		}
+		return "deleted"
+	}
 	var before, after map[string]any
 	if json.Unmarshal(e.Before, &before) != nil || json.Unmarshal(e.After, &after) != nil {
 		return "?"
 	}
 	skip := []string{"updated", "statusChanged", "statusReason", "ekPublic"}
 	var keys []string
-	for k := range after {
-		if !slices.Contains(skip, k) {
-			keys = append(keys, k)
+	for _, m := range []map[string]any{before, after} {
+		for k := range m {
+			if !slices.Contains(skip, k) && !slices.Contains(keys, k) {
+				keys = append(keys, k)
+			}
 		}
 	}
 	sort.Strings(keys)
 	var parts []string
 	for _, k := range keys {
-		bj, _ := json.Marshal(before[k])
-		aj, _ := json.Marshal(after[k])
+		b, a := before[k], after[k]
+		// A flag left out (omitempty) is false.
+		if _, ok := a.(bool); ok && b == nil {
+			b = false
+		}
+		if _, ok := b.(bool); ok && a == nil {
+			a = false
+		}
+		bj, _ := json.Marshal(b)
+		aj, _ := json.Marshal(a)
 		switch {
 		case bytes.Equal(bj, aj):
 		case k == "ekCert" && string(bj) == "null":

@@ -31,7 +31,7 @@ func root() *command.Command {
 		Sub: []*command.Command{
 			bootstrapCmd(),
 			{Name: "device", Summary: "register, list, quarantine, retire and import devices; enrolment tokens; rebind to a new TPM", Sub: deviceCmds()},
-			{Name: "user", Summary: "add, list and import users", Sub: userCmds()},
+			{Name: "user", Summary: "add, list, import, show, disable, enable and delete users", Sub: userCmds()},
 			{Name: "collection", Summary: "set, list and show collections' policies (file keys, host names)", Sub: collectionCmds()},
 			{Name: "cert", Summary: "revoke single SSH certificates", Sub: certCmds()},
 			auditCmd(),
@@ -267,7 +267,7 @@ func userCmds() []*command.Command {
 			})
 		},
 	}
-	return []*command.Command{add, list, importCmd("users", &c)}
+	return append([]*command.Command{add, list, importCmd("users", &c)}, userLifecycleCmds()...)
 }
 
 func auditCmd() *command.Command {

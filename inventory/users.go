@@ -1,0 +1,225 @@
+package inventory
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/smallstep/nosql/database"
+)
+
+// UserChange is a user record before and after a committed change: Before
+// is nil for a new user, After nil for a deleted one. Devices are the IDs
+// of the devices the user owned when the change was made (set for a
+// disable, an enable and a delete).
+type UserChange struct {
+	Before, After *User
+	Devices       []string
+}
+
+// OffBoards reports whether the change takes a user's certificates away:
+// the user was disabled, or deleted.
+func (c UserChange) OffBoards() bool {
+	return c.Before != nil && (c.After == nil || c.After.Disabled && !c.Before.Disabled)
+}
+
+// Reenables reports whether the change enables a disabled user.
+func (c UserChange) Reenables() bool {
+	return c.Before != nil && c.After != nil && c.Before.Disabled && !c.After.Disabled
+}
+
+// userHooks are the functions BeforeUserCommit and OnUserChange set, and
+// the changes committed under the write lock, delivered once it is
+// released.
+type userHooks struct {
+	prepare  func([]UserChange, *database.Tx) ([]AuditEntry, error)
+	onChange func([]UserChange)
+	pending  []UserChange
+}
+
+// BeforeUserCommit sets a function called, with the store's write lock
+// held, before every change to users is committed (a user added, updated,
+// disabled, enabled or deleted). What it adds to tx, and the audit entries
+// it returns, are committed in the same transaction as the change, or not
+// at all (their ID, time and actor are filled in); an error refuses the
+// change. It must not call the Store's write methods.
+//
+// Revocation uses it so that disabling (or deleting) a user and revoking
+// the certificates their devices hold are one transaction: a crash cannot
+// leave the user disabled and their certificates good.
+func (s *Store) BeforeUserCommit(f func(changes []UserChange, tx *database.Tx) ([]AuditEntry, error)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.users.prepare = f
+}
+
+// OnUserChange sets a function called after every committed change to
+// users, as OnDeviceChange is for devices: after the commit, once the
+// write lock is released, before the write method returns.
+func (s *Store) OnUserChange(f func([]UserChange)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.users.onChange = f
+}
+
+// prepareUsers runs the BeforeUserCommit function on w's user changes, and
+// adds the audit entries it returns to w.
+func (s *Store) prepareUsers(w *writer, tx *database.Tx) error {
+	if s.users.prepare == nil || len(w.userChanges) == 0 {
+		return nil
+	}
+	audits, err := s.users.prepare(w.userChanges, tx)
+	if err != nil {
+		return err
+	}
+	for _, e := range audits {
+		if err := CheckReason(e.Reason); err != nil {
+			return err
+		}
+	}
+	w.audits = append(w.audits, audits...)
+	return nil
+}
+
+// changeUser adds a user change to w: the record (deleted when c.After is
+// nil), and its audit entry.
+func (w *writer) changeUser(c UserChange, action, reason string) {
+	e := AuditEntry{Action: action, Reason: reason, Before: optJSON(c.Before)}
+	if c.After == nil {
+		w.puts = append(w.puts, put{table: usersTable, key: c.Before.Email})
+		e.Subject = c.Before.Email
+	} else {
+		if c.After.ID == "" {
+			c.After.ID = newID()
+		}
+		if c.Before != nil && c.Before.Email != c.After.Email {
+			w.puts = append(w.puts, put{table: usersTable, key: c.Before.Email}) // moved
+		}
+		e.After = mustJSON(c.After)
+		w.puts = append(w.puts, put{usersTable, c.After.Email, e.After})
+		e.Subject = c.After.Email
+	}
+	w.userChanges = append(w.userChanges, c)
+	w.audits = append(w.audits, e)
+}
+
+// ownedBy returns the devices email (a user's, as stored) owns, sorted by
+// name.
+func ownedBy(devs []*Device, email string) []*Device {
+	var out []*Device
+	for _, d := range devs {
+		if d.Owner != "" && foldEmail(d.Owner) == foldEmail(email) {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+func deviceIDs(devs []*Device) []string {
+	ids := make([]string, len(devs))
+	for i, d := range devs {
+		ids[i] = d.ID
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// SetUserDisabled disables or enables a user, and records it in the audit
+// trail (user.disable, user.enable) with the reason, which must pass
+// CheckReason. Setting the state the user is in already is a conflict, so
+// that a script notices it did nothing.
+//
+// A disabled user's devices get no certificate (CheckUsable), and the
+// BeforeUserCommit function (package revocation) revokes, in the same
+// transaction, the certificates their devices hold. Enabling a user does
+// not bring those back: the devices get new ones.
+func (s *Store) SetUserDisabled(actor, email string, disabled bool, reason string) (*User, error) {
+	if err := CheckReason(reason); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.unlock()
+	old, err := s.User(email)
+	if err != nil {
+		return nil, err
+	}
+	if old.Disabled == disabled {
+		return nil, &Error{Kind: ErrConflict, Field: "disabled", Msg: fmt.Sprintf("user %s is already %s", old.Email, userState(old))}
+	}
+	devs, err := s.Devices()
+	if err != nil {
+		return nil, err
+	}
+	now := s.clock()
+	u := *old
+	u.Disabled, u.StatusReason, u.StatusChanged, u.Updated = disabled, reason, now, now
+	action := "user.enable"
+	if disabled {
+		action = "user.disable"
+	}
+	var w writer
+	w.changeUser(UserChange{Before: old, After: &u, Devices: deviceIDs(ownedBy(devs, old.Email))}, action, reason)
+	return &u, s.commit(actor, now, &w)
+}
+
+func userState(u *User) string {
+	if u.Disabled {
+		return "disabled"
+	}
+	return "enabled"
+}
+
+// UserDeletion is what DeleteUser did: the user as they were, and the
+// devices they owned, as they are now.
+type UserDeletion struct {
+	User    *User
+	Devices []*Device
+}
+
+// DeleteUser removes a user, with the reason (CheckReason) in the audit
+// trail (user.delete). Their certificates are revoked as when they are
+// disabled, in the same transaction (BeforeUserCommit). Every device they
+// owned is left with no owner (device.update), and an active workstation
+// among them is quarantined as well (device.quarantine, reason "owner
+// EMAIL deleted"; one quarantined for a while has its quarantine's end
+// taken away), so that it gets nothing until an operator gives it to
+// someone and activates it: a workstation that simply lost its owner
+// would go on getting certificates with its device ID and collection
+// principals, in the hands of whoever had it. Hosts keep their status.
+func (s *Store) DeleteUser(actor, email, reason string) (*UserDeletion, error) {
+	if err := CheckReason(reason); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.unlock()
+	old, err := s.User(email)
+	if err != nil {
+		return nil, err
+	}
+	devs, err := s.Devices()
+	if err != nil {
+		return nil, err
+	}
+	owned := ownedBy(devs, old.Email)
+	now := s.clock()
+	var w writer
+	out := &UserDeletion{User: old}
+	for _, d := range owned {
+		nd := *d
+		nd.Owner, nd.Updated = "", now
+		action, why := "device.update", fmt.Sprintf("owner %s deleted", old.Email)
+		switch {
+		case d.Kind != KindWorkstation:
+		case d.Status == StatusActive:
+			nd.Status, nd.StatusReason, nd.StatusChanged = StatusQuarantined, why, now
+			action = "device.quarantine"
+		case d.Status == StatusQuarantined && d.QuarantineUntil != nil:
+			// A temporary quarantine would lift itself: it has no end now.
+			nd.StatusReason, nd.QuarantineUntil = why, nil
+			action = "device.quarantine"
+		}
+		w.putDevice(d, &nd, action, why)
+		out.Devices = append(out.Devices, &nd)
+	}
+	w.changeUser(UserChange{Before: old, Devices: deviceIDs(owned)}, "user.delete", reason)
+	return out, s.commit(actor, now, &w)
+}

@@ -1,0 +1,156 @@
+package revocation
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/devid-ssh/devid/inventory"
+	"github.com/smallstep/nosql/database"
+	"golang.org/x/crypto/ssh"
+)
+
+// A user's certificates, for off-boarding: the SSH user certificates
+// whose key ID is the device ID of a device the user owns, and those
+// (whatever their key ID) whose principals hold the user's user:EMAIL or
+// login:LOGIN (package issuance puts them in every user certificate of an
+// owned device; a device given to someone else keeps, until they expire,
+// certificates naming its earlier owner).
+//
+// Disabling or deleting a user revokes every unexpired one by serial, in
+// the transaction of the change (prepareUserChange), each audited as
+// cert.revoke. While a user is disabled, the key IDs of the devices they
+// own are in the KRL's user CA section too (Revocations.UserKeyIDs): a
+// certificate whose signing had passed the issuance check just before the
+// disable committed, and that step-ca recorded just after the revocation
+// read the issued certificates, is revoked all the same. Enabling the user
+// again revokes, by serial, in that transaction too, any such certificate
+// (valid from before the disable), and the key IDs go: the devices' new
+// certificates are good, their old ones stay revoked.
+//
+// Deleting a user quarantines their active workstations (package
+// inventory, DeleteUser): the devices' key IDs are in the KRL from then,
+// as for any quarantine.
+
+// prepareUserChange is the inventory hook called before a change to users
+// is committed: it adds to tx the revocation by serial of the certificates
+// a disabled or deleted user's devices hold, or, for a user enabled again,
+// those left from before the disable, and returns their cert.revoke audit
+// entries. An error refuses the change.
+func (s *Store) prepareUserChange(changes []inventory.UserChange, tx *database.Tx) ([]inventory.AuditEntry, error) {
+	var certs []*ssh.Certificate
+	var audits []inventory.AuditEntry
+	seen := map[string]bool{}
+	now := s.cfg.Now()
+	for _, c := range changes {
+		var cutoff time.Time
+		var why, verb string
+		switch {
+		case c.OffBoards() && c.After == nil:
+			cutoff, verb, why = now, "deleted", fmt.Sprintf("user %s deleted", c.Before.Email)
+		case c.OffBoards():
+			cutoff, verb, why = now, "disabled", fmt.Sprintf("user %s disabled", c.Before.Email)
+		case c.Reenables():
+			cutoff, verb, why = c.Before.StatusChanged, "enabled", fmt.Sprintf("certificate from before user %s was disabled", c.Before.Email)
+		default:
+			continue
+		}
+		if certs == nil {
+			var err error
+			if certs, err = s.issued(); err != nil {
+				return nil, fmt.Errorf("revocation: user %s not %s: %w", c.Before.Email, verb, err)
+			}
+		}
+		added, err := s.revokeUserCerts(tx, certs, seen, c.Before, c.Devices, cutoff, why)
+		if err != nil {
+			return nil, fmt.Errorf("revocation: user %s not %s: %w", c.Before.Email, verb, err)
+		}
+		for _, rc := range added {
+			audits = append(audits, inventory.AuditEntry{Action: "cert.revoke", Subject: rc.KeyID, Reason: rc.Reason, After: mustJSON(rc)})
+		}
+		s.cfg.Log.Warn("user "+verb+": their certificates are revoked by serial, with the change", "user", c.Before.Email, "devices", len(c.Devices), "certificates", len(added))
+	}
+	return audits, nil
+}
+
+// revokeUserCerts adds to tx the revocation by serial of every unexpired
+// user certificate of u (see above; devices are the IDs of u's devices)
+// whose validity began before cutoff, but for those revoked already (in
+// the store, or in seen, which it adds to), and returns them.
+func (s *Store) revokeUserCerts(tx *database.Tx, certs []*ssh.Certificate, seen map[string]bool, u *inventory.User, devices []string, cutoff time.Time, reason string) ([]*RevokedCert, error) {
+	now := s.cfg.Now()
+	var added []*RevokedCert
+	for _, c := range certs {
+		if c.CertType != ssh.UserCert || c.ValidBefore <= uint64(now.Unix()) || c.ValidAfter >= uint64(cutoff.Unix()) || !userCert(c, u, devices) {
+			continue
+		}
+		key, rc := record(c, now, reason)
+		if seen[string(key)] {
+			continue
+		}
+		seen[string(key)] = true
+		if prev, err := s.revoked(key); err != nil {
+			return nil, err
+		} else if prev != nil {
+			continue
+		}
+		tx.Set(serialsTable, key, mustJSON(rc))
+		added = append(added, rc)
+	}
+	return added, nil
+}
+
+// userCert reports whether c is one of u's certificates: its key ID is
+// one of u's devices, or it names u as user: or login: principal.
+func userCert(c *ssh.Certificate, u *inventory.User, devices []string) bool {
+	if slices.Contains(devices, c.KeyId) {
+		return true
+	}
+	return slices.ContainsFunc(c.ValidPrincipals, func(p string) bool {
+		return p == "user:"+u.Email || u.Login != "" && p == "login:"+u.Login
+	})
+}
+
+// OnUserChange is the inventory hook called after a change to users is
+// committed: a user disabled, enabled or deleted changes the KRL, which it
+// rebuilds. (Open sets it.)
+func (s *Store) OnUserChange(changes []inventory.UserChange) {
+	if !slices.ContainsFunc(changes, func(c inventory.UserChange) bool { return c.OffBoards() || c.Reenables() }) {
+		return
+	}
+	if err := s.Rebuild(); err != nil {
+		s.cfg.Log.Error("KRL rebuild failed; the previous KRL is still served", "err", err)
+	}
+}
+
+// disabledDevices returns the IDs of the devices, active or not, owned by a
+// user who was disabled less than the longest certificate lifetime ago
+// (longer ago, every certificate issued before is expired, and none was
+// issued since), sorted, and how many such user entries were pruned.
+func (s *Store) disabledDevices(devs []*inventory.Device, now time.Time) ([]string, int, error) {
+	users, err := s.inv.Users()
+	if err != nil {
+		return nil, 0, err
+	}
+	disabled := map[string]bool{} // folded email
+	pruned := 0
+	for _, u := range users {
+		if !u.Disabled {
+			continue
+		}
+		if now.Sub(u.StatusChanged) > s.cfg.MaxLifetime+time.Minute {
+			pruned++
+			continue
+		}
+		disabled[strings.ToLower(u.Email)] = true
+	}
+	var ids []string
+	for _, d := range devs {
+		if d.Owner != "" && disabled[strings.ToLower(d.Owner)] {
+			ids = append(ids, d.ID)
+		}
+	}
+	slices.Sort(ids)
+	return ids, pruned, nil
+}

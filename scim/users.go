@@ -1,0 +1,269 @@
+package scim
+
+import (
+	"context"
+	"net/http"
+	"slices"
+	"strings"
+)
+
+type clientKey struct{}
+
+func withClient(ctx context.Context, c Client) context.Context {
+	return context.WithValue(ctx, clientKey{}, c)
+}
+
+func clientOf(ctx context.Context) Client {
+	c, _ := ctx.Value(clientKey{}).(Client)
+	return c
+}
+
+// userJSON is a User resource as served.
+type userJSON struct {
+	Schemas     []string    `json:"schemas"`
+	ID          string      `json:"id"`
+	ExternalID  string      `json:"externalId,omitempty"`
+	UserName    string      `json:"userName"`
+	Name        *nameJSON   `json:"name,omitempty"`
+	DisplayName string      `json:"displayName,omitempty"`
+	Active      bool        `json:"active"`
+	Emails      []emailJSON `json:"emails,omitempty"`
+	Groups      []refJSON   `json:"groups"`
+	Meta        metaJSON    `json:"meta"`
+}
+
+type nameJSON struct {
+	GivenName  string `json:"givenName,omitempty"`
+	FamilyName string `json:"familyName,omitempty"`
+}
+
+type emailJSON struct {
+	Value   string `json:"value"`
+	Type    string `json:"type,omitempty"`
+	Primary bool   `json:"primary,omitempty"`
+}
+
+type refJSON struct {
+	Value   string `json:"value"`
+	Ref     string `json:"$ref,omitempty"`
+	Display string `json:"display,omitempty"`
+}
+
+type metaJSON struct {
+	ResourceType string `json:"resourceType"`
+	Created      string `json:"created,omitempty"`
+	LastModified string `json:"lastModified,omitempty"`
+	Location     string `json:"location,omitempty"`
+}
+
+// scimView is a user's SCIM attributes: as a SCIM client gave them, or,
+// for a user added otherwise, their email as userName and email.
+func scimView(u *User) *User {
+	if u.Provisioned {
+		return u
+	}
+	c := *u
+	c.UserName = u.Email
+	c.Emails = []Email{{Value: u.Email, Type: "work", Primary: true}}
+	return &c
+}
+
+func (h *Handler) userJSON(r *request, u *User) userJSON {
+	v := scimView(u)
+	j := userJSON{Schemas: []string{userSchema}, ID: u.ID, ExternalID: v.ExternalID, UserName: v.UserName, DisplayName: v.DisplayName,
+		Active: u.Active, Groups: []refJSON{},
+		Meta: metaJSON{ResourceType: "User", Created: timeOf(u.Created), LastModified: timeOf(u.Updated), Location: h.base(r) + "/Users/" + u.ID}}
+	if v.GivenName != "" || v.FamilyName != "" {
+		j.Name = &nameJSON{GivenName: v.GivenName, FamilyName: v.FamilyName}
+	}
+	for _, e := range v.Emails {
+		j.Emails = append(j.Emails, emailJSON(e))
+	}
+	for _, g := range u.Groups {
+		j.Groups = append(j.Groups, refJSON{Value: g.ID, Ref: h.base(r) + "/Groups/" + g.ID, Display: g.DisplayName})
+	}
+	return j
+}
+
+// userView is a user as filters see it.
+func userView(u *User) view {
+	v := scimView(u)
+	emails := []element{}
+	for _, e := range v.Emails {
+		emails = append(emails, emailElement(e))
+	}
+	return view{
+		"id": {{"": u.ID}}, "username": {{"": v.UserName}}, "externalid": {{"": v.ExternalID}},
+		"displayname": {{"": v.DisplayName}}, "emails": emails, "active": {{"": map[bool]string{true: "true", false: "false"}[u.Active]}},
+	}
+}
+
+var userFilterAttrs = map[string][]string{
+	"id": {""}, "username": {""}, "externalid": {""}, "displayname": {""}, "active": {""},
+	"emails": {"value", "type", "primary"},
+}
+
+func (h *Handler) listUsers(w http.ResponseWriter, r *request) error {
+	q, err := query(r, "filter", "startIndex", "count", "attributes", "excludedAttributes")
+	if err != nil {
+		return err
+	}
+	p, err := parsePage(q)
+	if err != nil {
+		return err
+	}
+	var terms []term
+	if f, ok := q["filter"]; ok {
+		if terms, err = parseFilter(f); err == nil {
+			err = checkTerms(terms, userFilterAttrs, "users")
+		}
+		if err != nil {
+			return badRequest("invalidFilter", "filter %q: %v", f, err)
+		}
+	}
+	users, err := h.b.Users()
+	if err != nil {
+		return err
+	}
+	slices.SortFunc(users, func(a, b *User) int { return strings.Compare(a.ID, b.ID) })
+	out := []userJSON{}
+	for _, u := range users {
+		if terms == nil || userView(u).match(terms) {
+			out = append(out, h.userJSON(r, u))
+		}
+	}
+	writeJSON(w, http.StatusOK, listResponse(out, p))
+	return nil
+}
+
+// user finds a user by ID.
+func (h *Handler) user(id string) (*User, error) {
+	users, err := h.b.Users()
+	if err != nil {
+		return nil, err
+	}
+	for _, u := range users {
+		if u.ID == id {
+			return u, nil
+		}
+	}
+	return nil, &Error{Status: http.StatusNotFound, Detail: "no user with id " + id}
+}
+
+func (h *Handler) getUser(w http.ResponseWriter, r *request) error {
+	if _, err := query(r, "attributes", "excludedAttributes"); err != nil {
+		return err
+	}
+	u, err := h.user(r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, h.userJSON(r, u))
+	return nil
+}
+
+func (h *Handler) createUser(w http.ResponseWriter, r *request) error {
+	b, err := body(r)
+	if err != nil {
+		return err
+	}
+	in, err := parseUser(b, h.lf)
+	if err != nil {
+		return err
+	}
+	if in.userName == nil || *in.userName == "" {
+		return badRequest("invalidValue", "User: userName is required")
+	}
+	u := &User{Provisioned: true, Active: true}
+	applyUserInput(u, in)
+	if err := derive(u, h.lf); err != nil {
+		return err
+	}
+	if h.lf.kind == "attribute" && u.Login == "" {
+		return badRequest("invalidValue", "User: %s gives the login (loginFrom), and it is missing", h.lf.raw)
+	}
+	created, err := h.b.CreateUser(r.actor(), u)
+	if err != nil {
+		return err
+	}
+	h.cfg.Log.Info("SCIM user created", "client", r.client.Name, "id", created.ID, "email", created.Email, "login", created.Login, "active", created.Active)
+	w.Header().Set("Location", h.base(r)+"/Users/"+created.ID)
+	writeJSON(w, http.StatusCreated, h.userJSON(r, created))
+	return nil
+}
+
+// update changes a user with f, deriving email and login again if what
+// they come from changed, and answers with the user.
+func (h *Handler) update(w http.ResponseWriter, r *request, f func(u *User) error) error {
+	id := r.PathValue("id")
+	var before *User
+	u, err := h.b.UpdateUser(r.actor(), id, func(u *User) error {
+		c := *u
+		before = &c
+		if !u.Provisioned {
+			v := scimView(u)
+			u.UserName, u.Emails, u.Provisioned = v.UserName, v.Emails, true
+		}
+		src := u.sources()
+		if err := f(u); err != nil {
+			return err
+		}
+		if u.sources() != src {
+			login := u.Login
+			if err := derive(u, h.lf); err != nil {
+				return err
+			}
+			if h.lf.kind == "attribute" {
+				u.Login = login
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	h.cfg.Log.Info("SCIM user changed", "client", r.client.Name, "id", u.ID, "email", u.Email, "login", u.Login, "active", u.Active,
+		"was_active", before != nil && before.Active)
+	writeJSON(w, http.StatusOK, h.userJSON(r, u))
+	return nil
+}
+
+func (h *Handler) putUser(w http.ResponseWriter, r *request) error {
+	b, err := body(r)
+	if err != nil {
+		return err
+	}
+	in, err := parseUser(b, h.lf)
+	if err != nil {
+		return err
+	}
+	if in.userName == nil || *in.userName == "" {
+		return badRequest("invalidValue", "User: userName is required")
+	}
+	return h.update(w, r, func(u *User) error {
+		applyUserInput(u, in)
+		return nil
+	})
+}
+
+func (h *Handler) patchUser(w http.ResponseWriter, r *request) error {
+	b, err := body(r)
+	if err != nil {
+		return err
+	}
+	ops, err := parsePatch(b)
+	if err != nil {
+		return err
+	}
+	return h.update(w, r, func(u *User) error { return applyUserOps(u, ops, h.lf) })
+}
+
+func (h *Handler) deleteUser(w http.ResponseWriter, r *request) error {
+	id := r.PathValue("id")
+	if err := h.b.DeleteUser(r.actor(), id); err != nil {
+		return err
+	}
+	h.cfg.Log.Warn("SCIM user deleted", "client", r.client.Name, "id", id)
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
