@@ -15,7 +15,8 @@ import (
 // ek, bound to that EK and active at once. The old TPM's record stays,
 // retired, under the old device ID and a new name (RetiredName): every
 // certificate the old TPM held stays revoked by its key ID, and that TPM
-// cannot come back. Only an active or quarantined device can be rebound;
+// cannot come back. Only an active device can be rebound (a quarantined one
+// is activated first, explicitly);
 // the old record loses its serial number, asset tag and MDM source, which
 // belong to the machine and go with the new record.
 //
@@ -42,6 +43,10 @@ func (s *Store) Rebind(actor, ref, reason string, ek *deviceid.EK) (retired, dev
 		return nil, nil, &Error{Kind: ErrConflict, Field: "device", Msg: fmt.Sprintf("device %q is pending: no TPM is bound to it yet, so there is nothing to rebind (`devid device token %s` issues a token that binds one)", old.Name, old.Name)}
 	case StatusRetired:
 		return nil, nil, &Error{Kind: ErrConflict, Field: "device", Msg: fmt.Sprintf("device %q is retired, and retirement is final", old.Name)}
+	case StatusQuarantined:
+		// A new TPM would make it active (or pending, then active by a
+		// token) without anyone lifting the quarantine.
+		return nil, nil, &Error{Kind: ErrConflict, Field: "device", Msg: fmt.Sprintf("device %q is quarantined: a rebind would bring it back without anyone lifting the quarantine; `devid device activate %s` first, if it should come back", old.Name, old.Name)}
 	}
 	if ek != nil {
 		if other, ok := snap.byID[ek.ID()]; ok {

@@ -152,7 +152,7 @@ func (s *Store) IssueToken(actor, ref string, ttl time.Duration) (enroltoken.Tok
 
 func notPendingMsg(d *Device) string {
 	msg := fmt.Sprintf("device %q is %s, not pending: an enrolment token only binds a TPM to a device that has none yet", d.Name, d.Status)
-	if d.Status == StatusActive || d.Status == StatusQuarantined {
+	if d.Status == StatusActive {
 		msg += fmt.Sprintf(" (a new TPM for it is `devid device rebind %s`)", d.Name)
 	}
 	return msg
@@ -227,8 +227,19 @@ func (s *Store) checkEnrolment(h enroltoken.Hash, claim EnrolmentClaim, ekID str
 	if t.BoundTo == ekID && !t.Used.IsZero() {
 		d, err := s.Device(ekID)
 		if errors.Is(err, ErrNotFound) {
-			// Taken for this TPM, the binding not committed yet.
-			return nil, nil, tokenError(ErrConflict, "enrolment token: this TPM is being bound with it at this moment: try again")
+			// Taken for this TPM, the binding not committed: in progress,
+			// or it never will be (devid-ca died, or lost its database,
+			// between the two writes). This TPM, which proves its EK
+			// again at each attestation, may finish it while the device
+			// is still pending.
+			p, perr := s.Device(t.DeviceID)
+			if perr != nil || !p.Pending() || !t.Superseded.IsZero() {
+				return nil, nil, tokenError(ErrConflict, "enrolment token: this TPM is being bound with it at this moment: try again")
+			}
+			if err := checkClaim(t, p, claim); err != nil {
+				return nil, nil, err
+			}
+			return p, t, nil
 		}
 		if err != nil {
 			return nil, nil, err
@@ -312,6 +323,12 @@ func (s *Store) BindEnrolment(actor string, h enroltoken.Hash, claim EnrolmentCl
 		if err := json.Unmarshal(raw, &now); err != nil {
 			return fmt.Errorf("inventory: decode token: %w", err)
 		}
+		if !now.Used.IsZero() && now.BoundTo == bound.ID && now.DeviceID == d.ID {
+			// Taken for this very TPM by an attestation whose binding
+			// never committed: finish it (the device record's guard in
+			// BindEK stops a second binding).
+			return nil
+		}
 		if err := s.checkToken(&now, bound.Updated); err != nil {
 			return err
 		}
@@ -344,7 +361,11 @@ func (s *Store) BindEnrolment(actor string, h enroltoken.Hash, claim EnrolmentCl
 	switch {
 	case err != nil && claimed != nil:
 		// The binding failed after the token was taken: give it back.
-		s.db.CmpAndSwap(tokensTable, key, claimed, raw)
+		// Should that fail too, this TPM can still finish the binding
+		// with the token (checkEnrolment).
+		if _, _, gerr := s.db.CmpAndSwap(tokensTable, key, claimed, raw); gerr != nil {
+			err = fmt.Errorf("%w (and giving the enrolment token back failed: %v; this TPM can still use it)", err, gerr)
+		}
 	case errors.Is(err, ErrNotFound) || errors.Is(err, ErrConflict):
 		// Another use of the token bound the device between the check
 		// and the binding: say so, rather than that the pending record

@@ -1,6 +1,7 @@
 package inventory_test
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -358,5 +359,59 @@ func TestLastAttestation(t *testing.T) {
 	}
 	if audit, _ := s.Audit(""); len(audit) != 0 {
 		t.Fatalf("an attestation was audited: %+v", audit)
+	}
+}
+
+// TestTokenClaimedNotBound: devid-ca took the token for a TPM and died (or
+// lost its database) before the binding committed: the token says used by
+// that TPM, the device is still pending. The same TPM finishes the binding;
+// any other TPM is refused.
+func TestTokenClaimedNotBound(t *testing.T) {
+	s, clk, db := newStoreDB(t)
+	addPending(t, s, "web-9", "host", "VM-9")
+	tok, _, err := s.IssueToken("op", "web-9", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := s.Token(tok.Hash())
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := ekKey(t, 0)
+	rec.Used, rec.BoundTo = clk.Now(), x.ID()
+	b, _ := json.Marshal(rec)
+	putRaw(t, db, "devid_enrol_tokens", []byte(rec.Hash), string(b))
+	clk.Advance(time.Minute)
+
+	_, err = s.BindEnrolment("devid-ca", tok.Hash(), inventory.EnrolmentClaim{Kind: inventory.KindHost}, ekKey(t, 1))
+	wantTokenErr(t, "another TPM", err, inventory.ErrConflict, "enrolment token already used")
+	d, err := s.BindEnrolment("devid-ca", tok.Hash(), inventory.EnrolmentClaim{Kind: inventory.KindHost}, x)
+	if err != nil || d.ID != x.ID() || d.Status != inventory.StatusActive {
+		t.Fatalf("the TPM the token was taken for: %+v, %v", d, err)
+	}
+	// And from then on it is that device.
+	if d, _, err := s.CheckEnrolment(tok.Hash(), inventory.EnrolmentClaim{}, x.ID()); err != nil || d.ID != x.ID() {
+		t.Fatalf("after: %+v, %v", d, err)
+	}
+}
+
+// TestRebindQuarantined: a quarantined device is not rebound: the new TPM
+// would bring it back without anyone lifting the quarantine.
+func TestRebindQuarantined(t *testing.T) {
+	s, _ := newStore(t)
+	pem, _ := ek(t, 0)
+	if _, err := s.AddDevice("op", inventory.NewDevice{EK: pem, Name: "laptop-q", Kind: "workstation"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SetStatus("op", "laptop-q", inventory.StatusQuarantined, "suspected compromise"); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []*deviceid.EK{nil, ekKey(t, 1)} {
+		if _, _, err := s.Rebind("op", "laptop-q", "new board", k); !errors.Is(err, inventory.ErrConflict) || !strings.Contains(err.Error(), "devid device activate laptop-q") {
+			t.Fatalf("rebind quarantined (ek %v): %v", k != nil, err)
+		}
+	}
+	if d, _ := s.Device("laptop-q"); d.Status != inventory.StatusQuarantined || d.StatusReason != "suspected compromise" {
+		t.Fatalf("after refused rebinds: %+v", d)
 	}
 }
