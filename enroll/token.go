@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 
 	"github.com/devid-ssh/devid/attestca/wire"
 	"github.com/devid-ssh/devid/enroltoken"
@@ -23,19 +22,16 @@ func (c *Client) SetEnrolment(src func() (*wire.Enrolment, error)) { c.enrolment
 // with the kind ("host" or "workstation") and name (may be empty) the
 // device says it is. The file is read at each attestation: a missing file
 // is no token (the device may remove it once enrolled), an unreadable or
-// malformed one an error naming the file.
+// malformed one, or one others than its owner may read, an error naming
+// the file.
 func TokenFile(file, kind, name string) func() (*wire.Enrolment, error) {
 	return func() (*wire.Enrolment, error) {
-		b, err := os.ReadFile(file)
+		tok, err := enroltoken.ReadFile(file)
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, nil
 		}
 		if err != nil {
-			return nil, fmt.Errorf("enroll: enrolment token: %w", err)
-		}
-		tok, err := enroltoken.ParseFile(b)
-		if err != nil {
-			return nil, fmt.Errorf("enroll: enrolment token file %s: %w", file, err)
+			return nil, fmt.Errorf("enroll: enrolment token file: %w", err)
 		}
 		return &wire.Enrolment{Token: tok.Text(), Kind: kind, Name: name}, nil
 	}

@@ -28,6 +28,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"strings"
 )
 
@@ -102,6 +104,34 @@ func Parse(s string) (Token, error) {
 // around it (a final newline) allowed, nothing else.
 func ParseFile(data []byte) (Token, error) {
 	return Parse(strings.TrimSpace(string(data)))
+}
+
+// ReadFile reads a token from file, as ParseFile does, refusing a file
+// that others than its owner may read or write (group or other
+// permission bits set): the token is a secret. A missing file is an error
+// that matches fs.ErrNotExist.
+func ReadFile(file string) (Token, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return Token{}, fmt.Errorf("enroltoken: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return Token{}, fmt.Errorf("enroltoken: %w", err)
+	}
+	if m := fi.Mode().Perm(); m&0o077 != 0 {
+		return Token{}, fmt.Errorf("enroltoken: %s: mode %04o lets others than its owner read or change this secret: chmod 600 %s", file, m, file)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 4096))
+	if err != nil {
+		return Token{}, fmt.Errorf("enroltoken: %s: %w", file, err)
+	}
+	t, err := ParseFile(b)
+	if err != nil {
+		return Token{}, fmt.Errorf("%s: %w", file, err)
+	}
+	return t, nil
 }
 
 // Text is the token itself, the secret: to hand to the device, never to

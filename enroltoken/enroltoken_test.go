@@ -3,6 +3,9 @@ package enroltoken_test
 import (
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -66,7 +69,7 @@ func TestParseRefuses(t *testing.T) {
 		{" " + s, "does not start with"},
 		{s[:len(s)-1] + " ", "character 70 is not one of a-z and 2-7"},
 		{enroltoken.Prefix + "A" + body[1:], "character 13 is not"},
-		{strings.Replace(s, body[:1], "=", 1), "not one of"},
+		{enroltoken.Prefix + "=" + body[1:], "character 13 is not one of"},
 		{s[:20] + "1" + s[21:], "character 21 is not"},
 		{flip(20), "its check does not match"},
 		{flip(len(s) - 3), "its check does not match"},
@@ -126,4 +129,32 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("the text of an accepted token does not parse back: %v", err)
 		}
 	})
+}
+
+// TestReadFile: a token file is read whole, white space around the token
+// allowed; one that others may read is refused, saying how to fix it, and
+// a missing one matches fs.ErrNotExist.
+func TestReadFile(t *testing.T) {
+	tok, err := enroltoken.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	f := filepath.Join(dir, "token")
+	if err := os.WriteFile(f, []byte(tok.Text()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := enroltoken.ReadFile(f); err != nil || got.Hash() != tok.Hash() {
+		t.Fatalf("ReadFile(0600): %v, %v", got, err)
+	}
+	if err := os.Chmod(f, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = enroltoken.ReadFile(f)
+	if err == nil || !strings.Contains(err.Error(), "mode 0644") || !strings.Contains(err.Error(), "chmod 600 "+f) || strings.Contains(err.Error(), tok.Text()) {
+		t.Fatalf("ReadFile(0644): %v", err)
+	}
+	if _, err := enroltoken.ReadFile(filepath.Join(dir, "missing")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("ReadFile(missing): %v", err)
+	}
 }

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -249,13 +248,9 @@ func (f *enrolmentFlags) source(certType string) (func() (*wire.Enrolment, error
 		}
 		return enroll.Token(t, kind, f.name), nil
 	case f.file != "":
-		b, err := os.ReadFile(f.file)
+		t, err := enroltoken.ReadFile(f.file)
 		if err != nil {
 			return nil, fmt.Errorf("--token-file: %w", err)
-		}
-		t, err := enroltoken.ParseFile(b)
-		if err != nil {
-			return nil, fmt.Errorf("--token-file %s: %w", f.file, err)
 		}
 		return enroll.Token(t, kind, f.name), nil
 	case f.name != "":
