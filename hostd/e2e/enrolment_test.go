@@ -31,8 +31,9 @@ import (
 )
 
 // TestEnrolmentByToken is onboarding from an MDM export, end to end: a
-// "host" and a "laptop" that the inventory knows only from a CSV export
-// (name, kind, serial number, owner: no EK) become active by a one-time
+// "host" and a "laptop" that the inventory knows only from MDM exports (a
+// Jamf Pro console CSV and an Intune managedDevices JSON: name, serial
+// number, owner, OS; no EK) become active by a one-time
 // token alone — devid-hostd with the token file in its configuration, its
 // host key in its TPM, serving a real sshd; devid-agent with its own — and
 // the laptop's owner logs in to the host over real ssh, each side trusting
@@ -53,13 +54,21 @@ func TestEnrolmentByToken(t *testing.T) {
 	if _, err := admin.AddUser(adminapi.NewUser{Email: "ann@example.com", Login: "ann"}); err != nil {
 		t.Fatal(err)
 	}
-	export := "name,kind,serial,owner\n" +
-		"web-1,host,VMW-4711,\n" +
-		"laptop-1,workstation,C02ANN001,ann@example.com\n" +
-		"laptop-2,workstation,C02BOB002,\n"
-	rep, err := admin.ImportDevices("mdm.csv", []byte(export), false)
-	if err != nil || rep.Counts[adminapi.Added] != 3 {
-		t.Fatalf("import: %+v, %v", rep, err)
+	// The laptops as Jamf Pro's console exports them, the host as
+	// Microsoft Graph lists Intune's managed devices: no EK in either.
+	jamf := "Computer Name,Serial Number,Username,Email Address,Operating System,Operating System Version,Jamf Pro Computer ID\n" +
+		"laptop-1,C02ANN001,ann,Ann@Example.com,macOS,15.1,41\n" +
+		"laptop-2,C02BOB002,,,macOS,15.1,42\n"
+	rep, err := admin.ImportMDM("jamf.csv", []byte(jamf), adminapi.MDMImport{Format: "jamf"}, false)
+	if err != nil || rep.Counts[adminapi.Added] != 2 {
+		t.Fatalf("Jamf import: %+v, %v", rep, err)
+	}
+	intune := `{"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#deviceManagement/managedDevices",
+  "value": [{"id": "8d3c1f2e-0000-4000-8000-00000000a001", "deviceName": "web-1", "serialNumber": "VMW-4711",
+    "operatingSystem": "Linux", "osVersion": "Debian 12", "complianceState": "compliant"}]}`
+	rep, err = admin.ImportMDM("managedDevices.json", []byte(intune), adminapi.MDMImport{Format: "intune", Kind: "host"}, false)
+	if err != nil || rep.Counts[adminapi.Added] != 1 {
+		t.Fatalf("Intune import: %+v, %v", rep, err)
 	}
 	for _, name := range []string{"web-1", "laptop-1", "laptop-2"} {
 		if d, err := admin.Device(name); err != nil || d.Status != adminapi.StatusPending {
