@@ -61,22 +61,9 @@ func withMembers(q map[string]string) bool {
 }
 
 func (h *Handler) listGroups(w http.ResponseWriter, r *request) error {
-	q, err := query(r, "filter", "startIndex", "count", "attributes", "excludedAttributes")
+	q, p, terms, err := listQuery(r, groupFilterAttrs, "groups")
 	if err != nil {
 		return err
-	}
-	p, err := parsePage(q)
-	if err != nil {
-		return err
-	}
-	var terms []term
-	if f, ok := q["filter"]; ok {
-		if terms, err = parseFilter(f); err == nil {
-			err = checkTerms(terms, groupFilterAttrs, "groups")
-		}
-		if err != nil {
-			return badRequest("invalidFilter", "filter %q: %v", f, err)
-		}
 	}
 	groups, err := h.b.Groups()
 	if err != nil {
@@ -132,20 +119,12 @@ func (h *Handler) createGroup(w http.ResponseWriter, r *request) error {
 	if err != nil {
 		return err
 	}
-	in, err := parseGroup(b)
+	in, err := parseWholeGroup(b)
 	if err != nil {
 		return err
 	}
-	if in.displayName == nil || *in.displayName == "" {
-		return badRequest("invalidValue", "Group: displayName is required")
-	}
-	g := &Group{DisplayName: *in.displayName}
-	if in.externalID != nil {
-		g.ExternalID = *in.externalID
-	}
-	if in.members != nil {
-		g.Members = membersOf(*in.members)
-	}
+	g := &Group{}
+	in.apply(g)
 	created, err := h.b.CreateGroup(r.actor(), g)
 	if err != nil {
 		return err
@@ -161,21 +140,12 @@ func (h *Handler) putGroup(w http.ResponseWriter, r *request) error {
 	if err != nil {
 		return err
 	}
-	in, err := parseGroup(b)
+	in, err := parseWholeGroup(b)
 	if err != nil {
 		return err
 	}
-	if in.displayName == nil || *in.displayName == "" {
-		return badRequest("invalidValue", "Group: displayName is required")
-	}
 	g, err := h.b.UpdateGroup(r.actor(), r.PathValue("id"), func(g *Group) error {
-		g.DisplayName = *in.displayName
-		if in.externalID != nil {
-			g.ExternalID = *in.externalID
-		}
-		if in.members != nil {
-			g.Members = membersOf(*in.members)
-		}
+		in.apply(g)
 		return nil
 	})
 	if err != nil {
@@ -213,4 +183,28 @@ func (h *Handler) deleteGroup(w http.ResponseWriter, r *request) error {
 	h.cfg.Log.Info("SCIM group deleted", "client", r.client.Name, "id", id)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
+}
+
+// parseWholeGroup parses the body of a POST or PUT: a whole group, which
+// must have a displayName.
+func parseWholeGroup(b []byte) (*groupInput, error) {
+	in, err := parseGroup(b)
+	if err != nil {
+		return nil, err
+	}
+	if in.displayName == nil || *in.displayName == "" {
+		return nil, badRequest("invalidValue", "Group: displayName is required")
+	}
+	return in, nil
+}
+
+// apply sets what a POST or PUT gives on g; what it does not give is kept.
+func (in *groupInput) apply(g *Group) {
+	g.DisplayName = *in.displayName
+	if in.externalID != nil {
+		g.ExternalID = *in.externalID
+	}
+	if in.members != nil {
+		g.Members = membersOf(*in.members)
+	}
 }

@@ -201,6 +201,30 @@ func query(r *request, allowed ...string) (map[string]string, error) {
 }
 
 // page is a list request's paging (RFC 7644 §3.4.2.4).
+// listQuery reads a list request's query: its parameters, its page, and
+// its filter's terms, checked against the attributes a filter on what
+// (users or groups) may name. A bad filter is a 400 invalidFilter.
+func listQuery(r *request, filterAttrs map[string][]string, what string) (map[string]string, page, []term, error) {
+	q, err := query(r, "filter", "startIndex", "count", "attributes", "excludedAttributes")
+	if err != nil {
+		return nil, page{}, nil, err
+	}
+	p, err := parsePage(q)
+	if err != nil {
+		return nil, page{}, nil, err
+	}
+	var terms []term
+	if f, ok := q["filter"]; ok {
+		if terms, err = parseFilter(f); err == nil {
+			err = checkTerms(terms, filterAttrs, what)
+		}
+		if err != nil {
+			return nil, page{}, nil, badRequest("invalidFilter", "filter %q: %v", f, err)
+		}
+	}
+	return q, p, terms, nil
+}
+
 type page struct{ start, count int }
 
 func parsePage(q map[string]string) (page, error) {

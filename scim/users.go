@@ -104,22 +104,9 @@ var userFilterAttrs = map[string][]string{
 }
 
 func (h *Handler) listUsers(w http.ResponseWriter, r *request) error {
-	q, err := query(r, "filter", "startIndex", "count", "attributes", "excludedAttributes")
+	_, p, terms, err := listQuery(r, userFilterAttrs, "users")
 	if err != nil {
 		return err
-	}
-	p, err := parsePage(q)
-	if err != nil {
-		return err
-	}
-	var terms []term
-	if f, ok := q["filter"]; ok {
-		if terms, err = parseFilter(f); err == nil {
-			err = checkTerms(terms, userFilterAttrs, "users")
-		}
-		if err != nil {
-			return badRequest("invalidFilter", "filter %q: %v", f, err)
-		}
 	}
 	users, err := h.b.Users()
 	if err != nil {
@@ -167,12 +154,9 @@ func (h *Handler) createUser(w http.ResponseWriter, r *request) error {
 	if err != nil {
 		return err
 	}
-	in, err := parseUser(b, h.lf)
+	in, err := h.parseWholeUser(b)
 	if err != nil {
 		return err
-	}
-	if in.userName == nil || *in.userName == "" {
-		return badRequest("invalidValue", "User: userName is required")
 	}
 	u := &User{Provisioned: true, Active: true}
 	applyUserInput(u, in)
@@ -233,12 +217,9 @@ func (h *Handler) putUser(w http.ResponseWriter, r *request) error {
 	if err != nil {
 		return err
 	}
-	in, err := parseUser(b, h.lf)
+	in, err := h.parseWholeUser(b)
 	if err != nil {
 		return err
-	}
-	if in.userName == nil || *in.userName == "" {
-		return badRequest("invalidValue", "User: userName is required")
 	}
 	return h.update(w, r, func(u *User) error {
 		applyUserInput(u, in)
@@ -266,4 +247,17 @@ func (h *Handler) deleteUser(w http.ResponseWriter, r *request) error {
 	h.cfg.Log.Warn("SCIM user deleted", "client", r.client.Name, "id", id)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
+}
+
+// parseWholeUser parses the body of a POST or PUT: a whole user, which
+// must have a userName.
+func (h *Handler) parseWholeUser(b []byte) (*userInput, error) {
+	in, err := parseUser(b, h.lf)
+	if err != nil {
+		return nil, err
+	}
+	if in.userName == nil || *in.userName == "" {
+		return nil, badRequest("invalidValue", "User: userName is required")
+	}
+	return in, nil
 }

@@ -96,7 +96,7 @@ func (d *demo) startHost(ctx context.Context, caDir, caURL, tpmAddr, tpmHostKey,
 		"sshd":           map[string]string{"binary": sshdrun.SSHD, "config": h.sshd.Config},
 		"reload":         map[string]string{"pidFile": h.sshd.PIDFile},
 		"metricsAddress": "off", "stateDir": filepath.Join(h.dir, "run"),
-		"enrolment":      map[string]string{"tokenFile": tokenFile, "name": "web-1"},
+		"enrolment": map[string]string{"tokenFile": tokenFile, "name": "web-1"},
 	}
 	cb, _ := json.MarshalIndent(cfg, "", "  ")
 	hostdConfig := filepath.Join(h.dir, "hostd.json")
