@@ -1,6 +1,7 @@
 package sshdrun_test
 
 import (
+	"bytes"
 	"context"
 	"io/fs"
 	"os"
@@ -207,6 +208,10 @@ func TestInetdAsUser(t *testing.T) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// login returns what the command printed, then what ssh and sshd
+	// said (stderr: "Could not chdir to home directory", say), so that
+	// the command's last line is its own whatever order the two streams
+	// arrive in.
 	login := func(c sshdrun.Client) (string, error) {
 		t.Helper()
 		c.Command = "id -un"
@@ -214,8 +219,10 @@ func TestInetdAsUser(t *testing.T) {
 		defer cancel()
 		cmd := exec.CommandContext(ctx, "ssh", s.Args(c)...)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
-		out, err := cmd.CombinedOutput()
-		return string(out), err
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		return stderr.String() + stdout.String(), err
 	}
 	if out, err := login(sshdrun.Client{User: name, Identity: key}); err != nil || lastLine(out) != name {
 		t.Fatalf("by key, as %s: %v\n%s\nsshd's log:\n%s", name, err, out, readFile(t, s.Log))
