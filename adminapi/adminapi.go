@@ -188,6 +188,9 @@ type User struct {
 	// certificates their devices held were revoked when they were
 	// disabled. Absent: enabled.
 	Disabled bool `json:"disabled,omitempty"`
+	// DisabledBy is who disabled the user: an admin, or scim:NAME (an
+	// IdP may enable only a user it disabled itself).
+	DisabledBy string `json:"disabledBy,omitempty"`
 	// StatusReason is what was given for the last disable or enable.
 	StatusReason string `json:"statusReason,omitempty"`
 	// StatusChanged is when the user was last disabled or enabled;

@@ -73,7 +73,11 @@ func toSCIMUser(u *inventory.User, groups []*inventory.Group) *scim.User {
 // status (with the reason, the client) and SCIM attributes.
 func fromSCIMUser(u *inventory.User, su *scim.User, actor string) {
 	u.Email, u.Login = su.Email, su.Login
-	if u.Disabled != !su.Active {
+	// An admin disabled the user (or a devid that did not record who
+	// did): an IdP's active:true, which Okta sends with every profile
+	// update, does not undo it. `devid user enable` does.
+	adminDisabled := u.Disabled && !strings.HasPrefix(u.DisabledBy, "scim:")
+	if u.Disabled != !su.Active && !adminDisabled {
 		u.Disabled = !su.Active
 		u.StatusReason = fmt.Sprintf("set active by %s", actor)
 		if u.Disabled {

@@ -122,6 +122,57 @@ func TestSCIMGroupPrincipals(t *testing.T) {
 	}
 }
 
+// TestSCIMKeepsAdminDisable: an IdP's active:true (Okta sends it with every
+// profile update) does not enable a user an admin disabled; it does enable
+// one the IdP itself disabled; other attributes change either way.
+func TestSCIMKeepsAdminDisable(t *testing.T) {
+	ca, token := startSCIM(t)
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: ca.TLSConfig(nil)}, Timeout: time.Minute}
+	do := func(method, path, body string) map[string]any {
+		t.Helper()
+		req, _ := http.NewRequest(method, ca.URL+"/scim/v2"+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/scim+json")
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		json.NewDecoder(resp.Body).Decode(&out)
+		if resp.StatusCode >= 300 {
+			t.Fatalf("%s %s: %d %v", method, path, resp.StatusCode, out)
+		}
+		return out
+	}
+	inv := ca.Server.Inventory()
+	u := do("POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"alice@example.com","active":true}`)
+	id := u["id"].(string)
+	if _, err := inv.SetUserDisabled("admin", "alice@example.com", true, "laptop stolen"); err != nil {
+		t.Fatal(err)
+	}
+	put := `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"alice@example.com","displayName":"Alice L.","active":true}`
+	if got := do("PUT", "/Users/"+id, put); got["active"] != false {
+		t.Fatalf("PUT active:true for an admin-disabled user answered %v", got)
+	}
+	alice, err := inv.User("alice@example.com")
+	if err != nil || !alice.Disabled || alice.DisabledBy != "admin" || alice.StatusReason != "laptop stolen" || alice.SCIM == nil || alice.SCIM.DisplayName != "Alice L." {
+		t.Fatalf("after the IdP's PUT: %+v, %v", alice, err)
+	}
+	// Enabled by the admin, disabled by the IdP: the IdP may enable again.
+	if _, err := inv.SetUserDisabled("admin", "alice@example.com", false, "found"); err != nil {
+		t.Fatal(err)
+	}
+	do("PATCH", "/Users/"+id, `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","value":{"active":false}}]}`)
+	if alice, _ = inv.User("alice@example.com"); !alice.Disabled || alice.DisabledBy != "scim:okta" {
+		t.Fatalf("after the IdP's deactivation: %+v", alice)
+	}
+	do("PUT", "/Users/"+id, put)
+	if alice, _ = inv.User("alice@example.com"); alice.Disabled || alice.DisabledBy != "" {
+		t.Fatalf("after the IdP's reactivation: %+v", alice)
+	}
+}
+
 // TestSCIMAccess: without clients the service is not there; with one, it
 // wants that client's bearer token, and an admin certificate is no way in.
 func TestSCIMAccess(t *testing.T) {

@@ -193,7 +193,7 @@ func (s *Store) ChangeUser(actor, id string, f func(u *User) error) (*User, erro
 	if err := f(u); err != nil {
 		return nil, err
 	}
-	u.ID, u.Groups, u.Created, u.Updated, u.StatusChanged = old.ID, old.Groups, old.Created, old.Updated, old.StatusChanged
+	u.ID, u.Groups, u.Created, u.Updated, u.StatusChanged, u.DisabledBy = old.ID, old.Groups, old.Created, old.Updated, old.StatusChanged, old.DisabledBy
 	nu, ferr := checkNewUser(NewUser{Email: u.Email, Login: u.Login, Groups: u.Groups})
 	if ferr != nil {
 		return nil, ferr
@@ -225,10 +225,10 @@ func (s *Store) ChangeUser(actor, id string, f func(u *User) error) (*User, erro
 	u.Updated = now
 	action, reason := "user.update", ""
 	if u.Disabled != old.Disabled {
-		u.StatusChanged = now
+		u.StatusChanged, u.DisabledBy = now, ""
 		action, reason = "user.enable", u.StatusReason
 		if u.Disabled {
-			action = "user.disable"
+			action, u.DisabledBy = "user.disable", actor
 		}
 	}
 	devs := make([]*Device, 0, len(snap.byID))

@@ -174,6 +174,11 @@ type User struct {
 	// disabled (package revocation). A record written before users could
 	// be disabled has no such field: enabled.
 	Disabled bool `json:"disabled,omitempty"`
+	// DisabledBy is who disabled the user (an admin's name, or scim:NAME
+	// for an IdP's SCIM client): an IdP may enable only a user it
+	// disabled itself. Empty while enabled, and for a user disabled before
+	// it was recorded.
+	DisabledBy string `json:"disabledBy,omitempty"`
 	// StatusReason is what was given for the last disable or enable.
 	StatusReason string `json:"statusReason,omitempty"`
 	// StatusChanged is when the user was last disabled or enabled (zero:

@@ -151,10 +151,10 @@ func (s *Store) SetUserDisabled(actor, email string, disabled bool, reason strin
 	}
 	now := s.clock()
 	u := *old
-	u.Disabled, u.StatusReason, u.StatusChanged, u.Updated = disabled, reason, now, now
+	u.Disabled, u.DisabledBy, u.StatusReason, u.StatusChanged, u.Updated = disabled, "", reason, now, now
 	action := "user.enable"
 	if disabled {
-		action = "user.disable"
+		action, u.DisabledBy = "user.disable", actor
 	}
 	var w writer
 	w.changeUser(UserChange{Before: old, After: &u, Devices: deviceIDs(ownedBy(devs, old.Email))}, action, reason)

@@ -74,7 +74,7 @@ func TestWireJSON(t *testing.T) {
 	sameJSON(t, d, device(d))
 	c := &inventory.Collection{Name: "web", AllowFileKeys: true, HostNames: []string{"*.web.example.com"}, Created: t0, Updated: t0}
 	sameJSON(t, c, collection(c))
-	u := &inventory.User{ID: "1", Email: "a@example.com", Login: "a", Groups: []string{"sre"}, Disabled: true, StatusReason: "left", StatusChanged: t0,
+	u := &inventory.User{ID: "1", Email: "a@example.com", Login: "a", Groups: []string{"sre"}, Disabled: true, DisabledBy: "admin", StatusReason: "left", StatusChanged: t0,
 		SCIM: &inventory.SCIMIdentity{UserName: "A@example.com", ExternalID: "x", DisplayName: "A", GivenName: "a", FamilyName: "b",
 			Emails: []inventory.SCIMEmail{{Value: "a@example.com", Type: "work", Primary: true}}}, Created: t0, Updated: t0}
 	sameJSON(t, u, user(u))

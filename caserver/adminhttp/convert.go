@@ -23,7 +23,7 @@ func device(d *inventory.Device) *adminapi.Device {
 }
 
 func user(u *inventory.User) *adminapi.User {
-	w := &adminapi.User{ID: u.ID, Email: u.Email, Login: u.Login, Groups: u.Groups, Disabled: u.Disabled,
+	w := &adminapi.User{ID: u.ID, Email: u.Email, Login: u.Login, Groups: u.Groups, Disabled: u.Disabled, DisabledBy: u.DisabledBy,
 		StatusReason: u.StatusReason, StatusChanged: u.StatusChanged, Created: u.Created, Updated: u.Updated}
 	if s := u.SCIM; s != nil {
 		w.SCIM = &adminapi.SCIMIdentity{UserName: s.UserName, ExternalID: s.ExternalID, DisplayName: s.DisplayName,

@@ -247,7 +247,7 @@ func auditChange(e adminapi.AuditEntry) string {
 	if json.Unmarshal(e.Before, &before) != nil || json.Unmarshal(e.After, &after) != nil {
 		return "?"
 	}
-	skip := []string{"updated", "statusChanged", "statusReason", "ekPublic"}
+	skip := []string{"updated", "statusChanged", "statusReason", "ekPublic", "disabledBy"}
 	var keys []string
 	for _, m := range []map[string]any{before, after} {
 		for k := range m {

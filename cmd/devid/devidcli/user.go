@@ -112,6 +112,9 @@ func printUser(env *command.Env, ud *adminapi.UserDevices) error {
 	row("Groups", dash(strings.Join(u.Groups, ", ")))
 	if u.Disabled {
 		row("Status", "disabled (no device of theirs gets a certificate)")
+		if u.DisabledBy != "" {
+			row("Disabled by", u.DisabledBy)
+		}
 	} else {
 		row("Status", "enabled")
 	}
