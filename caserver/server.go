@@ -549,6 +549,8 @@ func (s *Server) openRevocation(ndb nosql.DB, now func() time.Time) (*revocation
 	}
 	return revocation.Open(revocation.Config{
 		HostCA: signers["host"].PublicKey(), UserCA: signers["user"].PublicKey(), Signer: signers["user"],
-		MaxLifetime: max(c.Lifetimes.Host.Duration, c.Lifetimes.User.Duration), Now: now, Log: s.log,
+		// A certificate may be valid as late as its device certificate
+		// (step-ca lets the request choose when it starts, within it).
+		MaxLifetime: max(c.Lifetimes.Host.Duration, c.Lifetimes.User.Duration, c.Lifetimes.Device.Duration), Now: now, Log: s.log,
 	}, ndb, s.inv)
 }

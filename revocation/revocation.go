@@ -288,7 +288,7 @@ func (s *Store) prepareDeviceChange(changes []inventory.DeviceChange, tx *databa
 				return fmt.Errorf("revocation: device %s stays %s: %w", c.After.ID, c.Before.Status, err)
 			}
 		}
-		added, err := s.revokeEarlier(tx, certs, c.Before, "")
+		added, err := s.revokeEarlier(tx, certs, c.Before, time.Time{}, "")
 		if err != nil {
 			return fmt.Errorf("revocation: device %s stays %s: %w", c.After.ID, c.Before.Status, err)
 		}
@@ -298,15 +298,18 @@ func (s *Store) prepareDeviceChange(changes []inventory.DeviceChange, tx *databa
 }
 
 // revokeEarlier adds to tx the revocation by serial of every unexpired
-// certificate of d whose validity began before d left active, but for those
-// revoked already (their first reason and time stay), and returns them. d
-// is the device as it was before it was brought back.
-func (s *Store) revokeEarlier(tx *database.Tx, certs []*ssh.Certificate, d *inventory.Device, note string) ([]*RevokedCert, error) {
+// certificate of d, but for those revoked already (their first reason and
+// time stay), and returns them. d is the device as it was before it was
+// brought back. Whatever its validity's start: step-ca signs a certificate
+// that starts later if asked, and none can have been issued while d was
+// not active. With a non-zero until, only those whose validity began
+// before it (repair, which runs after certificates may have been issued
+// to the active device).
+func (s *Store) revokeEarlier(tx *database.Tx, certs []*ssh.Certificate, d *inventory.Device, until time.Time, note string) ([]*RevokedCert, error) {
 	now := s.cfg.Now()
-	left := uint64(d.StatusChanged.Unix())
 	var added []*RevokedCert
 	for _, c := range certs {
-		if c.KeyId != d.ID || c.ValidAfter >= left || c.ValidBefore <= uint64(now.Unix()) {
+		if c.KeyId != d.ID || c.ValidBefore <= uint64(now.Unix()) || !until.IsZero() && c.ValidAfter >= uint64(until.Unix()) {
 			continue
 		}
 		key, rc := record(c, now, "certificate from before the device was "+string(d.Status)+note)
@@ -366,7 +369,7 @@ func (s *Store) repair() error {
 	return s.inv.Update("devid-ca", func(tx *database.Tx) ([]inventory.AuditEntry, error) {
 		var audits []inventory.AuditEntry
 		for _, id := range slices.Sorted(maps.Keys(before)) {
-			added, err := s.revokeEarlier(tx, certs, before[id], "; repaired at start-up")
+			added, err := s.revokeEarlier(tx, certs, before[id], active[id].StatusChanged, "; repaired at start-up")
 			if err != nil {
 				return nil, fmt.Errorf("revocation: repair: %w", err)
 			}

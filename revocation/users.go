@@ -42,17 +42,19 @@ func (s *Store) prepareUserChange(changes []inventory.UserChange, tx *database.T
 	var certs []*ssh.Certificate
 	var audits []inventory.AuditEntry
 	seen := map[string]bool{}
-	now := s.cfg.Now()
 	for _, c := range changes {
-		var cutoff time.Time
+		// Every unexpired certificate, whatever its validity's start:
+		// step-ca signs one that starts later if asked, and no
+		// certificate of theirs can have been issued while they were
+		// disabled.
 		var why, verb string
 		switch {
 		case c.OffBoards() && c.After == nil:
-			cutoff, verb, why = now, "deleted", fmt.Sprintf("user %s deleted", c.Before.Email)
+			verb, why = "deleted", fmt.Sprintf("user %s deleted", c.Before.Email)
 		case c.OffBoards():
-			cutoff, verb, why = now, "disabled", fmt.Sprintf("user %s disabled", c.Before.Email)
+			verb, why = "disabled", fmt.Sprintf("user %s disabled", c.Before.Email)
 		case c.Reenables():
-			cutoff, verb, why = c.Before.StatusChanged, "enabled", fmt.Sprintf("certificate from before user %s was disabled", c.Before.Email)
+			verb, why = "enabled", fmt.Sprintf("certificate from before user %s was disabled", c.Before.Email)
 		default:
 			continue
 		}
@@ -62,7 +64,7 @@ func (s *Store) prepareUserChange(changes []inventory.UserChange, tx *database.T
 				return nil, fmt.Errorf("revocation: user %s not %s: %w", c.Before.Email, verb, err)
 			}
 		}
-		added, err := s.revokeUserCerts(tx, certs, seen, c.Before, c.Devices, cutoff, why)
+		added, err := s.revokeUserCerts(tx, certs, seen, c.Before, c.Devices, why)
 		if err != nil {
 			return nil, fmt.Errorf("revocation: user %s not %s: %w", c.Before.Email, verb, err)
 		}
@@ -76,13 +78,13 @@ func (s *Store) prepareUserChange(changes []inventory.UserChange, tx *database.T
 
 // revokeUserCerts adds to tx the revocation by serial of every unexpired
 // user certificate of u (see above; devices are the IDs of u's devices)
-// whose validity began before cutoff, but for those revoked already (in
+// (whenever its validity begins), but for those revoked already (in
 // the store, or in seen, which it adds to), and returns them.
-func (s *Store) revokeUserCerts(tx *database.Tx, certs []*ssh.Certificate, seen map[string]bool, u *inventory.User, devices []string, cutoff time.Time, reason string) ([]*RevokedCert, error) {
+func (s *Store) revokeUserCerts(tx *database.Tx, certs []*ssh.Certificate, seen map[string]bool, u *inventory.User, devices []string, reason string) ([]*RevokedCert, error) {
 	now := s.cfg.Now()
 	var added []*RevokedCert
 	for _, c := range certs {
-		if c.CertType != ssh.UserCert || c.ValidBefore <= uint64(now.Unix()) || c.ValidAfter >= uint64(cutoff.Unix()) || !userCert(c, u, devices) {
+		if c.CertType != ssh.UserCert || c.ValidBefore <= uint64(now.Unix()) || !userCert(c, u, devices) {
 			continue
 		}
 		key, rc := record(c, now, reason)
