@@ -14,6 +14,17 @@ type loginFrom struct {
 	raw       string
 }
 
+// source names where the login comes from, for messages.
+func (lf loginFrom) source() string {
+	if lf.raw != "" {
+		return lf.raw
+	}
+	if lf.kind != "" {
+		return lf.kind
+	}
+	return LoginUserNameLocalPart
+}
+
 // Login sources.
 const (
 	LoginUserNameLocalPart = "userName-localpart" // the default

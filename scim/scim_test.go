@@ -2,6 +2,7 @@ package scim_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -367,6 +368,34 @@ func TestLoginFrom(t *testing.T) {
 	}
 	if err := scim.CheckLoginFrom("nickName"); err == nil {
 		t.Error("loginFrom nickName accepted")
+	}
+}
+
+// TestSystemLogins: an IdP may not give a person a system account's name
+// as their login (login:root would be root on every host under a
+// `* login:{account}` policy), at creation or by a change.
+func TestSystemLogins(t *testing.T) {
+	h, f, token := newService(t, "")
+	user := func(name string) string {
+		return `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"` + name + `"}`
+	}
+	for _, name := range []string{"Root@example.com", "ubuntu@example.com", "systemd-network@example.com"} {
+		code, out, _ := call(t, h, token, "POST", "/scim/v2/Users", user(name))
+		if code != 400 || !strings.Contains(fmt.Sprint(out["detail"]), "system account") || !strings.Contains(fmt.Sprint(out["detail"]), "userName-localpart") {
+			t.Errorf("POST %s: %d %v", name, code, out)
+		}
+	}
+	if len(f.users) != 0 {
+		t.Fatalf("users were created: %v", f.users)
+	}
+	code, out, _ := call(t, h, token, "POST", "/scim/v2/Users", user("alice@example.com"))
+	if code != 201 {
+		t.Fatalf("POST alice: %d %v", code, out)
+	}
+	id := out["id"].(string)
+	code, out, _ = call(t, h, token, "PATCH", "/scim/v2/Users/"+id, `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","path":"userName","value":"root@example.com"}]}`)
+	if code != 400 || f.users[id].Login != "alice" {
+		t.Errorf("rename to root: %d %v, login %q", code, out, f.users[id].Login)
 	}
 }
 

@@ -166,6 +166,9 @@ func (h *Handler) createUser(w http.ResponseWriter, r *request) error {
 	if h.lf.kind == "attribute" && u.Login == "" {
 		return badRequest("invalidValue", "User: %s gives the login (loginFrom), and it is missing", h.lf.raw)
 	}
+	if err := checkLogin(u.Login, h.lf); err != nil {
+		return err
+	}
 	created, err := h.b.CreateUser(r.actor(), u)
 	if err != nil {
 		return err
@@ -200,6 +203,9 @@ func (h *Handler) update(w http.ResponseWriter, r *request, f func(u *User) erro
 			if h.lf.kind == "attribute" {
 				u.Login = login
 			}
+		}
+		if u.Login != before.Login {
+			return checkLogin(u.Login, h.lf)
 		}
 		return nil
 	})
@@ -260,4 +266,26 @@ func (h *Handler) parseWholeUser(b []byte) (*userInput, error) {
 		return nil, badRequest("invalidValue", "User: userName is required")
 	}
 	return in, nil
+}
+
+// systemLogins are accounts of the operating systems and images devid's
+// hosts run, which no IdP may give a person as their login: with a policy
+// line such as `* login:{account}`, login:root would be root everywhere.
+var systemLogins = map[string]bool{
+	"root": true, "toor": true, "admin": true, "administrator": true, "daemon": true, "bin": true, "sys": true,
+	"sync": true, "games": true, "man": true, "lp": true, "mail": true, "news": true, "uucp": true, "proxy": true,
+	"www-data": true, "backup": true, "list": true, "irc": true, "gnats": true, "nobody": true, "nogroup": true,
+	"sshd": true, "messagebus": true, "_apt": true, "tss": true, "polkitd": true, "syslog": true, "operator": true,
+	"ubuntu": true, "debian": true, "ec2-user": true, "centos": true, "fedora": true, "cloud-user": true, "core": true,
+	"postgres": true, "mysql": true, "git": true, "deploy": true, "ansible": true, "vagrant": true,
+}
+
+// checkLogin refuses a login an IdP gives that is a system account's name
+// (systemLogins, or systemd-…): such an account is an operator's to hand
+// out, with devid user add or an import.
+func checkLogin(login string, lf loginFrom) error {
+	if systemLogins[login] || strings.HasPrefix(login, "systemd-") {
+		return badRequest("invalidValue", "User: login %q (from %s, loginFrom) is a system account's name, which devid does not take from an IdP: give the user another %s, or add them with devid user add", login, lf.source(), lf.source())
+	}
+	return nil
 }
