@@ -16,8 +16,9 @@ import "net/url"
 // enabling an enabled one) is 409; an unknown user 404.
 
 // UserStatusRequest is the body of POST /devid/v1/users/{email}/status.
+// Disabled is required: a body without it is 400, never an enable.
 type UserStatusRequest struct {
-	Disabled bool   `json:"disabled"`
+	Disabled *bool  `json:"disabled"`
 	Reason   string `json:"reason,omitempty"`
 }
 
@@ -37,7 +38,7 @@ type UserDevices struct {
 // SetUserDisabled disables or enables a user.
 func (c *Client) SetUserDisabled(email string, disabled bool, reason string) (*UserDevices, error) {
 	var out UserDevices
-	err := c.doJSON("POST", Prefix+"users/"+url.PathEscape(email)+"/status", UserStatusRequest{Disabled: disabled, Reason: reason}, &out)
+	err := c.doJSON("POST", Prefix+"users/"+url.PathEscape(email)+"/status", UserStatusRequest{Disabled: &disabled, Reason: reason}, &out)
 	return &out, err
 }
 

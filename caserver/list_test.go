@@ -78,3 +78,23 @@ func TestImportQuery(t *testing.T) {
 		t.Fatalf("dry run: HTTP %d %s", code, body)
 	}
 }
+
+// TestUserStatusNeedsDisabled: a status request without "disabled" is a
+// 400 naming it, never an enable; the user stays disabled.
+func TestUserStatusNeedsDisabled(t *testing.T) {
+	ca := catest.Start(t, nil)
+	inv := ca.Server.Inventory()
+	if _, err := inv.AddUser("test", inventory.NewUser{Email: "alice@example.com", Login: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := inv.SetUserDisabled("test", "alice@example.com", true, "left"); err != nil {
+		t.Fatal(err)
+	}
+	code, body := adminDo(t, ca, "POST", "/devid/v1/users/alice@example.com/status", `{"reason": "oops"}`)
+	if code != http.StatusBadRequest || !strings.Contains(body, `"field": "disabled"`) {
+		t.Fatalf("status without disabled: HTTP %d\n%s", code, body)
+	}
+	if u, err := inv.User("alice@example.com"); err != nil || !u.Disabled {
+		t.Fatalf("after the refused request: %+v, %v", u, err)
+	}
+}

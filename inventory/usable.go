@@ -48,8 +48,8 @@ func (e *NotUsableError) Error() string {
 func (e *NotUsableError) Unwrap() error { return ErrNotUsable }
 
 // CheckUsable returns the device with ID id if it may have certificates
-// now: it is registered and active, and its owner, if it has one, is a
-// user who is not disabled. This is the rule of every issuance,
+// now: it is registered and active, and, for a workstation, its owner, if
+// it has one, is a user who is not disabled. This is the rule of every issuance,
 // read from the inventory at each one: the Attestation CA's (package
 // attestca) and step-ca's webhooks' (package issuance). A device that may
 // not is a *NotUsableError; any other error is devs' own (the inventory
@@ -65,7 +65,9 @@ func CheckUsable(devs DeviceLookup, id string) (*Device, error) {
 	if d.Status != StatusActive {
 		return nil, &NotUsableError{ID: id, Device: d}
 	}
-	if d.Owner == "" {
+	if d.Owner == "" || d.Kind != KindWorkstation {
+		// A host's owner is who looks after it, not who logs in with
+		// its certificates: their leaving does not take the host down.
 		return d, nil
 	}
 	u, err := devs.User(d.Owner)

@@ -42,13 +42,16 @@ func TestCheckUsable(t *testing.T) {
 	}
 	for _, o := range []string{"alice", "dora", "gone", "broken"} {
 		id := "urn:ek:sha256:owned-by-" + o
-		devs[id] = &inventory.Device{ID: id, Name: "laptop-" + o, Status: inventory.StatusActive, Owner: o + "@example.com"}
+		devs[id] = &inventory.Device{ID: id, Name: "laptop-" + o, Kind: inventory.KindWorkstation, Status: inventory.StatusActive, Owner: o + "@example.com"}
 	}
+	// A host's owner looks after it: their leaving does not take it down.
+	devs["urn:ek:sha256:host-of-dora"] = &inventory.Device{ID: "urn:ek:sha256:host-of-dora", Name: "web-dora", Kind: inventory.KindHost, Status: inventory.StatusActive, Owner: "dora@example.com"}
 	for _, c := range []struct {
 		id, err string // err "": usable
 	}{
 		{"urn:ek:sha256:active", ""},
 		{"urn:ek:sha256:owned-by-alice", ""},
+		{"urn:ek:sha256:host-of-dora", ""},
 		{"urn:ek:sha256:owned-by-dora", "device laptop-dora (urn:ek:sha256:owned-by-dora) is active, but its owner dora@example.com is disabled"},
 		{"urn:ek:sha256:owned-by-gone", "device laptop-gone (urn:ek:sha256:owned-by-gone) is active, but its owner gone@example.com is not a user"},
 		{"urn:ek:sha256:quarantined", "device dev-quarantined (urn:ek:sha256:quarantined) is quarantined"},

@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"github.com/devid-ssh/devid/adminapi"
+	"github.com/devid-ssh/devid/inventory"
 )
 
 // routeUsers adds the off-boarding routes (adminapi/users.go).
@@ -18,7 +19,11 @@ func (h *Handler) setUserStatus(w http.ResponseWriter, r *http.Request) {
 	if !h.decode(w, r, &req) {
 		return
 	}
-	u, err := h.store.SetUserDisabled(actor(r), r.PathValue("email"), req.Disabled, req.Reason)
+	if req.Disabled == nil {
+		h.fail(w, r, &inventory.Error{Kind: inventory.ErrInvalid, Field: "disabled", Msg: "required: true to disable the user, false to enable them"})
+		return
+	}
+	u, err := h.store.SetUserDisabled(actor(r), r.PathValue("email"), *req.Disabled, req.Reason)
 	if err != nil {
 		h.fail(w, r, err)
 		return
