@@ -171,8 +171,10 @@ func (s *Store) CreateUser(actor string, u *User) (*User, error) {
 // status is a disable or an enable (user.disable, user.enable: the
 // BeforeUserCommit function revokes as for SetUserDisabled), anything else
 // user.update; a new email is checked as AddUser checks it, moves the
-// record, and is given to the devices the user owns (device.update). A
-// change that changes nothing writes nothing.
+// record, and is given to the devices the user owns (device.update). A new
+// email or login is a rename (UserChange.Renames): the BeforeUserCommit
+// function revokes, in the same transaction, every certificate naming the
+// old ones. A change that changes nothing writes nothing.
 func (s *Store) ChangeUser(actor, id string, f func(u *User) error) (*User, error) {
 	s.mu.Lock()
 	defer s.unlock()

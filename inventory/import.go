@@ -562,7 +562,9 @@ func deviceChanges(a, b *Device) []string {
 // the same all-or-nothing checking as ImportDevices. Users not in the file
 // are left alone, and so are a known user's groups when the file has no
 // groups column (JSON: no groups key); an empty cell ([] or null) clears
-// them.
+// them. A known user given another login is renamed (UserChange.Renames):
+// the BeforeUserCommit function revokes, in the import's transaction, every
+// certificate naming the old login.
 func (s *Store) ImportUsers(actor, file string, data []byte, dryRun bool) (*ImportReport, error) {
 	var seen map[string]int
 	var logins map[string]string

@@ -27,6 +27,16 @@ func (c UserChange) Reenables() bool {
 	return c.Before != nil && c.After != nil && c.Before.Disabled && !c.After.Disabled
 }
 
+// Renames reports whether the change gives a user another email or login
+// (ChangeUser, ImportUsers). The certificates naming the old ones
+// (user:EMAIL, login:LOGIN) must go with the change, as the
+// BeforeUserCommit function of package revocation does: once the email or
+// login is free, someone else may be given it, and a certificate naming it
+// would log in as them.
+func (c UserChange) Renames() bool {
+	return c.Before != nil && c.After != nil && (c.Before.Email != c.After.Email || c.Before.Login != c.After.Login)
+}
+
 // userHooks are the functions BeforeUserCommit and OnUserChange set, and
 // the changes committed under the write lock, delivered once it is
 // released.
@@ -45,7 +55,9 @@ type userHooks struct {
 //
 // Revocation uses it so that disabling (or deleting) a user and revoking
 // the certificates their devices hold are one transaction: a crash cannot
-// leave the user disabled and their certificates good.
+// leave the user disabled and their certificates good; and so that a user
+// renamed (another email or login) and the revocation of the certificates
+// naming the old ones are one transaction too.
 func (s *Store) BeforeUserCommit(f func(changes []UserChange, tx *database.Tx) ([]AuditEntry, error)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

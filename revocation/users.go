@@ -32,17 +32,53 @@ import (
 // Deleting a user quarantines their active workstations (package
 // inventory, DeleteUser): the devices' key IDs are in the KRL from then,
 // as for any quarantine.
+//
+// Renaming a user (another email or login: a SCIM change of userName, an
+// import that changes a login) frees the old ones for someone else: a new
+// hire given alice@ and the login alice would be logged in as by any
+// certificate that still names user:alice@ or login:alice. So the rename
+// revokes by serial, in its transaction (prepareUserChange), every
+// unexpired user certificate naming an old user: or login: principal of
+// the user, whatever its key ID and whenever its validity begins (step-ca
+// signs a validity start the client asks for, future ones too), each
+// audited as cert.revoke. The renamed user's own workstations renew at
+// once when they find their certificate in the KRL (devid-agent).
 
 // prepareUserChange is the inventory hook called before a change to users
 // is committed: it adds to tx the revocation by serial of the certificates
 // a disabled or deleted user's devices hold, or, for a user enabled again,
-// those left from before the disable, and returns their cert.revoke audit
-// entries. An error refuses the change.
+// those left from before the disable, or, for a user renamed, those naming
+// the old email or login, and returns their cert.revoke audit entries. An
+// error refuses the change.
 func (s *Store) prepareUserChange(changes []inventory.UserChange, tx *database.Tx) ([]inventory.AuditEntry, error) {
 	var certs []*ssh.Certificate
 	var audits []inventory.AuditEntry
 	seen := map[string]bool{}
 	for _, c := range changes {
+		if c.Renames() {
+			if certs == nil {
+				var err error
+				if certs, err = s.issued(); err != nil {
+					return nil, fmt.Errorf("revocation: user %s not renamed: %w", c.Before.Email, err)
+				}
+			}
+			old, renamed := renamedPrincipals(c)
+			why := fmt.Sprintf("user renamed: names %s, now %s", strings.Join(old, " "), strings.Join(renamed, " "))
+			if len(why) > inventory.MaxReasonLen { // long emails: cut, as CheckReason wants
+				why = strings.ToValidUTF8(why[:inventory.MaxReasonLen-len("…")], "") + "…"
+			}
+			added, err := s.revokeUserCerts(tx, certs, seen, func(cert *ssh.Certificate) bool {
+				return slices.ContainsFunc(cert.ValidPrincipals, func(p string) bool { return slices.Contains(old, p) })
+			}, why)
+			if err != nil {
+				return nil, fmt.Errorf("revocation: user %s not renamed: %w", c.Before.Email, err)
+			}
+			for _, rc := range added {
+				audits = append(audits, inventory.AuditEntry{Action: "cert.revoke", Subject: rc.KeyID, Reason: rc.Reason, After: mustJSON(rc)})
+			}
+			s.cfg.Log.Warn("user renamed: the certificates naming their old email or login are revoked by serial, with the change",
+				"user", c.After.Email, "old", old, "certificates", len(added))
+		}
 		// Every unexpired certificate, whatever its validity's start:
 		// step-ca signs one that starts later if asked, and no
 		// certificate of theirs can have been issued while they were
@@ -64,7 +100,8 @@ func (s *Store) prepareUserChange(changes []inventory.UserChange, tx *database.T
 				return nil, fmt.Errorf("revocation: user %s not %s: %w", c.Before.Email, verb, err)
 			}
 		}
-		added, err := s.revokeUserCerts(tx, certs, seen, c.Before, c.Devices, why)
+		u, devices := c.Before, c.Devices
+		added, err := s.revokeUserCerts(tx, certs, seen, func(cert *ssh.Certificate) bool { return userCert(cert, u, devices) }, why)
 		if err != nil {
 			return nil, fmt.Errorf("revocation: user %s not %s: %w", c.Before.Email, verb, err)
 		}
@@ -77,14 +114,14 @@ func (s *Store) prepareUserChange(changes []inventory.UserChange, tx *database.T
 }
 
 // revokeUserCerts adds to tx the revocation by serial of every unexpired
-// user certificate of u (see above; devices are the IDs of u's devices)
-// (whenever its validity begins), but for those revoked already (in
-// the store, or in seen, which it adds to), and returns them.
-func (s *Store) revokeUserCerts(tx *database.Tx, certs []*ssh.Certificate, seen map[string]bool, u *inventory.User, devices []string, reason string) ([]*RevokedCert, error) {
+// user certificate that match says is the user's (see above), whenever its
+// validity begins, but for those revoked already (in the store, or in
+// seen, which it adds to), and returns them.
+func (s *Store) revokeUserCerts(tx *database.Tx, certs []*ssh.Certificate, seen map[string]bool, match func(*ssh.Certificate) bool, reason string) ([]*RevokedCert, error) {
 	now := s.cfg.Now()
 	var added []*RevokedCert
 	for _, c := range certs {
-		if c.CertType != ssh.UserCert || c.ValidBefore <= uint64(now.Unix()) || !userCert(c, u, devices) {
+		if c.CertType != ssh.UserCert || c.ValidBefore <= uint64(now.Unix()) || !match(c) {
 			continue
 		}
 		key, rc := record(c, now, reason)
@@ -114,11 +151,28 @@ func userCert(c *ssh.Certificate, u *inventory.User, devices []string) bool {
 	})
 }
 
+// renamedPrincipals returns the user: and login: principals a rename
+// takes from the user, and those it gives instead.
+func renamedPrincipals(c inventory.UserChange) (old, renamed []string) {
+	if c.Before.Email != c.After.Email {
+		old, renamed = append(old, "user:"+c.Before.Email), append(renamed, "user:"+c.After.Email)
+	}
+	if c.Before.Login != c.After.Login {
+		if c.Before.Login != "" {
+			old = append(old, "login:"+c.Before.Login)
+		}
+		if c.After.Login != "" {
+			renamed = append(renamed, "login:"+c.After.Login)
+		}
+	}
+	return old, renamed
+}
+
 // OnUserChange is the inventory hook called after a change to users is
-// committed: a user disabled, enabled or deleted changes the KRL, which it
-// rebuilds. (Open sets it.)
+// committed: a user disabled, enabled, deleted or renamed changes the KRL,
+// which it rebuilds. (Open sets it.)
 func (s *Store) OnUserChange(changes []inventory.UserChange) {
-	if !slices.ContainsFunc(changes, func(c inventory.UserChange) bool { return c.OffBoards() || c.Reenables() }) {
+	if !slices.ContainsFunc(changes, func(c inventory.UserChange) bool { return c.OffBoards() || c.Reenables() || c.Renames() }) {
 		return
 	}
 	if err := s.Rebuild(); err != nil {

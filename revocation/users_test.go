@@ -37,12 +37,19 @@ func (f *fixture) ownedDevice(t *testing.T, name string, kind inventory.Kind, ow
 // step-ca does.
 func (f *fixture) issueWith(t *testing.T, d *inventory.Device, lifetime time.Duration, principals ...string) *ssh.Certificate {
 	t.Helper()
+	now := f.clk.Now()
+	return f.issueFrom(t, d, now.Add(-time.Minute), now.Add(lifetime), principals...)
+}
+
+// issueFrom is issueWith for a validity from..until, as a client may ask
+// step-ca for (a start in the future too).
+func (f *fixture) issueFrom(t *testing.T, d *inventory.Device, from, until time.Time, principals ...string) *ssh.Certificate {
+	t.Helper()
 	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	pub, _ := ssh.NewPublicKey(k.Public())
 	f.serial++
-	now := f.clk.Now()
 	c := &ssh.Certificate{Key: pub, Serial: f.serial, KeyId: d.ID, ValidPrincipals: append([]string{d.ID}, principals...),
-		ValidAfter: uint64(now.Add(-time.Minute).Unix()), ValidBefore: uint64(now.Add(lifetime).Unix()), CertType: ssh.UserCert}
+		ValidAfter: uint64(from.Unix()), ValidBefore: uint64(until.Unix()), CertType: ssh.UserCert}
 	ca := f.userCA
 	if d.Kind == inventory.KindHost {
 		c.CertType, ca = ssh.HostCert, f.hostCA
@@ -252,6 +259,158 @@ func TestDisableCrash(t *testing.T) {
 					t.Fatalf("retried disable: %v", err)
 				}
 				f.wantRevoked(t, "after the retried disable", old, nil)
+			}
+		})
+		if finished || t.Failed() || n > 50 {
+			return
+		}
+	}
+}
+
+// rename gives the user with this email another email and login, as a
+// SCIM change of userName does (ChangeUser).
+func (f *fixture) rename(actor, email, newEmail, newLogin string) error {
+	u, err := f.inv.User(email)
+	if err != nil {
+		return err
+	}
+	_, err = f.inv.ChangeUser(actor, u.ID, func(u *inventory.User) error {
+		u.Email, u.Login = newEmail, newLogin
+		return nil
+	})
+	return err
+}
+
+// TestRenameUserRevokes: alice is renamed asmith (a SCIM change of
+// userName: another email and login). Every unexpired user certificate
+// naming user:alice@ or login:alice is revoked by serial at once, whatever
+// device it is from and whenever its validity starts (one asked to start
+// tomorrow too), audited as cert.revoke by the actor of the rename; so a
+// new hire given alice@ and the login alice is not logged in as by
+// alice's old certificates. Certificates naming neither, bob's, hosts'
+// and expired ones are not revoked. An import that changes asmith's login
+// alone revokes the certificates naming the old login.
+func TestRenameUserRevokes(t *testing.T) {
+	f := newFixture(t)
+	for _, u := range []inventory.NewUser{{Email: "alice@example.com", Login: "alice"}, {Email: "bob@example.com", Login: "bob"}} {
+		if _, err := f.inv.AddUser("test", u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	laptopA := f.ownedDevice(t, "laptop-a", inventory.KindWorkstation, "alice@example.com")
+	webA := f.ownedDevice(t, "web-a", inventory.KindHost, "alice@example.com")
+	laptopB := f.ownedDevice(t, "laptop-b", inventory.KindWorkstation, "bob@example.com")
+	shared := f.ownedDevice(t, "shared", inventory.KindWorkstation, "")
+
+	now := f.clk.Now()
+	a1 := f.issueWith(t, laptopA, 16*time.Hour, "user:alice@example.com", "login:alice", "group:sre")
+	future := f.issueFrom(t, laptopA, now.Add(12*time.Hour), now.Add(28*time.Hour), "user:alice@example.com", "login:alice")
+	s1 := f.issueWith(t, shared, 16*time.Hour, "login:alice")             // the login alone, another device
+	b1 := f.issueWith(t, laptopB, 16*time.Hour, "user:alice@example.com") // laptop-b was alice's
+	b2 := f.issueWith(t, laptopB, 16*time.Hour, "user:bob@example.com", "login:bob")
+	bare := f.issueWith(t, laptopA, 16*time.Hour) // the device ID alone: names no one
+	h1 := f.issueWith(t, webA, 24*time.Hour, "web-a.example.com", "login:alice")
+	gone := f.issueWith(t, laptopA, time.Hour, "user:alice@example.com", "login:alice")
+	f.clk.Advance(2 * time.Hour)
+	p0, _ := f.current(t)
+
+	if err := f.rename("scim:okta", "alice@example.com", "asmith@example.com", "asmith"); err != nil {
+		t.Fatal(err)
+	}
+	p1, _ := f.current(t)
+	if p1.Version <= p0.Version {
+		t.Fatalf("KRL version %d → %d: not rebuilt after the rename", p0.Version, p1.Version)
+	}
+	f.wantRevoked(t, "renamed", []*ssh.Certificate{a1, future, s1, b1}, []*ssh.Certificate{b2, bare, h1})
+	var want []string
+	for _, c := range []*ssh.Certificate{a1, future, s1, b1} {
+		want = append(want, fmt.Sprintf("%d user renamed: names user:alice@example.com login:alice, now user:asmith@example.com login:asmith", c.Serial))
+	}
+	if got := f.revokedSerials(t)["scim:okta"]; strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("cert.revoke entries by scim:okta:\n%q\nwant\n%q", got, want)
+	}
+	for _, c := range []*ssh.Certificate{gone, b2, bare, h1} {
+		if _, err := f.db.Get([]byte("devid_revoked_serials"), []byte(certKey(c))); err == nil {
+			t.Errorf("certificate %d (%s) revoked by serial", c.Serial, c.KeyId)
+		}
+	}
+	// Her devices are hers still: what they get now is good, and the new
+	// hire's certificates too.
+	fresh := f.issueWith(t, laptopA, 16*time.Hour, "user:asmith@example.com", "login:asmith")
+	if _, err := f.inv.AddUser("test", inventory.NewUser{Email: "alice@example.com", Login: "alice"}); err != nil {
+		t.Fatalf("the new hire: %v", err)
+	}
+	hire := f.issueWith(t, f.ownedDevice(t, "laptop-new", inventory.KindWorkstation, "alice@example.com"), 16*time.Hour, "user:alice@example.com", "login:alice")
+	f.wantRevoked(t, "after the new hire", []*ssh.Certificate{a1, future, s1, b1}, []*ssh.Certificate{fresh, hire})
+
+	// An import changes asmith's login alone.
+	f.clk.Advance(time.Minute)
+	rep, err := f.inv.ImportUsers("carol", "users.csv", []byte("email,login\nasmith@example.com,as\n"), false)
+	if err != nil || rep.Counts[inventory.Updated] != 1 {
+		t.Fatalf("import: %+v %v", rep, err)
+	}
+	f.wantRevoked(t, "login changed by an import", []*ssh.Certificate{fresh}, []*ssh.Certificate{hire})
+	if got := f.revokedSerials(t)["carol"]; len(got) != 1 || got[0] != fmt.Sprintf("%d user renamed: names login:asmith, now login:as", fresh.Serial) {
+		t.Fatalf("cert.revoke entries by carol: %q", got)
+	}
+	// A dry run revokes nothing.
+	f.clk.Advance(time.Minute)
+	fresh2 := f.issueWith(t, laptopA, 16*time.Hour, "user:asmith@example.com", "login:as")
+	if _, err := f.inv.ImportUsers("carol", "users.csv", []byte("email,login\nasmith@example.com,as2\n"), true); err != nil {
+		t.Fatal(err)
+	}
+	f.wantRevoked(t, "after a dry run", nil, []*ssh.Certificate{fresh2})
+}
+
+// TestRenameCrash kills devid-ca at every write of a rename in turn,
+// restarts it on the same database, and checks that whenever the user is
+// renamed after the restart, the certificates naming their old email and
+// login are revoked in the KRL served: the rename and the revocations are
+// one transaction.
+func TestRenameCrash(t *testing.T) {
+	for n := 1; ; n++ {
+		var finished bool
+		t.Run(fmt.Sprintf("crash at write %d", n), func(t *testing.T) {
+			raw, err := nosql.New("bbolt", t.TempDir()+"/db")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer raw.Close()
+			db := &crashDB{DB: raw}
+			f := &fixture{db: raw, clk: fakeclock.New(time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)), hostCA: signer(t), userCA: signer(t), serial: 100}
+			if err := f.open(db); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.inv.AddUser("test", inventory.NewUser{Email: "alice@example.com", Login: "alice"}); err != nil {
+				t.Fatal(err)
+			}
+			laptop := f.ownedDevice(t, "laptop", inventory.KindWorkstation, "alice@example.com")
+			other := f.ownedDevice(t, "shared", inventory.KindWorkstation, "")
+			old := []*ssh.Certificate{f.issueWith(t, laptop, 16*time.Hour, "user:alice@example.com", "login:alice"), f.issueWith(t, other, 16*time.Hour, "login:alice")}
+			f.clk.Advance(time.Hour)
+
+			db.crashAfter(n)
+			rerr := f.rename("scim:okta", "alice@example.com", "asmith@example.com", "asmith")
+			if !db.crashed() {
+				if rerr != nil {
+					t.Fatalf("rename without a crash: %v", rerr)
+				}
+				finished = true
+			}
+			if err := f.open(raw); err != nil {
+				t.Fatalf("restart: %v", err)
+			}
+			_, err = f.inv.User("asmith@example.com")
+			renamed := err == nil
+			t.Logf("write %d crashed: %v; after the restart alice is renamed: %v", n, db.crashed(), renamed)
+			if renamed {
+				f.wantRevoked(t, "renamed, after the restart", old, nil)
+			} else {
+				f.wantRevoked(t, "not renamed, after the restart", nil, old)
+				if err := f.rename("scim:okta", "alice@example.com", "asmith@example.com", "asmith"); err != nil {
+					t.Fatalf("retried rename: %v", err)
+				}
+				f.wantRevoked(t, "after the retried rename", old, nil)
 			}
 		})
 		if finished || t.Failed() || n > 50 {
