@@ -17,7 +17,22 @@ const scimPrefix = "/scim/v2"
 // their stable IDs with their SCIM attributes, active as not disabled
 // (a change of it off-boards through the inventory's hooks, which
 // revocation holds), groups the inventory's.
-type scimBackend struct{ inv *inventory.Store }
+type scimBackend struct{ inv scimInventory }
+
+// scimInventory is what the SCIM service needs of the inventory (an
+// *inventory.Store). Each change names a user or group by its stable ID,
+// and the inventory finds and changes it under one lock: what it finds by
+// ID cannot be someone else by the time it is changed.
+type scimInventory interface {
+	Users() ([]*inventory.User, error)
+	Groups() ([]*inventory.Group, error)
+	CreateUser(actor string, u *inventory.User) (*inventory.User, error)
+	ChangeUser(actor, id string, f func(u *inventory.User) error) (*inventory.User, error)
+	DeleteUserByID(actor, id, reason string) (*inventory.UserDeletion, error)
+	CreateGroup(actor string, g *inventory.Group, members []string) (*inventory.Group, error)
+	ChangeGroup(actor, id string, f func(g *inventory.Group, members *[]string) error) (*inventory.Group, error)
+	DeleteGroup(actor, id string) (*inventory.Group, error)
+}
 
 // newSCIM returns the SCIM service, or nil when no client is configured.
 func (s *Server) newSCIM() (*scim.Handler, error) {
@@ -142,12 +157,11 @@ func (b scimBackend) UpdateUser(actor, id string, f func(*scim.User) error) (*sc
 	return toSCIMUser(u, groups), nil
 }
 
+// DeleteUser deletes the user with this ID, found under the inventory's
+// lock: a user renamed meanwhile is still the one deleted, and whoever was
+// given their earlier email since is not.
 func (b scimBackend) DeleteUser(actor, id string) error {
-	u, err := b.inv.UserByID(id)
-	if err != nil {
-		return scimErr(err)
-	}
-	_, err = b.inv.DeleteUser(actor, u.Email, "deleted by "+actor)
+	_, err := b.inv.DeleteUserByID(actor, id, "deleted by "+actor)
 	return scimErr(err)
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -243,5 +244,114 @@ func TestGroups(t *testing.T) {
 	}
 	if gs, _ := s.Groups(); len(gs) != 0 {
 		t.Errorf("groups left: %+v", gs)
+	}
+}
+
+// scimUser creates a user as a SCIM client does.
+func scimUser(t *testing.T, s *inventory.Store, email, login string) *inventory.User {
+	t.Helper()
+	u, err := s.CreateUser("scim:okta", &inventory.User{Email: email, Login: login, SCIM: &inventory.SCIMIdentity{UserName: email}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// TestDeleteUserByIDAfterRename: a SCIM DELETE names a user by ID. Between
+// the moment it was sent (or a lookup by ID, the stale read) and the
+// deletion, a PATCH renamed the user (alice → asmith) and a POST created
+// a new alice@. DeleteUserByID deletes the user the ID names when it runs,
+// asmith, with her devices as DeleteUser would; the new alice@ stays.
+func TestDeleteUserByIDAfterRename(t *testing.T) {
+	s, _ := newStore(t)
+	alice := scimUser(t, s, "alice@example.com", "alice")
+	pemA, _ := ek(t, 0)
+	laptop, err := s.AddDevice("root", inventory.NewDevice{EK: pemA, Name: "laptop-a", Kind: "workstation", Owner: "alice@example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale, err := s.UserByID(alice.ID) // what a lookup before the deletion read
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ChangeUser("scim:okta", alice.ID, func(u *inventory.User) error {
+		u.Email, u.Login = "asmith@example.com", "asmith"
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	hire := scimUser(t, s, stale.Email, stale.Login)
+
+	if _, err := s.DeleteUserByID("scim:okta", alice.ID, "bad\nreason"); err == nil {
+		t.Fatal("a reason of two lines accepted")
+	}
+	del, err := s.DeleteUserByID("scim:okta", alice.ID, "deleted by scim:okta")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if del.User.ID != alice.ID || del.User.Email != "asmith@example.com" || len(del.Devices) != 1 || del.Devices[0].ID != laptop.ID ||
+		del.Devices[0].Owner != "" || del.Devices[0].Status != inventory.StatusQuarantined {
+		t.Fatalf("deleted %+v, devices %+v; want asmith and her laptop, quarantined", del.User, del.Devices)
+	}
+	if u, err := s.User("alice@example.com"); err != nil || u.ID != hire.ID {
+		t.Fatalf("the new alice@: %+v %v; want %s still there", u, err, hire.ID)
+	}
+	if _, err := s.User("asmith@example.com"); !errors.Is(err, inventory.ErrNotFound) {
+		t.Fatalf("asmith after the deletion: %v", err)
+	}
+	entries, err := s.Audit("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var deletes []string
+	for _, e := range entries {
+		if e.Action == "user.delete" {
+			deletes = append(deletes, e.Subject+" by "+e.Actor+": "+e.Reason)
+		}
+	}
+	if len(deletes) != 1 || deletes[0] != "asmith@example.com by scim:okta: deleted by scim:okta" {
+		t.Fatalf("user.delete entries: %q", deletes)
+	}
+	if _, err := s.DeleteUserByID("scim:okta", alice.ID, "again"); !errors.Is(err, inventory.ErrNotFound) {
+		t.Fatalf("deleted again: %v, want not found", err)
+	}
+}
+
+// TestDeleteUserByIDRace runs a SCIM DELETE of alice's ID beside a PATCH
+// that renames her and a POST that then creates a new alice@: whichever
+// comes first, the new alice@ is never the one deleted.
+func TestDeleteUserByIDRace(t *testing.T) {
+	for i := range 20 {
+		s, _ := newStore(t)
+		alice := scimUser(t, s, "alice@example.com", "alice")
+		var wg sync.WaitGroup
+		var hireID string
+		wg.Go(func() {
+			if _, err := s.ChangeUser("scim:okta", alice.ID, func(u *inventory.User) error {
+				u.Email, u.Login = "asmith@example.com", "asmith"
+				return nil
+			}); err != nil && !errors.Is(err, inventory.ErrNotFound) {
+				t.Errorf("rename: %v", err)
+			}
+			u, err := s.CreateUser("scim:okta", &inventory.User{Email: "alice@example.com", Login: "alice", SCIM: &inventory.SCIMIdentity{UserName: "alice@example.com"}})
+			if err != nil {
+				t.Errorf("round %d: the new alice@: %v", i, err)
+				return
+			}
+			hireID = u.ID
+		})
+		wg.Go(func() {
+			if _, err := s.DeleteUserByID("scim:okta", alice.ID, "deleted by scim:okta"); err != nil {
+				t.Errorf("round %d: delete: %v", i, err)
+			}
+		})
+		wg.Wait()
+		users, err := s.Users()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(users) != 1 || users[0].ID != hireID || users[0].Email != "alice@example.com" {
+			t.Fatalf("round %d: users %+v; want the new alice@ (%s) alone", i, users, hireID)
+		}
 	}
 }

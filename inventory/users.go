@@ -207,6 +207,28 @@ func (s *Store) DeleteUser(actor, email, reason string) (*UserDeletion, error) {
 	if err != nil {
 		return nil, err
 	}
+	return s.deleteUser(actor, old, reason)
+}
+
+// DeleteUserByID is DeleteUser for the user with this ID (an IdP's SCIM
+// DELETE), found and deleted under one lock: the user the ID names at the
+// moment of the deletion, whatever email they have by then, never someone
+// given their earlier email since.
+func (s *Store) DeleteUserByID(actor, id, reason string) (*UserDeletion, error) {
+	if err := CheckReason(reason); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.unlock()
+	old, err := s.UserByID(id)
+	if err != nil {
+		return nil, err
+	}
+	return s.deleteUser(actor, old, reason)
+}
+
+// deleteUser deletes old, read under s.mu (held).
+func (s *Store) deleteUser(actor string, old *User, reason string) (*UserDeletion, error) {
 	devs, err := s.Devices()
 	if err != nil {
 		return nil, err
