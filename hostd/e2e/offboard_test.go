@@ -108,16 +108,31 @@ func newOffboardFixture(t *testing.T, edits ...func(*caserver.Config)) *offboard
 	return f
 }
 
-// refused checks that sshd refuses key's certificate, and says it is
-// revoked.
+// refused checks that sshd refuses key's certificate, and says, in what
+// it logs from this attempt on, that it is revoked (not some earlier
+// refusal's line).
 func (f *offboardFixture) refused(t *testing.T, key, when string) {
 	t.Helper()
+	before := len(sshdLog(t, f.h.sshd.Log))
 	if out, err := f.h.sshd.SSHCert(t, f.h.knownHosts, "root", key, key+"-cert.pub"); err == nil {
 		t.Fatalf("%s: the certificate still logs in:\n%s", when, out)
 	}
-	if log, _ := os.ReadFile(f.h.sshd.Log); !strings.Contains(string(log), "revoked") {
-		t.Errorf("%s: sshd's log does not say the key is revoked", when)
+	// sshd's log line may land just after ssh gives up: a minute bounds a
+	// hang only.
+	waitFor(t, time.Minute, when+": sshd logging that the key is revoked, since the attempt", func() bool {
+		log := sshdLog(t, f.h.sshd.Log)
+		return len(log) >= before && strings.Contains(string(log[before:]), "revoked")
+	})
+}
+
+// sshdLog reads sshd's log file.
+func sshdLog(t *testing.T, file string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatalf("sshd's log: %v", err)
 	}
+	return b
 }
 
 // TestOffboardLogin: alice logs in from her workstation; `devid user
@@ -180,7 +195,7 @@ func scimCall(t *testing.T, h *host, token, method, path, body string) map[strin
 	}
 	defer resp.Body.Close()
 	var out map[string]any
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != http.StatusOK {
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusCreated {
 		t.Fatalf("SCIM %s %s: HTTP %d %v (%v)", method, path, resp.StatusCode, out, err)
 	}
 	return out
@@ -224,8 +239,11 @@ func TestSCIMDeactivationLogin(t *testing.T) {
 		t.Fatalf("enrolment of a deactivated user's workstation: %v", err)
 	}
 	entries, err := h.ca.Server.Inventory().Audit("alice@example.com")
-	if err != nil || entries[len(entries)-1].Action != "user.disable" || entries[len(entries)-1].Actor != "scim:okta" {
-		t.Fatalf("audit: %+v %v", entries, err)
+	if err != nil || len(entries) == 0 {
+		t.Fatalf("audit of alice@example.com: %d entries, %v", len(entries), err)
+	}
+	if last := entries[len(entries)-1]; last.Action != "user.disable" || last.Actor != "scim:okta" {
+		t.Fatalf("audit: last entry %s by %s, want user.disable by scim:okta: %+v", last.Action, last.Actor, entries)
 	}
 
 	scimCall(t, h, token, "PATCH", "/Users/"+id,
@@ -237,5 +255,61 @@ func TestSCIMDeactivationLogin(t *testing.T) {
 	}
 	if out, err := h.sshd.SSHCert(t, h.knownHosts, "root", newKey, newKey+"-cert.pub"); err != nil {
 		t.Fatalf("a certificate issued after the activation is refused: %v\n%s", err, out)
+	}
+}
+
+// TestSCIMRenameLogin: the IdP renames alice asmith (Entra ID's PATCH of
+// userName; the login follows it). Her old certificate, which names
+// user:alice@example.com and login:alice, is in the KRL sshd reads within
+// seconds and refused, though the host still lets login:alice in: a new
+// hire given alice@ and alice (the IdP's next POST) is not logged in as
+// with it. Her workstation enrols again and logs in as asmith.
+func TestSCIMRenameLogin(t *testing.T) {
+	t.Parallel()
+	token, sum, err := scim.NewToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newOffboardFixture(t, func(c *caserver.Config) {
+		c.SCIM.Clients = []caserver.SCIMClient{{Name: "entra", TokenSHA256: sum}}
+	})
+	h := f.h
+	if err := os.WriteFile(h.principals, []byte("login:alice\nlogin:asmith\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	list := scimCall(t, h, token, "GET", `/Users?filter=userName%20eq%20%22alice%40example.com%22`, "")
+	res, _ := list["Resources"].([]any)
+	if len(res) != 1 {
+		t.Fatalf("userName filter: %v", list)
+	}
+	id := res[0].(map[string]any)["id"].(string)
+	u := scimCall(t, h, token, "PATCH", "/Users/"+id,
+		`{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"Replace","path":"userName","value":"asmith@example.com"}]}`)
+	if u["userName"] != "asmith@example.com" {
+		t.Fatalf("after the rename: %v", u)
+	}
+	h.waitKRL(t, "after the SCIM rename")
+	f.refused(t, f.key, "alice renamed asmith, her old certificate")
+
+	// The new hire: alice@ and the login alice are someone else's now.
+	scimCall(t, h, token, "POST", "/Users",
+		`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"alice@example.com","active":true}`)
+	if hire, err := h.ca.Server.Inventory().User("alice@example.com"); err != nil || hire.ID == id || hire.Login != "alice" {
+		t.Fatalf("the new hire: %+v %v", hire, err)
+	}
+	f.refused(t, f.key, "the new hire has alice's login, the old certificate")
+
+	newKey := filepath.Join(h.dir, "id_asmith")
+	sshdtest.Keygen(t, newKey)
+	cert, err := tryEnrollUser(t, h, f.ws, newKey)
+	if err != nil {
+		t.Fatalf("asmith's workstation enrols again: %v", err)
+	}
+	if !slices.Contains(cert.ValidPrincipals, "login:asmith") || slices.Contains(cert.ValidPrincipals, "login:alice") {
+		t.Fatalf("asmith's new certificate: principals %q", cert.ValidPrincipals)
+	}
+	if out, err := h.sshd.SSHCert(t, h.knownHosts, "root", newKey, newKey+"-cert.pub"); err != nil {
+		t.Fatalf("asmith's new certificate is refused: %v\n%s", err, out)
 	}
 }
