@@ -20,7 +20,10 @@
 //
 // The renewal, known_hosts and KRL tasks are devid-hostd's (package
 // hostd), configured for a user: the certificate is a user certificate
-// and no sshd is reloaded. status.json in the state directory is what
+// and no sshd is reloaded. When a KRL the agent fetches revokes its own
+// certificate (the CA revokes by serial the certificates naming a renamed
+// user's old email and login), it renews at once, as on SIGUSR1, rather
+// than at the scheduled renewal. status.json in the state directory is what
 // `devid-agent status` shows.
 package agentd
 
@@ -125,10 +128,33 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return hostd.TaskOptions{Registerer: reg, Log: scoped(name), Changed: st.Kick}
 	}
 	files := hostd.NewFiles()
+	// A renewal at once: asked for by SIGUSR1 (RenewNow), or when the KRL
+	// revokes the certificate in place (revokedWatch).
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	renewNow := make(chan struct{}, 1)
+	ask := func() {
+		select {
+		case renewNow <- struct{}{}:
+		default: // one asked for already
+		}
+	}
+	if d.RenewNow != nil {
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-d.RenewNow:
+					ask()
+				}
+			}
+		}()
+	}
 	cert := hostd.NewHostCertificate(hostd.HostCertificateConfig{
 		File: paths.Cert, CertType: ssh.UserCert, Key: pub,
 		Issuer: &hostd.EnrollIssuer{Client: cfg.Enrolment.Apply(enroll.New(cfg.CAURL, pool, scoped(TaskCert)), "workstation"), Type: "user", Key: key, TPM: t},
-		Files:  files, Policy: renew.Policy{Fraction: cfg.RenewFraction}, RenewNow: d.RenewNow,
+		Files:  files, Policy: renew.Policy{Fraction: cfg.RenewFraction}, RenewNow: renewNow,
 		TaskOptions: opts(TaskCert),
 	})
 	knownHosts := hostd.NewTrustedUserCAKeys(hostd.TrustedUserCAKeysConfig{
@@ -137,8 +163,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	})
 	krlClient := hostd.NewHTTPClient(pool)
 	krlClient.Timeout = 0 // the KRL request long-polls; its wait bounds it
+	revoked := &revokedWatch{file: paths.Cert, key: pub, now: time.Now, log: scoped(TaskKRL), ask: ask}
 	krl := hostd.NewRevokedKeys(hostd.RevokedKeysConfig{
-		CAURL: cfg.CAURL, HTTP: krlClient, File: paths.KRL, Files: files, TaskOptions: opts(TaskKRL),
+		CAURL: cfg.CAURL, HTTP: krlClient, File: paths.KRL, Files: files, Installed: revoked.installed, TaskOptions: opts(TaskKRL),
 	})
 	// ssh refuses every host while RevokedHostKeys names a missing file.
 	if err := krl.Prepare(); err != nil {

@@ -36,6 +36,10 @@ type RevokedKeysConfig struct {
 	// Rand draws the back-off jitter in [0, 1); default math/rand/v2's
 	// Float64.
 	Rand func() float64
+	// Installed, if set, is given every KRL the task installs, once the
+	// file holds it, and at Prepare the one in place: devid-agent checks
+	// its own certificate against it. It must not block.
+	Installed func(*krl.KRL)
 	TaskOptions
 }
 
@@ -203,6 +207,9 @@ func (k *RevokedKeys) installed() (uint64, error) {
 	}
 	k.c.Files.remember(k.c.File, b, 0o644)
 	k.publish(parsed.Version, parsed.Generated)
+	if k.c.Installed != nil {
+		k.c.Installed(parsed)
+	}
 	return parsed.Version, nil
 }
 
@@ -232,6 +239,9 @@ func (k *RevokedKeys) fetch(ctx context.Context, cur uint64, wait time.Duration)
 	}
 	k.publish(got.Version, got.Generated)
 	k.log.Info("KRL installed", "file", k.c.File, "version", got.Version, "bytes", len(got.Body))
+	if k.c.Installed != nil {
+		k.c.Installed(parsed)
+	}
 	return got.Version, nil
 }
 
