@@ -139,3 +139,39 @@ func waitFor(t testing.TB, limit time.Duration, what string, cond func() bool) {
 		}
 	}
 }
+
+// TestRevokedKeysInstalled: the Installed function is given the KRL in
+// place at Prepare, and then each KRL the task installs, decoded; not a
+// refused one.
+func TestRevokedKeysInstalled(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "revoked.krl")
+	synctest.Test(t, func(t *testing.T) {
+		ca := newSigner(t)
+		keys := &hostd.CAKeys{}
+		keys.Set([]ssh.PublicKey{ca.PublicKey()})
+		v2, _ := signedKRL(t, ca, 2)
+		if err := os.WriteFile(file, v2, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		v5, sig5 := signedKRL(t, ca, 5)
+		v4, sig4 := signedKRL(t, ca, 4)
+		srv := newFakeCA(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Query().Get("after") == "2" {
+				krldist.Serve(w, 5, time.Unix(1700000000, 0), v5, sig5)
+				return
+			}
+			krldist.Serve(w, 4, time.Unix(1600000000, 0), v4, sig4) // older: refused
+		})
+		var got []uint64
+		k := hostd.NewRevokedKeys(hostd.RevokedKeysConfig{CAURL: "https://ca.test", HTTP: &http.Client{Transport: srv}, File: file,
+			Files: hostd.NewFiles(), CAKeys: keys, Rand: func() float64 { return 0.5 },
+			Installed: func(k *krl.KRL) { got = append(got, k.Version) }})
+		if err := k.Prepare(); err != nil {
+			t.Fatal(err)
+		}
+		runFor(t, 5*time.Minute, k.Run)
+		if !slices.Equal(got, []uint64{2, 5}) {
+			t.Fatalf("Installed was given versions %v, want [2 5]", got)
+		}
+	})
+}
