@@ -9,6 +9,8 @@
 //   - every user certificate of a disabled or deleted user, by serial,
 //     and while the user is disabled, by their devices' key IDs in the
 //     user CA's section (see users.go);
+//   - every user certificate naming a renamed user's old email or login
+//     (user:EMAIL, login:LOGIN), by serial (see users.go);
 //   - single certificates, by serial (`devid cert revoke`);
 //   - when a device is brought back to active, the certificates it held
 //     before it was quarantined stay revoked: they are revoked by serial at
