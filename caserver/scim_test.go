@@ -30,6 +30,29 @@ func startSCIM(t *testing.T) (*catest.CA, string) {
 	return ca, token
 }
 
+// scimDo returns a function that sends one SCIM request to ca with token
+// and decodes its answer, failing the test on an error status.
+func scimDo(t *testing.T, ca *catest.CA, token string) func(method, path, body string) map[string]any {
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: ca.TLSConfig(nil)}, Timeout: time.Minute}
+	return func(method, path, body string) map[string]any {
+		t.Helper()
+		req, _ := http.NewRequest(method, ca.URL+"/scim/v2"+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/scim+json")
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		json.NewDecoder(resp.Body).Decode(&out)
+		if resp.StatusCode >= 300 {
+			t.Fatalf("%s %s: %d %v", method, path, resp.StatusCode, out)
+		}
+		return out
+	}
+}
+
 // TestSCIMSequences plays what Okta and Entra ID send against a real
 // devid-ca, over HTTPS, and checks what the inventory holds after: every
 // change is the SCIM client's in the audit trail, deactivation disabled
@@ -92,24 +115,7 @@ func TestSCIMSequences(t *testing.T) {
 // group:NAME, under its display name made a principal name.
 func TestSCIMGroupPrincipals(t *testing.T) {
 	ca, token := startSCIM(t)
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: ca.TLSConfig(nil)}, Timeout: time.Minute}
-	do := func(method, path, body string) map[string]any {
-		t.Helper()
-		req, _ := http.NewRequest(method, ca.URL+"/scim/v2"+path, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+token)
-		req.Header.Set("Content-Type", "application/scim+json")
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var out map[string]any
-		json.NewDecoder(resp.Body).Decode(&out)
-		if resp.StatusCode >= 300 {
-			t.Fatalf("%s %s: %d %v", method, path, resp.StatusCode, out)
-		}
-		return out
-	}
+	do := scimDo(t, ca, token)
 	u := do("POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"Alice@Example.com"}`)
 	g := do("POST", "/Groups", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"displayName":"Site Reliability (EU)","members":[{"value":"`+u["id"].(string)+`"}]}`)
 	alice, err := ca.Server.Inventory().User("alice@example.com")
@@ -127,24 +133,7 @@ func TestSCIMGroupPrincipals(t *testing.T) {
 // one the IdP itself disabled; other attributes change either way.
 func TestSCIMKeepsAdminDisable(t *testing.T) {
 	ca, token := startSCIM(t)
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: ca.TLSConfig(nil)}, Timeout: time.Minute}
-	do := func(method, path, body string) map[string]any {
-		t.Helper()
-		req, _ := http.NewRequest(method, ca.URL+"/scim/v2"+path, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+token)
-		req.Header.Set("Content-Type", "application/scim+json")
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var out map[string]any
-		json.NewDecoder(resp.Body).Decode(&out)
-		if resp.StatusCode >= 300 {
-			t.Fatalf("%s %s: %d %v", method, path, resp.StatusCode, out)
-		}
-		return out
-	}
+	do := scimDo(t, ca, token)
 	inv := ca.Server.Inventory()
 	u := do("POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"alice@example.com","active":true}`)
 	id := u["id"].(string)

@@ -82,15 +82,21 @@ func (h *Handler) listGroups(w http.ResponseWriter, r *request) error {
 
 func (h *Handler) group(id string) (*Group, error) {
 	groups, err := h.b.Groups()
+	return byID(groups, err, func(g *Group) string { return g.ID }, id, "group")
+}
+
+// byID finds the resource with this id in list (as the backend listed
+// it, with err), or says there is none: 404.
+func byID[T any](list []*T, err error, idOf func(*T) string, id, what string) (*T, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, g := range groups {
-		if g.ID == id {
-			return g, nil
+	for _, v := range list {
+		if idOf(v) == id {
+			return v, nil
 		}
 	}
-	return nil, &Error{Status: http.StatusNotFound, Detail: "no group with id " + id}
+	return nil, &Error{Status: http.StatusNotFound, Detail: "no " + what + " with id " + id}
 }
 
 func (h *Handler) getGroup(w http.ResponseWriter, r *request) error {

@@ -126,15 +126,7 @@ func (h *Handler) listUsers(w http.ResponseWriter, r *request) error {
 // user finds a user by ID.
 func (h *Handler) user(id string) (*User, error) {
 	users, err := h.b.Users()
-	if err != nil {
-		return nil, err
-	}
-	for _, u := range users {
-		if u.ID == id {
-			return u, nil
-		}
-	}
-	return nil, &Error{Status: http.StatusNotFound, Detail: "no user with id " + id}
+	return byID(users, err, func(u *User) string { return u.ID }, id, "user")
 }
 
 func (h *Handler) getUser(w http.ResponseWriter, r *request) error {
