@@ -259,9 +259,13 @@ func userCmds() []*command.Command {
 			}
 			return call(env, &c, func(cl *adminapi.Client) ([]*adminapi.User, error) { return cl.Users() }, func(users []*adminapi.User) error {
 				tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "EMAIL\tLOGIN\tGROUPS")
+				fmt.Fprintln(tw, "EMAIL\tLOGIN\tGROUPS\tSTATUS")
 				for _, u := range users {
-					fmt.Fprintf(tw, "%s\t%s\t%s\n", u.Email, u.Login, dash(strings.Join(u.Groups, ",")))
+					status := "enabled"
+					if u.Disabled {
+						status = "disabled"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", u.Email, u.Login, dash(strings.Join(u.Groups, ",")), status)
 				}
 				return tw.Flush()
 			})
