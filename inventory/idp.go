@@ -146,11 +146,8 @@ func (s *Store) CreateUser(actor string, u *User) (*User, error) {
 	if err != nil {
 		return nil, err
 	}
-	if old, ok := snap.users[nu.Email]; ok {
-		return nil, &Error{Kind: ErrConflict, Field: "email", Msg: fmt.Sprintf("user %s already exists", old.Email)}
-	}
-	if other, ok := snap.logins[nu.Login]; ok {
-		return nil, &Error{Kind: ErrConflict, Field: "login", Msg: fmt.Sprintf("login %q already belongs to %s", nu.Login, other)}
+	if ferr := snap.userFree(nu); ferr != nil {
+		return nil, ferr
 	}
 	now := s.clock()
 	c := cloneUser(u)

@@ -342,11 +342,8 @@ func (s *Store) AddUser(actor string, nu NewUser) (*User, error) {
 	if err != nil {
 		return nil, err
 	}
-	if old, ok := snap.users[nu.Email]; ok {
-		return nil, &Error{Kind: ErrConflict, Field: "email", Msg: fmt.Sprintf("user %s already exists", old.Email)}
-	}
-	if other, ok := snap.logins[nu.Login]; ok {
-		return nil, &Error{Kind: ErrConflict, Field: "login", Msg: fmt.Sprintf("login %q already belongs to %s", nu.Login, other)}
+	if ferr := snap.userFree(nu); ferr != nil {
+		return nil, ferr
 	}
 	now := s.clock()
 	u := &User{Email: nu.Email, Login: nu.Login, Groups: nu.Groups, Created: now, Updated: now}
@@ -498,6 +495,17 @@ func (s *Store) snapshot() (*snapshot, error) {
 		snap.logins[u.Login] = u.Email
 	}
 	return snap, nil
+}
+
+// userFree checks that a new user's email and login are no one's yet.
+func (snap *snapshot) userFree(nu NewUser) *Error {
+	if old, ok := snap.users[nu.Email]; ok {
+		return &Error{Kind: ErrConflict, Field: "email", Msg: fmt.Sprintf("user %s already exists", old.Email)}
+	}
+	if other, ok := snap.logins[nu.Login]; ok {
+		return &Error{Kind: ErrConflict, Field: "login", Msg: fmt.Sprintf("login %q already belongs to %s", nu.Login, other)}
+	}
+	return nil
 }
 
 // checkRefs checks that a device's name is free (but for the device itself,
