@@ -36,8 +36,9 @@ var layers = []struct {
 	{"composition", []string{"caserver", "caserver/adminhttp"}},
 	// Harnesses: what tests (and the demo) start.
 	{"harnesses", []string{"tpm/swtpmtest", "caserver/catest", "internal/sshdtest", "internal/clitest", "internal/gobuild", "sshagent/sshagenttest", "agentd/agenttest", "scim/scimtest"}},
-	// Top: the commands, packaging checks, this package.
-	{"top", []string{"cmd/...", "packaging/...", "internal/depcheck", "hostd/e2e", "agentd/e2e"}},
+	// Top: the commands, packaging checks, this package, the end-to-end
+	// tests (caserver/stepcli: step's CLI against devid-ca).
+	{"top", []string{"cmd/...", "packaging/...", "internal/depcheck", "hostd/e2e", "agentd/e2e", "caserver/stepcli"}},
 }
 
 // layerOf returns the index of pkg's layer (a path inside the module), or
