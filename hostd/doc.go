@@ -11,7 +11,10 @@
 //     certificate meanwhile. A new certificate is written atomically and
 //     checked with `sshd -t` (SSHD); if sshd refuses it the old file is
 //     put back (none on a new host), Watch keeps guarding only the last
-//     good one, and sshd is not reloaded. It renews at once when the
+//     good one, and sshd is not reloaded. sshd is reloaded after every
+//     new certificate (OpenSSH 9.8 and later read it only then); a failed
+//     reload is retried at the failure back-off, without a new
+//     certificate, until sshd reloads. It renews at once when the
 //     configured principals differ from the certificate's, or when asked
 //     (SIGUSR1, `devid-hostd renew`).
 //   - TrustedUserCAKeys fetches the CA's SSH user CA keys (/ssh/roots) and

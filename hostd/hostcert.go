@@ -120,10 +120,14 @@ type HostCertificateConfig struct {
 // has expired. A new certificate is written atomically and checked with
 // `sshd -t`; if sshd refuses it the old file is put back (none on a new
 // host), Watch keeps guarding only the last good one, and sshd is not
-// reloaded. It renews at once when principals are configured and differ
-// from the certificate's, or when asked (RenewNow). With none configured
-// it asks for none, and the CA gives the names the inventory has for the
-// device.
+// reloaded. sshd is reloaded after every new certificate; a reload that
+// fails is retried at the failure back-off, without a new certificate,
+// until one succeeds: OpenSSH 9.8 and later read the host certificate only
+// when sshd starts or reloads, so until then sshd offers the previous
+// certificate. It renews at once when principals are configured and
+// differ from the certificate's, or when asked (RenewNow). With none
+// configured it asks for none, and the CA gives the names the inventory
+// has for the device.
 type HostCertificate struct {
 	c   HostCertificateConfig
 	log *slog.Logger
@@ -131,6 +135,13 @@ type HostCertificate struct {
 
 	certNotBefore, certNotAfter, nextRenewal, deviceCertNotAfter prometheus.Gauge
 	renewals, attestations, reloads                              *prometheus.CounterVec
+
+	// A reload of sshd that failed after a new certificate was written is
+	// retried at the failure back-off until one succeeds (retryReload).
+	// Run's goroutine alone uses these.
+	reloadFailures int
+	reloadAt       time.Time
+	reloadErr      error
 
 	mu sync.Mutex
 	st *CertStatus
@@ -210,6 +221,15 @@ func (t *HostCertificate) Run(ctx context.Context) error {
 				d.Wait = w
 			}
 		}
+		if !d.Renew && t.reloadFailures > 0 {
+			if !now.Before(t.reloadAt) {
+				t.retryReload(ctx)
+				continue
+			}
+			if w := t.reloadAt.Sub(now); w < d.Wait {
+				d.Wait = w
+			}
+		}
 		if !d.Renew {
 			select {
 			case <-ctx.Done():
@@ -239,6 +259,9 @@ func (t *HostCertificate) Run(ctx context.Context) error {
 		st = t.state(cert, t.c.Now())
 		t.renewals.WithLabelValues("success").Inc()
 		t.h.ok()
+		if t.reloadFailures > 0 {
+			t.h.fail(t.reloadErr)
+		}
 		next := t.publish(cert, st)
 		t.log.Info("certificate renewed", "type", certType(cert), "serial", cert.Serial, "principals", cert.ValidPrincipals,
 			"not_after", st.NotAfter, "next_renewal", next)
@@ -381,14 +404,41 @@ func (t *HostCertificate) install(ctx context.Context, cert *ssh.Certificate) er
 		t.reloads.WithLabelValues("check_failed").Inc()
 		return fmt.Errorf("sshd refused its configuration with the new certificate; old file put back, sshd not reloaded: %w", err)
 	}
+	t.reload(ctx)
+	return nil
+}
+
+// reload asks sshd to reload after a new certificate was written. A
+// failure is counted and the reload retried later (see retryReload): the
+// new certificate stays in place either way.
+func (t *HostCertificate) reload(ctx context.Context) error {
 	if err := t.c.SSHD.Reload(ctx); err != nil {
 		t.reloads.WithLabelValues("failure").Inc()
-		t.log.Error("sshd reload failed; the new certificate is in place", "err", err)
-		return nil
+		t.reloadFailures++
+		t.reloadAt = t.c.Now().Add(t.c.Policy.Backoff(t.reloadFailures, t.c.Rand()))
+		t.reloadErr = fmt.Errorf("sshd reload %d failed, retrying at %s; the new certificate %s is in place, but sshd (OpenSSH 9.8 and later) offers the previous one until it reloads: %w",
+			t.reloadFailures, t.reloadAt.Format(time.RFC3339), t.c.File, err)
+		return t.reloadErr
 	}
 	t.reloads.WithLabelValues("success").Inc()
 	t.c.Reloads.Add(1)
+	t.reloadFailures, t.reloadAt, t.reloadErr = 0, time.Time{}, nil
 	return nil
+}
+
+// retryReload retries a failed reload of sshd, and records the result in
+// the task's health.
+func (t *HostCertificate) retryReload(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if err := t.reload(ctx); err != nil {
+		if ctx.Err() == nil {
+			t.h.fail(err)
+		}
+		return
+	}
+	t.log.Info("sshd reloaded after earlier failures: it offers the new certificate", "file", t.c.File)
+	t.h.ok()
 }
 
 // HostPublicKey returns the host key's public half, from HostKey.pub, or
