@@ -233,6 +233,9 @@ func (p *Policy) SSH(req *webhook.RequestBody) (*SSHData, error) {
 		if err != nil {
 			return nil, err
 		}
+		if err := checkPrincipals(d, "host", pr); err != nil {
+			return nil, err
+		}
 		p.log.Info("SSH host certificate allowed", "device", id, "name", d.Name, "principals", pr, "key", keyWay, "collection", d.Collection)
 		return &SSHData{KeyID: id, Principals: pr}, nil
 	}
@@ -243,8 +246,26 @@ func (p *Policy) SSH(req *webhook.RequestBody) (*SSHData, error) {
 	if tpmKey {
 		pr = append(pr, PrincipalTPM)
 	}
+	if err := checkPrincipals(d, "user", pr); err != nil {
+		return nil, err
+	}
 	p.log.Info("SSH user certificate allowed", "device", id, "name", d.Name, "principals", pr, "key", keyWay, "collection", d.Collection)
 	return &SSHData{KeyID: id, Principals: pr}, nil
+}
+
+// checkPrincipals refuses an SSH certificate with no principals, or with
+// an empty one: the last check before step-ca signs, whatever decided
+// them. OpenSSH before 10.3 takes a host certificate without principals as
+// valid for every host name, and a user certificate without them as valid
+// for every account an authorized_keys cert-authority line without
+// principals= lets in (both seen with 9.2); 10.3 matches such a
+// certificate to nothing.
+func checkPrincipals(d *inventory.Device, certType string, pr []string) error {
+	if len(pr) == 0 || slices.Contains(pr, "") {
+		return deny("device %s: refusing an SSH %s certificate with no principals or an empty one (%q): "+
+			"OpenSSH before 10.3 would take it as valid for any name", d.Name, certType, pr)
+	}
+	return nil
 }
 
 // deviceKey reports whether sshKey (SSH wire format) is the device
