@@ -16,7 +16,9 @@
 //     devid's inventory knows by its EK; the certificate chains to
 //     devid's root, names the device, is for the TPM key step made, and
 //     authorises an SSH host certificate for that key; `step ssh
-//     check-host` then knows the host; a quarantined device is refused.
+//     check-host` then knows the host; a quarantined device is refused;
+//   - `step ssh renew` finds no SSHPOP provisioner: hosts renew by
+//     attesting again.
 //
 // It holds tests only. Without swtpm the attestation test skips, and fails
 // when CI=true.

@@ -435,3 +435,48 @@ func TestDeviceAttest(t *testing.T) {
 		t.Fatal("step wrote a certificate for a quarantined device")
 	}
 }
+
+// TestSSHRenewNotOffered: `step ssh renew` needs an SSHPOP provisioner,
+// which devid-ca does not configure: a host renews by attesting again
+// (devid-hostd), never by presenting its old certificate.
+func TestSSHRenewNotOffered(t *testing.T) {
+	ca := catest.Start(t, nil)
+	s := newStep(t)
+	s.bootstrap(t, ca)
+	caKey, err := pemutil.Read(filepath.Join(ca.Dir, "secrets", "ssh_host_ca.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	caSigner, err := ssh.NewSignerFromKey(caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := ssh.NewPublicKey(k.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	cert := &ssh.Certificate{Key: pub, Serial: 7, CertType: ssh.HostCert, KeyId: "urn:ek:sha256:x", ValidPrincipals: []string{"web-1"},
+		ValidAfter: uint64(now.Add(-time.Minute).Unix()), ValidBefore: uint64(now.Add(time.Hour).Unix())}
+	if err := cert.SignCert(rand.Reader, caSigner); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	keyFile, certFile := filepath.Join(dir, "ssh_host_ecdsa_key"), filepath.Join(dir, "ssh_host_ecdsa_key-cert.pub")
+	if _, err := pemutil.Serialize(k, pemutil.ToFile(keyFile, 0o600)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(certFile, ssh.MarshalAuthorizedKey(cert), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// step looks for an SSHPOP provisioner among devid-ca's (an X5C and
+	// an ACME one) and finds none.
+	_, _, err = s.run("ssh", "renew", "--force", certFile, keyFile)
+	if err == nil || !strings.Contains(err.Error(), "the CA does not have any provisioner configured") {
+		t.Fatalf("step ssh renew: %v, want no SSHPOP provisioner found", err)
+	}
+}
