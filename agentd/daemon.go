@@ -42,6 +42,7 @@ import (
 	"github.com/devid-ssh/devid/enroll"
 	"github.com/devid-ssh/devid/hostd"
 	"github.com/devid-ssh/devid/internal/atomicfile"
+	"github.com/devid-ssh/devid/internal/buildinfo/buildmetrics"
 	"github.com/devid-ssh/devid/internal/statusfile"
 	"github.com/devid-ssh/devid/internal/task"
 	"github.com/devid-ssh/devid/renew"
@@ -124,6 +125,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	st := statusfile.New[*Status](filepath.Join(cfg.StateDir, "status.json"), d.Log)
 	scoped := func(name string) *slog.Logger { return d.Log.With("task", name) }
 	reg := prometheus.NewRegistry() // the tasks' metrics; a user agent exports none
+	reg.MustRegister(buildmetrics.Collector("devid-agent"))
 	opts := func(name string) hostd.TaskOptions {
 		return hostd.TaskOptions{Registerer: reg, Log: scoped(name), Changed: st.Kick}
 	}

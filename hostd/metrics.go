@@ -7,26 +7,21 @@ import (
 	"net"
 	"net/http"
 	"regexp"
-	"runtime"
 	"slices"
 	"time"
 
+	"github.com/devid-ssh/devid/internal/buildinfo/buildmetrics"
 	"github.com/devid-ssh/devid/internal/task"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Version is devid-hostd's version, set by the build.
-var Version = "dev"
-
-// NewRegistry returns a private registry holding devid_build_info. Each
-// task registers its own metrics (prefix devid_) on it; times are Unix
-// seconds, 0 meaning never.
+// NewRegistry returns a private registry holding devid_build_info
+// (package buildmetrics). Each task registers its own metrics (prefix
+// devid_) on it; times are Unix seconds, 0 meaning never.
 func NewRegistry() *prometheus.Registry {
 	r := prometheus.NewRegistry()
-	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "devid_build_info", Help: "devid-hostd's version."}, []string{"version", "goversion"})
-	info.WithLabelValues(Version, runtime.Version()).Set(1)
-	r.MustRegister(info)
+	r.MustRegister(buildmetrics.Collector("devid-hostd"))
 	return r
 }
 

@@ -74,7 +74,12 @@ type Command struct {
 // Run dispatches args through root and returns the exit code. Errors are
 // printed as "prog: error" on stderr.
 func Run(root *Command, env *Env, args []string) int {
-	err := run(root, root.Name, env, args)
+	var err error
+	if len(root.Sub) > 0 && len(args) > 0 && args[0] == "--version" {
+		err = printVersion(root.Name, env, args[1:])
+	} else {
+		err = run(root, root.Name, env, args)
+	}
 	var ue *UsageError
 	var ee *ExitCodeError
 	switch {
@@ -147,6 +152,9 @@ func printSubs(c *Command, path string, w io.Writer) {
 		fmt.Fprintf(w, "  %-12s %s\n", s.Name, s.Summary)
 	}
 	fmt.Fprintf(w, "\nRun '%s COMMAND --help' for a command's flags.\n", path)
+	if !strings.Contains(path, " ") {
+		fmt.Fprintf(w, "'%s --version [--json]' prints the version.\n", path)
+	}
 }
 
 // ParseInterleaved parses flags that may come before, between or after

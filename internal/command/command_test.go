@@ -75,3 +75,30 @@ func TestRunExitCodes(t *testing.T) {
 		t.Errorf("error not printed: %q", errb.String())
 	}
 }
+
+func TestRunVersion(t *testing.T) {
+	root := &Command{Name: "prog", Sub: []*Command{{Name: "do", Run: func(*Env, []string) error { return nil }}}}
+	for _, c := range []struct {
+		args       []string
+		code       int
+		out, errIn string
+	}{
+		{[]string{"--version"}, ExitOK, "prog ", ""},
+		{[]string{"--version", "--json"}, ExitOK, `{"program":"prog","version":`, ""},
+		{[]string{"--version", "x"}, ExitUsage, "", "prog: --version takes no arguments but --json, got: x\n"},
+		{[]string{"--help"}, ExitOK, "'prog --version [--json]' prints the version.", ""},
+	} {
+		var out, errb bytes.Buffer
+		code := Run(root, &Env{Stdout: &out, Stderr: &errb}, c.args)
+		if code != c.code || !strings.Contains(out.String(), c.out) || errb.String() != c.errIn {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q", c.args, code, out.String(), errb.String())
+		}
+	}
+	// A command that does not dispatch parses --version as a flag: not
+	// one it has.
+	var errb bytes.Buffer
+	leaf := &Command{Name: "leaf", Run: func(*Env, []string) error { return nil }}
+	if code := Run(leaf, &Env{Stdout: &bytes.Buffer{}, Stderr: &errb}, []string{"--version"}); code != ExitUsage {
+		t.Errorf("leaf --version: exit %d, stderr %q", code, errb.String())
+	}
+}

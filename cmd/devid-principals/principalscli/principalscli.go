@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/devid-ssh/devid/internal/buildinfo"
 	"github.com/devid-ssh/devid/internal/command"
 	"github.com/devid-ssh/devid/principals"
 )
@@ -42,7 +43,8 @@ journalctl -t devid-principals), or on standard error without syslog.
   check     check a policy file: exit 0 if it parses, 1 with its errors
   explain   say why a login with a certificate file would be allowed or denied
 
-Run 'devid-principals COMMAND --help' for a command's flags.
+Run 'devid-principals COMMAND --help' for a command's flags;
+'devid-principals --version' prints the version.
 `
 
 // Main runs devid-principals with args and returns its exit code.
@@ -58,6 +60,11 @@ func Main(args []string, env *command.Env) int {
 		case "-h", "-help", "--help", "help":
 			if len(args) == 1 {
 				io.WriteString(env.Stdout, usage)
+				return command.ExitOK
+			}
+		case "--version":
+			if len(args) == 1 {
+				buildinfo.Print(env.Stdout, name, false)
 				return command.ExitOK
 			}
 		case "check":
