@@ -3,14 +3,21 @@ GO      ?= go
 BIN     := bin
 CMDS    := $(notdir $(wildcard cmd/*))
 GOFLAGS ?= -trimpath
+# The version from git (packaging/pkgversion), set in every binary by the
+# linker: `PROG --version`, devid_build_info. Empty outside a git checkout.
+LDFLAGS = $(shell $(GO) run ./packaging/version -ldflags 2>/dev/null)
 
-.PHONY: all build test demo lint bench clean
+.PHONY: all build test demo lint bench clean packages
 
 all: build
 
 ## build: build every command into bin/
 build:
-	$(GO) build $(GOFLAGS) -o $(BIN)/ ./cmd/...
+	$(GO) build $(GOFLAGS) -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
+
+## packages: .deb and .rpm packages of devid, devid-ca, devid-host and devid-agent into dist/ (packaging/README.md)
+packages:
+	$(GO) run ./packaging/mkpackages -out dist
 
 ## test: every test: unit, script and end-to-end (needs swtpm and OpenSSH; see .ci/run)
 test: lint
@@ -43,4 +50,4 @@ lint:
 	$(GO) vet ./...
 
 clean:
-	rm -rf $(BIN) .demo
+	rm -rf $(BIN) .demo dist
