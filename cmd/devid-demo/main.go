@@ -21,7 +21,7 @@ func main() {
 	version := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
 	if *version {
-		buildinfo.Print(os.Stdout, "devid-demo", false)
+		buildinfo.Print(os.Stdout, "devid-demo")
 		return
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -36,7 +36,7 @@ func TestGet(t *testing.T) {
 
 func TestPrint(t *testing.T) {
 	var b bytes.Buffer
-	if err := Print(&b, "devid-hostd", false); err != nil {
+	if err := Print(&b, "devid-hostd"); err != nil {
 		t.Fatal(err)
 	}
 	want := Get("devid-hostd").String() + "\n"
@@ -47,7 +47,7 @@ func TestPrint(t *testing.T) {
 		t.Errorf("String: %q", i.String())
 	}
 	b.Reset()
-	if err := Print(&b, "devid", true); err != nil {
+	if err := PrintJSON(&b, "devid"); err != nil {
 		t.Fatal(err)
 	}
 	var got map[string]string
@@ -56,5 +56,29 @@ func TestPrint(t *testing.T) {
 	}
 	if got["program"] != "devid" || got["version"] == "" || got["goVersion"] != runtime.Version() || len(got) != 4 {
 		t.Errorf("json: %q", b.String())
+	}
+}
+
+// TestJSON: the hand-made JSON is what encoding/json reads back, whatever
+// the strings hold.
+func TestJSON(t *testing.T) {
+	for _, s := range []string{"", "0.13.0+5.gabc", `q"b\\s`, "ctl\x00\x1f\n\t", "é…\u2028\u2029", "bad\xff\xfe", "<&>"} {
+		in := Info{Program: s, Version: s + "v", Revision: "r" + s, GoVersion: s}
+		var out Info
+		if err := json.Unmarshal([]byte(in.json()), &out); err != nil {
+			t.Errorf("%q: %v: %s", s, err, in.json())
+			continue
+		}
+		var want Info // as encoding/json encodes and decodes it
+		b, _ := json.Marshal(in)
+		if err := json.Unmarshal(b, &want); err != nil {
+			t.Fatal(err)
+		}
+		if out != want {
+			t.Errorf("%q: read back %+v, want %+v", s, out, want)
+		}
+	}
+	if got, want := (Info{"p", "1", "", "go1"}).json(), `{"program":"p","version":"1","revision":"","goVersion":"go1"}`; got != want {
+		t.Errorf("json: %s, want %s", got, want)
 	}
 }

@@ -18,5 +18,8 @@ func printVersion(prog string, env *Env, args []string) error {
 	default:
 		return Usagef("--version takes no arguments but --json, got: %s", strings.Join(args, " "))
 	}
-	return buildinfo.Print(env.Stdout, prog, asJSON)
+	if asJSON {
+		return buildinfo.PrintJSON(env.Stdout, prog)
+	}
+	return buildinfo.Print(env.Stdout, prog)
 }

@@ -64,7 +64,7 @@ func Main(args []string, env *command.Env) int {
 			}
 		case "--version":
 			if len(args) == 1 {
-				buildinfo.Print(env.Stdout, name, false)
+				buildinfo.Print(env.Stdout, name)
 				return command.ExitOK
 			}
 		case "check":
