@@ -22,6 +22,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/devid-ssh/devid/packaging/pkgversion"
@@ -139,6 +140,7 @@ func Build(ctx context.Context, o Options) ([]Artifact, error) {
 	}
 	logf("built in %.1fs", time.Since(start).Seconds())
 
+	start = time.Now()
 	gen := filepath.Join(work, "gen")
 	for _, name := range progs {
 		if err := generateDocs(ctx, filepath.Join(bin, name), gen, programByName(name), v); err != nil {
@@ -146,20 +148,40 @@ func Build(ctx context.Context, o Options) ([]Artifact, error) {
 		}
 	}
 
+	logf("manual pages and completions in %.1fs", time.Since(start).Seconds())
 	if err := os.MkdirAll(o.Out, 0o755); err != nil {
 		return nil, err
 	}
-	var out []Artifact
+	// Pack in parallel, one package per core: compressing is most of it.
+	start = time.Now()
+	type job struct {
+		d      pkgDef
+		format string
+	}
+	var jobs []job
 	for _, d := range defs {
 		for _, f := range formats {
-			a, err := pack(d, f, o, v, bin, gen)
-			if err != nil {
-				return nil, err
-			}
-			logf("%s", a.Path)
-			out = append(out, a)
+			jobs = append(jobs, job{d, f})
 		}
 	}
+	out := make([]Artifact, len(jobs))
+	errs := make([]error, len(jobs))
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	var wg sync.WaitGroup
+	for i, j := range jobs {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			if ctx.Err() == nil {
+				out[i], errs[i] = pack(j.d, j.format, o, v, bin, gen)
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(append(errs, ctx.Err())...); err != nil {
+		return nil, err
+	}
+	logf("packed %d packages in %.1fs", len(out), time.Since(start).Seconds())
 	return out, nil
 }
 
@@ -285,7 +307,7 @@ func pack(d pkgDef, format string, o Options, v pkgversion.Version, bin, gen str
 			Recommends: subst(d.Recommends),
 			Suggests:   subst(d.Suggests),
 			Contents:   contents,
-			RPM:        nfpm.RPM{Summary: summary, Group: "System Environment/Daemons", Compression: "zstd"},
+			RPM:        nfpm.RPM{Summary: summary, Group: "System Environment/Daemons", Compression: "zstd", BuildHost: "devid-pkgbuild"},
 			Deb:        nfpm.Deb{Compression: "zstd"},
 		},
 	}

@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/devid-ssh/devid/packaging/pkgversion"
@@ -145,6 +146,7 @@ func TestPackages(t *testing.T) {
 			t.Errorf("devid-principals: %q", got)
 		}
 	})
+	t.Run("sysusers-tmpfiles", func(t *testing.T) { checkSysusersTmpfiles(t, root) })
 	t.Run("scripts", func(t *testing.T) {
 		for _, p := range scripted {
 			checkScripts(t, filepath.Join(repo, "packaging", "scripts", p), p)
@@ -437,6 +439,61 @@ func checkManPages(t *testing.T, root, version string) {
 		if !regexp.MustCompile(`^` + regexp.QuoteMeta(strings.ToUpper(p.Name)+fmt.Sprintf("(%d)", p.Section)) + ` .* NAME ` +
 			regexp.QuoteMeta(p.Name+" - "+p.Summary) + ` SYNOPSIS ` + regexp.QuoteMeta(p.Name) + ` .* DESCRIPTION .* EXIT STATUS .* SEE ALSO `).MatchString(flat) {
 			t.Errorf("%s rendered:\n%s", file, text)
+		}
+	}
+}
+
+// checkSysusersTmpfiles applies the packages' sysusers.d and tmpfiles.d
+// files with systemd's own tools to the unpacked tree (--root), as the
+// postinst scripts apply them, and checks the accounts and directories.
+func checkSysusersTmpfiles(t *testing.T, root string) {
+	sysusers := tool(t, "systemd-sysusers", "systemd")
+	tmpfiles := tool(t, "systemd-tmpfiles", "systemd")
+	if os.Getuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("systemd-tmpfiles needs root to give directories their owners, and CI=true")
+		}
+		t.Skip("systemd-tmpfiles needs root to give directories their owners")
+	}
+	run(t, sysusers, "--root="+root, "devid-host.conf", "devid-ca.conf")
+	passwd, err := os.ReadFile(filepath.Join(root, "etc/passwd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	uids := map[string]int{}
+	for _, l := range strings.Split(strings.TrimSpace(string(passwd)), "\n") {
+		f := strings.Split(l, ":")
+		if len(f) != 7 {
+			t.Fatalf("passwd: %q", l)
+		}
+		var uid int
+		fmt.Sscan(f[2], &uid)
+		uids[f[0]] = uid
+		if w := map[string]string{"devid-principals": "/", "devid-ca": "/var/lib/devid-ca"}[f[0]]; f[5] != w || f[6] != "/usr/sbin/nologin" || uid == 0 || uid >= 1000 {
+			t.Errorf("passwd: %q: want a system account (uid under 1000) at home in %q, shell /usr/sbin/nologin", l, w)
+		}
+	}
+	if len(uids) != 2 {
+		t.Errorf("passwd:\n%s\nwant devid-principals and devid-ca", passwd)
+	}
+	run(t, tmpfiles, "--root="+root, "--create", "devid-host.conf", "devid-ca.conf")
+	for _, d := range []struct {
+		path     string
+		mode     os.FileMode
+		uid, gid string
+	}{
+		{"etc/devid", 0o755, "", ""},
+		{"var/lib/devid-ca", 0o700, "devid-ca", "devid-ca"},
+		{"etc/devid-ca", 0o750, "", "devid-ca"},
+	} {
+		st, err := os.Stat(filepath.Join(root, d.path))
+		if err != nil {
+			t.Error(err)
+			continue
+		}
+		sys := st.Sys().(*syscall.Stat_t)
+		if !st.IsDir() || st.Mode().Perm() != d.mode || int(sys.Uid) != uids[d.uid] || int(sys.Gid) != uids[d.gid] {
+			t.Errorf("/%s: %v uid %d gid %d, want a directory %v of %q:%q", d.path, st.Mode(), sys.Uid, sys.Gid, d.mode, d.uid, d.gid)
 		}
 	}
 }
