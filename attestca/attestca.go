@@ -98,6 +98,8 @@ type Config struct {
 	AKCertLifetime time.Duration
 	Now            func() time.Time // default time.Now
 	Log            *slog.Logger     // required
+	// Observer, if set, hears of every attestation served: for metrics.
+	Observer Observer
 }
 
 // DefaultAKCertLifetime is the default lifetime of AK certificates: a year.
@@ -149,6 +151,9 @@ var (
 type Error struct {
 	Kind error
 	Msg  string
+	// Reason is the refusal's kind for metrics, one of the Reason
+	// constants (observe.go); "" is ReasonInvalid or ReasonRefused by Kind.
+	Reason string
 }
 
 func (e *Error) Error() string { return "attestca: " + e.Msg }
@@ -261,7 +266,7 @@ func (ca *CA) ekPublic(req *AttestRequest) (crypto.PublicKey, error) {
 	}
 	if ca.cfg.EKRoots != nil {
 		if ekCert == nil {
-			return nil, refused("an EK certificate is required (manufacturer roots are configured)")
+			return nil, withReason(ReasonEKCertificate, refused("an EK certificate is required (manufacturer roots are configured)"))
 		}
 		inter := x509.NewCertPool()
 		if ca.cfg.EKIntermediates != nil {
@@ -273,7 +278,7 @@ func (ca *CA) ekPublic(req *AttestRequest) (crypto.PublicKey, error) {
 			}
 		}
 		if _, err := tpm.VerifyEKCertificate(ekCert, x509.VerifyOptions{Roots: ca.cfg.EKRoots, Intermediates: inter, CurrentTime: ca.cfg.Now()}); err != nil {
-			return nil, refused("EK certificate does not chain to a configured manufacturer root: %v", err)
+			return nil, withReason(ReasonEKCertificate, refused("EK certificate does not chain to a configured manufacturer root: %v", err))
 		}
 	}
 	return ekPub, nil
@@ -291,7 +296,7 @@ func (ca *CA) checkDevice(id string) error {
 	var nu *inventory.NotUsableError
 	switch {
 	case errors.As(err, &nu):
-		return &Error{Kind: ErrRefused, Msg: nu.Error()}
+		return &Error{Kind: ErrRefused, Msg: nu.Error(), Reason: nu.Reason()}
 	case err != nil:
 		return fmt.Errorf("attestca: inventory: %w", err)
 	}
@@ -308,7 +313,7 @@ func (ca *CA) Secret(req *SecretRequest) (*SecretResponse, error) {
 	sum := sha256.Sum256(req.Secret)
 	old, err := ca.db.Get(pendingTable, sum[:])
 	if database.IsErrNotFound(err) {
-		return nil, refused("wrong secret, or its attestation expired: start again with /attest")
+		return nil, withReason(ReasonSecret, refused("wrong secret, or its attestation expired: start again with /attest"))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("attestca: read pending attestation: %w", err)
@@ -318,16 +323,16 @@ func (ca *CA) Secret(req *SecretRequest) (*SecretResponse, error) {
 		return nil, fmt.Errorf("attestca: decode pending attestation: %w", err)
 	}
 	if subtle.ConstantTimeCompare(rec.SecretHash, sum[:]) != 1 {
-		return nil, refused("wrong secret")
+		return nil, withReason(ReasonSecret, refused("wrong secret"))
 	}
 	switch {
 	case rec.Used:
-		return nil, refused("device %s: this secret was already used: start again with /attest", rec.DeviceID)
+		return nil, withReason(ReasonSecret, refused("device %s: this secret was already used: start again with /attest", rec.DeviceID))
 	case !now.Before(rec.Expires):
 		ca.db.Del(pendingTable, sum[:])
-		return nil, refused("device %s: the attestation expired at %s: start again with /attest", rec.DeviceID, rec.Expires.Format(time.RFC3339))
+		return nil, withReason(ReasonSecret, refused("device %s: the attestation expired at %s: start again with /attest", rec.DeviceID, rec.Expires.Format(time.RFC3339)))
 	case req.DeviceID != "" && req.DeviceID != rec.DeviceID:
-		return nil, refused("this secret belongs to another device's attestation, not %s's", req.DeviceID)
+		return nil, withReason(ReasonSecret, refused("this secret belongs to another device's attestation, not %s's", req.DeviceID))
 	}
 	used := rec
 	used.Used = true
@@ -335,7 +340,7 @@ func (ca *CA) Secret(req *SecretRequest) (*SecretResponse, error) {
 	if _, swapped, err := ca.db.CmpAndSwap(pendingTable, sum[:], old, nb); err != nil {
 		return nil, fmt.Errorf("attestca: use pending attestation: %w", err)
 	} else if !swapped {
-		return nil, refused("device %s: this secret was already used: start again with /attest", rec.DeviceID)
+		return nil, withReason(ReasonSecret, refused("device %s: this secret was already used: start again with /attest", rec.DeviceID))
 	}
 	if err := ca.bindEnrolment(&rec); err != nil {
 		return nil, err

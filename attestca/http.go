@@ -32,6 +32,7 @@ func (ca *CA) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "not found"})
 		return
 	}
+	ca.observe(r.URL.Path, err)
 	var ae *Error
 	switch {
 	case err == nil:

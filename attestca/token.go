@@ -114,7 +114,7 @@ func tokenRefusal(id string, err error) error {
 		if errors.Is(err, inventory.ErrInvalid) {
 			return invalid("device %s: %s", id, ie.Msg)
 		}
-		return refused("device %s: %s", id, ie.Msg)
+		return withReason(ReasonToken, refused("device %s: %s", id, ie.Msg))
 	}
 	return fmt.Errorf("attestca: inventory: %w", err)
 }

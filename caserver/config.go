@@ -20,6 +20,12 @@ type Config struct {
 	Version int `json:"version"`
 	// Address to listen on for HTTPS, host:port. Default ":8443".
 	Address string `json:"address"`
+	// MetricsAddress is where Prometheus metrics are served, in plain
+	// HTTP at /metrics, host:port: a listener of its own, never the HTTPS
+	// one. Empty (the default): no metrics listener. `devid-ca init` and
+	// the packaged service use 127.0.0.1:9751, loopback only (devid-hostd's
+	// is 9750).
+	MetricsAddress string `json:"metricsAddress,omitempty"`
 	// DNSNames (and IP addresses) in the CA's TLS certificate: the names
 	// clients use in the CA URL. At least one.
 	DNSNames []string `json:"dnsNames"`
@@ -209,6 +215,9 @@ func (c *Config) check(file string) error {
 		}
 	}
 	if err := CheckAddress(c.Address); err != nil {
+		return fmt.Errorf("devid-ca config: %s: %w", file, err)
+	}
+	if err := checkMetricsAddress(c.MetricsAddress, c.Address); err != nil {
 		return fmt.Errorf("devid-ca config: %s: %w", file, err)
 	}
 	switch c.DB.Type {

@@ -25,12 +25,15 @@ import (
 
 // InitOptions says how to create a new CA.
 type InitOptions struct {
-	Dir       string    // created if missing; must not hold a CA already
-	Name      string    // CA name, in certificate subjects; default "devid"
-	DNSNames  []string  // names in the CA URL; at least one
-	Address   string    // listen address; default ":8443"
-	AdminName string    // the first admin; default "admin"
-	Now       time.Time // the clock
+	Dir      string   // created if missing; must not hold a CA already
+	Name     string   // CA name, in certificate subjects; default "devid"
+	DNSNames []string // names in the CA URL; at least one
+	Address  string   // listen address; default ":8443"
+	// MetricsAddress is the metrics listener's address (Config.MetricsAddress);
+	// empty for none.
+	MetricsAddress string
+	AdminName      string    // the first admin; default "admin"
+	Now            time.Time // the clock
 }
 
 // InitResult says what Init created.
@@ -71,6 +74,9 @@ func Init(opts InitOptions) (*InitResult, error) {
 	}
 	if err := CheckAddress(opts.Address); err != nil {
 		return nil, fmt.Errorf("devid-ca init: --%w", err)
+	}
+	if err := checkMetricsAddress(opts.MetricsAddress, opts.Address); err != nil {
+		return nil, fmt.Errorf("devid-ca init: --metrics-address: %w", err)
 	}
 	for _, n := range opts.DNSNames {
 		if err := CheckDNSName(n); err != nil {
@@ -128,7 +134,7 @@ func Init(opts InitOptions) (*InitResult, error) {
 	w.write("admin/"+opts.AdminName+".key", keyPEM, 0o600)
 
 	cfg := Config{
-		Version: ConfigVersion, Address: opts.Address, DNSNames: opts.DNSNames,
+		Version: ConfigVersion, Address: opts.Address, MetricsAddress: opts.MetricsAddress, DNSNames: opts.DNSNames,
 		Root: "certs/root_ca.crt", Intermediate: "certs/intermediate_ca.crt", IntermediateKey: "secrets/intermediate_ca.key",
 		SSHHostKey: "secrets/ssh_host_ca.key", SSHUserKey: "secrets/ssh_user_ca.key", AdminRoot: "certs/admin_ca.crt",
 		DB:          DBConfig{Type: "bbolt", DataSource: "db/devid.db"},

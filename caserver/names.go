@@ -69,3 +69,21 @@ func CheckDNSName(name string) error {
 	}
 	return nil
 }
+
+// checkMetricsAddress checks Config.MetricsAddress: empty, or a listen
+// address (CheckAddress) whose port is not the HTTPS listener's on an
+// overlapping host, so that /metrics is never on the HTTPS listener.
+func checkMetricsAddress(metrics, https string) error {
+	if metrics == "" {
+		return nil
+	}
+	if err := CheckAddress(metrics); err != nil {
+		return fmt.Errorf("metricsAddress: %w", err)
+	}
+	mh, mp, _ := net.SplitHostPort(metrics)
+	hh, hp, _ := net.SplitHostPort(https)
+	if mp == hp && (mh == "" || hh == "" || mh == hh) {
+		return fmt.Errorf("metricsAddress %q: the HTTPS address %q has this port: metrics need a listener of their own", metrics, https)
+	}
+	return nil
+}

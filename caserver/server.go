@@ -116,6 +116,8 @@ type Server struct {
 	acmeDB    acme.DB
 	linker    acme.Linker
 	scimH     http.Handler // the SCIM service; nil when off
+	metrics   *Metrics
+	db        nosql.DB // the store, as step-ca opened it (backup.go, Healthy)
 }
 
 // New opens the store and builds the CA from cfg.
@@ -123,7 +125,7 @@ func New(cfg *Config, opts Options) (*Server, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	s := &Server{cfg: cfg, log: opts.Logger, now: opts.Now}
+	s := &Server{cfg: cfg, log: opts.Logger, now: opts.Now, metrics: newMetrics()}
 	var err error
 	if s.root, err = readCert(cfg.path(cfg.Root)); err != nil {
 		return nil, err
@@ -149,7 +151,8 @@ func New(cfg *Config, opts Options) (*Server, error) {
 		s.policy.ServeHTTP(w, r)
 	})}
 	authorityInit.Lock()
-	s.auth, err = authority.New(stepCfg, authority.WithQuietInit(), authority.WithWebhookClient(webhooks))
+	s.auth, err = authority.New(stepCfg, authority.WithQuietInit(), authority.WithWebhookClient(webhooks),
+		authority.WithMeter(meter{s.metrics}))
 	authorityInit.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("devid-ca: step-ca authority: %w", err)
@@ -164,15 +167,20 @@ func New(cfg *Config, opts Options) (*Server, error) {
 
 // open opens devid's parts of the store and the Attestation CA.
 func (s *Server) open(opts Options) error {
-	ndb, ok := s.auth.GetDatabase().(nosql.DB)
+	raw, ok := s.auth.GetDatabase().(nosql.DB)
 	if !ok {
 		return errors.New("devid-ca: the store is not a nosql database")
 	}
+	s.db = raw
+	// devid's packages and ACME use the store through a wrapper that
+	// counts its errors (devid_ca_store_errors_total).
+	var ndb nosql.DB = countingDB{DB: raw, failed: func(op string) { s.metrics.storeErrors.WithLabelValues(op).Inc() }}
 	var err error
 	if s.inv, err = inventory.Open(ndb, opts.Now); err != nil {
 		return fmt.Errorf("devid-ca: %w", err)
 	}
 	s.policy = issuance.New(s.inv, s.whSecret, s.log)
+	s.policy.Observe(s.metrics)
 	c := s.cfg
 	attCert, err := readCert(c.path(c.Attestation.Cert))
 	if err != nil {
@@ -187,7 +195,7 @@ func (s *Server) open(opts Options) error {
 		return fmt.Errorf("devid-ca: %s is not a signing key", c.Attestation.Key)
 	}
 	acfg := attestca.Config{Cert: attCert, Signer: signer, SecretTTL: c.Attestation.SecretTTL.Duration,
-		AKCertLifetime: c.Attestation.AKCertLifetime.Duration, Now: opts.Now, Log: s.log}
+		AKCertLifetime: c.Attestation.AKCertLifetime.Duration, Now: opts.Now, Log: s.log, Observer: attestObserver{s.metrics}}
 	if c.Attestation.EKRoots != "" {
 		certs, err := pemutil.ReadCertificateBundle(c.path(c.Attestation.EKRoots))
 		if err != nil {
@@ -224,6 +232,9 @@ func (s *Server) open(opts Options) error {
 		dns += ":" + port
 	}
 	s.linker = acme.NewLinker(dns, "acme")
+	s.metrics.state.setSources(s.revoke, map[string]*x509.Certificate{
+		"root": s.root, "intermediate": s.auth.GetIntermediateCertificate(), "attestation": attCert, "admin_root": s.adminRoot,
+	})
 	return nil
 }
 
@@ -333,6 +344,8 @@ func (s *Server) routes() http.Handler {
 	// a client certificate. chi routes a static path before a wildcard,
 	// whatever the order; TestPublicRoutes checks it.
 	mux.Handle(krldist.Path, s.revoke)
+	// Admins only (serveBackup checks), routed on its own like the KRL.
+	mux.Handle(adminapi.BackupPath, http.HandlerFunc(s.serveBackup))
 	mux.Handle(adminapi.Prefix+"*", adminhttp.NewHandler(s.inv, s.revoke, s.adminRoot, s.log))
 	mux.Handle(wire.AttestationPath+"/*", s.attest)
 	if s.scimH != nil {
@@ -358,7 +371,7 @@ func (s *Server) routes() http.Handler {
 	// before step-ca's ACME server sees the challenge (package
 	// issuance/tpmkey).
 	h = tpmkey.Guard(h, s.log)
-	return s.accessLog(s.limitBody(h))
+	return s.observeHTTP(s.accessLog(s.limitBody(h)))
 }
 
 // krlMaxWait is the longest a KRL long-poll may wait (revocation's ?wait=
@@ -487,6 +500,7 @@ func (s *Server) TLSConfig() (*tls.Config, error) {
 		return nil, fmt.Errorf("devid-ca: TLS renewer: %w", err)
 	}
 	s.renewer.Run()
+	s.metrics.state.setTLS(s.renewer.GetCertificateForCA)
 	pool := x509.NewCertPool()
 	for _, c := range s.auth.GetRootCertificates() {
 		pool.AddCert(c)
@@ -515,13 +529,36 @@ func (s *Server) TLSConfig() (*tls.Config, error) {
 // a backoff; a failure of the HTTPS server itself ends Serve with its
 // error. ready, if not nil, is called once the listener serves.
 func (s *Server) Serve(ctx context.Context, ln net.Listener, ready func()) error {
+	return s.ServeWith(ctx, ServeOptions{HTTPS: ln, Ready: ready})
+}
+
+// ServeOptions are what ServeWith serves on, and whom it tells.
+type ServeOptions struct {
+	// HTTPS is the listener of the CA's API. Required.
+	HTTPS net.Listener
+	// Metrics, if not nil, is the listener of /metrics (plain HTTP; see
+	// Config.MetricsAddress).
+	Metrics net.Listener
+	// Ready, if not nil, is called once every listener serves.
+	Ready func()
+	// Watchdog, if not nil, runs as the task "watchdog" until its context
+	// ends, with the server's health check (Healthy): devid-ca passes
+	// sdnotify.Watchdog, which pings systemd while the check passes.
+	Watchdog func(ctx context.Context, log *slog.Logger, healthy func(context.Context) error)
+}
+
+// ServeWith is Serve with a metrics listener and a watchdog.
+func (s *Server) ServeWith(ctx context.Context, o ServeOptions) error {
 	tc, err := s.TLSConfig()
 	if err != nil {
 		return err
 	}
 	r := task.Runner{Log: s.log}
-	return r.Run(ctx, s.tasks(ln, tc, ready)...)
+	return r.Run(ctx, s.tasks(o, tc)...)
 }
+
+// Metrics are the server's metrics.
+func (s *Server) Metrics() *Metrics { return s.metrics }
 
 // Close stops the TLS renewer and closes the store.
 func (s *Server) Close() error {

@@ -31,9 +31,29 @@ const shutdownTimeout = 10 * time.Second
 //     database publish (revocation.Store.Watch).
 //   - quarantine-lift: activates the devices whose temporary quarantine
 //     ended (see liftQuarantines).
-func (s *Server) tasks(ln net.Listener, tc *tls.Config, ready func()) []task.Task {
-	return []task.Task{
-		&httpsTask{s: s, log: s.log.With("task", "https"), ln: ln, tc: tc, ready: ready},
+//   - metrics: /metrics on o.Metrics, if set (metricsTask). A failure is
+//     fatal, as for https.
+//   - watchdog: o.Watchdog with Healthy, if set.
+//
+// o.Ready is called once https and metrics both serve.
+func (s *Server) tasks(o ServeOptions, tc *tls.Config) []task.Task {
+	ready := o.Ready
+	if ready != nil && o.Metrics != nil {
+		ready = countdown(2, ready)
+	}
+	var extra []task.Task
+	if o.Metrics != nil {
+		extra = append(extra, &metricsTask{s: s, log: s.log.With("task", "metrics"), ln: o.Metrics, ready: ready})
+	}
+	if o.Watchdog != nil {
+		log := s.log.With("task", "watchdog")
+		extra = append(extra, task.Func("watchdog", func(ctx context.Context) error {
+			o.Watchdog(ctx, log, s.Healthy)
+			return ctx.Err()
+		}))
+	}
+	return append([]task.Task{
+		&httpsTask{s: s, log: s.log.With("task", "https"), ln: o.HTTPS, tc: tc, ready: ready},
 		task.Func("krl-rebuild", func(ctx context.Context) error {
 			return rebuildKRL(ctx, s.revoke, s.log.With("task", "krl-rebuild"), krlRebuildEvery)
 		}),
@@ -41,7 +61,7 @@ func (s *Server) tasks(ln net.Listener, tc *tls.Config, ready func()) []task.Tas
 		task.Func("quarantine-lift", func(ctx context.Context) error {
 			return liftQuarantines(ctx, s.inv, s.now, s.log.With("task", "quarantine-lift"), quarantinePoll)
 		}),
-	}
+	}, extra...)
 }
 
 // httpsTask serves HTTPS on a listener until ctx is done, then shuts the

@@ -17,9 +17,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/devid-ssh/devid/enroll"
 	"github.com/devid-ssh/devid/internal/atomicfile"
+	"github.com/devid-ssh/devid/internal/sdnotify"
 	"github.com/devid-ssh/devid/internal/statusfile"
 	"github.com/devid-ssh/devid/internal/task"
 	"github.com/devid-ssh/devid/renew"
@@ -49,13 +49,9 @@ func newPinnedClient(roots *x509.CertPool) *http.Client {
 	}}
 }
 
-// notify sends a systemd notification. SdNotify(false, …) keeps
-// NOTIFY_SOCKET for the later RELOADING and STOPPING messages.
-func notify(log *slog.Logger, state string) {
-	if _, err := daemon.SdNotify(false, state); err != nil {
-		log.Warn("systemd notification failed", "state", state, "err", err)
-	}
-}
+// notify sends a systemd notification (package sdnotify keeps
+// NOTIFY_SOCKET for the later RELOADING and STOPPING messages).
+func notify(log *slog.Logger, state string) { sdnotify.Notify(log, state) }
 
 // Daemon runs devid-hostd's tasks from a configuration file, and runs them
 // again with the new configuration on SIGHUP or when the file changes.
@@ -146,7 +142,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			var why string
 			select {
 			case <-ctx.Done():
-				notify(d.Log, daemon.SdNotifyStopping+"\nSTATUS=stopping")
+				notify(d.Log, sdnotify.Stopping+"\nSTATUS=stopping")
 				cancel()
 				return <-errc
 			case err := <-errc:
@@ -179,7 +175,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 					continue
 				}
 			}
-			notify(d.Log, daemon.SdNotifyReloading)
+			notify(d.Log, sdnotify.Reloading)
 			d.Log.Info("reloading configuration", "reason", why, "file", d.ConfigFile)
 			cancel()
 			if err := <-errc; err != nil {
@@ -336,7 +332,7 @@ func (d *Daemon) runOnce(ctx context.Context, cfg *Config, configChanged func(),
 	st.Written = func(s *StatusData) {
 		if s.HostCert != nil && s.UserCA > 0 {
 			readyOnce.Do(func() {
-				notify(d.Log, daemon.SdNotifyReady+"\nSTATUS=host certificate and user CA keys in place; keeping them current")
+				notify(d.Log, sdnotify.Ready+"\nSTATUS=host certificate and user CA keys in place; keeping them current")
 			})
 		}
 	}
@@ -350,24 +346,13 @@ func (d *Daemon) registry() *prometheus.Registry { return d.Registry }
 
 // watchdog pings systemd at half of WATCHDOG_USEC, if set.
 func (d *Daemon) watchdog(ctx context.Context) func() {
-	interval, err := daemon.SdWatchdogEnabled(false)
-	if err != nil || interval == 0 {
-		return func() {}
-	}
 	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
 	go func() {
-		t := time.NewTicker(interval / 2)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				notify(d.Log, daemon.SdNotifyWatchdog)
-			}
-		}
+		defer close(done)
+		sdnotify.Watchdog(ctx, d.Log, nil)
 	}()
-	return cancel
+	return func() { cancel(); <-done }
 }
 
 // removeStale removes the temporary files interrupted writes left in the

@@ -106,9 +106,10 @@ const (
 
 // Policy answers step-ca's webhooks.
 type Policy struct {
-	inv    Inventory
-	secret []byte // HMAC key step-ca signs webhook requests with
-	log    *slog.Logger
+	inv      Inventory
+	secret   []byte // HMAC key step-ca signs webhook requests with
+	log      *slog.Logger
+	observer Observer // nil: none (see Observe)
 }
 
 // New returns a Policy. secret is the webhook secret configured on the
@@ -123,12 +124,18 @@ type SSHData struct {
 	Principals []string `json:"principals"`
 }
 
-// Denied is a refusal with the reason the requester is shown.
-type Denied struct{ Msg string }
+// Denied is a refusal with the reason the requester is shown (Msg) and its
+// kind, one of the Reason constants (reasons.go), for metrics.
+type Denied struct {
+	Msg    string
+	Reason string
+}
 
 func (e *Denied) Error() string { return e.Msg }
 
-func deny(format string, args ...any) error { return &Denied{Msg: fmt.Sprintf(format, args...)} }
+func deny(reason, format string, args ...any) error {
+	return &Denied{Msg: fmt.Sprintf(format, args...), Reason: reason}
+}
 
 // ServeHTTP answers a webhook request from step-ca.
 func (p *Policy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -156,7 +163,7 @@ func (p *Policy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case PathDevice:
 		err = p.DeviceCertificate(&req)
 	default:
-		err = deny("the device provisioner issues SSH certificates only")
+		err = deny(ReasonX509NotAllowed, "the device provisioner issues SSH certificates only")
 	}
 	resp := webhook.ResponseBody{Allow: err == nil, Data: data}
 	var d *Denied
@@ -165,9 +172,11 @@ func (p *Policy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case errors.As(err, &d):
 		resp.Error = &webhook.Error{Code: "forbidden", Message: d.Msg}
 		p.log.Warn("issuance refused", "webhook", r.URL.Path, "reason", d.Msg)
+		p.refused(r.URL.Path, &req, d.Reason)
 	default:
 		p.log.Error("issuance check failed", "webhook", r.URL.Path, "err", err)
 		resp.Error = &webhook.Error{Code: "internal", Message: "devid-ca could not check the device; see its log"}
+		p.refused(r.URL.Path, &req, ReasonError)
 	}
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(resp)
@@ -177,12 +186,12 @@ func (p *Policy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // (inventory.CheckUsable).
 func (p *Policy) activeDevice(id string) (*inventory.Device, error) {
 	if !deviceid.Valid(id) {
-		return nil, deny("%q is not a device ID", id)
+		return nil, deny(ReasonBadDeviceCertificate, "%q is not a device ID", id)
 	}
 	d, err := inventory.CheckUsable(p.inv, id)
 	var nu *inventory.NotUsableError
 	if errors.As(err, &nu) {
-		return nil, &Denied{Msg: nu.Error()}
+		return nil, &Denied{Msg: nu.Error(), Reason: nu.Reason()}
 	}
 	return d, err
 }
@@ -190,11 +199,11 @@ func (p *Policy) activeDevice(id string) (*inventory.Device, error) {
 // SSH decides an SSH certificate request made with a device certificate.
 func (p *Policy) SSH(req *webhook.RequestBody) (*SSHData, error) {
 	if req.X5CCertificate == nil || req.SSHCertificateRequest == nil {
-		return nil, deny("an SSH certificate needs a device certificate")
+		return nil, deny(ReasonNoDeviceCertificate, "an SSH certificate needs a device certificate")
 	}
 	cert, err := x509.ParseCertificate(req.X5CCertificate.Raw)
 	if err != nil {
-		return nil, deny("device certificate: %v", err)
+		return nil, deny(ReasonBadDeviceCertificate, "device certificate: %v", err)
 	}
 	id, err := DeviceIDOf(cert)
 	if err != nil {
@@ -208,7 +217,7 @@ func (p *Policy) SSH(req *webhook.RequestBody) (*SSHData, error) {
 	switch {
 	case sr.Type == "host" && d.Kind == inventory.KindHost, sr.Type == "user" && d.Kind == inventory.KindWorkstation:
 	default:
-		return nil, deny("device %s is a %s: it may not have an SSH %s certificate", d.Name, d.Kind, sr.Type)
+		return nil, deny(ReasonWrongKind, "device %s is a %s: it may not have an SSH %s certificate", d.Name, d.Kind, sr.Type)
 	}
 	coll := inventory.DefaultCollection("")
 	if d.Collection != "" {
@@ -224,7 +233,7 @@ func (p *Policy) SSH(req *webhook.RequestBody) (*SSHData, error) {
 			if coll.Name == "" {
 				where = fmt.Sprintf("device %s is in no collection, and only a collection may allow file keys", d.Name)
 			}
-			return nil, deny("%s%s; only keys that live in the device's TPM are signed (%s)", NotTPMResident, why, where)
+			return nil, deny(ReasonFileKey, "%s%s; only keys that live in the device's TPM are signed (%s)", NotTPMResident, why, where)
 		}
 		keyWay = "file"
 	}
@@ -310,7 +319,7 @@ func hostPrincipals(d *inventory.Device, coll *inventory.Collection, asked []str
 			}
 		}
 		if len(out) == 0 {
-			return nil, deny("device %s: the request names no host names and the inventory has none to give (its name is not a host name and it has no exact host names): "+
+			return nil, deny(ReasonHostName, "device %s: the request names no host names and the inventory has none to give (its name is not a host name and it has no exact host names): "+
 				"give the device host names (devid device add --host-names, or an import's hostnames column), or ask for names its collection allows", d.Name)
 		}
 		return out, nil
@@ -324,7 +333,7 @@ func hostPrincipals(d *inventory.Device, coll *inventory.Collection, asked []str
 			if list == "" {
 				list = "none"
 			}
-			return nil, deny("device %s: host name %q is not allowed (allowed: %s)", d.Name, pr, list)
+			return nil, deny(ReasonHostName, "device %s: host name %q is not allowed (allowed: %s)", d.Name, pr, list)
 		}
 	}
 	return asked, nil
@@ -352,7 +361,7 @@ func (p *Policy) userPrincipals(d *inventory.Device) ([]string, error) {
 // DeviceCertificate decides a device certificate after device-attest-01.
 func (p *Policy) DeviceCertificate(req *webhook.RequestBody) error {
 	if req.AttestationData == nil || req.AttestationData.PermanentIdentifier == "" {
-		return deny("a device certificate needs a TPM attestation (device-attest-01)")
+		return deny(ReasonNoDeviceCertificate, "a device certificate needs a TPM attestation (device-attest-01)")
 	}
 	d, err := p.activeDevice(req.AttestationData.PermanentIdentifier)
 	if err != nil {
@@ -367,14 +376,14 @@ func (p *Policy) DeviceCertificate(req *webhook.RequestBody) error {
 func DeviceIDOf(cert *x509.Certificate) (string, error) {
 	sans, err := x509util.ParseSubjectAlternativeNames(cert)
 	if err != nil {
-		return "", deny("device certificate: %v", err)
+		return "", deny(ReasonBadDeviceCertificate, "device certificate: %v", err)
 	}
 	var ids []string
 	for _, pi := range sans.PermanentIdentifiers {
 		ids = append(ids, pi.Identifier)
 	}
 	if len(ids) != 1 || !deviceid.Valid(ids[0]) {
-		return "", deny("the certificate does not name exactly one device (permanent identifiers: %q)", ids)
+		return "", deny(ReasonBadDeviceCertificate, "the certificate does not name exactly one device (permanent identifiers: %q)", ids)
 	}
 	return ids[0], nil
 }

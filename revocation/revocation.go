@@ -194,8 +194,10 @@ type Store struct {
 	db  database.DB
 	inv Inventory
 
-	rebuilding sync.Mutex  // one rebuild at a time in this process
-	behind     atomic.Bool // the last rebuild failed: a change may not be published
+	rebuilding  sync.Mutex   // one rebuild at a time in this process
+	behind      atomic.Bool  // the last rebuild failed: a change may not be published
+	lastRebuild atomic.Int64 // when a rebuild last succeeded, Unix nanoseconds (see Stats)
+	waiting     atomic.Int64 // long-polls waiting in ServeHTTP (see Stats)
 
 	mu      sync.Mutex
 	current *Published    // the newest version this instance has seen
@@ -633,6 +635,9 @@ func (s *Store) Rebuild() error {
 	defer s.rebuilding.Unlock()
 	err := s.rebuild()
 	s.behind.Store(err != nil)
+	if err == nil {
+		s.lastRebuild.Store(s.cfg.Now().UnixNano())
+	}
 	return err
 }
 
@@ -874,7 +879,9 @@ func (s *Store) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), wait)
 	defer cancel()
+	s.waiting.Add(1)
 	p := s.Wait(ctx, after)
+	s.waiting.Add(-1)
 	if p == nil {
 		w.WriteHeader(http.StatusNotModified)
 		return

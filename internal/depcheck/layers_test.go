@@ -20,7 +20,7 @@ var layers = []struct {
 	// but each other. adminapi and attestca/wire are the wire formats both
 	// sides of a connection share.
 	{"ground", []string{
-		"internal/atomicfile", "internal/buildinfo", "internal/buildinfo/buildmetrics", "internal/conffile", "internal/fakeclock", "internal/command", "internal/sshdrun", "internal/task", "internal/procstat", "internal/statusfile",
+		"internal/atomicfile", "internal/buildinfo", "internal/buildinfo/buildmetrics", "internal/conffile", "internal/fakeclock", "internal/command", "internal/sshdrun", "internal/task", "internal/procstat", "internal/statusfile", "internal/sdnotify", "internal/storebackup",
 		"deviceid/idform", "attestca/wire", "adminapi", "enroltoken", "krl", "renew", "sshagent",
 	}},
 	// Leaves: device identity, the TPM, the principals policy, the KRL's

@@ -20,6 +20,7 @@ import (
 	"github.com/devid-ssh/devid/caserver"
 	"github.com/devid-ssh/devid/internal/atomicfile"
 	"github.com/devid-ssh/devid/internal/command"
+	"github.com/devid-ssh/devid/internal/sdnotify"
 	"go.step.sm/crypto/pemutil"
 )
 
@@ -33,7 +34,7 @@ func root() *command.Command {
 	return &command.Command{
 		Name:    "devid-ca",
 		Summary: "devid-ca is devid's CA: device inventory and SSH certificates, built on step-ca.",
-		Sub:     []*command.Command{initCmd(), serveCmd(), {Name: "admin", Summary: "admin certificates", Sub: []*command.Command{adminIssueCmd()}}, scimTokenCmd()},
+		Sub:     []*command.Command{initCmd(), serveCmd(), {Name: "admin", Summary: "admin certificates", Sub: []*command.Command{adminIssueCmd()}}, scimTokenCmd(), restoreCmd()},
 	}
 }
 
@@ -42,11 +43,12 @@ func initCmd() *command.Command {
 	var dns string
 	return &command.Command{
 		Name: "init", Summary: "create a new CA: root, intermediate, SSH CA keys, admin CA and certificate, config file",
-		Usage: "--dir DIR [--dns NAMES] [--address HOST:PORT] [--name NAME] [--admin NAME]",
+		Usage: "--dir DIR [--dns NAMES] [--address HOST:PORT] [--metrics-address HOST:PORT] [--name NAME] [--admin NAME]",
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&o.Dir, "dir", "", "directory for the CA (required; must not hold a CA)")
 			fs.StringVar(&dns, "dns", "", "comma-separated DNS names (RFC 1123) and IP addresses clients use to reach the CA (default: this host's name, localhost, 127.0.0.1)")
 			fs.StringVar(&o.Address, "address", ":8443", "address to listen on, HOST:PORT or :PORT (port 1-65535)")
+			fs.StringVar(&o.MetricsAddress, "metrics-address", "", "address of the Prometheus metrics listener (plain HTTP, /metrics), e.g. 127.0.0.1:9751 (default: none)")
 			fs.StringVar(&o.Name, "name", "devid", "CA name, in certificate subjects")
 			fs.StringVar(&o.AdminName, "admin", "admin", "name of the first admin")
 		},
@@ -103,7 +105,7 @@ func portSuffix(addr string) string {
 func serveCmd() *command.Command {
 	var cfgFile string
 	return &command.Command{
-		Name: "serve", Summary: "serve the CA over HTTPS until SIGINT or SIGTERM", Usage: "--config FILE",
+		Name: "serve", Summary: "serve the CA over HTTPS (and metrics, if configured) until SIGINT or SIGTERM", Usage: "--config FILE",
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&cfgFile, "config", "", "config file written by devid-ca init (required)")
 		},
@@ -119,22 +121,53 @@ func serveCmd() *command.Command {
 				return err
 			}
 			log := newLogger(env, cfg.Log)
-			srv, err := caserver.New(cfg, caserver.Options{Logger: log})
-			if err != nil {
-				return err
-			}
-			defer srv.Close()
-			ln, err := net.Listen("tcp", cfg.Address)
-			if err != nil {
-				return fmt.Errorf("listen on %s: %w", cfg.Address, err)
-			}
-			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-			defer stop()
-			err = srv.Serve(ctx, ln, nil)
-			log.Info("devid-ca stopped")
-			return err
+			return serve(cfg, log)
 		},
 	}
+}
+
+// serve runs the CA as a systemd Type=notify service (outside systemd the
+// notifications are no-ops): READY=1 once the store is open and the HTTPS
+// and metrics listeners serve; watchdog pings while the store answers
+// (WatchdogSec=); STOPPING=1 when SIGTERM or SIGINT starts the shutdown.
+func serve(cfg *caserver.Config, log *slog.Logger) error {
+	sdnotify.Notify(log, "STATUS=opening the store")
+	srv, err := caserver.New(cfg, caserver.Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	o := caserver.ServeOptions{}
+	if o.HTTPS, err = net.Listen("tcp", cfg.Address); err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Address, err)
+	}
+	status := "serving HTTPS on " + o.HTTPS.Addr().String()
+	if cfg.MetricsAddress != "" {
+		if o.Metrics, err = net.Listen("tcp", cfg.MetricsAddress); err != nil {
+			o.HTTPS.Close()
+			return fmt.Errorf("metricsAddress: listen on %s: %w", cfg.MetricsAddress, err)
+		}
+		status += ", metrics on http://" + o.Metrics.Addr().String() + "/metrics"
+	}
+	o.Ready = func() { sdnotify.Notify(log, sdnotify.Ready+"\nSTATUS="+status) }
+	if sdnotify.WatchdogInterval() > 0 {
+		o.Watchdog = sdnotify.Watchdog
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	// STOPPING=1 as the shutdown starts; sent before Serve returns, so
+	// that it is not lost with the process.
+	stopping := make(chan struct{})
+	notStarted := context.AfterFunc(ctx, func() {
+		defer close(stopping)
+		sdnotify.Notify(log, sdnotify.Stopping+"\nSTATUS=stopping")
+	})
+	err = srv.ServeWith(ctx, o)
+	if !notStarted() {
+		<-stopping
+	}
+	log.Info("devid-ca stopped")
+	return err
 }
 
 func newLogger(env *command.Env, c caserver.LogConfig) *slog.Logger {

@@ -38,6 +38,7 @@ func root() *command.Command {
 			enrollCmd(),
 			{Name: "tpm", Summary: "read this machine's TPM: its endorsement keys, device ID, and how to register it", Sub: tpmCmds()},
 			krlCmd(),
+			backupCmd(),
 		},
 	}
 }
