@@ -51,7 +51,7 @@ func newMetrics() *Metrics {
 		}, []string{"type", "kind"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "devid_ca_certificates_refused_total",
-			Help: "Certificate requests refused, by type (ssh, x509), kind (host, user, device, other, unknown) and reason (devid's issuance policy's, or step_ca when step-ca refused before asking it).",
+			Help: "Certificate requests refused, by type (ssh, x509), kind (host, user, device, other, unknown) and reason (devid's issuance policy's, or step_ca when step-ca refused to sign after accepting the token). A token step-ca refuses shows only in the request codes of devid_ca_http_request_duration_seconds.",
 		}, []string{"type", "kind", "reason"}),
 		attestations: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "devid_ca_attestations_total",
@@ -71,7 +71,7 @@ func newMetrics() *Metrics {
 			Name: "devid_ca_store_errors_total",
 			Help: "Store operations that failed (not-found answers aside), by operation: devid's tables and ACME's, and health (the watchdog's check).",
 		}, []string{"op"}),
-		state: &stateCollector{},
+		state: newStateCollector(),
 	}
 	m.reg.MustRegister(m.collectors()...)
 	// TODO(coordinator): register internal/buildinfo.Collector here
@@ -190,7 +190,7 @@ func newStateCollector() *stateCollector {
 	c := &stateCollector{}
 	c.krlVersion = d("devid_ca_krl_version", "Version of the KRL served (GET /devid/v1/krl).")
 	c.krlBytes = d("devid_ca_krl_bytes", "Size of the KRL served, in bytes.")
-	c.krlEntries = d("devid_ca_krl_entries", "Entries in the KRL served: revoked key IDs (devices) and serials.")
+	c.krlEntries = d("devid_ca_krl_entries", "Entries in the KRL served: revoked key IDs (a device's is in the host and the user CA's sections) and serials.")
 	c.krlGenerated = d("devid_ca_krl_generated_seconds", "When the KRL served was generated (it changes only when what is revoked changes).")
 	c.krlRebuild = d("devid_ca_krl_last_rebuild_seconds",
 		"When this devid-ca last rebuilt the KRL successfully (on every change, and every 10 minutes); 0: never since it started.")
