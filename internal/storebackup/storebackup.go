@@ -4,8 +4,8 @@
 //
 //   - WriteTo writes a consistent snapshot from an open database: bbolt's
 //     own Tx.WriteTo in a read transaction, which writers do not wait for.
-//   - Check opens a file read-only and checks it is a bbolt database whose
-//     pages are consistent (Tx.Check) and which holds devid-ca's tables.
+//   - Check opens a file read-only and checks it is a bbolt database which
+//     holds devid-ca's tables, every key of which can be read.
 //   - Lock takes the lock bbolt takes on a database file it opens for
 //     writing (flock), so that a store a devid-ca serves from is refused,
 //     and none can open it until the lock is released; Install then puts a
@@ -20,6 +20,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -59,12 +60,19 @@ func WriteTo(db *bolt.DB, w io.Writer, size func(int64)) (int64, error) {
 // Info describes a store Check read.
 type Info struct {
 	Size    int64          // bytes
-	Entries map[string]int // entries of each of Tables()
+	Entries map[string]int // keys of each table
 }
 
-// Check opens file read-only and checks that it is a bbolt database, that
-// its pages are consistent, and that it holds every one of Tables(). It waits
-// at most a few seconds for a database another process holds for writing.
+// Check checks that file is a bbolt database that holds every one of
+// Tables(), every key of which can be read. It waits at most a few seconds
+// for a database another process holds for writing.
+//
+// bbolt trusts the pages it reads: a damaged one makes it panic, read past
+// its memory map, or loop forever. So Check first checks, in plain Go, that
+// the pages bbolt will walk form trees within the file (checkPages), then
+// has bbolt read every key in a goroutine of its own, with panics and
+// faults turned into errors (recover, debug.SetPanicOnFault); not with
+// bbolt's Tx.Check, whose own goroutine would crash the program.
 func Check(file string) (*Info, error) {
 	st, err := os.Stat(file)
 	if err != nil {
@@ -73,31 +81,51 @@ func Check(file string) (*Info, error) {
 	if !st.Mode().IsRegular() {
 		return nil, fmt.Errorf("storebackup: %s is not a regular file", file)
 	}
+	type result struct {
+		info *Info
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		defer func() {
+			if v := recover(); v != nil {
+				done <- result{err: fmt.Errorf("storebackup: %s is a damaged bbolt database: %v", file, v)}
+			}
+		}()
+		debug.SetPanicOnFault(true)
+		info, err := check(file)
+		done <- result{info, err}
+	}()
+	r := <-done
+	if r.err != nil {
+		return nil, r.err
+	}
+	r.info.Size = st.Size()
+	return r.info, nil
+}
+
+func check(file string) (*Info, error) {
+	if err := checkPages(file); err != nil {
+		return nil, fmt.Errorf("storebackup: %s is not a bbolt database devid-ca can read: %w", file, err)
+	}
 	db, err := bolt.Open(file, 0, &bolt.Options{ReadOnly: true, Timeout: 5 * time.Second})
 	if err != nil {
 		return nil, fmt.Errorf("storebackup: %s is not a bbolt database devid-ca can read: %w", file, err)
 	}
 	defer db.Close()
-	info := &Info{Size: st.Size(), Entries: map[string]int{}}
+	info := &Info{Entries: map[string]int{}}
 	err = db.View(func(tx *bolt.Tx) error {
-		var errs []error
-		for e := range tx.Check() {
-			errs = append(errs, e)
-			if len(errs) == 10 {
-				break
-			}
-		}
-		if len(errs) > 0 {
-			return fmt.Errorf("inconsistent pages: %w", errors.Join(errs...))
-		}
 		for _, t := range Tables() {
-			b := tx.Bucket([]byte(t))
-			if b == nil {
+			if tx.Bucket([]byte(t)) == nil {
 				return fmt.Errorf("no table %s: not a devid-ca store", t)
 			}
-			info.Entries[t] = b.Stats().KeyN
 		}
-		return nil
+		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+			n := 0
+			err := b.ForEach(func(k, v []byte) error { n++; return nil })
+			info.Entries[string(name)] = n
+			return err
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("storebackup: %s: %w", file, err)
