@@ -9,6 +9,9 @@
 //     host's ssh.service beside both (no ordering cycle), with
 //     systemd-analyze verify; packaging/user/devid-agent.{socket,service}
 //     with systemd-analyze --user verify;
+//   - packaging/devid-ca.service with systemd-analyze (verify; security,
+//     at most 2.5) and against devid-ca itself (its config file's name in
+//     the state directory, a default port that needs no capability);
 //   - packaging/hostd.json.example against the unit and the sshd snippet:
 //     the paths in the three files must agree;
 //   - contrib/sshd_config.d/devid.conf with the real sshd (sshd -t, sshd -T),
@@ -17,13 +20,17 @@
 //   - contrib/prometheus/devid-hostd.rules.yml with promtool check rules and
 //     the unit tests in devid-hostd.rules_test.yml with promtool test rules,
 //     and both against the metric names devid-hostd's own registry holds;
+//   - contrib/prometheus/devid-ca.rules.yml likewise, against the names
+//     devid-ca's registry holds (caserver.MetricNames);
+//   - contrib/grafana/devid-fleet.json: every metric its panels' PromQL
+//     names is one devid-hostd or devid-ca exports;
 //   - README.md's host set-up block, run as written (TestREADMEHostSetup) by
 //     bash as root against a real devid-ca and a software TPM, in a private
 //     mount namespace whose /etc, /usr and /var are overlays in the test's
 //     directory and whose systemctl is the test binary (which makes
 //     devid-hostd.socket's socket and passes it to devid-hostd), then a
 //     login to the sshd it set up, which signs with the TPM host key;
-//   - contrib/README.md's alert table against the rules file.
+//   - contrib/README.md's alert tables against the rules files.
 //
 // A test whose tool is missing skips, or fails when the environment has
 // CI=true. The Debian packages are systemd, util-linux, openssh-server,

@@ -66,6 +66,13 @@ type ruleTests struct {
 
 func readAlertRules(t *testing.T) []alertRule {
 	t.Helper()
+	return readAlertRulesFile(t, rulesPath)
+}
+
+// readAlertRulesFile reads the alert rules of a rules file, given relative
+// to the repository's root.
+func readAlertRulesFile(t *testing.T, rulesPath string) []alertRule {
+	t.Helper()
 	var f struct {
 		Groups []struct {
 			Name  string      `yaml:"name"`
@@ -161,17 +168,39 @@ func TestAlertRulesContent(t *testing.T) {
 // readmeAlertRow is a row of contrib/README.md's alert table.
 var readmeAlertRow = regexp.MustCompile(`(?m)^\| (Devid[A-Za-z]+) \| ([a-z]+) \|`)
 
+// caRulesHeading starts contrib/README.md's section on devid-ca's rules,
+// after devid-hostd's.
+const caRulesHeading = "### devid-ca.rules.yml"
+
+// readmeAlerts returns the alerts of contrib/README.md's alert table in
+// devid-hostd's section (caRules false) or devid-ca's: "NAME SEVERITY".
+func readmeAlerts(t *testing.T, caRules bool) []string {
+	t.Helper()
+	text := readRepoFile(t, "contrib/README.md")
+	hostdPart, caPart, ok := strings.Cut(text, "\n"+caRulesHeading+"\n")
+	if !ok {
+		t.Fatalf("contrib/README.md has no heading %q", caRulesHeading)
+	}
+	part := hostdPart
+	if caRules {
+		part = caPart
+	}
+	var out []string
+	for _, m := range readmeAlertRow.FindAllStringSubmatch(part, -1) {
+		out = append(out, m[1]+" "+m[2])
+	}
+	return out
+}
+
 // TestAlertRulesREADME: contrib/README.md lists every alert of the rules
 // file, in its order, with its severity, and no other.
 func TestAlertRulesREADME(t *testing.T) {
 	const readme = "contrib/README.md"
-	var want, got []string
+	var want []string
 	for _, r := range readAlertRules(t) {
 		want = append(want, r.Alert+" "+r.Labels["severity"])
 	}
-	for _, m := range readmeAlertRow.FindAllStringSubmatch(readRepoFile(t, readme), -1) {
-		got = append(got, m[1]+" "+m[2])
-	}
+	got := readmeAlerts(t, false)
 	if !slices.Equal(got, want) {
 		t.Errorf("%s lists alerts %q; %s has %q", readme, got, rulesPath, want)
 	}
