@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/devid-ssh/devid/internal/buildinfo/buildmetrics"
 	"github.com/devid-ssh/devid/issuance"
 	"github.com/devid-ssh/devid/krl"
 	"github.com/devid-ssh/devid/revocation"
@@ -22,7 +23,8 @@ import (
 
 // Metrics are devid-ca's Prometheus metrics, on a registry of their own
 // (never the global one), served on Config.MetricsAddress. Every name
-// starts with devid_ca_; times are Unix seconds. The table in the README
+// starts with devid_ca_ but devid_build_info{program="devid-ca"}
+// (buildmetrics); times are Unix seconds. The table in the README
 // ("Metrics" of devid-ca) lists them all; MetricNames returns their names.
 //
 // They are fed from where things happen: step-ca's authority.Meter (what
@@ -74,13 +76,12 @@ func newMetrics() *Metrics {
 		state: newStateCollector(),
 	}
 	m.reg.MustRegister(m.collectors()...)
-	// TODO(coordinator): register internal/buildinfo.Collector here
-	// (devid_build_info) once it is on main.
 	return m
 }
 
 func (m *Metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.issued, m.refused, m.attestations, m.attestRefused, m.httpDuration, m.storeErrors, m.state}
+	return []prometheus.Collector{m.issued, m.refused, m.attestations, m.attestRefused, m.httpDuration, m.storeErrors, m.state,
+		buildmetrics.Collector("devid-ca")}
 }
 
 // Registry is the registry the metrics are on.
