@@ -271,7 +271,7 @@ func (p *Policy) SSH(req *webhook.RequestBody) (*SSHData, error) {
 // certificate to nothing.
 func checkPrincipals(d *inventory.Device, certType string, pr []string) error {
 	if len(pr) == 0 || slices.Contains(pr, "") {
-		return deny("device %s: refusing an SSH %s certificate with no principals or an empty one (%q): "+
+		return deny(ReasonNoPrincipals, "device %s: refusing an SSH %s certificate with no principals or an empty one (%q): "+
 			"OpenSSH before 10.3 would take it as valid for any name", d.Name, certType, pr)
 	}
 	return nil

@@ -27,6 +27,9 @@ const (
 	// ReasonHostName: a host asked for a name the inventory does not
 	// allow it, or has none to give.
 	ReasonHostName = "host_name"
+	// ReasonNoPrincipals: the certificate would have no principal, or an
+	// empty one (checkPrincipals).
+	ReasonNoPrincipals = "no_principals"
 	// ReasonX509NotAllowed: an X.509 certificate asked for through the
 	// device provisioner, which issues SSH certificates only.
 	ReasonX509NotAllowed = "x509_not_allowed"
