@@ -222,30 +222,9 @@ func TestUserUnitsVerify(t *testing.T) {
 // TestUnitHardening: systemd-analyze security rates the unit's exposure
 // low, and every hardening setting devid relies on is in effect.
 func TestUnitHardening(t *testing.T) {
-	analyze := tool(t, "systemd-analyze", "systemd")
-	unit := testUnit(t)
 	// 2.4 with systemd 252 (Debian 12); newer systemd versions score more
-	// settings, hence the margin. The list below is the precise check.
-	out, err := exec.Command(analyze, "security", "--offline=yes", "--no-pager", "--threshold=30", unit).CombinedOutput()
-	if err != nil {
-		t.Fatalf("systemd-analyze security: exposure over 3.0: %v\n%s", err, out)
-	}
-	out, err = exec.Command(analyze, "security", "--offline=yes", "--json=short", unit).Output()
-	if err != nil {
-		t.Fatalf("systemd-analyze security --json=short: %v", err)
-	}
-	var checks []struct {
-		Set  bool   `json:"set"`
-		Name string `json:"name"`
-	}
-	if err := json.Unmarshal(out, &checks); err != nil {
-		t.Fatalf("systemd-analyze security --json=short: %v\n%.500s", err, out)
-	}
-	set := map[string]bool{}
-	for _, c := range checks {
-		set[c.Name] = c.Set
-	}
-	for _, name := range []string{
+	// settings, hence the margin. The list is the precise check.
+	checkUnitSecurity(t, testUnit(t), 30, []string{
 		"NoNewPrivileges=",
 		"AmbientCapabilities=",
 		"CapabilityBoundingSet=~CAP_SYS_ADMIN",
@@ -277,7 +256,41 @@ func TestUnitHardening(t *testing.T) {
 		"SystemCallFilter=~@raw-io",
 		"SystemCallFilter=~@debug",
 		"NotifyAccess=",
-	} {
+	})
+}
+
+// exposure matches systemd-analyze security's verdict line.
+var exposure = regexp.MustCompile(`Overall exposure level for \S+: ([0-9.]+) (\S+)`)
+
+// checkUnitSecurity: systemd-analyze security rates unit (a file) at most
+// threshold tenths (its --threshold), and every one of its checks named in
+// inEffect is there and in effect.
+func checkUnitSecurity(t *testing.T, unit string, threshold int, inEffect []string) {
+	t.Helper()
+	analyze := tool(t, "systemd-analyze", "systemd")
+	out, err := exec.Command(analyze, "security", "--offline=yes", "--no-pager", "--threshold="+strconv.Itoa(threshold), unit).CombinedOutput()
+	if err != nil {
+		t.Fatalf("systemd-analyze security: exposure over %.1f: %v\n%s", float64(threshold)/10, err, out)
+	}
+	if m := exposure.FindStringSubmatch(string(out)); m != nil {
+		t.Logf("systemd-analyze security: %s %s", m[1], m[2])
+	}
+	out, err = exec.Command(analyze, "security", "--offline=yes", "--json=short", unit).Output()
+	if err != nil {
+		t.Fatalf("systemd-analyze security --json=short: %v", err)
+	}
+	var checks []struct {
+		Set  bool   `json:"set"`
+		Name string `json:"name"`
+	}
+	if err := json.Unmarshal(out, &checks); err != nil {
+		t.Fatalf("systemd-analyze security --json=short: %v\n%.500s", err, out)
+	}
+	set := map[string]bool{}
+	for _, c := range checks {
+		set[c.Name] = c.Set
+	}
+	for _, name := range inEffect {
 		s, ok := set[name]
 		switch {
 		case !ok:
