@@ -228,30 +228,7 @@ func TestSSHConfigUser(t *testing.T) {
 // socket's path.
 func agentWithUserCert(t *testing.T, ca *catest.CA, keyID string, principals []string) string {
 	t.Helper()
-	caKey, err := pemutil.Read(filepath.Join(ca.Dir, "secrets", "ssh_user_ca.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	caSigner, err := ssh.NewSignerFromKey(caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, err := ssh.NewPublicKey(k.Public())
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	cert := &ssh.Certificate{
-		Key: pub, Serial: 1, CertType: ssh.UserCert, KeyId: keyID, ValidPrincipals: principals,
-		ValidAfter: uint64(now.Add(-time.Minute).Unix()), ValidBefore: uint64(now.Add(time.Hour).Unix()),
-	}
-	if err := cert.SignCert(rand.Reader, caSigner); err != nil {
-		t.Fatal(err)
-	}
+	k, cert := signedByCA(t, ca, "ssh_user_ca.key", &ssh.Certificate{Serial: 1, CertType: ssh.UserCert, KeyId: keyID, ValidPrincipals: principals})
 	keyring := agent.NewKeyring()
 	if err := keyring.Add(agent.AddedKey{PrivateKey: k, Certificate: cert}); err != nil {
 		t.Fatal(err)
@@ -286,6 +263,34 @@ func agentWithUserCert(t *testing.T, ca *catest.CA, keyID string, principals []s
 		os.RemoveAll(dir)
 	})
 	return sock
+}
+
+// signedByCA makes a new ECDSA P-256 key and signs cert for it (valid
+// from a minute ago for an hour) with the CA's SSH CA key in
+// secrets/caKeyFile (ssh_user_ca.key, ssh_host_ca.key), as devid-ca would.
+func signedByCA(t *testing.T, ca *catest.CA, caKeyFile string, cert *ssh.Certificate) (*ecdsa.PrivateKey, *ssh.Certificate) {
+	t.Helper()
+	caKey, err := pemutil.Read(filepath.Join(ca.Dir, "secrets", caKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	caSigner, err := ssh.NewSignerFromKey(caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cert.Key, err = ssh.NewPublicKey(k.Public()); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	cert.ValidAfter, cert.ValidBefore = uint64(now.Add(-time.Minute).Unix()), uint64(now.Add(time.Hour).Unix())
+	if err := cert.SignCert(rand.Reader, caSigner); err != nil {
+		t.Fatal(err)
+	}
+	return k, cert
 }
 
 // roots is what devid-ca serves on /ssh/roots: base64 SSH wire-format keys.
@@ -443,28 +448,7 @@ func TestSSHRenewNotOffered(t *testing.T) {
 	ca := catest.Start(t, nil)
 	s := newStep(t)
 	s.bootstrap(t, ca)
-	caKey, err := pemutil.Read(filepath.Join(ca.Dir, "secrets", "ssh_host_ca.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	caSigner, err := ssh.NewSignerFromKey(caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, err := ssh.NewPublicKey(k.Public())
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	cert := &ssh.Certificate{Key: pub, Serial: 7, CertType: ssh.HostCert, KeyId: "urn:ek:sha256:x", ValidPrincipals: []string{"web-1"},
-		ValidAfter: uint64(now.Add(-time.Minute).Unix()), ValidBefore: uint64(now.Add(time.Hour).Unix())}
-	if err := cert.SignCert(rand.Reader, caSigner); err != nil {
-		t.Fatal(err)
-	}
+	k, cert := signedByCA(t, ca, "ssh_host_ca.key", &ssh.Certificate{Serial: 7, CertType: ssh.HostCert, KeyId: "urn:ek:sha256:x", ValidPrincipals: []string{"web-1"}})
 	dir := t.TempDir()
 	keyFile, certFile := filepath.Join(dir, "ssh_host_ecdsa_key"), filepath.Join(dir, "ssh_host_ecdsa_key-cert.pub")
 	if _, err := pemutil.Serialize(k, pemutil.ToFile(keyFile, 0o600)); err != nil {
@@ -475,7 +459,7 @@ func TestSSHRenewNotOffered(t *testing.T) {
 	}
 	// step looks for an SSHPOP provisioner among devid-ca's (an X5C and
 	// an ACME one) and finds none.
-	_, _, err = s.run("ssh", "renew", "--force", certFile, keyFile)
+	_, _, err := s.run("ssh", "renew", "--force", certFile, keyFile)
 	if err == nil || !strings.Contains(err.Error(), "the CA does not have any provisioner configured") {
 		t.Fatalf("step ssh renew: %v, want no SSHPOP provisioner found", err)
 	}
