@@ -1,15 +1,7 @@
 package caserver_test
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
-	"encoding/base64"
-	"encoding/json"
-	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -24,8 +16,6 @@ import (
 	"github.com/devid-ssh/devid/krldist"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
-	"go.step.sm/crypto/jose"
-	"golang.org/x/crypto/ssh"
 )
 
 // metricValue is the value of the series name{labels} in reg (counter,
@@ -88,47 +78,6 @@ func labelValues(t *testing.T, reg prometheus.Gatherer, name, label string) []st
 	return out
 }
 
-// sshSign asks /1.0/ssh/sign for a certificate of certType for the
-// device, with its device certificate's key, and returns the HTTP status.
-func sshSign(t *testing.T, ca *catest.CA, name, id, certType string, principals []string, expired bool) int {
-	t.Helper()
-	_, key, chain := deviceLeaf(t, ca, name, id)
-	var x5c []string
-	for _, c := range chain {
-		x5c = append(x5c, base64.StdEncoding.EncodeToString(c.Raw))
-	}
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key},
-		new(jose.SignerOptions).WithType("JWT").WithHeader("x5c", x5c))
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	if expired {
-		now = now.Add(-time.Hour)
-	}
-	claims := map[string]any{
-		"iss": wire.DeviceProvisioner, "sub": id, "aud": "https://127.0.0.1/1.0/ssh/sign#x5c/" + wire.DeviceProvisioner,
-		"nbf": now.Add(-time.Minute).Unix(), "iat": now.Unix(), "exp": now.Add(5 * time.Minute).Unix(), "jti": fmt.Sprint(now.UnixNano()),
-		"step": map[string]any{"ssh": map[string]any{"certType": certType, "keyID": id, "principals": principals}},
-	}
-	payload, _ := json.Marshal(claims)
-	jws, err := signer.Sign(payload)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, _ := jws.CompactSerialize()
-	sshPub, _ := ssh.NewPublicKey(key.Public())
-	req, _ := json.Marshal(map[string]any{"publicKey": sshPub.Marshal(), "ott": tok, "certType": certType, "keyID": id, "principals": principals})
-	c := &http.Client{Transport: &http.Transport{TLSClientConfig: ca.TLSConfig(nil)}, Timeout: time.Minute}
-	resp, err := c.Post(ca.URL+"/1.0/ssh/sign", "application/json", bytes.NewReader(req))
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode
-}
-
 // TestMetrics exercises a real CA and reads its registry: certificates
 // issued and refused by kind and reason, attestation refusals, the KRL's
 // gauges (waiting long-polls included), request latency by route pattern
@@ -136,27 +85,21 @@ func sshSign(t *testing.T, ca *catest.CA, name, id, certType string, principals 
 func TestMetrics(t *testing.T) {
 	ca := catest.Start(t, nil)
 	reg := ca.Server.Metrics().Registry()
-	ekKey, _ := rsa.GenerateKey(rand.Reader, 2048)
-	ekDER, _ := x509.MarshalPKIXPublicKey(&ekKey.PublicKey)
-	dev, err := ca.Server.Inventory().AddDevice("test", inventory.NewDevice{EK: base64.StdEncoding.EncodeToString(ekDER), Name: "host-1", Kind: "host",
-		HostNames: []string{"host-1.example.com"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	dev := addDevice(t, ca, inventory.NewDevice{Name: "host-1", Kind: "host", HostNames: []string{"host-1.example.com"}})
 	hostNames := []string{"host-1.example.com"}
-	if code := sshSign(t, ca, "host-1", dev.ID, "host", hostNames, false); code != http.StatusCreated {
+	if code, _, _ := sshSign(t, ca, "host-1", dev.ID, "host", hostNames, time.Now()); code != http.StatusCreated {
 		t.Fatalf("host certificate: HTTP %d", code)
 	}
-	if code := sshSign(t, ca, "host-1", dev.ID, "user", hostNames, false); code != http.StatusForbidden {
+	if code, _, _ := sshSign(t, ca, "host-1", dev.ID, "user", hostNames, time.Now()); code != http.StatusForbidden {
 		t.Errorf("a host's user certificate: HTTP %d, want 403", code)
 	}
-	if code := sshSign(t, ca, "host-1", dev.ID, "host", hostNames, true); code == http.StatusCreated {
+	if code, _, _ := sshSign(t, ca, "host-1", dev.ID, "host", hostNames, time.Now().Add(-time.Hour)); code == http.StatusCreated {
 		t.Errorf("an expired token: HTTP %d, want a refusal", code)
 	}
 	if _, err := ca.Server.Inventory().SetStatus("test", dev.ID, inventory.StatusQuarantined, "lost"); err != nil {
 		t.Fatal(err)
 	}
-	if code := sshSign(t, ca, "host-1", dev.ID, "host", hostNames, false); code != http.StatusForbidden {
+	if code, _, _ := sshSign(t, ca, "host-1", dev.ID, "host", hostNames, time.Now()); code != http.StatusForbidden {
 		t.Errorf("a quarantined host's certificate: HTTP %d, want 403", code)
 	}
 	c := &http.Client{Transport: &http.Transport{TLSClientConfig: ca.TLSConfig(nil)}, Timeout: time.Minute}

@@ -13,6 +13,7 @@ import (
 	"encoding/asn1"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"math/big"
 	"net/http"
@@ -169,6 +170,73 @@ func deviceLeaf(t *testing.T, ca *catest.CA, cn, deviceID string) (tls.Certifica
 	return tls.Certificate{Certificate: [][]byte{der, intCert.Raw}, PrivateKey: key}, key, []*x509.Certificate{c, intCert}
 }
 
+// addDevice adds nd to the CA's inventory, as admin "test", with a fresh
+// RSA EK.
+func addDevice(t *testing.T, ca *catest.CA, nd inventory.NewDevice) *inventory.Device {
+	t.Helper()
+	ekKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ekDER, err := x509.MarshalPKIXPublicKey(&ekKey.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nd.EK = base64.StdEncoding.EncodeToString(ekDER)
+	dev, err := ca.Server.Inventory().AddDevice("test", nd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dev
+}
+
+// sshSign asks step-ca's /1.0/ssh/sign for a certificate of certType for
+// the device id, with key ID id and principals, through an X5C token
+// signed at now by a new device certificate (CN name) and for that
+// certificate's own key: the only key the CA signs for a device whose
+// collection does not allow file keys. It returns the HTTP status, the
+// answer's body, and the key the certificate is asked for.
+func sshSign(t *testing.T, ca *catest.CA, name, id, certType string, principals []string, now time.Time) (int, []byte, ssh.PublicKey) {
+	t.Helper()
+	_, key, chain := deviceLeaf(t, ca, name, id)
+	var x5c []string
+	for _, c := range chain {
+		x5c = append(x5c, base64.StdEncoding.EncodeToString(c.Raw))
+	}
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key},
+		new(jose.SignerOptions).WithType("JWT").WithHeader("x5c", x5c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims := map[string]any{
+		"iss": wire.DeviceProvisioner, "sub": id, "aud": "https://127.0.0.1/1.0/ssh/sign#x5c/" + wire.DeviceProvisioner,
+		"nbf": now.Add(-time.Minute).Unix(), "iat": now.Unix(), "exp": now.Add(5 * time.Minute).Unix(), "jti": fmt.Sprint(now.UnixNano()),
+		"step": map[string]any{"ssh": map[string]any{"certType": certType, "keyID": id, "principals": principals}},
+	}
+	payload, _ := json.Marshal(claims)
+	jws, err := signer.Sign(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _ := jws.CompactSerialize()
+	sshPub, err := ssh.NewPublicKey(key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := json.Marshal(map[string]any{"publicKey": sshPub.Marshal(), "ott": tok, "certType": certType, "keyID": id, "principals": principals})
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: ca.TLSConfig(nil)}, Timeout: time.Minute}
+	resp, err := c.Post(ca.URL+"/1.0/ssh/sign", "application/json", bytes.NewReader(req))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("/1.0/ssh/sign: %v", err)
+	}
+	return resp.StatusCode, body, sshPub
+}
+
 func TestAdminAuthentication(t *testing.T) {
 	ca := catest.Start(t, nil)
 	url := ca.URL + "/devid/v1/devices"
@@ -207,50 +275,11 @@ func TestAdminAuthentication(t *testing.T) {
 // an X5C token, and checks it with x/crypto/ssh and ssh-keygen -L.
 func TestSSHSign(t *testing.T) {
 	ca := catest.Start(t, nil)
-	ekKey, _ := rsa.GenerateKey(rand.Reader, 2048)
-	ekDER, _ := x509.MarshalPKIXPublicKey(&ekKey.PublicKey)
-	dev, err := ca.Server.Inventory().AddDevice("test", inventory.NewDevice{EK: base64.StdEncoding.EncodeToString(ekDER), Name: "host-1", Kind: "host",
-		HostNames: []string{"host-1.example.com", "10.0.0.1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, key, chain := deviceLeaf(t, ca, "host-1", dev.ID)
-	var x5c []string
-	for _, c := range chain {
-		x5c = append(x5c, base64.StdEncoding.EncodeToString(c.Raw))
-	}
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key},
-		new(jose.SignerOptions).WithType("JWT").WithHeader("x5c", x5c))
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
+	dev := addDevice(t, ca, inventory.NewDevice{Name: "host-1", Kind: "host", HostNames: []string{"host-1.example.com", "10.0.0.1"}})
 	keyID := dev.ID
-	claims := map[string]any{
-		"iss": wire.DeviceProvisioner, "sub": keyID, "aud": "https://127.0.0.1/1.0/ssh/sign#x5c/" + wire.DeviceProvisioner,
-		"nbf": now.Add(-time.Minute).Unix(), "iat": now.Unix(), "exp": now.Add(5 * time.Minute).Unix(), "jti": "t1",
-		"step": map[string]any{"ssh": map[string]any{"certType": "host", "keyID": keyID, "principals": []string{"host-1.example.com", "10.0.0.1"}}},
-	}
-	payload, _ := json.Marshal(claims)
-	jws, err := signer.Sign(payload)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, _ := jws.CompactSerialize()
-	// The device certificate's own key: the only key the CA signs for a
-	// device whose collection does not allow file keys.
-	sshPub, _ := ssh.NewPublicKey(key.Public())
-	req, _ := json.Marshal(map[string]any{"publicKey": sshPub.Marshal(), "ott": tok, "certType": "host", "keyID": keyID,
-		"principals": []string{"host-1.example.com", "10.0.0.1"}})
-	c := &http.Client{Transport: &http.Transport{TLSClientConfig: ca.TLSConfig(nil)}}
-	resp, err := c.Post(ca.URL+"/1.0/ssh/sign", "application/json", bytes.NewReader(req))
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 201 {
-		t.Fatalf("/ssh/sign: %d %s", resp.StatusCode, body)
+	code, body, sshPub := sshSign(t, ca, "host-1", keyID, "host", []string{"host-1.example.com", "10.0.0.1"}, time.Now())
+	if code != 201 {
+		t.Fatalf("/ssh/sign: %d %s", code, body)
 	}
 	var sr struct {
 		Crt string `json:"crt"`

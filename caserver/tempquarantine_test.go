@@ -2,10 +2,6 @@ package caserver_test
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
-	"encoding/base64"
 	"net/http"
 	"strconv"
 	"strings"
@@ -30,12 +26,7 @@ import (
 func TestTemporaryQuarantineLifts(t *testing.T) {
 	clk := fakeclock.New(time.Now())
 	ca := catest.StartClock(t, nil, clk.Now)
-	ekKey, _ := rsa.GenerateKey(rand.Reader, 2048)
-	ekDER, _ := x509.MarshalPKIXPublicKey(&ekKey.PublicKey)
-	dev, err := ca.Server.Inventory().AddDevice("test", inventory.NewDevice{EK: base64.StdEncoding.EncodeToString(ekDER), Name: "laptop-1", Kind: "workstation"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	dev := addDevice(t, ca, inventory.NewDevice{Name: "laptop-1", Kind: "workstation"})
 	// A certificate the device holds, recorded as step-ca records those it
 	// issues.
 	held := userCertFor(t, ca, 4711, dev.ID, 24*time.Hour)
@@ -70,6 +61,7 @@ func TestTemporaryQuarantineLifts(t *testing.T) {
 	defer cancel()
 	var after *krldist.Signed
 	for after == nil || after.Version <= before.Version {
+		var err error
 		if after, err = krldist.Fetch(ctx, hc, ca.URL, before.Version, time.Minute); err != nil {
 			t.Fatalf("waiting for the KRL of the lift: %v", err)
 		}
