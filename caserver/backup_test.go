@@ -9,9 +9,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -73,46 +70,6 @@ func copyCA(t *testing.T, from string) string {
 		t.Fatal(err)
 	}
 	return to
-}
-
-// serveDir serves the CA in dir on a loopback port until the test ends, and
-// returns an admin client for it and the server.
-func serveDir(t *testing.T, dir string, admin *catest.CA) (*adminapi.Client, *caserver.Server) {
-	t.Helper()
-	cfg, err := caserver.LoadConfig(filepath.Join(dir, caserver.ConfigFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Address = ln.Addr().String()
-	srv, err := caserver.New(cfg, caserver.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		ln.Close()
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done, ready := make(chan error, 1), make(chan struct{})
-	go func() { done <- srv.Serve(ctx, ln, func() { close(ready) }) }()
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("the restored CA did not start: %v", err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-		srv.Close()
-	})
-	cl, err := adminapi.NewClient("https://"+ln.Addr().String(), admin.Roots, &admin.AdminCert)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cl, srv
 }
 
 // TestBackupRestore: a real CA with devices, one quarantined (in the KRL),
@@ -219,7 +176,14 @@ func TestBackupRestore(t *testing.T) {
 	if res.KRLFrom < krlBefore || res.KRLNext != res.KRLFrom+1001 || res.Kept != "" {
 		t.Errorf("restore: %+v; the KRL was at version %d before the backup", res, krlBefore)
 	}
-	rcl, srv := serveDir(t, dir, ca)
+	// The restored CA, served from its copied directory, answers the
+	// original's admin and trust in its root.
+	rca := catest.StartDir(t, dir)
+	srv := rca.Server
+	rcl, err := adminapi.NewClient(rca.URL, ca.Roots, &ca.AdminCert)
+	if err != nil {
+		t.Fatal(err)
+	}
 	restored := deviceNames(t, rcl)
 	var extras, rest []string
 	for _, d := range restored {

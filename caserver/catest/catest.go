@@ -68,7 +68,23 @@ func start(t testing.TB, edit func(*caserver.Config), log *slog.Logger, now func
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := caserver.LoadConfig(res.Config)
+	return serveDir(t, dir, res.Config, res.AdminCert, res.AdminKey, edit, log, now)
+}
+
+// StartDir serves the CA directory dir, which Start made (its copy, say,
+// with a store restored into it), as Start serves a new one: on a new
+// loopback port, until the test ends.
+func StartDir(t testing.TB, dir string) *CA {
+	t.Helper()
+	admin := filepath.Join(dir, "admin", "admin")
+	return serveDir(t, dir, filepath.Join(dir, caserver.ConfigFile), admin+".crt", admin+".key", nil, nil, nil)
+}
+
+// serveDir serves the CA directory dir with its config file and first
+// admin's certificate and key.
+func serveDir(t testing.TB, dir, config, adminCrt, adminKey string, edit func(*caserver.Config), log *slog.Logger, now func() time.Time) *CA {
+	t.Helper()
+	cfg, err := caserver.LoadConfig(config)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,12 +113,12 @@ func start(t testing.TB, edit func(*caserver.Config), log *slog.Logger, now func
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(root)
-	admin, err := tls.LoadX509KeyPair(res.AdminCert, res.AdminKey)
+	admin, err := tls.LoadX509KeyPair(adminCrt, adminKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca.Dir, ca.Config, ca.URL = dir, res.Config, "https://"+ln.Addr().String()
-	ca.Root, ca.Roots, ca.AdminCert, ca.AdminCrt, ca.AdminKey = root, pool, admin, res.AdminCert, res.AdminKey
+	ca.Dir, ca.Config, ca.URL = dir, config, "https://"+ln.Addr().String()
+	ca.Root, ca.Roots, ca.AdminCert, ca.AdminCrt, ca.AdminKey = root, pool, admin, adminCrt, adminKey
 	return ca
 }
 
