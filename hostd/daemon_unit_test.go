@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/devid-ssh/devid/hostd"
+	"github.com/devid-ssh/devid/internal/sdnotify/sdnotifytest"
 	"github.com/devid-ssh/devid/krldist"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -114,26 +115,9 @@ func (h *unitHost) status(t *testing.T) *hostd.StatusData {
 // notifySocket listens where sd_notify writes (NOTIFY_SOCKET) and returns
 // the messages as they come.
 func notifySocket(t *testing.T) <-chan string {
-	path := filepath.Join(t.TempDir(), "notify")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	path, msgs := sdnotifytest.Listen(t)
 	t.Setenv("NOTIFY_SOCKET", path)
-	ch := make(chan string, 100)
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, err := conn.Read(buf)
-			if err != nil {
-				close(ch)
-				return
-			}
-			ch <- string(buf[:n])
-		}
-	}()
-	return ch
+	return msgs
 }
 
 // TestDaemonReadyAndStatus: the daemon writes status.json from its tasks'

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/devid-ssh/devid/caserver"
+	"github.com/devid-ssh/devid/internal/sdnotify/sdnotifytest"
 	"go.step.sm/crypto/pemutil"
 )
 
@@ -48,24 +49,7 @@ func TestServeNotifies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sock := filepath.Join(dir, "notify.sock")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	msgs := make(chan string, 1000)
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, err := conn.Read(buf)
-			if err != nil {
-				close(msgs)
-				return
-			}
-			msgs <- string(buf[:n])
-		}
-	}()
+	sock, msgs := sdnotifytest.Listen(t)
 
 	cmd := exec.Command(os.Args[0], "serve", "--config", res.Config)
 	cmd.Env = append(os.Environ(), mainEnv+"=1", "NOTIFY_SOCKET="+sock, "WATCHDOG_USEC=200000")

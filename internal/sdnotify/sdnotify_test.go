@@ -5,37 +5,20 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"os"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/devid-ssh/devid/internal/sdnotify/sdnotifytest"
 )
 
-// listen makes a unixgram socket for NOTIFY_SOCKET and returns a channel
-// of the messages it receives.
+// listen names a socket the test reads in NOTIFY_SOCKET and returns the
+// messages it receives.
 func listen(t *testing.T) <-chan string {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "notify.sock")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	path, msgs := sdnotifytest.Listen(t)
 	t.Setenv("NOTIFY_SOCKET", path)
-	msgs := make(chan string, 100)
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, err := conn.Read(buf)
-			if err != nil {
-				close(msgs)
-				return
-			}
-			msgs <- string(buf[:n])
-		}
-	}()
 	return msgs
 }
 
