@@ -7,7 +7,7 @@ GOFLAGS ?= -trimpath
 # linker: `PROG --version`, devid_build_info. Empty outside a git checkout.
 LDFLAGS = $(shell $(GO) run ./packaging/version -ldflags 2>/dev/null)
 
-.PHONY: all build test demo lint bench clean packages
+.PHONY: all build test demo lint bench clean packages images
 
 all: build
 
@@ -26,6 +26,11 @@ test: lint
 ## demo: run the whole story locally, told step by step, then clean up
 demo: build
 	$(BIN)/devid-demo --bin $(BIN)
+
+## images: build devid's Debian container images (bookworm, trixie) unless
+## docker has them; needs root and debootstrap (see internal/debimage)
+images:
+	$(GO) run ./cmd/devid-images
 
 ## bench: the benchmarks whose figures the README quotes
 bench:

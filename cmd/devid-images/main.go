@@ -1,0 +1,84 @@
+// Command devid-images builds devid's Debian container images (make
+// images) unless the engine has them, and prints their references. See
+// package debimage.
+//
+//	devid-images [--suite bookworm,trixie] [--mirror URL] [--alias=true] [-v]
+//
+// Each image is tagged REPOSITORY:SUITE-HASH and, with --alias (the
+// default), REPOSITORY:SUITE too: the name contrib/compose builds on.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/devid-ssh/devid/internal/debimage"
+)
+
+func main() {
+	suites := flag.String("suite", strings.Join(debimage.Suites(), ","), "comma-separated Debian suites")
+	mirror := flag.String("mirror", "", "Debian mirror (default "+debimage.DefaultMirror+"; a snapshot.debian.org URL pins a date)")
+	alias := flag.Bool("alias", true, "also tag each image REPOSITORY:SUITE")
+	verbose := flag.Bool("v", false, "show debootstrap's output")
+	flag.Parse()
+	if flag.NArg() != 0 {
+		fmt.Fprintf(os.Stderr, "devid-images: unexpected arguments %q\n", flag.Args())
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	b := &debimage.Builder{Log: os.Stderr}
+	if *verbose {
+		b.Output = &lockedWriter{w: os.Stderr}
+	}
+	list := strings.Split(*suites, ",")
+	errs := make([]error, len(list))
+	refs := make([]string, len(list))
+	var wg sync.WaitGroup
+	for i, suite := range list {
+		s := debimage.Default(suite)
+		s.Mirror = *mirror
+		wg.Go(func() { refs[i], errs[i] = b.Ensure(ctx, s) })
+	}
+	wg.Wait()
+	code := 0
+	for i, suite := range list {
+		if errs[i] != nil {
+			fmt.Fprintf(os.Stderr, "devid-images: %v\n", errs[i])
+			code = 1
+			continue
+		}
+		line := refs[i]
+		if *alias {
+			name := debimage.DefaultRepository + ":" + suite
+			if out, err := exec.CommandContext(ctx, "docker", "tag", refs[i], name).CombinedOutput(); err != nil {
+				fmt.Fprintf(os.Stderr, "devid-images: docker tag %s %s: %v: %s\n", refs[i], name, err, out)
+				code = 1
+				continue
+			}
+			line += " " + name
+		}
+		fmt.Println(line)
+	}
+	os.Exit(code)
+}
+
+// lockedWriter serialises the two builds' output.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}

@@ -1,0 +1,171 @@
+// Package dockertest is the container engine for tests: whether there is
+// one (a test skips without it on a laptop, and fails when CI=true), the
+// compose command (docker-compose, or the docker compose plugin), devid's
+// Debian images (package debimage, built once and kept), and commands run
+// with their output in the failure.
+//
+//	func TestX(t *testing.T) {
+//		dockertest.Need(t)
+//		img := dockertest.Image(t, "trixie")
+//		id := dockertest.Run(t, "run", "-d", "--rm", img, "sleep", "infinity")
+//		…
+//	}
+package dockertest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/devid-ssh/devid/internal/debimage"
+)
+
+// Need skips t unless a container engine answers (`docker version`), and
+// fails it instead when CI=true.
+func Need(t testing.TB) {
+	t.Helper()
+	if err := engine(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("dockertest: %v, and CI=true", err)
+		}
+		t.Skipf("dockertest: %v", err)
+	}
+}
+
+func engine() error {
+	if _, err := exec.LookPath("docker"); err != nil {
+		return fmt.Errorf("no docker command: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "docker", "version", "--format", "{{.Server.Version}}").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("docker version: %w: %s", err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+// Compose returns the compose command: docker-compose if installed,
+// else the docker compose plugin if it answers. It skips t if neither
+// does, and fails it instead when CI=true.
+func Compose(t testing.TB) []string {
+	t.Helper()
+	cmd, err := ComposeCommand()
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("dockertest: %v, and CI=true", err)
+		}
+		t.Skipf("dockertest: %v", err)
+	}
+	return cmd
+}
+
+// ComposeCommand finds the compose command (see Compose).
+func ComposeCommand() ([]string, error) {
+	if p, err := exec.LookPath("docker-compose"); err == nil {
+		return []string{p}, nil
+	}
+	if err := exec.Command("docker", "compose", "version").Run(); err == nil {
+		return []string{"docker", "compose"}, nil
+	}
+	return nil, fmt.Errorf("neither docker-compose nor the docker compose plugin is installed (apt-get install docker-compose)")
+}
+
+// NeedRoot skips t unless it runs as root (debootstrap needs it to build
+// an image), and fails it instead when CI=true.
+func NeedRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("dockertest: building images needs root (debootstrap), and CI=true")
+		}
+		t.Skip("dockertest: building images needs root (debootstrap)")
+	}
+}
+
+// BuildTimeout bounds the build of one image (debootstrap from the
+// mirror, about 2 minutes on 2 cores): it only bounds a hang.
+const BuildTimeout = 20 * time.Minute
+
+// Image returns devid's default image of suite (debimage.Default),
+// building it if the engine does not have it yet (which needs root and
+// debootstrap: t skips without them, or fails when CI=true). It fails t if
+// the build fails.
+func Image(t testing.TB, suite string) string {
+	t.Helper()
+	return SpecImage(t, debimage.Default(suite))
+}
+
+// SpecImage is Image for any Spec.
+func SpecImage(t testing.TB, s debimage.Spec) string {
+	t.Helper()
+	Need(t)
+	ref := s.Ref()
+	if out, err := exec.Command("docker", "image", "ls", "--quiet", ref).Output(); err == nil && len(bytes.TrimSpace(out)) > 0 {
+		return ref
+	}
+	NeedRoot(t)
+	if _, err := exec.LookPath("debootstrap"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("dockertest: building %s: debootstrap not installed, and CI=true", ref)
+		}
+		t.Skipf("dockertest: building %s: debootstrap not installed (apt-get install debootstrap)", ref)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), BuildTimeout)
+	defer cancel()
+	b := &debimage.Builder{Log: logWriter{t}}
+	ref, err := b.Ensure(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ref
+}
+
+// logWriter is t.Log as an io.Writer, one call per line.
+type logWriter struct{ t testing.TB }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// Timeout bounds one docker command that Run and RunErr run: it only
+// bounds a hang.
+const Timeout = 5 * time.Minute
+
+// Run runs docker with args and returns its standard output, trimmed; it
+// fails t if the command fails, with its output.
+func Run(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := RunErr(args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// RunErr runs docker with args and returns its standard output, trimmed,
+// or an error with the command and its output.
+func RunErr(args ...string) (string, error) {
+	return Command(context.Background(), "docker", args...)
+}
+
+// Command runs name with args (within Timeout) and returns its standard
+// output, trimmed, or an error with the command and its output.
+func Command(ctx context.Context, name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, Timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return strings.TrimSpace(stdout.String()), fmt.Errorf("%s: %w\n%s%s", strings.Join(cmd.Args, " "), err, stdout.Bytes(), stderr.Bytes())
+	}
+	return strings.TrimSpace(stdout.String()), nil
+}
