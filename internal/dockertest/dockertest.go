@@ -169,3 +169,29 @@ func Command(ctx context.Context, name string, args ...string) (string, error) {
 	}
 	return strings.TrimSpace(stdout.String()), nil
 }
+
+// Start runs a container in the background (docker run -d ARGS…) and
+// returns its ID; t's cleanup removes it with its anonymous volumes,
+// logging what it printed if t failed.
+func Start(t testing.TB, args ...string) string {
+	t.Helper()
+	id := Run(t, append([]string{"run", "-d", "--label", "devid.test=" + t.Name()}, args...)...)
+	t.Cleanup(func() {
+		if t.Failed() {
+			if out, err := exec.Command("docker", "logs", "--tail", "100", id).CombinedOutput(); err == nil && len(out) > 0 {
+				t.Logf("container %.12s's output:\n%s", id, out)
+			}
+		}
+		if _, err := RunErr("rm", "-f", "-v", id); err != nil {
+			t.Error(err)
+		}
+	})
+	return id
+}
+
+// Exec runs a command in a running container (docker exec) and returns
+// its output, trimmed; it fails t if the command fails.
+func Exec(t testing.TB, container string, cmd ...string) string {
+	t.Helper()
+	return Run(t, append([]string{"exec", container}, cmd...)...)
+}
