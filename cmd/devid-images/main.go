@@ -2,10 +2,13 @@
 // images) unless the engine has them, and prints their references. See
 // package debimage.
 //
-//	devid-images [--suite bookworm,trixie] [--mirror URL] [--alias=true] [-v]
+//	devid-images [--suite bookworm,trixie] [--mirror URL] [--alias=true] [-v] [--packages DIR]
 //
 // Each image is tagged REPOSITORY:SUITE-HASH and, with --alias (the
 // default), REPOSITORY:SUITE too: the name contrib/compose builds on.
+// With --packages DIR it also stages devid's packages, built from this
+// checkout, in DIR (replacing what was there; see package containerpkgs):
+// make compose puts them in contrib/compose/packages.
 package main
 
 import (
@@ -16,11 +19,13 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
 
 	"github.com/devid-ssh/devid/internal/debimage"
+	"github.com/devid-ssh/devid/packaging/containerpkgs"
 )
 
 func main() {
@@ -28,6 +33,7 @@ func main() {
 	mirror := flag.String("mirror", "", "Debian mirror (default "+debimage.DefaultMirror+"; a snapshot.debian.org URL pins a date)")
 	alias := flag.Bool("alias", true, "also tag each image REPOSITORY:SUITE")
 	verbose := flag.Bool("v", false, "show debootstrap's output")
+	packages := flag.String("packages", "", "also stage devid's packages in this directory (for contrib/compose)")
 	flag.Parse()
 	if flag.NArg() != 0 {
 		fmt.Fprintf(os.Stderr, "devid-images: unexpected arguments %q\n", flag.Args())
@@ -48,8 +54,16 @@ func main() {
 		s.Mirror = *mirror
 		wg.Go(func() { refs[i], errs[i] = b.Ensure(ctx, s) })
 	}
+	var stageErr error
+	if *packages != "" {
+		wg.Go(func() { stageErr = stage(ctx, *packages) })
+	}
 	wg.Wait()
 	code := 0
+	if stageErr != nil {
+		fmt.Fprintf(os.Stderr, "devid-images: %v\n", stageErr)
+		code = 1
+	}
 	for i, suite := range list {
 		if errs[i] != nil {
 			fmt.Fprintf(os.Stderr, "devid-images: %v\n", errs[i])
@@ -69,6 +83,35 @@ func main() {
 		fmt.Println(line)
 	}
 	os.Exit(code)
+}
+
+// stage puts devid's packages in dir, replacing what was there.
+func stage(ctx context.Context, dir string) error {
+	root, err := containerpkgs.ModuleRoot()
+	if err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(filepath.Clean(dir)), ".packages-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	bin := filepath.Join(tmp, "bin")
+	out := filepath.Join(tmp, "packages")
+	if err := os.Mkdir(out, 0o755); err != nil {
+		return err
+	}
+	if err := containerpkgs.Stage(root, out, containerpkgs.GoBuild(ctx, root, bin)); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	if err := os.Rename(out, dir); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "devid-images: devid's packages are in %s\n", dir)
+	return nil
 }
 
 // lockedWriter serialises the two builds' output.

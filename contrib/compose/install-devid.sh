@@ -1,6 +1,6 @@
 #!/bin/sh
-# install-devid.sh DIR PACKAGE...: install devid's packages (devid-host,
-# devid-ca, devid-agent) in a Debian container, from DIR.
+# install-devid.sh DIR PACKAGE...: install devid's packages (devid,
+# devid-host, devid-ca, devid-agent) in a Debian container, from DIR.
 #
 # DIR holds the packages' .deb files (PACKAGE_VERSION_ARCH.deb), which dpkg
 # installs; or, until devid has packages, the same files laid out per

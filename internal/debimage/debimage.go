@@ -83,13 +83,14 @@ const DefaultRepository = "devid-debian"
 // DefaultPackages returns what devid's images hold: sshd and ssh, a
 // software TPM with the tools that manufacture one, systemd as an init
 // (for the tests that run it as PID 1) with D-Bus (devid-hostd reloads sshd
-// through it), ip and ss, ps and pkill, and the CA certificates.
+// through it), ip and ss, ps and pkill, the CA certificates, and jq (the
+// compose set's scripts edit and read JSON with it).
 func DefaultPackages() []string {
 	return []string{
 		"openssh-server", "openssh-client",
 		"swtpm", "swtpm-tools",
 		"systemd", "systemd-sysv", "dbus",
-		"iproute2", "procps", "ca-certificates",
+		"iproute2", "procps", "ca-certificates", "jq",
 	}
 }
 

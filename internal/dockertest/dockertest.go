@@ -195,3 +195,14 @@ func Exec(t testing.TB, container string, cmd ...string) string {
 	t.Helper()
 	return Run(t, append([]string{"exec", container}, cmd...)...)
 }
+
+// Install copies the packages in dir (package containerpkgs stages them)
+// into the running container and installs those named (devid-host,
+// devid-ca, devid-agent) with their install-devid.sh. It fails t if they
+// do not install.
+func Install(t testing.TB, container, dir string, packages ...string) {
+	t.Helper()
+	Run(t, "cp", dir+"/.", container+":/tmp/devid-packages")
+	Run(t, append([]string{"exec", container, "sh", "/tmp/devid-packages/install-devid.sh", "/tmp/devid-packages"}, packages...)...)
+	Run(t, "exec", container, "rm", "-rf", "/tmp/devid-packages")
+}

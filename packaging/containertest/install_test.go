@@ -6,31 +6,35 @@ import (
 
 	"github.com/devid-ssh/devid/internal/debimage"
 	"github.com/devid-ssh/devid/internal/dockertest"
+	"github.com/devid-ssh/devid/packaging/containerpkgs"
 )
 
-// TestInstall installs devid's three packages in a clean container of each
-// image: they install, every program runs, the devid-principals account
-// exists, and sshd's configuration is as Debian left it (sshd_config
-// unchanged, sshd -t passes and prints nothing, no devid snippet in
-// sshd_config.d: it goes in only once devid-hostd has written its files).
+// TestInstall installs devid's four packages in a clean container of each
+// image: they install, every program runs, the system accounts
+// devid-principals and devid-ca exist, and sshd's configuration is as
+// Debian left it (sshd_config unchanged, sshd -t passes and prints
+// nothing, no devid snippet in sshd_config.d: it goes in only once
+// devid-hostd has written its files).
 func TestInstall(t *testing.T) {
 	dockertest.Need(t)
-	pkgs := dockertest.Packages(t)
+	pkgs := containerpkgs.ForTest(t)
 	for _, suite := range debimage.Suites() {
 		t.Run(suite, func(t *testing.T) {
 			t.Parallel()
 			img := dockertest.Image(t, suite)
 			c := dockertest.Start(t, "--network", "none", img, "sleep", "infinity")
 			before := dockertest.Exec(t, c, "sha256sum", "/etc/ssh/sshd_config")
-			dockertest.Install(t, c, pkgs, "devid-host", "devid-ca", "devid-agent")
+			dockertest.Install(t, c, pkgs, "devid", "devid-host", "devid-ca", "devid-agent")
 			for _, prog := range []string{"devid", "devid-ca", "devid-hostd", "devid-agent", "/usr/libexec/devid/devid-principals"} {
 				// TODO(pkgbuild): --version, once every program has it.
 				if _, err := dockertest.RunErr("exec", c, prog, "--help"); err != nil {
 					t.Errorf("%s --help: %v", prog, err)
 				}
 			}
-			if pw := dockertest.Exec(t, c, "getent", "passwd", "devid-principals"); !strings.HasSuffix(pw, ":/usr/sbin/nologin") {
-				t.Errorf("devid-principals account: %q, want a nologin shell", pw)
+			for _, account := range []string{"devid-principals", "devid-ca"} {
+				if pw := dockertest.Exec(t, c, "getent", "passwd", account); !strings.HasSuffix(pw, ":/usr/sbin/nologin") {
+					t.Errorf("%s account: %q, want a nologin shell", account, pw)
+				}
 			}
 			if after := dockertest.Exec(t, c, "sha256sum", "/etc/ssh/sshd_config"); after != before {
 				t.Errorf("sshd_config changed by the install: %s, then %s", before, after)

@@ -1,10 +1,24 @@
-package dockertest
+// Package containerpkgs stages devid's packages for Debian containers: a
+// directory holding devid, devid-host, devid-ca and devid-agent, built from this
+// checkout, and contrib/compose/install-devid.sh, which installs them in a
+// container (dpkg -i). The container tests install from it
+// (dockertest.Install), and contrib/compose's Dockerfile does (make compose
+// stages it as contrib/compose/packages).
+//
+// Until package packaging/pkgbuild makes .deb files, the packages are
+// their files laid out per package (DIR/root-PACKAGE/), which
+// install-devid.sh copies to / before running systemd-sysusers as the
+// packages' scripts will: [Stage] is the one function that changes when
+// they come.
+package containerpkgs
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,43 +26,25 @@ import (
 	"github.com/devid-ssh/devid/internal/gobuild"
 )
 
-// Packages returns a new directory of t's holding devid's packages for
-// Debian, built from this checkout, and contrib/compose/install-devid.sh,
-// which installs them: what Install copies into a container, and what
-// contrib/compose's Dockerfiles install from. The test package's TestMain
-// must run gobuild.Run (see package gobuild).
-func Packages(t testing.TB) string {
-	t.Helper()
-	root, err := ModuleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	if err := stagePackages(root, dir); err != nil {
-		t.Fatal(err)
-	}
-	if err := copyFile(filepath.Join(root, "contrib", "compose", "install-devid.sh"), filepath.Join(dir, "install-devid.sh"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
-
 // stagePackages puts devid's packages in dir. Until package
 // packaging/pkgbuild makes .deb files, it lays out the files the packages
 // will hold, per package, in dir/root-PACKAGE/ (install-devid.sh copies
 // them); the day it does, this is the one function to change:
 // pkgbuild.Build's .deb files into dir, and install-devid.sh runs dpkg -i.
-func stagePackages(root, dir string) error {
+func stagePackages(root, dir string, build func(pkg string) (string, error)) error {
 	type file struct {
 		from string // a command's package (built), or a file of the module
 		to   string
 		mode os.FileMode
 	}
 	const cmd = "github.com/devid-ssh/devid/cmd/"
+	// As packaging/pkgbuild will lay them out.
 	packages := map[string][]file{
+		"devid": {
+			{cmd + "devid", "usr/bin/devid", 0o755},
+		},
 		"devid-host": {
 			{cmd + "devid-hostd", "usr/bin/devid-hostd", 0o755},
-			{cmd + "devid", "usr/bin/devid", 0o755},
 			{cmd + "devid-principals", "usr/libexec/devid/devid-principals", 0o755},
 			{"packaging/devid-hostd.service", "usr/lib/systemd/system/devid-hostd.service", 0o644},
 			{"packaging/devid-hostd.socket", "usr/lib/systemd/system/devid-hostd.socket", 0o644},
@@ -60,7 +56,6 @@ func stagePackages(root, dir string) error {
 		},
 		"devid-ca": {
 			{cmd + "devid-ca", "usr/bin/devid-ca", 0o755},
-			{cmd + "devid", "usr/bin/devid", 0o755},
 		},
 		"devid-agent": {
 			{cmd + "devid-agent", "usr/bin/devid-agent", 0o755},
@@ -68,7 +63,12 @@ func stagePackages(root, dir string) error {
 			{"packaging/user/devid-agent.socket", "usr/lib/systemd/user/devid-agent.socket", 0o644},
 		},
 	}
-	sysusers := "u devid-principals - \"devid-principals (sshd's AuthorizedPrincipalsCommandUser)\" / /usr/sbin/nologin\n"
+	// The system users the packages' postinst scripts make
+	// (systemd-sysusers).
+	sysusers := map[string]string{
+		"devid-host": "u devid-principals - \"devid principals helper (sshd AuthorizedPrincipalsCommandUser)\" / /usr/sbin/nologin\n",
+		"devid-ca":   "u devid-ca - \"devid CA\" /var/lib/devid-ca /usr/sbin/nologin\n",
+	}
 	var errs []error
 	for pkg, files := range packages {
 		pkgRoot := filepath.Join(dir, "root-"+pkg)
@@ -76,20 +76,20 @@ func stagePackages(root, dir string) error {
 			from := filepath.Join(root, filepath.FromSlash(f.from))
 			if strings.HasPrefix(f.from, cmd) {
 				var err error
-				if from, err = gobuild.Build(f.from); err != nil {
+				if from, err = build(f.from); err != nil {
 					errs = append(errs, err)
 					continue
 				}
 			}
 			errs = append(errs, copyFile(from, filepath.Join(pkgRoot, filepath.FromSlash(f.to)), f.mode))
 		}
-		if pkg == "devid-host" {
-			f := filepath.Join(pkgRoot, "usr", "lib", "sysusers.d", "devid-host.conf")
-			errs = append(errs, os.MkdirAll(filepath.Dir(f), 0o755), os.WriteFile(f, []byte(sysusers), 0o644))
+		if users, ok := sysusers[pkg]; ok {
+			f := filepath.Join(pkgRoot, "usr", "lib", "sysusers.d", pkg+".conf")
+			errs = append(errs, os.MkdirAll(filepath.Dir(f), 0o755), os.WriteFile(f, []byte(users), 0o644))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("dockertest: staging devid's packages: %w", err)
+		return fmt.Errorf("containerpkgs: staging devid's packages: %w", err)
 	}
 	return nil
 }
@@ -131,18 +131,50 @@ func ModuleRoot() (string, error) {
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			return "", errors.New("dockertest: no go.mod above the working directory")
+			return "", errors.New("containerpkgs: no go.mod above the working directory")
 		}
 		dir = parent
 	}
 }
 
-// Install copies the packages in dir (from Packages) into the running
-// container and installs those named (devid-host, devid-ca, devid-agent)
-// with install-devid.sh. It fails t if they do not install.
-func Install(t testing.TB, container, dir string, packages ...string) {
+// Stage puts devid's packages, built from the module in root, and
+// install-devid.sh in dir. build builds a command's package (an import
+// path) and returns the binary's path: GoBuild, or gobuild.Build in a test.
+func Stage(root, dir string, build func(pkg string) (string, error)) error {
+	if err := stagePackages(root, dir, build); err != nil {
+		return err
+	}
+	if err := copyFile(filepath.Join(root, "contrib", "compose", "install-devid.sh"), filepath.Join(dir, "install-devid.sh"), 0o755); err != nil {
+		return fmt.Errorf("containerpkgs: %w", err)
+	}
+	return nil
+}
+
+// ForTest stages the packages (Stage) in a new directory of t's, built
+// with gobuild.Build: the test package's TestMain must run gobuild.Run.
+func ForTest(t testing.TB) string {
 	t.Helper()
-	Run(t, "cp", dir+"/.", container+":/tmp/devid-packages")
-	Run(t, append([]string{"exec", container, "sh", "/tmp/devid-packages/install-devid.sh", "/tmp/devid-packages"}, packages...)...)
-	Run(t, "exec", container, "rm", "-rf", "/tmp/devid-packages")
+	root, err := ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := Stage(root, dir, gobuild.Build); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// GoBuild returns a build function for Stage that runs go build -trimpath
+// in root, the binaries going to binDir.
+func GoBuild(ctx context.Context, root, binDir string) func(pkg string) (string, error) {
+	return func(pkg string) (string, error) {
+		out := filepath.Join(binDir, filepath.Base(pkg))
+		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, pkg)
+		cmd.Dir = root
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("go build %s: %w\n%s", pkg, err, b)
+		}
+		return out, nil
+	}
 }
