@@ -6,8 +6,8 @@
 //
 // Each image is tagged REPOSITORY:SUITE-HASH and, with --alias (the
 // default), REPOSITORY:SUITE too: the name contrib/compose builds on.
-// With --packages DIR it also stages devid's packages, built from this
-// checkout, in DIR (replacing what was there; see package containerpkgs):
+// With --packages DIR it also stages devid's .deb packages, built from
+// this checkout, in DIR (replacing what was there; see package containerpkgs):
 // make compose puts them in contrib/compose/packages.
 package main
 
@@ -96,12 +96,8 @@ func stage(ctx context.Context, dir string) error {
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	bin := filepath.Join(tmp, "bin")
 	out := filepath.Join(tmp, "packages")
-	if err := os.Mkdir(out, 0o755); err != nil {
-		return err
-	}
-	if err := containerpkgs.Stage(root, out, containerpkgs.GoBuild(ctx, root, bin)); err != nil {
+	if err := containerpkgs.Stage(ctx, root, out, nil); err != nil {
 		return err
 	}
 	if err := os.RemoveAll(dir); err != nil {

@@ -1,6 +1,7 @@
 package containertest
 
 import (
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -25,10 +26,12 @@ func TestInstall(t *testing.T) {
 			c := dockertest.Start(t, "--network", "none", img, "sleep", "infinity")
 			before := dockertest.Exec(t, c, "sha256sum", "/etc/ssh/sshd_config")
 			dockertest.Install(t, c, pkgs, "devid", "devid-host", "devid-ca", "devid-agent")
+			if out := dockertest.Exec(t, c, "dpkg-query", "-W", "-f", "${db:Status-Abbrev}${Package}\n", "devid", "devid-host", "devid-ca", "devid-agent"); strings.Count(out, "ii ") != 4 {
+				t.Errorf("dpkg-query after dpkg -i:\n%s", out)
+			}
 			for _, prog := range []string{"devid", "devid-ca", "devid-hostd", "devid-agent", "/usr/libexec/devid/devid-principals"} {
-				// TODO(pkgbuild): --version, once every program has it.
-				if _, err := dockertest.RunErr("exec", c, prog, "--help"); err != nil {
-					t.Errorf("%s --help: %v", prog, err)
+				if out, err := dockertest.RunErr("exec", c, prog, "--version"); err != nil || !strings.HasPrefix(out, filepath.Base(prog)+" ") {
+					t.Errorf("%s --version: %q, %v", prog, out, err)
 				}
 			}
 			for _, account := range []string{"devid-principals", "devid-ca"} {
