@@ -197,12 +197,48 @@ func Exec(t testing.TB, container string, cmd ...string) string {
 }
 
 // Install copies the packages in dir (package containerpkgs stages them)
-// into the running container and installs those named (devid-host,
+// into the running container and installs those named (devid, devid-host,
 // devid-ca, devid-agent) with their install-devid.sh. It fails t if they
-// do not install.
+// do not install. (Not through /tmp: systemd mounts a tmpfs there on
+// Debian 13, hiding what docker cp writes.)
 func Install(t testing.TB, container, dir string, packages ...string) {
 	t.Helper()
-	Run(t, "cp", dir+"/.", container+":/tmp/devid-packages")
-	Run(t, append([]string{"exec", container, "sh", "/tmp/devid-packages/install-devid.sh", "/tmp/devid-packages"}, packages...)...)
-	Run(t, "exec", container, "rm", "-rf", "/tmp/devid-packages")
+	const in = "/var/tmp/devid-packages"
+	Run(t, "cp", dir+"/.", container+":"+in)
+	Run(t, append([]string{"exec", container, "sh", in + "/install-devid.sh", in}, packages...)...)
+	Run(t, "exec", container, "rm", "-rf", in)
+}
+
+// SystemdArgs returns the docker run options under which a container of
+// devid's images runs systemd as PID 1 (/lib/systemd/systemd).
+//
+// On this project's engine (docker 20.10, cgroup v1, cgroupfs driver):
+// systemd needs CAP_SYS_ADMIN (its mounts, the units' sandboxing), no
+// seccomp filter of docker's (it installs the units' own), tmpfs on /run
+// and /run/lock, and the host's cgroup hierarchies, read-only (systemd 252
+// and 257 reach "running" with them). --privileged is no option there: the
+// engine's capability bounding set lacks CAP_SYS_RESOURCE, and
+// `docker run --privileged` fails with "unable to apply caps: operation
+// not permitted".
+//
+// On an engine with cgroup v2 (docker info: CgroupVersion 2), systemd must
+// be able to write its cgroups: the host's cgroup namespace and the
+// hierarchy read-write. That variant has not been run here.
+func SystemdArgs(t testing.TB) []string {
+	t.Helper()
+	args := []string{
+		"--cap-add", "SYS_ADMIN",
+		"--security-opt", "seccomp=unconfined",
+		"--tmpfs", "/run", "--tmpfs", "/run/lock",
+		"--stop-signal", "SIGRTMIN+3", // systemd's own "halt"
+	}
+	switch v := Run(t, "info", "--format", "{{.CgroupVersion}}"); v {
+	case "1":
+		return append(args, "-v", "/sys/fs/cgroup:/sys/fs/cgroup:ro")
+	case "2":
+		return append(args, "--cgroupns", "host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw")
+	default:
+		t.Fatalf("dockertest: the engine's cgroup version is %q: want 1 or 2", v)
+		return nil
+	}
 }
