@@ -7,7 +7,7 @@ GOFLAGS ?= -trimpath
 # linker: `PROG --version`, devid_build_info. Empty outside a git checkout.
 LDFLAGS = $(shell $(GO) run ./packaging/version -ldflags 2>/dev/null)
 
-.PHONY: all build test demo lint bench clean packages
+.PHONY: all build test demo lint bench clean packages images compose
 
 all: build
 
@@ -26,6 +26,16 @@ test: lint
 ## demo: run the whole story locally, told step by step, then clean up
 demo: build
 	$(BIN)/devid-demo --bin $(BIN)
+
+## images: build devid's Debian container images (bookworm, trixie) unless
+## docker has them; needs root and debootstrap (see internal/debimage)
+images:
+	$(GO) run ./cmd/devid-images
+
+## compose: what contrib/compose builds on: the images, and devid's packages
+## (built from this checkout) in contrib/compose/packages
+compose:
+	$(GO) run ./cmd/devid-images --packages contrib/compose/packages
 
 ## bench: the benchmarks whose figures the README quotes
 bench:

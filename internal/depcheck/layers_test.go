@@ -35,10 +35,11 @@ var layers = []struct {
 	// Composition: devid-ca, step-ca and the services on one listener.
 	{"composition", []string{"caserver", "caserver/adminhttp"}},
 	// Harnesses: what tests (and the demo) start.
-	{"harnesses", []string{"tpm/swtpmtest", "caserver/catest", "internal/sshdtest", "internal/clitest", "internal/gobuild", "sshagent/sshagenttest", "agentd/agenttest", "scim/scimtest", "internal/sdnotify/sdnotifytest"}},
+	{"harnesses", []string{"tpm/swtpmtest", "caserver/catest", "internal/sshdtest", "internal/clitest", "internal/gobuild", "sshagent/sshagenttest", "agentd/agenttest", "scim/scimtest", "internal/sdnotify/sdnotifytest", "internal/debimage", "internal/dockertest"}},
 	// Top: the commands, packaging checks, this package, the end-to-end
-	// tests (caserver/stepcli: step's CLI against devid-ca).
-	{"top", []string{"cmd/...", "packaging/...", "internal/depcheck", "hostd/e2e", "agentd/e2e", "caserver/stepcli"}},
+	// tests (caserver/stepcli: step's CLI against devid-ca; contrib/compose/e2e:
+	// the compose set).
+	{"top", []string{"cmd/...", "packaging/...", "contrib/...", "internal/depcheck", "hostd/e2e", "agentd/e2e", "caserver/stepcli"}},
 }
 
 // layerOf returns the index of pkg's layer (a path inside the module), or

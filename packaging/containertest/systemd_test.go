@@ -1,0 +1,244 @@
+package containertest
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/devid-ssh/devid/hostd"
+	"github.com/devid-ssh/devid/internal/debimage"
+	"github.com/devid-ssh/devid/internal/dockertest"
+	"github.com/devid-ssh/devid/packaging/containerpkgs"
+)
+
+// waitLimit bounds every condition polled: it only bounds a hang.
+const waitLimit = 3 * time.Minute
+
+// setupCA runs, in the container, what stands beside the host: a software
+// TPM (swtpm, a transient unit) standing in for /dev/tpmrm0, and a devid-ca
+// on 127.0.0.1:8443 (another) where the host is registered as pending, its
+// enrolment token installed as /etc/devid/enrolment-token. It prints the
+// root's fingerprint.
+const setupCA = `
+mkdir -p /var/lib/devid-swtpm
+swtpm_setup --tpm2 --tpmstate /var/lib/devid-swtpm --create-ek-cert >/dev/null
+systemd-run --quiet --unit swtpm swtpm socket --tpm2 --tpmstate dir=/var/lib/devid-swtpm \
+	--flags not-need-init,startup-clear --server type=unixio,path=/run/swtpm.sock
+devid-ca init --dir /var/lib/devid-ca --dns localhost --address 127.0.0.1:8443 >/dev/null
+systemd-run --quiet --unit devid-ca-test devid-ca serve --config /var/lib/devid-ca/devid-ca.json
+fp=$(openssl x509 -in /var/lib/devid-ca/certs/root_ca.crt -outform DER | sha256sum | cut -d ' ' -f 1)
+export DEVID_CONFIG=/root/devid-admin/config.json
+for i in $(seq 600); do
+	devid bootstrap --ca-url https://localhost:8443 --fingerprint "$fp" \
+		--admin-cert /var/lib/devid-ca/admin/admin.crt --admin-key /var/lib/devid-ca/admin/admin.key >/dev/null 2>&1 && break
+	sleep 0.2
+done
+devid device add --serial SD-1 --name sdhost --kind host --host-names localhost >/dev/null
+install -d -m 0755 /etc/devid
+devid device token sdhost --out /etc/devid/enrolment-token >/dev/null
+chmod 0600 /etc/devid/enrolment-token
+echo "$fp"
+`
+
+// hostSetup is the README's "Set up a host" with the packages installed
+// (step 1 is the package): pin the CA by its fingerprint, configure
+// devid-hostd (the swtpm, the enrolment token) and the policy, start
+// devid-hostd with its socket (returning once it is READY), and only then
+// the sshd snippet, checked by sshd -t, and a reload.
+const hostSetup = `
+CA_URL=https://localhost:8443
+TPM=unix:/run/swtpm.sock
+pin=$(mktemp -d)
+DEVID_CONFIG=$pin/config.json devid bootstrap --ca-url "$CA_URL" --fingerprint "$CA_FINGERPRINT" >/dev/null
+install -m 0644 "$pin/root_ca.crt" /etc/devid/root_ca.crt
+rm -r "$pin"
+cat > /etc/devid/hostd.json <<END
+{"version": 1, "caUrl": "$CA_URL", "root": "/etc/devid/root_ca.crt", "tpm": "$TPM",
+ "enrolment": {"tokenFile": "/etc/devid/enrolment-token", "name": "sdhost"}}
+END
+cat > /etc/devid/principals.conf <<'END'
+*           login:{account}
+END
+devid-hostd check >/dev/null
+/usr/libexec/devid/devid-principals check --policy /etc/devid/principals.conf
+systemctl daemon-reload
+systemctl enable --now devid-hostd.socket devid-hostd.service
+test -s /etc/ssh/devid/ssh_host_tpm_key-cert.pub -a -s /etc/ssh/devid/user_ca.pub -a -s /etc/ssh/devid/revoked.krl
+install -m 0644 /usr/share/devid/sshd_config.d/devid.conf /etc/ssh/sshd_config.d/
+sshd -t && test -z "$(sshd -t 2>&1)" && systemctl reload ssh
+`
+
+// TestSystemd runs systemd as PID 1 in a container of each image (see
+// dockertest.SystemdArgs for what it takes), installs devid-host there,
+// and sets the host up as the README says: the packaged units really start
+// (devid-hostd.socket and .service, ssh.service with devid's drop-in);
+// Type=notify (enable --now returns with the files in place) and the
+// watchdog (a ping after READY) work; a renewal has devid-hostd reload
+// sshd through systemd (ReloadUnit over D-Bus: systemd's "Reloaded
+// ssh.service" in the journal), and sshd presents the new certificate,
+// signed through the socket with the key in the TPM; `systemctl kill -s
+// KILL devid-hostd` is followed by systemd's restart, the files in
+// /etc/ssh/devid intact and sshd still signing.
+func TestSystemd(t *testing.T) {
+	dockertest.Need(t)
+	pkgs := containerpkgs.ForTest(t)
+	for _, suite := range debimage.Suites() {
+		t.Run(suite, func(t *testing.T) {
+			t.Parallel()
+			img := dockertest.Image(t, suite)
+			c := dockertest.Start(t, append(dockertest.SystemdArgs(t), "--network", "none", "--hostname", "sdhost", img, "/lib/systemd/systemd")...)
+			sh := func(script string, env ...string) (string, error) {
+				args := []string{"exec"}
+				for _, e := range env {
+					args = append(args, "-e", e)
+				}
+				return dockertest.RunErr(append(args, c, "bash", "-euo", "pipefail", "-c", script)...)
+			}
+			must := func(what, script string, env ...string) string {
+				t.Helper()
+				out, err := sh(script, env...)
+				if err != nil {
+					t.Fatalf("%s: %v", what, err)
+				}
+				return out
+			}
+			show := func(unit string, props ...string) map[string]string {
+				t.Helper()
+				args := []string{"systemctl", "show", unit}
+				for _, p := range props {
+					args = append(args, "-p", p)
+				}
+				out := dockertest.Exec(t, c, args...)
+				m := map[string]string{}
+				for _, line := range strings.Split(out, "\n") {
+					if k, v, ok := strings.Cut(line, "="); ok {
+						m[k] = v
+					}
+				}
+				return m
+			}
+
+			poll(t, "systemd to finish booting", func() (bool, string) {
+				state, _ := sh("systemctl is-system-running || true")
+				return state == "running" || state == "degraded", state
+			})
+			if failed := must("failed units", "systemctl --failed --no-legend --plain"); failed != "" {
+				t.Errorf("units failed at boot:\n%s", failed)
+			}
+			dockertest.Install(t, c, pkgs, "devid", "devid-host", "devid-ca")
+			fp := must("the CA and the TPM", setupCA)
+			start := time.Now()
+			must("the README's host set-up", hostSetup, "CA_FINGERPRINT="+fp)
+			t.Logf("%s: systemctl enable --now and the snippet took %s", suite, time.Since(start).Round(10*time.Millisecond))
+
+			// The units run; Type=notify: READY came with the files.
+			if out := must("units", "systemctl is-active devid-hostd.socket devid-hostd.service ssh.service"); out != "active\nactive\nactive" {
+				t.Fatalf("is-active devid-hostd.socket devid-hostd.service ssh.service:\n%s", out)
+			}
+			if dropIns := show("ssh.service", "DropInPaths")["DropInPaths"]; !strings.Contains(dropIns, "devid-hostkey.conf") {
+				t.Errorf("ssh.service's drop-ins: %q, want devid-hostkey.conf", dropIns)
+			}
+			p := show("devid-hostd.service", "Type", "WatchdogUSec", "StatusText", "WatchdogTimestampMonotonic", "MainPID", "NRestarts")
+			if p["Type"] != "notify" || p["WatchdogUSec"] != "1min" || p["StatusText"] == "" {
+				t.Errorf("devid-hostd.service: %v, want Type=notify, WatchdogUSec=1min and a status text", p)
+			}
+			st := status(t, c)
+			if st.HostCert == nil || st.SSHDReloads == 0 {
+				t.Fatalf("devid-hostd's status after enable --now: %+v", st)
+			}
+			// sshd signs with the TPM host key through the socket and
+			// presents the certificate.
+			poll(t, "sshd presenting the host certificate", func() (bool, string) {
+				serial, err := presented(c)
+				return err == nil && serial == st.HostCert.Serial, fmt.Sprintf("%d, %v (want %d)", serial, err, st.HostCert.Serial)
+			})
+
+			// The watchdog: a ping after READY moves WatchdogTimestamp.
+			ready := p["WatchdogTimestampMonotonic"]
+			poll(t, "a watchdog ping", func() (bool, string) {
+				now := show("devid-hostd.service", "WatchdogTimestampMonotonic", "ActiveState")
+				return now["WatchdogTimestampMonotonic"] != ready && now["ActiveState"] == "active", fmt.Sprint(now)
+			})
+
+			// A renewal: devid-hostd reloads sshd through systemd.
+			reloaded := func() int {
+				n, _ := strconv.Atoi(must("the journal", "journalctl -u ssh.service -o cat | grep -c 'Reloaded ssh.service' || true"))
+				return n
+			}
+			before, serial := reloaded(), st.HostCert.Serial
+			must("devid-hostd renew", "devid-hostd renew")
+			poll(t, "the renewal, sshd reloaded by systemd and presenting the new certificate", func() (bool, string) {
+				st := status(t, c)
+				if st.HostCert == nil || st.HostCert.Serial == serial {
+					return false, "not renewed yet"
+				}
+				got, err := presented(c)
+				return reloaded() > before && got == st.HostCert.Serial, fmt.Sprintf("reloads in the journal %d (were %d), sshd presents %d (%v), status %d", reloaded(), before, got, err, st.HostCert.Serial)
+			})
+
+			// kill -9: systemd restarts devid-hostd; the files stay, and
+			// sshd goes on signing through the socket systemd holds.
+			files := must("the files", "sha256sum /etc/ssh/devid/*")
+			p = show("devid-hostd.service", "MainPID", "NRestarts")
+			dockertest.Exec(t, c, "systemctl", "kill", "-s", "KILL", "devid-hostd.service")
+			poll(t, "systemd to restart devid-hostd", func() (bool, string) {
+				now := show("devid-hostd.service", "MainPID", "NRestarts", "ActiveState", "SubState")
+				return now["ActiveState"] == "active" && now["SubState"] == "running" && now["MainPID"] != p["MainPID"] && now["MainPID"] != "0" && now["NRestarts"] != p["NRestarts"], fmt.Sprint(now)
+			})
+			if after := must("the files", "sha256sum /etc/ssh/devid/*"); after != files {
+				t.Errorf("/etc/ssh/devid changed across the kill:\n%s\nthen\n%s", files, after)
+			}
+			final := status(t, c).HostCert.Serial
+			poll(t, "sshd signing after the restart", func() (bool, string) {
+				got, err := presented(c)
+				return err == nil && got == final, fmt.Sprintf("%d, %v", got, err)
+			})
+		})
+	}
+}
+
+// status is devid-hostd's status.json in the container.
+func status(t *testing.T, c string) *hostd.StatusData {
+	t.Helper()
+	var st hostd.StatusData
+	if err := json.Unmarshal([]byte(dockertest.Exec(t, c, "cat", "/run/devid-hostd/status.json")), &st); err != nil {
+		t.Fatalf("status.json: %v", err)
+	}
+	return &st
+}
+
+// presented is the serial of the host certificate sshd presents on
+// localhost (ssh-keyscan -c).
+func presented(c string) (uint64, error) {
+	out, err := dockertest.RunErr("exec", c, "sh", "-c", "ssh-keyscan -c -t ecdsa localhost 2>/dev/null | "+
+		`awk '{ for (i = 1; i < NF; i++) if ($i ~ /-cert-v01@openssh.com$/) { print $i, $(i+1); exit } }' | ssh-keygen -L -f -`)
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "Serial: "); ok {
+			return strconv.ParseUint(v, 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("no certificate in %q", out)
+}
+
+// poll calls cond every half second until it holds, failing t after
+// waitLimit with cond's last word.
+func poll(t *testing.T, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for {
+		ok, detail := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %s for %s; last: %s", waitLimit, what, detail)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
