@@ -216,7 +216,14 @@ func Install(t testing.TB, container, dir string, packages ...string) {
 // systemd needs CAP_SYS_ADMIN (its mounts, the units' sandboxing), no
 // seccomp filter of docker's (it installs the units' own), tmpfs on /run
 // and /run/lock, and the host's cgroup hierarchies, read-only (systemd 252
-// and 257 reach "running" with them). --privileged is no option there: the
+// and 257 reach "running" with them). It also needs CAP_SYS_PTRACE, which
+// systemd has on a real machine, for a unit with both PrivateUsers= and
+// ProtectProc= (devid-ca.service): systemd writes the service's UID map
+// from a helper left in its own user namespace, through /proc/PID of the
+// service, which ProtectProc='s procfs shows that helper only with
+// CAP_SYS_PTRACE over the new namespace; without it the unit fails with
+// 217/USER, "Failed to set up user namespacing: No such file or
+// directory" (systemd 252 and 257). --privileged is no option there: the
 // engine's capability bounding set lacks CAP_SYS_RESOURCE, and
 // `docker run --privileged` fails with "unable to apply caps: operation
 // not permitted".
@@ -228,6 +235,7 @@ func SystemdArgs(t testing.TB) []string {
 	t.Helper()
 	args := []string{
 		"--cap-add", "SYS_ADMIN",
+		"--cap-add", "SYS_PTRACE", // PrivateUsers= with ProtectProc=
 		"--security-opt", "seccomp=unconfined",
 		"--tmpfs", "/run", "--tmpfs", "/run/lock",
 		"--stop-signal", "SIGRTMIN+3", // systemd's own "halt"

@@ -17,30 +17,23 @@ import (
 // waitLimit bounds every condition polled: it only bounds a hang.
 const waitLimit = 3 * time.Minute
 
-// setupCA runs, in the container, what stands beside the host: a software
-// TPM (swtpm, a transient unit) standing in for /dev/tpmrm0, and a devid-ca
-// on 127.0.0.1:8443 (another) where the host is registered as pending, its
-// enrolment token installed as /etc/devid/enrolment-token. It prints the
-// root's fingerprint.
-const setupCA = `
+// setupTPM runs, in the container, what stands beside the host but the
+// CA (devid-ca.service, caService): a software TPM (swtpm, a transient
+// unit) standing in for /dev/tpmrm0, and the host registered with the CA
+// as pending, by the CA's first admin, its enrolment token installed as
+// /etc/devid/enrolment-token. No retry: the CA serves once systemctl
+// enable --now has returned (Type=notify).
+const setupTPM = `
 mkdir -p /var/lib/devid-swtpm
 swtpm_setup --tpm2 --tpmstate /var/lib/devid-swtpm --create-ek-cert >/dev/null
 systemd-run --quiet --unit swtpm swtpm socket --tpm2 --tpmstate dir=/var/lib/devid-swtpm \
 	--flags not-need-init,startup-clear --server type=unixio,path=/run/swtpm.sock
-devid-ca init --dir /var/lib/devid-ca --dns localhost --address 127.0.0.1:8443 >/dev/null
-systemd-run --quiet --unit devid-ca-test devid-ca serve --config /var/lib/devid-ca/devid-ca.json
-fp=$(openssl x509 -in /var/lib/devid-ca/certs/root_ca.crt -outform DER | sha256sum | cut -d ' ' -f 1)
-export DEVID_CONFIG=/root/devid-admin/config.json
-for i in $(seq 600); do
-	devid bootstrap --ca-url https://localhost:8443 --fingerprint "$fp" \
-		--admin-cert /var/lib/devid-ca/admin/admin.crt --admin-key /var/lib/devid-ca/admin/admin.key >/dev/null 2>&1 && break
-	sleep 0.2
-done
+devid bootstrap --ca-url https://localhost:8443 --fingerprint "$CA_FINGERPRINT" \
+	--admin-cert /var/lib/devid-ca/admin/admin.crt --admin-key /var/lib/devid-ca/admin/admin.key >/dev/null
 devid device add --serial SD-1 --name sdhost --kind host --host-names localhost >/dev/null
 install -d -m 0755 /etc/devid
 devid device token sdhost --out /etc/devid/enrolment-token >/dev/null
 chmod 0600 /etc/devid/enrolment-token
-echo "$fp"
 `
 
 // hostSetup is the README's "Set up a host" with the packages installed
@@ -72,8 +65,15 @@ sshd -t && test -z "$(sshd -t 2>&1)" && systemctl reload ssh
 `
 
 // TestSystemd runs systemd as PID 1 in a container of each image (see
-// dockertest.SystemdArgs for what it takes), installs devid-host there,
-// and sets the host up as the README says: the packaged units really start
+// dockertest.SystemdArgs for what it takes), installs devid-ca and
+// devid-host there, and sets both up as the README says.
+//
+// The CA runs under the packaged devid-ca.service, hardening and all (see
+// startCAService, killCAService and stopCAService): READY=1, the watchdog,
+// HTTPS and metrics, the devid-ca user, a restart after SIGKILL with its
+// store intact, a clean stop.
+//
+// On the host, the packaged units really start
 // (devid-hostd.socket and .service, ssh.service with devid's drop-in);
 // Type=notify (enable --now returns with the files in place) and the
 // watchdog (a ping after READY) work; a renewal has devid-hostd reload
@@ -90,36 +90,8 @@ func TestSystemd(t *testing.T) {
 			t.Parallel()
 			img := dockertest.Image(t, suite)
 			c := dockertest.Start(t, append(dockertest.SystemdArgs(t), "--network", "none", "--hostname", "sdhost", img, "/lib/systemd/systemd")...)
-			sh := func(script string, env ...string) (string, error) {
-				args := []string{"exec"}
-				for _, e := range env {
-					args = append(args, "-e", e)
-				}
-				return dockertest.RunErr(append(args, c, "bash", "-euo", "pipefail", "-c", script)...)
-			}
-			must := func(what, script string, env ...string) string {
-				t.Helper()
-				out, err := sh(script, env...)
-				if err != nil {
-					t.Fatalf("%s: %v", what, err)
-				}
-				return out
-			}
-			show := func(unit string, props ...string) map[string]string {
-				t.Helper()
-				args := []string{"systemctl", "show", unit}
-				for _, p := range props {
-					args = append(args, "-p", p)
-				}
-				out := dockertest.Exec(t, c, args...)
-				m := map[string]string{}
-				for _, line := range strings.Split(out, "\n") {
-					if k, v, ok := strings.Cut(line, "="); ok {
-						m[k] = v
-					}
-				}
-				return m
-			}
+			b := box{t, c}
+			sh, must, show := b.sh, b.must, b.show
 
 			poll(t, "systemd to finish booting", func() (bool, string) {
 				state, _ := sh("systemctl is-system-running || true")
@@ -129,7 +101,11 @@ func TestSystemd(t *testing.T) {
 				t.Errorf("units failed at boot:\n%s", failed)
 			}
 			dockertest.Install(t, c, pkgs, "devid", "devid-host", "devid-ca")
-			fp := must("the CA and the TPM", setupCA)
+			fp := startCAService(b, suite)
+			must("the TPM and the host's registration", setupTPM, "CA_FINGERPRINT="+fp)
+			// The CA survives a crash, with its store: the enrolment that
+			// follows uses the token issued before.
+			caReady := killCAService(b, "sdhost")
 			start := time.Now()
 			must("the README's host set-up", hostSetup, "CA_FINGERPRINT="+fp)
 			t.Logf("%s: systemctl enable --now and the snippet took %s", suite, time.Since(start).Round(10*time.Millisecond))
@@ -196,6 +172,8 @@ func TestSystemd(t *testing.T) {
 				got, err := presented(c)
 				return err == nil && got == final, fmt.Sprintf("%d, %v", got, err)
 			})
+
+			stopCAService(b, caReady)
 		})
 	}
 }
