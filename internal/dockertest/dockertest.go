@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -249,4 +250,39 @@ func SystemdArgs(t testing.TB) []string {
 		t.Fatalf("dockertest: the engine's cgroup version is %q: want 1 or 2", v)
 		return nil
 	}
+}
+
+// Poll calls cond every half second until it holds, failing t after limit
+// with cond's last word. The limit only bounds a hang.
+func Poll(t testing.TB, limit time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		ok, detail := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %s for %s; last: %s", limit, what, detail)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// PresentedSerial is the serial of the ECDSA host certificate that host's
+// sshd presents, as ssh-keyscan -c run in container sees it (OpenSSH 9.2
+// and 10.0 print "TYPE-cert-v01@openssh.com BASE64", which ssh-keygen -L
+// reads).
+func PresentedSerial(container, host string) (uint64, error) {
+	out, err := RunErr("exec", container, "sh", "-c", "ssh-keyscan -c -t ecdsa "+host+" 2>/dev/null | "+
+		`awk '{ for (i = 1; i < NF; i++) if ($i ~ /-cert-v01@openssh.com$/) { print $i, $(i+1); exit } }' | ssh-keygen -L -f -`)
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "Serial: "); ok {
+			return strconv.ParseUint(v, 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("no host certificate from %s in %q", host, out)
 }

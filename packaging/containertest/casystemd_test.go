@@ -149,7 +149,7 @@ func killCAService(b box, device string) string {
 	listed := b.must("devid device list", "devid device list")
 	dockertest.Exec(t, b.c, "systemctl", "kill", "-s", "KILL", "devid-ca.service")
 	var now map[string]string
-	poll(t, "systemd to restart devid-ca", func() (bool, string) {
+	dockertest.Poll(t, waitLimit, "systemd to restart devid-ca", func() (bool, string) {
 		now = b.show("devid-ca.service", "MainPID", "NRestarts", "ActiveState", "SubState", "WatchdogTimestampMonotonic")
 		return now["ActiveState"] == "active" && now["SubState"] == "running" && now["MainPID"] != before["MainPID"] && now["MainPID"] != "0" &&
 			now["NRestarts"] == strconv.Itoa(n+1), fmt.Sprintf("%v (before: %v)", now, before)
@@ -172,7 +172,7 @@ func killCAService(b box, device string) string {
 func stopCAService(b box, ready string) {
 	t := b.t
 	start := time.Now()
-	poll(t, "a watchdog ping from devid-ca", func() (bool, string) {
+	dockertest.Poll(t, waitLimit, "a watchdog ping from devid-ca", func() (bool, string) {
 		now := b.show("devid-ca.service", "WatchdogTimestampMonotonic", "ActiveState")
 		return now["WatchdogTimestampMonotonic"] != ready && now["ActiveState"] == "active", fmt.Sprintf("%v (at READY: %s)", now, ready)
 	})

@@ -93,7 +93,7 @@ func TestSystemd(t *testing.T) {
 			b := box{t, c}
 			sh, must, show := b.sh, b.must, b.show
 
-			poll(t, "systemd to finish booting", func() (bool, string) {
+			dockertest.Poll(t, waitLimit, "systemd to finish booting", func() (bool, string) {
 				state, _ := sh("systemctl is-system-running || true")
 				return state == "running" || state == "degraded", state
 			})
@@ -127,14 +127,14 @@ func TestSystemd(t *testing.T) {
 			}
 			// sshd signs with the TPM host key through the socket and
 			// presents the certificate.
-			poll(t, "sshd presenting the host certificate", func() (bool, string) {
-				serial, err := presented(c)
+			dockertest.Poll(t, waitLimit, "sshd presenting the host certificate", func() (bool, string) {
+				serial, err := dockertest.PresentedSerial(c, "localhost")
 				return err == nil && serial == st.HostCert.Serial, fmt.Sprintf("%d, %v (want %d)", serial, err, st.HostCert.Serial)
 			})
 
 			// The watchdog: a ping after READY moves WatchdogTimestamp.
 			ready := p["WatchdogTimestampMonotonic"]
-			poll(t, "a watchdog ping", func() (bool, string) {
+			dockertest.Poll(t, waitLimit, "a watchdog ping", func() (bool, string) {
 				now := show("devid-hostd.service", "WatchdogTimestampMonotonic", "ActiveState")
 				return now["WatchdogTimestampMonotonic"] != ready && now["ActiveState"] == "active", fmt.Sprint(now)
 			})
@@ -146,12 +146,12 @@ func TestSystemd(t *testing.T) {
 			}
 			before, serial := reloaded(), st.HostCert.Serial
 			must("devid-hostd renew", "devid-hostd renew")
-			poll(t, "the renewal, sshd reloaded by systemd and presenting the new certificate", func() (bool, string) {
+			dockertest.Poll(t, waitLimit, "the renewal, sshd reloaded by systemd and presenting the new certificate", func() (bool, string) {
 				st := status(t, c)
 				if st.HostCert == nil || st.HostCert.Serial == serial {
 					return false, "not renewed yet"
 				}
-				got, err := presented(c)
+				got, err := dockertest.PresentedSerial(c, "localhost")
 				return reloaded() > before && got == st.HostCert.Serial, fmt.Sprintf("reloads in the journal %d (were %d), sshd presents %d (%v), status %d", reloaded(), before, got, err, st.HostCert.Serial)
 			})
 
@@ -160,7 +160,7 @@ func TestSystemd(t *testing.T) {
 			files := must("the files", "sha256sum /etc/ssh/devid/*")
 			p = show("devid-hostd.service", "MainPID", "NRestarts")
 			dockertest.Exec(t, c, "systemctl", "kill", "-s", "KILL", "devid-hostd.service")
-			poll(t, "systemd to restart devid-hostd", func() (bool, string) {
+			dockertest.Poll(t, waitLimit, "systemd to restart devid-hostd", func() (bool, string) {
 				now := show("devid-hostd.service", "MainPID", "NRestarts", "ActiveState", "SubState")
 				return now["ActiveState"] == "active" && now["SubState"] == "running" && now["MainPID"] != p["MainPID"] && now["MainPID"] != "0" && now["NRestarts"] != p["NRestarts"], fmt.Sprint(now)
 			})
@@ -168,8 +168,8 @@ func TestSystemd(t *testing.T) {
 				t.Errorf("/etc/ssh/devid changed across the kill:\n%s\nthen\n%s", files, after)
 			}
 			final := status(t, c).HostCert.Serial
-			poll(t, "sshd signing after the restart", func() (bool, string) {
-				got, err := presented(c)
+			dockertest.Poll(t, waitLimit, "sshd signing after the restart", func() (bool, string) {
+				got, err := dockertest.PresentedSerial(c, "localhost")
 				return err == nil && got == final, fmt.Sprintf("%d, %v", got, err)
 			})
 
@@ -186,37 +186,4 @@ func status(t *testing.T, c string) *hostd.StatusData {
 		t.Fatalf("status.json: %v", err)
 	}
 	return &st
-}
-
-// presented is the serial of the host certificate sshd presents on
-// localhost (ssh-keyscan -c).
-func presented(c string) (uint64, error) {
-	out, err := dockertest.RunErr("exec", c, "sh", "-c", "ssh-keyscan -c -t ecdsa localhost 2>/dev/null | "+
-		`awk '{ for (i = 1; i < NF; i++) if ($i ~ /-cert-v01@openssh.com$/) { print $i, $(i+1); exit } }' | ssh-keygen -L -f -`)
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(out, "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "Serial: "); ok {
-			return strconv.ParseUint(v, 10, 64)
-		}
-	}
-	return 0, fmt.Errorf("no certificate in %q", out)
-}
-
-// poll calls cond every half second until it holds, failing t after
-// waitLimit with cond's last word.
-func poll(t *testing.T, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	for {
-		ok, detail := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waited %s for %s; last: %s", waitLimit, what, detail)
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
 }

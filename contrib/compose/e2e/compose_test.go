@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -57,7 +55,7 @@ func TestCompose(t *testing.T) {
 func (s *set) enrolled() {
 	s.t.Helper()
 	for _, h := range hosts {
-		poll(s.t, h+"'s enrolment", func() (bool, string) {
+		dockertest.Poll(s.t, waitLimit, h+"'s enrolment", func() (bool, string) {
 			st, err := s.hostStatus(h)
 			if err != nil {
 				return false, err.Error()
@@ -68,7 +66,7 @@ func (s *set) enrolled() {
 			return st.HostCert != nil && st.SSHDReloads > 0 && st.UserCA > 0 && st.KRLVersion > 0, fmt.Sprintf("%+v", st)
 		})
 	}
-	poll(s.t, "the workstation's enrolment", func() (bool, string) {
+	dockertest.Poll(s.t, waitLimit, "the workstation's enrolment", func() (bool, string) {
 		st, err := s.agentStatus()
 		if err != nil {
 			return false, err.Error()
@@ -102,7 +100,7 @@ func (s *set) serials() serials {
 func (s *set) renewed(before serials, why string) {
 	s.t.Helper()
 	for _, h := range hosts {
-		poll(s.t, h+"'s renewal "+why, func() (bool, string) {
+		dockertest.Poll(s.t, waitLimit, h+"'s renewal "+why, func() (bool, string) {
 			st, err := s.hostStatus(h)
 			if err != nil || st.HostCert == nil {
 				return false, fmt.Sprint(err)
@@ -110,7 +108,7 @@ func (s *set) renewed(before serials, why string) {
 			return st.HostCert.Serial != before[h], fmt.Sprintf("serial %d, next renewal %s", st.HostCert.Serial, st.HostCert.NextRenewal)
 		})
 	}
-	poll(s.t, "the workstation's renewal "+why, func() (bool, string) {
+	dockertest.Poll(s.t, waitLimit, "the workstation's renewal "+why, func() (bool, string) {
 		st, err := s.agentStatus()
 		if err != nil || st.Certificate == nil {
 			return false, fmt.Sprint(err)
@@ -132,35 +130,17 @@ func (s *set) renewals() {
 	}
 	s.renewed(before, "at 2/3 of the lifetime")
 	for _, h := range hosts {
-		poll(s.t, h+"'s sshd presenting the renewed certificate", func() (bool, string) {
+		dockertest.Poll(s.t, waitLimit, h+"'s sshd presenting the renewed certificate", func() (bool, string) {
 			st, err := s.hostStatus(h)
 			if err != nil || st.HostCert == nil {
 				return false, fmt.Sprint(err)
 			}
-			presented, err := s.presentedSerial(h)
+			presented, err := dockertest.PresentedSerial(s.ids["workstation"], h)
 			return err == nil && st.SSHDReloads > reloads[h] && presented == st.HostCert.Serial,
 				fmt.Sprintf("status serial %d, reloads %d (were %d); sshd presents %d (%v)", st.HostCert.Serial, st.SSHDReloads, reloads[h], presented, err)
 		})
 		s.login(h)
 	}
-}
-
-// presentedSerial is the serial of the host certificate host's sshd
-// presents (ssh-keyscan -c from the workstation).
-func (s *set) presentedSerial(host string) (uint64, error) {
-	// ssh-keyscan -c prints "TYPE-cert-v01@openssh.com BASE64" (OpenSSH 9.2
-	// and 10.0 without the host's name): ssh-keygen -L reads that.
-	out, err := s.exec("workstation", "sh", "-c", "ssh-keyscan -c -t ecdsa "+host+" 2>/dev/null | "+
-		`awk '{ for (i = 1; i < NF; i++) if ($i ~ /-cert-v01@openssh.com$/) { print $i, $(i+1); exit } }' | ssh-keygen -L -f -`)
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(out, "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "Serial: "); ok {
-			return strconv.ParseUint(v, 10, 64)
-		}
-	}
-	return 0, fmt.Errorf("no serial in %q", out)
 }
 
 // caOutage: with the CA stopped, both hosts still let the workstation in;
@@ -200,7 +180,7 @@ func (s *set) quarantineAndPartition() {
 	}
 	var krl uint64
 	quarantined := time.Now()
-	poll(s.t, "host-1's KRL after the quarantine", func() (bool, string) {
+	dockertest.Poll(s.t, waitLimit, "host-1's KRL after the quarantine", func() (bool, string) {
 		st, err := s.hostStatus("host-1")
 		if err != nil {
 			return false, err.Error()
@@ -215,7 +195,7 @@ func (s *set) quarantineAndPartition() {
 	}
 	dockertest.Run(s.t, "network", "connect", "--alias", "host-2", s.network, s.ids["host-2"])
 	back := time.Now()
-	poll(s.t, "host-2's KRL once back on the network", func() (bool, string) {
+	dockertest.Poll(s.t, waitLimit, "host-2's KRL once back on the network", func() (bool, string) {
 		st, err := s.hostStatus("host-2")
 		if err != nil {
 			return false, err.Error()

@@ -162,7 +162,7 @@ func (s *set) login(host string) {
 	s.t.Helper()
 	var out string
 	var err error
-	poll(s.t, "a login to "+host, func() (bool, string) {
+	dockertest.Poll(s.t, waitLimit, "a login to "+host, func() (bool, string) {
 		out, err = s.ssh(host)
 		return err == nil || !connectionTrouble(err.Error()), fmt.Sprint(err)
 	})
@@ -180,7 +180,7 @@ func (s *set) refused(host, want string) {
 	s.t.Helper()
 	since := time.Now().UTC().Format(time.RFC3339Nano)
 	var err error
-	poll(s.t, "a login attempt to "+host, func() (bool, string) {
+	dockertest.Poll(s.t, waitLimit, "a login attempt to "+host, func() (bool, string) {
 		_, err = s.ssh(host)
 		return err == nil || !connectionTrouble(err.Error()), fmt.Sprint(err)
 	})
@@ -190,28 +190,11 @@ func (s *set) refused(host, want string) {
 	if !strings.Contains(err.Error(), "Permission denied") {
 		s.t.Fatalf("login to %s: %v, want Permission denied", host, err)
 	}
-	poll(s.t, host+"'s sshd saying "+want, func() (bool, string) {
+	dockertest.Poll(s.t, waitLimit, host+"'s sshd saying "+want, func() (bool, string) {
 		// sshd -e logs to the container's standard error.
 		logs, err := exec.Command("docker", "logs", "--since", since, s.ids[host]).CombinedOutput()
 		return err == nil && strings.Contains(string(logs), want), lastLines(string(logs), 5)
 	})
-}
-
-// poll calls cond every half second until it holds, failing t after
-// waitLimit with cond's last word.
-func poll(t *testing.T, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	for {
-		ok, detail := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waited %s for %s; last: %s", waitLimit, what, detail)
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
 }
 
 func lastLines(s string, n int) string {
