@@ -14,7 +14,8 @@ import (
 // context of its own, which chi fills in and, being the caller's, neither
 // recycles nor resets: the pattern is read from it once the request is
 // answered. A request answered before routing (a body over the limit) has
-// route "none".
+// route "none"; a method other than the standard ones is "other"
+// (methodLabel).
 func (s *Server) observeHTTP(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -25,8 +26,20 @@ func (s *Server) observeHTTP(next http.Handler) http.Handler {
 		if route == "" {
 			route = "none"
 		}
-		s.metrics.httpDuration.WithLabelValues(route, r.Method, statusCode(sw.code)).Observe(time.Since(start).Seconds())
+		s.metrics.httpDuration.WithLabelValues(route, methodLabel(r.Method), statusCode(sw.code)).Observe(time.Since(start).Seconds())
 	})
+}
+
+// methodLabel is a request's method as a label value: one of the methods
+// devid-ca's routes answer, else "other". Any client, without a
+// certificate, can send any token as a method: taken as it came, each
+// would make series of its own.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions:
+		return m
+	}
+	return "other"
 }
 
 // statusWriter records the status code a handler answers with.

@@ -65,7 +65,7 @@ func newMetrics() *Metrics {
 		}, []string{"step", "reason"}),
 		httpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "devid_ca_http_request_duration_seconds",
-			Help: "HTTPS requests' duration, by route pattern (chi's: /ssh/sign, /devid/v1/*; none when no route was reached), method and status code. KRL long-polls last up to their wait.",
+			Help: "HTTPS requests' duration, by route pattern (chi's: /ssh/sign, /devid/v1/*; none when no route was reached), method (GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS or other) and status code. KRL long-polls last up to their wait.",
 			// Past the KRL's long-polls: 55 s by default, up to 5m.
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300},
 		}, []string{"route", "method", "code"}),
