@@ -19,16 +19,21 @@ import (
 	"go.step.sm/crypto/pemutil"
 )
 
-// freeAddr returns a loopback address with a port free a moment ago.
+// freeAddrs returns n loopback addresses with ports free a moment ago, all
+// different: each listener stays open until every port is chosen.
 // (devid-ca's configuration takes no port 0.)
-func freeAddr(t *testing.T) string {
+func freeAddrs(t *testing.T, n int) []string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	var addrs []string
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		addrs = append(addrs, ln.Addr().String())
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addrs
 }
 
 // TestServeNotifies runs `devid-ca serve` as systemd runs the packaged
@@ -39,7 +44,8 @@ func freeAddr(t *testing.T) string {
 // brings STOPPING=1 and a clean exit.
 func TestServeNotifies(t *testing.T) {
 	dir := t.TempDir()
-	httpsAddr, metricsAddr := freeAddr(t), freeAddr(t)
+	addrs := freeAddrs(t, 2)
+	httpsAddr, metricsAddr := addrs[0], addrs[1]
 	res, err := caserver.Init(caserver.InitOptions{Dir: filepath.Join(dir, "ca"), DNSNames: []string{"127.0.0.1"},
 		Address: httpsAddr, MetricsAddress: metricsAddr, Now: time.Now()})
 	if err != nil {
