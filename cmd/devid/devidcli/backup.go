@@ -64,6 +64,10 @@ func backupCmd() *command.Command {
 			if err := os.Link(tmp.Name(), out); err != nil {
 				return err
 			}
+			// The new name on disk too, not just the bytes.
+			if err := syncDir(filepath.Dir(out)); err != nil {
+				return fmt.Errorf("%s written, but: %w", out, err)
+			}
 			if c.json {
 				return writeJSON(env, map[string]any{"file": out, "bytes": n, "entries": info.Entries})
 			}
@@ -72,4 +76,20 @@ func backupCmd() *command.Command {
 			return nil
 		},
 	}
+}
+
+// syncDir flushes dir's entries (a file linked in it) to disk.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
 }
