@@ -3,11 +3,13 @@ package caserver
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/devid-ssh/devid/caserver/adminhttp"
@@ -47,8 +49,11 @@ func boltDB(db nosql.DB) (*bolt.DB, error) {
 }
 
 // serveBackup answers GET /devid/v1/backup (adminapi.BackupPath), for an
-// admin only: a consistent copy of the bbolt store, taken in one read
-// transaction while the CA goes on serving and writing.
+// admin only: a consistent copy of the bbolt store, taken in one short
+// read transaction into a file beside the store (storebackup.Snapshot)
+// while the CA goes on serving and writing, then sent from that file, and
+// recorded in the audit trail (action store.backup, subject store, after
+// {"bytes": N}).
 func (s *Server) serveBackup(w http.ResponseWriter, r *http.Request) {
 	admin, ok := adminhttp.AdminName(r, s.adminRoot)
 	switch {
@@ -74,20 +79,63 @@ func (s *Server) serveBackup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	start := time.Now()
+	// From a snapshot beside the store: the store's read transaction lasts
+	// as long as the copy to disk, not as long as the client takes.
+	snap, err := storebackup.Snapshot(db)
+	if err != nil {
+		s.log.Error("backup", "admin", admin, "err", err)
+		writeBackupError(w, http.StatusInternalServerError, "the CA could not copy its store; see its log")
+		return
+	}
+	defer snap.Close()
+	st, err := snap.Stat()
+	if err == nil {
+		err = s.inv.RecordAudit(admin, "store.backup", "store", "", nil, map[string]int64{"bytes": st.Size()})
+	}
+	if err != nil {
+		s.log.Error("backup", "admin", admin, "err", err)
+		writeBackupError(w, http.StatusInternalServerError, "internal error; see the CA's log")
+		return
+	}
 	name := "devid-ca-" + s.now().UTC().Format("20060102T150405Z") + ".db"
-	n, err := storebackup.WriteTo(db, w, func(size int64) {
-		w.Header().Set("Content-Type", "application/octet-stream")
-		w.Header().Set("Content-Disposition", `attachment; filename="`+name+`"`)
-		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
-		w.WriteHeader(http.StatusOK)
-	})
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Disposition", `attachment; filename="`+name+`"`)
+	w.Header().Set("Content-Length", strconv.FormatInt(st.Size(), 10))
+	w.WriteHeader(http.StatusOK)
+	// However long the download takes, so long as the client reads: the
+	// server's WriteTimeout (writeTimeout from the request) would cut a
+	// large store's backup short; writeTimeout without progress ends it.
+	pw := &progressWriter{w: w, rc: http.NewResponseController(w), idle: writeTimeout}
+	n, err := io.Copy(pw, snap)
+	if pw.err != nil {
+		s.log.Warn("backup: no write deadline of its own", "admin", admin, "err", pw.err)
+	}
 	if err != nil {
 		// The status is sent: the client sees a body shorter than its
 		// Content-Length.
-		s.log.Error("backup failed", "admin", admin, "bytes", n, "err", err)
+		s.log.Error("backup failed", "admin", admin, "bytes", n, "of", st.Size(), "err", err)
 		return
 	}
 	s.log.Info("store backed up", "admin", admin, "bytes", n, "duration", time.Since(start).Round(time.Millisecond))
+}
+
+// progressWriter writes to w with a write deadline idle after each write's
+// start: a transfer goes on for as long as the client keeps reading. err
+// is the first error setting the deadline (none but http.ErrNotSupported
+// is expected).
+type progressWriter struct {
+	w    io.Writer
+	rc   *http.ResponseController
+	idle time.Duration
+	err  error
+}
+
+func (p *progressWriter) Write(b []byte) (int, error) {
+	// A connection's deadline is by the wall clock, not the CA's clock.
+	if err := p.rc.SetWriteDeadline(time.Now().Add(p.idle)); err != nil && p.err == nil {
+		p.err = err
+	}
+	return p.w.Write(b)
 }
 
 func writeBackupError(w http.ResponseWriter, code int, msg string) {
@@ -115,39 +163,84 @@ type RestoreResult struct {
 	Info    *storebackup.Info // the backup's tables
 	KRLFrom uint64            // the backup's KRL version
 	KRLNext uint64            // the version the restored store publishes next, at least
+	// Owner is who the restored store was given to, run as root: the
+	// owner of the CA directory. nil when not run as root.
+	Owner *Owner
 }
 
-// Restore puts a backup in place of a CA's store: it checks the backup
-// (storebackup.Check), refuses while a devid-ca serves from the store (or
-// has it open), and swaps the store for a copy of the backup by rename,
-// keeping the old one beside it. The copy's KRL version jumps by
-// KRLVersionSkip first.
+// Owner is a file's owner.
+type Owner struct{ UID, GID int }
+
+// Restore puts a backup in place of a CA's store. It copies the backup
+// beside the store (reading it once: it may be a pipe) and checks the copy
+// (storebackup.CheckCopy); it refuses while a devid-ca serves from the store
+// (or has it open) and keeps one from starting meanwhile
+// (storebackup.LockRestore); it makes the copy's next KRL version jump by
+// KRLVersionSkip, and swaps it in by rename, keeping the old store beside
+// it.
+//
+// Run as root, it gives what it makes (the store's directory if missing,
+// the restored store, the lock file) to the owner of the CA directory
+// (the config file's), which devid-ca runs as.
 func Restore(o RestoreOptions) (*RestoreResult, error) {
+	res, err := restore(o)
+	if err != nil {
+		return nil, fmt.Errorf("devid-ca restore: %w", err)
+	}
+	return res, nil
+}
+
+func restore(o RestoreOptions) (res *RestoreResult, err error) {
 	cfg, err := LoadConfig(o.Config)
 	if err != nil {
 		return nil, err
 	}
 	if cfg.DB.Type != "bbolt" {
-		return nil, fmt.Errorf("devid-ca restore: %s: %w", o.Config, ErrNotBBolt)
+		return nil, fmt.Errorf("%s: %w", o.Config, ErrNotBBolt)
 	}
-	target := cfg.path(cfg.DB.DataSource)
-	info, err := storebackup.Check(o.From)
+	store := cfg.path(cfg.DB.DataSource)
+	res = &RestoreResult{Store: store}
+	if os.Geteuid() == 0 {
+		if res.Owner, err = ownerOf(filepath.Dir(o.Config)); err != nil {
+			return nil, err
+		}
+	}
+	if err := mkdirOwned(filepath.Dir(store), res.Owner); err != nil {
+		return nil, err
+	}
+	staged, err := storebackup.Stage(o.From, store)
 	if err != nil {
-		return nil, fmt.Errorf("devid-ca restore: %w", err)
+		return nil, err
 	}
-	if err := os.MkdirAll(filepath.Dir(target), 0o700); err != nil {
-		return nil, fmt.Errorf("devid-ca restore: %w", err)
+	defer func() {
+		if err != nil {
+			os.Remove(staged)
+		}
+	}()
+	// The copy is checked, and only it is used: From is not read again.
+	if res.Info, err = storebackup.CheckCopy(staged, o.From); err != nil {
+		return nil, err
 	}
-	unlock, err := storebackup.Lock(target)
+
+	unlockRestore, err := storebackup.LockRestore(store)
 	if err != nil {
-		return nil, fmt.Errorf("devid-ca restore: %w: stop it first (systemctl stop devid-ca)", err)
+		return nil, fmt.Errorf("%w: stop it first (systemctl stop devid-ca)", err)
+	}
+	defer unlockRestore()
+	if err := chown(storebackup.RestoreLockFile(store), res.Owner); err != nil {
+		return nil, err
+	}
+	unlock, created, err := storebackup.Lock(store)
+	if err != nil {
+		return nil, fmt.Errorf("%w: stop it first (systemctl stop devid-ca)", err)
 	}
 	defer unlock()
-	staged, err := storebackup.Stage(o.From, target)
-	if err != nil {
-		return nil, fmt.Errorf("devid-ca restore: %w", err)
-	}
-	res := &RestoreResult{Store: target, Info: info}
+	defer func() {
+		if err != nil && created {
+			os.Remove(store) // Lock made it, empty, to hold the lock
+		}
+	}()
+
 	err = func() error {
 		db, err := nosql.New("bbolt", staged)
 		if err != nil {
@@ -158,12 +251,60 @@ func Restore(o RestoreOptions) (*RestoreResult, error) {
 		res.KRLFrom, res.KRLNext = from, to+1
 		return err
 	}()
-	if err == nil {
-		res.Kept, err = storebackup.Install(staged, target, o.Now)
-	}
 	if err != nil {
-		os.Remove(staged)
-		return nil, fmt.Errorf("devid-ca restore: %w", err)
+		return nil, err
+	}
+	if err := chown(staged, res.Owner); err != nil {
+		return nil, err
+	}
+	if res.Kept, err = storebackup.Install(staged, store, o.Now); err != nil {
+		return nil, err
 	}
 	return res, nil
+}
+
+func ownerOf(path string) (*Owner, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil, fmt.Errorf("%s: no owner", path)
+	}
+	return &Owner{UID: int(sys.Uid), GID: int(sys.Gid)}, nil
+}
+
+// chown gives file to owner, if not nil.
+func chown(file string, owner *Owner) error {
+	if owner == nil {
+		return nil
+	}
+	return os.Lchown(file, owner.UID, owner.GID)
+}
+
+// mkdirOwned makes dir (mode 0700) and any missing parent, each given to
+// owner if not nil; directories that exist are left as they are.
+func mkdirOwned(dir string, owner *Owner) error {
+	var missing []string
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); err == nil {
+			break
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		missing = append(missing, d)
+		if filepath.Dir(d) == d {
+			break
+		}
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	for _, d := range missing {
+		if err := chown(d, owner); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -54,6 +54,7 @@ import (
 	"github.com/devid-ssh/devid/attestca"
 	"github.com/devid-ssh/devid/attestca/wire"
 	"github.com/devid-ssh/devid/caserver/adminhttp"
+	"github.com/devid-ssh/devid/internal/storebackup"
 	"github.com/devid-ssh/devid/internal/task"
 	"github.com/devid-ssh/devid/inventory"
 	"github.com/devid-ssh/devid/issuance"
@@ -118,6 +119,7 @@ type Server struct {
 	scimH     http.Handler // the SCIM service; nil when off
 	metrics   *Metrics
 	db        nosql.DB // the store, as step-ca opened it (backup.go, Healthy)
+	unlock    func()   // releases the store's restore lock (storebackup.LockServe)
 }
 
 // New opens the store and builds the CA from cfg.
@@ -150,15 +152,26 @@ func New(cfg *Config, opts Options) (*Server, error) {
 	webhooks := issuance.InProcess{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.policy.ServeHTTP(w, r)
 	})}
+	if cfg.DB.Type == "bbolt" {
+		// Held while the store is open: no restore meanwhile, and none in
+		// progress now (its new store would replace the one opened).
+		if s.unlock, err = storebackup.LockServe(cfg.path(cfg.DB.DataSource)); errors.Is(err, storebackup.ErrRestoring) {
+			return nil, fmt.Errorf("devid-ca: %w: start the CA once it is done", err)
+		} else if err != nil {
+			return nil, fmt.Errorf("devid-ca: %w", err)
+		}
+	}
 	authorityInit.Lock()
 	s.auth, err = authority.New(stepCfg, authority.WithQuietInit(), authority.WithWebhookClient(webhooks),
 		authority.WithMeter(meter{s.metrics}))
 	authorityInit.Unlock()
 	if err != nil {
+		s.unlockStore()
 		return nil, fmt.Errorf("devid-ca: step-ca authority: %w", err)
 	}
 	if err := s.open(opts); err != nil {
 		s.auth.Shutdown()
+		s.unlockStore()
 		return nil, err
 	}
 	s.handler = s.routes()
@@ -565,7 +578,16 @@ func (s *Server) Close() error {
 	if s.renewer != nil {
 		s.renewer.Stop()
 	}
-	return s.auth.Shutdown()
+	err := s.auth.Shutdown()
+	s.unlockStore()
+	return err
+}
+
+func (s *Server) unlockStore() {
+	if s.unlock != nil {
+		s.unlock()
+		s.unlock = nil
+	}
 }
 
 // openRevocation opens the revocation store, which signs KRLs with the SSH

@@ -2,14 +2,19 @@
 // the CA serves from it, checks a copy, and puts one in place of a store no
 // CA serves from.
 //
-//   - WriteTo writes a consistent snapshot from an open database: bbolt's
-//     own Tx.WriteTo in a read transaction, which writers do not wait for.
+//   - Snapshot writes a consistent copy of an open database to an unnamed
+//     file beside it: bbolt's own Tx.WriteTo in a short read transaction
+//     (a long one would hold up writes that grow the store), to be sent
+//     from the file afterwards.
 //   - Check opens a file read-only and checks it is a bbolt database which
 //     holds devid-ca's tables, every key of which can be read.
-//   - Lock takes the lock bbolt takes on a database file it opens for
-//     writing (flock), so that a store a devid-ca serves from is refused,
-//     and none can open it until the lock is released; Install then puts a
-//     checked copy in its place by rename, keeping the store it replaces.
+//   - LockRestore and LockServe keep a restore and a devid-ca serving from
+//     the store apart, by a lock file of their own beside it; Lock takes
+//     the lock bbolt takes on a database file it opens for writing (flock),
+//     so that a store a devid-ca has open is refused, and none can open it
+//     until the lock is released. Stage copies a backup beside the store,
+//     to be checked, and Install then puts the checked copy in its place
+//     by rename, keeping the store it replaces.
 //
 // A PostgreSQL store is backed up with pg_dump, not here.
 package storebackup
@@ -38,23 +43,38 @@ func Tables() []string {
 	}
 }
 
-// WriteTo writes a consistent copy of db to w, from one read transaction
-// (writers go on meanwhile), and returns the bytes written. size, if not
-// nil, is told the copy's size before anything is written.
-func WriteTo(db *bolt.DB, w io.Writer, size func(int64)) (int64, error) {
-	var n int64
-	err := db.View(func(tx *bolt.Tx) error {
-		if size != nil {
-			size(tx.Size())
-		}
-		var err error
-		n, err = tx.WriteTo(w)
-		return err
-	})
+// Snapshot writes a consistent copy of db to a new file beside it, in one
+// read transaction that ends with the copy, and returns the file, open at
+// its start, for the caller to read and close. A read transaction held
+// open for long stops the store: a write that must grow bbolt's memory map
+// waits for every open read transaction, and every new one waits behind
+// that write. So a backup sent to a client over the network, at the
+// client's pace, is sent from a snapshot, never from the transaction.
+//
+// The file (mode 0600) is unlinked as soon as it is created: nothing is
+// left beside the store whether the copy fails, the caller's client goes
+// away, or the process dies; closing it frees its space.
+func Snapshot(db *bolt.DB) (*os.File, error) {
+	f, err := os.CreateTemp(filepath.Dir(db.Path()), "."+filepath.Base(db.Path())+".backup-*")
 	if err != nil {
-		return n, fmt.Errorf("storebackup: write the store: %w", err)
+		return nil, fmt.Errorf("storebackup: snapshot: %w", err)
 	}
-	return n, nil
+	err = os.Remove(f.Name())
+	if err == nil {
+		err = db.View(func(tx *bolt.Tx) error {
+			_, err := tx.WriteTo(f)
+			return err
+		})
+	}
+	if err == nil {
+		_, err = f.Seek(0, io.SeekStart)
+	}
+	if err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, fmt.Errorf("storebackup: snapshot of %s in %s: %w", db.Path(), f.Name(), err)
+	}
+	return f, nil
 }
 
 // Info describes a store Check read.
@@ -73,13 +93,19 @@ type Info struct {
 // has bbolt read every key in a goroutine of its own, with panics and
 // faults turned into errors (recover, debug.SetPanicOnFault); not with
 // bbolt's Tx.Check, whose own goroutine would crash the program.
-func Check(file string) (*Info, error) {
+func Check(file string) (*Info, error) { return checkAs(file, file) }
+
+// CheckCopy is Check of staged, a copy of the file named (Stage's), which
+// its errors name.
+func CheckCopy(staged, named string) (*Info, error) { return checkAs(staged, named) }
+
+func checkAs(file, name string) (*Info, error) {
 	st, err := os.Stat(file)
 	if err != nil {
 		return nil, fmt.Errorf("storebackup: %w", err)
 	}
 	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("storebackup: %s is not a regular file", file)
+		return nil, fmt.Errorf("storebackup: %s is not a regular file", name)
 	}
 	type result struct {
 		info *Info
@@ -89,11 +115,11 @@ func Check(file string) (*Info, error) {
 	go func() {
 		defer func() {
 			if v := recover(); v != nil {
-				done <- result{err: fmt.Errorf("storebackup: %s is a damaged bbolt database: %v", file, v)}
+				done <- result{err: fmt.Errorf("storebackup: %s is a damaged bbolt database: %v", name, v)}
 			}
 		}()
 		debug.SetPanicOnFault(true)
-		info, err := check(file)
+		info, err := check(file, name)
 		done <- result{info, err}
 	}()
 	r := <-done
@@ -104,13 +130,13 @@ func Check(file string) (*Info, error) {
 	return r.info, nil
 }
 
-func check(file string) (*Info, error) {
+func check(file, name string) (*Info, error) {
 	if err := checkPages(file); err != nil {
-		return nil, fmt.Errorf("storebackup: %s is not a bbolt database devid-ca can read: %w", file, err)
+		return nil, fmt.Errorf("storebackup: %s is not a bbolt database devid-ca can read: %w", name, err)
 	}
 	db, err := bolt.Open(file, 0, &bolt.Options{ReadOnly: true, Timeout: 5 * time.Second})
 	if err != nil {
-		return nil, fmt.Errorf("storebackup: %s is not a bbolt database devid-ca can read: %w", file, err)
+		return nil, fmt.Errorf("storebackup: %s is not a bbolt database devid-ca can read: %w", name, err)
 	}
 	defer db.Close()
 	info := &Info{Entries: map[string]int{}}
@@ -120,47 +146,114 @@ func check(file string) (*Info, error) {
 				return fmt.Errorf("no table %s: not a devid-ca store", t)
 			}
 		}
-		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+		return tx.ForEach(func(table []byte, b *bolt.Bucket) error {
 			n := 0
 			err := b.ForEach(func(k, v []byte) error { n++; return nil })
-			info.Entries[string(name)] = n
+			info.Entries[string(table)] = n
 			return err
 		})
 	})
 	if err != nil {
-		return nil, fmt.Errorf("storebackup: %s: %w", file, err)
+		return nil, fmt.Errorf("storebackup: %s: %w", name, err)
 	}
 	return info, nil
 }
 
-// ErrInUse is returned by Lock when a process holds the store open for
-// writing: a devid-ca serves from it.
+// ErrInUse is returned by Lock and LockRestore when a process holds the
+// store open for writing, or serves from it: a devid-ca.
 var ErrInUse = errors.New("the store is open in another process (a devid-ca serving from it?)")
 
+// ErrRestoring is returned by LockServe while a restore holds the store.
+var ErrRestoring = errors.New("a restore (devid-ca restore) is replacing the store")
+
 // Lock takes, without waiting, the exclusive lock bbolt takes on a
-// database file it opens for writing: while it is held no devid-ca can
-// open the store, and it is refused (ErrInUse) while one has it open. A
-// missing file is created empty (mode 0600) to hold the lock; Install
-// replaces it. unlock releases the lock.
-func Lock(file string) (unlock func(), err error) {
-	f, err := os.OpenFile(file, os.O_RDWR|os.O_CREATE, 0o600)
+// database file it opens for writing: while it is held no process can
+// open the store for writing, and it is refused (ErrInUse) while one has
+// it open. A missing file is created empty (mode 0600) to hold the lock,
+// and created says so: Install replaces it, and a restore that fails
+// removes it. unlock releases the lock.
+func Lock(file string) (unlock func(), created bool, err error) {
+	f, err := os.OpenFile(file, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err == nil {
+		created = true
+	} else if errors.Is(err, os.ErrExist) {
+		f, err = os.OpenFile(file, os.O_RDWR, 0)
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("storebackup: %w", err)
+	}
+	if err := flock(f, syscall.LOCK_EX); err != nil {
+		f.Close()
+		if created {
+			os.Remove(file)
+		}
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, false, fmt.Errorf("storebackup: %s: %w", file, ErrInUse)
+		}
+		return nil, false, fmt.Errorf("storebackup: lock %s: %w", file, err)
+	}
+	return func() { f.Close() }, created, nil
+}
+
+// RestoreLockFile is the file beside store that a restore locks
+// (LockRestore) and a CA serving from store locks too (LockServe):
+// .STORE.restore.lock, created (mode 0600) by whichever comes first, and
+// never removed.
+//
+// bbolt's own lock (Lock) is not enough: a devid-ca started during a
+// restore waits up to 5 seconds for it, on the file it opened; should the
+// restore put a new store in place meanwhile, that devid-ca would serve
+// the old one, linked only as STORE.before-restore-TIME.
+func RestoreLockFile(store string) string {
+	return filepath.Join(filepath.Dir(store), "."+filepath.Base(store)+".restore.lock")
+}
+
+// LockRestore takes, without waiting, the exclusive lock on
+// RestoreLockFile(store), for a restore: refused (ErrInUse) while a CA
+// serves from the store. unlock releases it.
+func LockRestore(store string) (unlock func(), err error) {
+	return lockRestoreFile(store, syscall.LOCK_EX, ErrInUse)
+}
+
+// LockServe takes, without waiting, a shared lock on
+// RestoreLockFile(store), for a CA about to open the store and serve from
+// it: refused (ErrRestoring) while a restore holds the store. Hold it
+// until the store is closed; unlock releases it.
+func LockServe(store string) (unlock func(), err error) {
+	return lockRestoreFile(store, syscall.LOCK_SH, ErrRestoring)
+}
+
+func lockRestoreFile(store string, how int, busy error) (func(), error) {
+	file := RestoreLockFile(store)
+	f, err := os.OpenFile(file, os.O_RDONLY|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("storebackup: %w", err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if err := flock(f, how); err != nil {
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("storebackup: %s: %w", file, ErrInUse)
+			return nil, fmt.Errorf("storebackup: %s: %w", store, busy)
 		}
 		return nil, fmt.Errorf("storebackup: lock %s: %w", file, err)
 	}
 	return func() { f.Close() }, nil
 }
 
-// Stage copies from into a new temporary file beside to (mode 0600, owned,
-// when run as root, by the owner of to's directory), flushed to disk, and
-// returns its path: the copy Install puts in place,
-// after any change the caller makes to it.
+// flock takes a lock on f without waiting (EWOULDBLOCK if another holds
+// one that conflicts), retrying a call an interrupt cut short.
+func flock(f *os.File, how int) error {
+	for {
+		err := syscall.Flock(int(f.Fd()), how|syscall.LOCK_NB)
+		if err != syscall.EINTR {
+			return err
+		}
+	}
+}
+
+// Stage copies from into a new temporary file beside to (mode 0600),
+// flushed to disk, and returns its path: the copy to check, and then
+// Install in place, after any change the caller makes to it. from is read
+// once, from its start to its end: it may be a pipe.
 func Stage(from, to string) (string, error) {
 	src, err := os.Open(from)
 	if err != nil {
@@ -174,15 +267,6 @@ func Stage(from, to string) (string, error) {
 	_, err = io.Copy(tmp, src)
 	if err == nil {
 		err = tmp.Chmod(0o600)
-	}
-	if err == nil && os.Geteuid() == 0 {
-		// Run as root, the copy is still the service user's (the owner of
-		// the store's directory): devid-ca runs as that user.
-		if st, serr := os.Stat(filepath.Dir(to)); serr == nil {
-			if sys, ok := st.Sys().(*syscall.Stat_t); ok {
-				err = tmp.Chown(int(sys.Uid), int(sys.Gid))
-			}
-		}
 	}
 	if err == nil {
 		err = tmp.Sync()

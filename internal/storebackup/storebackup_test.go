@@ -3,6 +3,7 @@ package storebackup
 import (
 	"bytes"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -43,21 +44,29 @@ func newStore(t testing.TB, path, skip string) *bolt.DB {
 	return db
 }
 
-// TestWriteCheckInstall: a copy written while the store is open checks;
+// TestWriteCheckInstall: a snapshot taken while the store is open checks;
 // the store open for writing cannot be locked; once closed, Lock, Stage and
 // Install swap it for the copy, keeping the old one.
 func TestWriteCheckInstall(t *testing.T) {
 	dir := t.TempDir()
 	store := filepath.Join(dir, "devid.db")
 	db := newStore(t, store, "")
-	var buf bytes.Buffer
-	var announced int64
-	n, err := WriteTo(db, &buf, func(size int64) { announced = size })
-	if err != nil || n != int64(buf.Len()) || n != announced {
-		t.Fatalf("WriteTo: %d bytes (%d announced, %d written): %v", n, announced, buf.Len(), err)
+	snap, err := Snapshot(db)
+	if err != nil {
+		t.Fatal(err)
 	}
+	// Unnamed: nothing but the store in its directory.
+	if ents, err := os.ReadDir(dir); err != nil || len(ents) != 1 || ents[0].Name() != "devid.db" {
+		t.Errorf("beside the snapshot: %v %v", ents, err)
+	}
+	b, err := io.ReadAll(snap)
+	snap.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := int64(len(b))
 	backup := filepath.Join(t.TempDir(), "backup.db")
-	if err := os.WriteFile(backup, buf.Bytes(), 0o600); err != nil {
+	if err := os.WriteFile(backup, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	info, err := Check(backup)
@@ -67,15 +76,15 @@ func TestWriteCheckInstall(t *testing.T) {
 	if info.Entries["devid_devices"] != 1 || info.Size != n {
 		t.Errorf("Check: %+v", info)
 	}
-	if _, err := Lock(store); !errors.Is(err, ErrInUse) {
+	if _, _, err := Lock(store); !errors.Is(err, ErrInUse) {
 		t.Errorf("Lock of a store open for writing: %v, want ErrInUse", err)
 	}
 	// A change after the copy: the installed copy goes back before it.
 	db.Update(func(tx *bolt.Tx) error { return tx.Bucket([]byte("devid_devices")).Put([]byte("later"), []byte("{}")) })
 	db.Close()
-	unlock, err := Lock(store)
-	if err != nil {
-		t.Fatal(err)
+	unlock, created, err := Lock(store)
+	if err != nil || created {
+		t.Fatalf("Lock of the closed store: created %v, %v", created, err)
 	}
 	staged, err := Stage(backup, store)
 	if err != nil {
@@ -104,6 +113,54 @@ func TestWriteCheckInstall(t *testing.T) {
 	}
 	if _, err := os.Stat(staged); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the staged copy is left: %v", err)
+	}
+}
+
+// TestRestoreLock: a CA serving (LockServe, shared: several may) keeps a
+// restore out (LockRestore: ErrInUse), and a restore keeps a CA out
+// (LockServe: ErrRestoring), until the other lets go. Lock creates a
+// missing store and says so.
+func TestRestoreLock(t *testing.T) {
+	store := filepath.Join(t.TempDir(), "devid.db")
+	serve1, err := LockServe(store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve2, err := LockServe(store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LockRestore(store); !errors.Is(err, ErrInUse) {
+		t.Errorf("LockRestore while a CA serves: %v, want ErrInUse", err)
+	}
+	serve1()
+	if _, err := LockRestore(store); !errors.Is(err, ErrInUse) {
+		t.Errorf("LockRestore while a second CA serves: %v, want ErrInUse", err)
+	}
+	serve2()
+	restore, err := LockRestore(store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LockServe(store); !errors.Is(err, ErrRestoring) || !strings.Contains(err.Error(), "devid-ca restore") {
+		t.Errorf("LockServe during a restore: %v, want ErrRestoring", err)
+	}
+	if _, err := LockRestore(store); !errors.Is(err, ErrInUse) {
+		t.Errorf("a second LockRestore: %v, want ErrInUse", err)
+	}
+	unlock, created, err := Lock(store)
+	if err != nil || !created {
+		t.Fatalf("Lock of a missing store: created %v, %v", created, err)
+	}
+	unlock()
+	restore()
+	serve, err := LockServe(store)
+	if err != nil {
+		t.Fatalf("LockServe after the restore: %v", err)
+	}
+	serve()
+	if st, err := os.Stat(RestoreLockFile(store)); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("the restore lock file: %v %v", st, err)
 	}
 }
 

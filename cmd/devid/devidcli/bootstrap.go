@@ -234,6 +234,13 @@ func auditChange(e adminapi.AuditEntry) string {
 	if e.Action == "device.token" {
 		return tokenChange(e)
 	}
+	if e.Action == "store.backup" {
+		var b struct{ Bytes int64 }
+		if json.Unmarshal(e.After, &b) != nil {
+			return "?"
+		}
+		return fmt.Sprintf("copied, %d bytes", b.Bytes)
+	}
 	if len(e.Before) == 0 {
 		return "created"
 	}
