@@ -286,3 +286,12 @@ func PresentedSerial(container, host string) (uint64, error) {
 	}
 	return 0, fmt.Errorf("no host certificate from %s in %q", host, out)
 }
+
+// LastLines is the last n lines of s, for a failure message.
+func LastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

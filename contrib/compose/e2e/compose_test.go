@@ -169,6 +169,32 @@ func (s *set) caOutage() {
 // KRL and refuses it too.
 func (s *set) quarantineAndPartition() {
 	s.t.Helper()
+	// Fresh certificates first: the checks below need the workstation's
+	// certificate offered (and refused as revoked), and host-2's still
+	// valid, until host-2 is back and has the KRL, and neither renews
+	// meanwhile (the workstation is quarantined, host-2 cut off). With
+	// certificates of 90 s, one renewed a minute before would not last.
+	before := s.serials()
+	if out, err := s.exec("workstation", "pkill", "-USR1", "-x", "devid-agent"); err != nil {
+		s.t.Fatalf("renewing the workstation's certificate (SIGUSR1): %v\n%s", err, out)
+	}
+	if out, err := s.exec("host-2", "devid-hostd", "renew"); err != nil {
+		s.t.Fatalf("renewing host-2's certificate: %v\n%s", err, out)
+	}
+	dockertest.Poll(s.t, waitLimit, "host-2's renewal before the partition", func() (bool, string) {
+		st, err := s.hostStatus("host-2")
+		if err != nil || st.HostCert == nil {
+			return false, fmt.Sprint(err)
+		}
+		return st.HostCert.Serial != before["host-2"], fmt.Sprintf("serial %d", st.HostCert.Serial)
+	})
+	dockertest.Poll(s.t, waitLimit, "the workstation's renewal before the quarantine", func() (bool, string) {
+		st, err := s.agentStatus()
+		if err != nil || st.Certificate == nil {
+			return false, fmt.Sprint(err)
+		}
+		return st.Certificate.Serial != before["workstation"], fmt.Sprintf("serial %d, last error %q", st.Certificate.Serial, st.LastError)
+	})
 	st, err := s.hostStatus("host-2")
 	if err != nil {
 		s.t.Fatal(err)

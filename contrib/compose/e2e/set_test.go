@@ -193,16 +193,8 @@ func (s *set) refused(host, want string) {
 	dockertest.Poll(s.t, waitLimit, host+"'s sshd saying "+want, func() (bool, string) {
 		// sshd -e logs to the container's standard error.
 		logs, err := exec.Command("docker", "logs", "--since", since, s.ids[host]).CombinedOutput()
-		return err == nil && strings.Contains(string(logs), want), lastLines(string(logs), 5)
+		return err == nil && strings.Contains(string(logs), want), dockertest.LastLines(string(logs), 5)
 	})
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 func copyFile(from, to string) error {
