@@ -1,7 +1,6 @@
 package caserver_test
 
 import (
-	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -31,17 +30,7 @@ func backedUp(t *testing.T) (*catest.CA, string) {
 		t.Fatal(err)
 	}
 	file := filepath.Join(t.TempDir(), "backup.db")
-	f, err := os.OpenFile(file, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = cl.Backup(context.Background(), f)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca.Backup(t, file)
 	if _, err := cl.AddDevice(adminapi.NewDevice{Name: "after", Kind: "workstation", Serial: "SN-2"}); err != nil {
 		t.Fatal(err)
 	}

@@ -10,10 +10,12 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/devid-ssh/devid/adminapi"
 	"github.com/devid-ssh/devid/caserver"
 	"go.step.sm/crypto/pemutil"
 )
@@ -181,4 +183,25 @@ type testWriter struct{ t testing.TB }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(string(p))
 	return len(p), nil
+}
+
+// Backup copies the CA's store to a new file, path (mode 0600), through the
+// admin API's backup route, as `devid backup` does.
+func (ca *CA) Backup(t testing.TB, path string) {
+	t.Helper()
+	cl, err := adminapi.NewClient(ca.URL, ca.Roots, &ca.AdminCert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = cl.Backup(context.Background(), f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatalf("backup to %s: %v", path, err)
+	}
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"crypto/tls"
 	"encoding/json"
 	"io"
@@ -48,17 +47,7 @@ func TestRestoreAsRoot(t *testing.T) {
 	}
 	base := t.TempDir()
 	backup := filepath.Join(base, "backup.db")
-	f, err := os.OpenFile(backup, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = cl.Backup(context.Background(), f)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca.Backup(t, backup)
 	ca.Stop()
 
 	// The fresh machine: the CA directory without its store, the service
