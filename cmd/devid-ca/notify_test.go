@@ -59,16 +59,7 @@ func TestServeNotifies(t *testing.T) {
 
 	cmd := exec.Command(os.Args[0], "serve", "--config", res.Config)
 	cmd.Env = append(os.Environ(), mainEnv+"=1", "NOTIFY_SOCKET="+sock, "WATCHDOG_USEC=200000")
-	cmd.Stderr = testLog{t}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() {
-		cmd.Process.Kill()
-		<-exited
-	}()
+	exited := startServe(t, cmd)
 	next := func(what string) string {
 		t.Helper()
 		select {
@@ -147,15 +138,7 @@ func TestServeNotifies(t *testing.T) {
 			t.Errorf("after SIGTERM, before STOPPING=1: %q", m)
 		}
 	}
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Errorf("devid-ca after SIGTERM: %v", err)
-		}
-		exited <- err // for the deferred Wait
-	case <-time.After(2 * time.Minute):
-		t.Fatal("devid-ca still runs 2 minutes after SIGTERM")
-	}
+	awaitExit(t, exited)
 }
 
 type testLog struct{ t *testing.T }

@@ -105,16 +105,7 @@ func TestRestoreAsRoot(t *testing.T) {
 	cmd := exec.Command(bin, "serve", "--config", filepath.Join(dir, caserver.ConfigFile))
 	cmd.Env = append(os.Environ(), mainEnv+"=1", "HOME="+dir)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid}}
-	cmd.Stderr = testLog{t}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() {
-		cmd.Process.Kill()
-		<-exited
-	}()
+	exited := startServe(t, cmd)
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Roots}}, Timeout: time.Minute}
 	deadline := time.Now().Add(2 * time.Minute) // bounds a hang only
 	for {
@@ -128,7 +119,6 @@ func TestRestoreAsRoot(t *testing.T) {
 		}
 		select {
 		case err := <-exited:
-			exited <- err // for the deferred Wait
 			t.Fatalf("devid-ca serve, as uid %d, exited: %v", uid, err)
 		default:
 		}
@@ -145,18 +135,7 @@ func TestRestoreAsRoot(t *testing.T) {
 	if err != nil || len(devs) != 1 || devs[0].Name != "web1" {
 		t.Errorf("the restored CA's devices: %+v %v", devs, err)
 	}
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Errorf("devid-ca serve after SIGTERM: %v", err)
-		}
-		exited <- err // for the deferred Wait
-	case <-time.After(2 * time.Minute):
-		t.Fatal("devid-ca still runs 2 minutes after SIGTERM")
-	}
+	stopServe(t, cmd, exited)
 }
 
 // copyCADir copies the CA directory from to to (mode 0700), without its
