@@ -31,7 +31,8 @@
 // it checks the device's status (see token.go).
 //
 // Pending attestations live in the CA's database, so a restart or another
-// replica can finish one. They expire (60 s by default) and are single-use.
+// replica can finish one. They expire (60 s by default), are single-use,
+// and a device has at most MaxPendingPerDevice at a time (see pending.go).
 //
 // Attest and Secret refuse with an *Error, whose kind says what is wrong:
 // ErrInvalid for a request that is malformed or inconsistent, ErrRefused
@@ -57,6 +58,7 @@ import (
 	"math/big"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/devid-ssh/devid/deviceid"
@@ -110,6 +112,7 @@ type CA struct {
 	cfg     Config
 	devices Devices
 	db      database.DB
+	storing sync.Mutex // storePending
 }
 
 var pendingTable = []byte("devid_attest_pending")
@@ -128,8 +131,10 @@ func New(cfg Config, devices Devices, db database.DB) (*CA, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if err := db.CreateTable(pendingTable); err != nil {
-		return nil, fmt.Errorf("attestca: create table: %w", err)
+	for _, t := range [][]byte{pendingTable, byDeviceTable} {
+		if err := db.CreateTable(t); err != nil {
+			return nil, fmt.Errorf("attestca: create table %s: %w", t, err)
+		}
 	}
 	return &CA{cfg: cfg, devices: devices, db: db}, nil
 }
@@ -186,7 +191,6 @@ type pending struct {
 // challenge.
 func (ca *CA) Attest(req *AttestRequest) (*AttestResponse, error) {
 	now := ca.cfg.Now()
-	ca.prune(now)
 	ekPub, err := ca.ekPublic(req)
 	if err != nil {
 		return nil, err
@@ -229,9 +233,8 @@ func (ca *CA) Attest(req *AttestRequest) (*AttestResponse, error) {
 	}
 	sum := sha256.Sum256(secret)
 	rec := pending{SecretHash: sum[:], DeviceID: id, AKPublic: req.AttestParams.Public, TPM: req.TPMInfo, Expires: now.Add(ca.cfg.SecretTTL), Enrolment: enrol}
-	b, _ := json.Marshal(rec)
-	if err := ca.db.Set(pendingTable, sum[:], b); err != nil {
-		return nil, fmt.Errorf("attestca: store pending attestation: %w", err)
+	if err := ca.storePending(rec, now); err != nil {
+		return nil, err
 	}
 	ca.cfg.Log.Info("attestation challenge issued", "device", id, "expires", rec.Expires)
 	return &AttestResponse{Credential: ec.Credential, Secret: ec.Secret}, nil
@@ -437,18 +440,4 @@ func akSAN(rec pending) ([]byte, error) {
 		names = append(names, rv)
 	}
 	return asn1.Marshal(names)
-}
-
-// prune drops pending attestations that expired.
-func (ca *CA) prune(now time.Time) {
-	entries, err := ca.db.List(pendingTable)
-	if err != nil {
-		return
-	}
-	for _, e := range entries {
-		var rec pending
-		if json.Unmarshal(e.Value, &rec) != nil || !now.Before(rec.Expires) {
-			ca.db.Del(pendingTable, e.Key)
-		}
-	}
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/devid-ssh/devid/attestca"
 	"github.com/devid-ssh/devid/internal/task"
 )
 
@@ -31,6 +32,8 @@ const shutdownTimeout = 10 * time.Second
 //     database publish (revocation.Store.Watch).
 //   - quarantine-lift: activates the devices whose temporary quarantine
 //     ended (see liftQuarantines).
+//   - attest-prune: deletes the expired pending attestations every
+//     attestca.PruneEvery (attestca.CA.PruneLoop).
 //   - metrics: /metrics on o.Metrics, if set (metricsTask). A failure is
 //     fatal, as for https.
 //   - watchdog: o.Watchdog with Healthy, if set.
@@ -61,6 +64,7 @@ func (s *Server) tasks(o ServeOptions, tc *tls.Config) []task.Task {
 		task.Func("quarantine-lift", func(ctx context.Context) error {
 			return liftQuarantines(ctx, s.inv, s.now, s.log.With("task", "quarantine-lift"), quarantinePoll)
 		}),
+		task.Func("attest-prune", func(ctx context.Context) error { return s.attest.PruneLoop(ctx, attestca.PruneEvery) }),
 	}, extra...)
 }
 

@@ -99,6 +99,7 @@ var (
 type Inventory interface {
 	Devices() ([]*inventory.Device, error)
 	Users() ([]*inventory.User, error)
+	User(email string) (*inventory.User, error)
 	Audit(subject string) ([]inventory.AuditEntry, error)
 	Update(actor string, prepare func(tx *database.Tx) ([]inventory.AuditEntry, error)) error
 	BeforeDeviceCommit(func([]inventory.DeviceChange, *database.Tx) error)
@@ -208,7 +209,7 @@ type Store struct {
 // store to inv's device changes. Run Watch beside it when other devid-ca
 // instances share db.
 func Open(cfg Config, db database.DB, inv Inventory) (*Store, error) {
-	for _, t := range [][]byte{serialsTable, stateTable, sshCertsTable} {
+	for _, t := range [][]byte{serialsTable, stateTable, sshCertsTable, keyIDsTable} {
 		if err := db.CreateTable(t); err != nil {
 			return nil, fmt.Errorf("revocation: create table %s: %w", t, err)
 		}
@@ -222,6 +223,9 @@ func Open(cfg Config, db database.DB, inv Inventory) (*Store, error) {
 		return nil, fmt.Errorf("revocation: %w", err)
 	} else if stored != nil {
 		s.see(stored)
+	}
+	if err := s.buildKeyIDs(); err != nil {
+		return nil, err
 	}
 	if err := s.repair(); err != nil {
 		return nil, err
@@ -281,6 +285,9 @@ func (s *Store) OnDeviceChange(changes []inventory.DeviceChange) {
 // certificates revoked by serial in tx, the transaction of the change. An
 // error refuses the change.
 func (s *Store) prepareDeviceChange(changes []inventory.DeviceChange, tx *database.Tx) error {
+	if err := s.prepareKeyIDsOfDevices(changes, tx); err != nil {
+		return fmt.Errorf("revocation: %w", err)
+	}
 	var certs []*ssh.Certificate
 	for _, c := range changes {
 		if c.Before == nil || c.Before.Status == inventory.StatusActive || c.Before.Pending() || c.After.Status != inventory.StatusActive {
@@ -564,32 +571,12 @@ type Revocations struct {
 	Expired    int      // entries pruned because they can only match expired certificates
 }
 
-// revocations computes what is revoked now.
+// revocations computes what is revoked now, from the revoked key IDs
+// (keyids.go) and serials: never from the whole inventory.
 func (s *Store) revocations(now time.Time) (*Revocations, error) {
 	r := &Revocations{}
-	devs, err := s.inv.Devices()
-	if err != nil {
+	if err := s.revokedKeyIDs(r, now); err != nil {
 		return nil, err
-	}
-	for _, d := range devs {
-		if d.Status == inventory.StatusActive || inventory.IsPendingID(d.ID) {
-			continue // a pending device, even retired, never had a certificate
-		}
-		if now.Sub(d.StatusChanged) > s.cfg.MaxLifetime+time.Minute {
-			r.Expired++
-			continue
-		}
-		r.KeyIDs = append(r.KeyIDs, d.ID)
-	}
-	owned, pruned, err := s.disabledDevices(devs, now)
-	if err != nil {
-		return nil, err
-	}
-	r.Expired += pruned
-	for _, id := range owned {
-		if !slices.Contains(r.KeyIDs, id) {
-			r.UserKeyIDs = append(r.UserKeyIDs, id)
-		}
 	}
 	entries, err := s.db.List(serialsTable)
 	if err != nil && !database.IsErrNotFound(err) {
@@ -611,7 +598,6 @@ func (s *Store) revocations(now time.Time) (*Revocations, error) {
 			r.User = append(r.User, uint64(rc.Serial))
 		}
 	}
-	slices.Sort(r.KeyIDs)
 	slices.Sort(r.Host)
 	slices.Sort(r.User)
 	return r, nil

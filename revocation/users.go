@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/devid-ssh/devid/inventory"
 	"github.com/smallstep/nosql/database"
@@ -51,6 +50,7 @@ import (
 // the old email or login, and returns their cert.revoke audit entries. An
 // error refuses the change.
 func (s *Store) prepareUserChange(changes []inventory.UserChange, tx *database.Tx) ([]inventory.AuditEntry, error) {
+	s.prepareKeyIDsOfUsers(changes, tx)
 	var certs []*ssh.Certificate
 	var audits []inventory.AuditEntry
 	seen := map[string]bool{}
@@ -178,35 +178,4 @@ func (s *Store) OnUserChange(changes []inventory.UserChange) {
 	if err := s.Rebuild(); err != nil {
 		s.cfg.Log.Error("KRL rebuild failed; the previous KRL is still served", "err", err)
 	}
-}
-
-// disabledDevices returns the IDs of the devices, active or not, owned by a
-// user who was disabled less than the longest certificate lifetime ago
-// (longer ago, every certificate issued before is expired, and none was
-// issued since), sorted, and how many such user entries were pruned.
-func (s *Store) disabledDevices(devs []*inventory.Device, now time.Time) ([]string, int, error) {
-	users, err := s.inv.Users()
-	if err != nil {
-		return nil, 0, err
-	}
-	disabled := map[string]bool{} // folded email
-	pruned := 0
-	for _, u := range users {
-		if !u.Disabled {
-			continue
-		}
-		if now.Sub(u.StatusChanged) > s.cfg.MaxLifetime+time.Minute {
-			pruned++
-			continue
-		}
-		disabled[strings.ToLower(u.Email)] = true
-	}
-	var ids []string
-	for _, d := range devs {
-		if d.Owner != "" && disabled[strings.ToLower(d.Owner)] {
-			ids = append(ids, d.ID)
-		}
-	}
-	slices.Sort(ids)
-	return ids, pruned, nil
 }
