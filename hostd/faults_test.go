@@ -153,11 +153,13 @@ func TestKRLHeldPollsAreNotEarly(t *testing.T) {
 	})
 }
 
-// TestKRLRetryJitter: after failures the KRL task waits renew's back-off
-// with the injected random draws, so hosts that fail together retry apart.
+// TestKRLRetryJitter: after failures the KRL task waits a draw of the
+// whole of renew's back-off base (5 s doubling to 2 minutes: full jitter),
+// with the injected random draws, and at least MinInterval (1 s), so
+// hosts that fail together retry apart.
 func TestKRLRetryJitter(t *testing.T) {
 	dir := t.TempDir()
-	policy := renew.Policy{MaxBackoff: time.Minute}
+	policy := renew.Policy{MaxBackoff: 2 * time.Minute}
 	for i, draws := range [][]float64{{0.1, 0.9, 0.3, 0.7}, {0.8, 0.2, 0.6, 0.0}} {
 		synctest.Test(t, func(t *testing.T) {
 			ca := newFakeCA(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "down", http.StatusServiceUnavailable) })
@@ -171,7 +173,7 @@ func TestKRLRetryJitter(t *testing.T) {
 				t.Fatalf("%d requests", len(got))
 			}
 			for j, r := range draws {
-				want := policy.Backoff(j+1, r)
+				want := max(time.Duration(r*float64(policy.Backoff(j+1, 1))), time.Second)
 				if gap := got[j+1].Sub(got[j]); gap != want {
 					t.Errorf("draws %v: retry %d after %v, want %v", draws, j+1, gap, want)
 				}

@@ -50,7 +50,8 @@ type RevokedKeysConfig struct {
 // stays. sshd is never without the file once the task exists: Prepare
 // first writes a valid empty KRL if there is none.
 //
-// A poll that fails backs off exponentially with jitter (Rand). Every
+// A poll that fails backs off exponentially with full jitter (Rand; see
+// krlRetry). Every
 // poll, whatever its answer, starts at least MinInterval after the one
 // before; a 304 that comes back before half of Wait is an early answer (a
 // CA or load balancer that does not hold the long-poll): it is not a
@@ -137,7 +138,6 @@ func (k *RevokedKeys) Run(ctx context.Context) error {
 	}
 	cur := k.Status().Version
 	wait, floor, draw := k.c.Wait, k.c.MinInterval, k.c.Rand
-	failPolicy := renew.Policy{MaxBackoff: time.Minute}
 	earlyPolicy := renew.Policy{MinBackoff: 2 * time.Second, MaxBackoff: max(wait, 2*time.Second)}
 	failures, early := 0, 0
 	for ctx.Err() == nil {
@@ -166,7 +166,7 @@ func (k *RevokedKeys) Run(ctx context.Context) error {
 			failures, early = failures+1, 0
 			k.fetchFailures.Inc()
 			k.h.fail(fmt.Errorf("KRL: keeping version %d: %w", cur, err))
-			pause = failPolicy.Backoff(failures, draw())
+			pause = krlRetry(failures, draw())
 		default:
 			failures, early = 0, 0
 			cur = next
@@ -178,6 +178,22 @@ func (k *RevokedKeys) Run(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// krlFailPolicy is the base of the back-off after failed polls: 5 s,
+// doubling to 2 minutes.
+var krlFailPolicy = renew.Policy{MaxBackoff: 2 * time.Minute}
+
+// krlRetry is the pause after the given number of consecutive failed
+// polls: a draw rnd in [0, 1) of the back-off's base ("full jitter": the
+// whole of [0, base], not its upper half). When the CA comes back after an
+// outage, the fleet's polls come back spread evenly over the 2 minutes
+// rather than crowded into the last minute, and while it is down a host
+// polls every minute on average, about its rate with a long-poll held for
+// 55 s: an outage does not raise the KRL request rate (see
+// TestOutageStorm).
+func krlRetry(failures int, rnd float64) time.Duration {
+	return time.Duration(min(max(rnd, 0), 1) * float64(krlFailPolicy.Backoff(failures, 1)))
 }
 
 // installed returns the version of the KRL in place, writing an empty one

@@ -21,7 +21,8 @@ func ExamplePolicy_Decide() {
 	show(15*time.Hour+23*time.Minute+50*time.Second, s) // 10s before due
 	show(15*time.Hour+24*time.Minute, s)                // due
 
-	// The renewal failed twice, the last time just now: back off.
+	// The renewal failed twice, the last time just now: back off, and
+	// spread the retry over part of the 8h left (re-check in a minute).
 	s.Failures, s.LastFailure = 2, nb.Add(16*time.Hour)
 	show(16*time.Hour, s)
 
@@ -32,6 +33,6 @@ func ExamplePolicy_Decide() {
 	// at +1h0m0s: renew false, reattest false, wait 1m0s, due +15h24m0s
 	// at +15h23m50s: renew false, reattest false, wait 10s, due +15h24m0s
 	// at +15h24m0s: renew true, reattest false, wait 0s, due +15h24m0s
-	// at +16h0m0s: renew false, reattest false, wait 7.5s, due +15h24m0s
+	// at +16h0m0s: renew false, reattest false, wait 1m0s, due +15h24m0s
 	// at +25h0m0s: renew true, reattest true, wait 0s, due +15h24m0s
 }

@@ -222,22 +222,22 @@ func TestLoopBacksOffAndRecovers(t *testing.T) {
 	if at := d.attempts[0].at; !at.Equal(t0.Add(hours(15.4))) {
 		t.Errorf("first attempt at %v, want at the due time", at)
 	}
-	// Each retry comes exactly one Backoff after the failure before it,
-	// and the gaps grow until they reach the cap.
-	var prev time.Duration
+	// Each retry comes exactly one RetryDelay after the failure before it:
+	// the first one Backoff, the next ones spread over part of the time
+	// the certificate has left too.
+	exp := d.attempts[0].at.Add(-hours(15.4)).Add(24 * time.Hour)
 	for i := 1; i < len(d.attempts); i++ {
-		gap := d.attempts[i].at.Sub(d.attempts[i-1].at)
-		if want := d.p.Backoff(i, 0.5); gap != want {
-			t.Errorf("retry %d came %v after failure %d, want Backoff(%d) = %v", i, gap, i, i, want)
+		prev := d.attempts[i-1].at
+		gap := d.attempts[i].at.Sub(prev)
+		if want := d.p.RetryDelay(i, 0.5, exp.Sub(prev)); gap != want {
+			t.Errorf("retry %d came %v after failure %d, want RetryDelay(%d) = %v", i, gap, i, i, want)
 		}
-		capped := gap >= renew.DefaultMaxBackoff/2+renew.DefaultMaxBackoff/4 // base at the cap, rnd 0.5
-		if gap < prev || (gap == prev && !capped) {
-			t.Errorf("retry gap %d = %v, not growing from %v before the cap", i, gap, prev)
+		if i == 1 && gap != d.p.Backoff(1, 0.5) {
+			t.Errorf("first retry came %v after the failure, want Backoff(1) = %v", gap, d.p.Backoff(1, 0.5))
 		}
-		prev = gap
-	}
-	if prev != time.Duration(float64(renew.DefaultMaxBackoff)*0.75) {
-		t.Errorf("last retry gap %v, want the cap's 3/4 (5m, rnd 0.5)", prev)
+		if limit := renew.DefaultMaxBackoff + time.Duration(renew.DefaultSpread*float64(exp.Sub(prev))); gap > limit {
+			t.Errorf("retry %d came %v after failure %d, more than MaxBackoff and a quarter of the time left (%v)", i, gap, i, limit)
+		}
 	}
 	last := d.attempts[len(d.attempts)-1]
 	if !last.ok || last.reattest || len(d.expired) > 0 {
@@ -266,8 +266,13 @@ func TestLoopOutagePastExpiry(t *testing.T) {
 			atExpiry = i
 		}
 		if i > 0 {
-			if gap := a.at.Sub(d.attempts[i-1].at); gap > renew.DefaultMaxBackoff {
-				t.Errorf("attempt %d came %v after the one before, more than MaxBackoff", i, gap)
+			prev := d.attempts[i-1].at
+			limit := renew.DefaultMaxBackoff // past expiry: the backoff alone
+			if prev.Before(exp) {
+				limit += time.Duration(renew.DefaultSpread * float64(exp.Sub(prev)))
+			}
+			if gap := a.at.Sub(prev); gap > limit {
+				t.Errorf("attempt %d came %v after the one before, more than %v", i, gap, limit)
 			}
 		}
 		if a.ok {

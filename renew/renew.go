@@ -81,6 +81,12 @@ type Policy struct {
 	// MaxSleep is the longest Wait Decide returns: the daemon re-reads the
 	// wall clock at least this often. Default 1m.
 	MaxSleep time.Duration
+
+	// Spread spreads the retries of a certificate that still has time
+	// left over this fraction of that time: from the second consecutive
+	// failure on, the retry comes a random part of Spread times the time
+	// left after the backoff (see RetryDelay). In (0, 0.5]. Default 0.25.
+	Spread float64
 }
 
 // The defaults for Policy's zero fields.
@@ -90,6 +96,7 @@ const (
 	DefaultMinBackoff = 5 * time.Second
 	DefaultMaxBackoff = 5 * time.Minute
 	DefaultMaxSleep   = time.Minute
+	DefaultSpread     = 0.25
 )
 
 // withDefaults returns p with its zero fields set to the defaults.
@@ -108,6 +115,9 @@ func (p Policy) withDefaults() Policy {
 	}
 	if p.MaxSleep == 0 {
 		p.MaxSleep = DefaultMaxSleep
+	}
+	if p.Spread == 0 {
+		p.Spread = DefaultSpread
 	}
 	return p
 }
@@ -138,6 +148,9 @@ func (p Policy) Validate() error {
 	}
 	if q.MaxSleep < 0 {
 		bad("MaxSleep %v is negative", q.MaxSleep)
+	}
+	if !(q.Spread > 0 && q.Spread <= 0.5) {
+		bad("Spread %v is not in (0, 0.5]", q.Spread)
 	}
 	return errors.Join(errs...)
 }
@@ -200,6 +213,45 @@ func (p Policy) Backoff(failures int, rnd float64) time.Duration {
 	return base - half + min(time.Duration(float64(half)*clamp01(rnd)), half)
 }
 
+// RetryDelay returns how long to wait after the given number of
+// consecutive failures to renew a certificate that had `left` to live at
+// the last failure (0 or less: none, or expired):
+//
+//	Backoff(failures, rnd) + Spread*left*u
+//
+// where u is 0 for the first failure and, from the second on, a draw in
+// [0, 1) made from rnd and failures (rnd, drawn once per certificate,
+// gives a different u at each failure, spread evenly across hosts).
+//
+// The spread is what keeps a CA outage from being followed by a storm.
+// Renewals fall due all the time, so during an outage of length T a
+// fleet piles up T times its renewal rate of failed renewals; if they all
+// came back within MaxBackoff of the CA's return, that backlog would
+// arrive at once (an hour's renewals in a few minutes: about 12 times the
+// steady rate for 24h certificates). Spread over a quarter of the time
+// left (two hours for a 24h certificate due at 2/3 of its life), it
+// arrives over hours, under twice the steady rate after a 1-hour outage.
+// The certificate does not expire meanwhile: a retry comes within a
+// quarter of the time left plus MaxBackoff, so while the CA is up the
+// first retry succeeds long before expiry (and Decide never schedules one
+// after it). A single failure, a CA that blinked, is retried after the
+// backoff alone.
+func (p Policy) RetryDelay(failures int, rnd float64, left time.Duration) time.Duration {
+	if failures <= 0 {
+		return 0
+	}
+	p = p.effective()
+	d := p.Backoff(failures, rnd)
+	if failures < 2 || left <= 0 {
+		return d
+	}
+	// An additive recurrence by the golden ratio: for each number of
+	// failures, u is spread evenly across hosts' rnd, and it moves at
+	// each failure.
+	_, u := math.Modf(clamp01(rnd) + float64(failures)*0.6180339887498949)
+	return d + time.Duration(p.Spread*float64(left)*u)
+}
+
 // clamp01 maps r into [0, 1]: NaN and negatives to 0, above 1 to 1.
 func clamp01(r float64) float64 {
 	if !(r > 0) {
@@ -255,7 +307,9 @@ type Decision struct {
 //     case Wait for it.
 //
 // A backoff runs after Failures > 0 from LastFailure until
-// LastFailure+Backoff(Failures, Rnd), with two exceptions. A retry is never
+// LastFailure+RetryDelay(Failures, Rnd, NotAfter-LastFailure) (Backoff,
+// and from the second failure a spread over part of the time the
+// certificate has left), with two exceptions. A retry is never
 // scheduled after the certificate expires: a failure while the certificate
 // was valid backs off at most until NotAfter, and at NotAfter the daemon
 // re-attests at once (further failures then back off as usual). And a
@@ -299,7 +353,11 @@ func (p Policy) retryAt(now time.Time, s State, hasCert bool) time.Time {
 	if now.Before(last) {
 		return time.Time{}
 	}
-	end := last.Add(p.Backoff(s.Failures, s.Rnd))
+	var left time.Duration
+	if hasCert {
+		left = s.NotAfter.Sub(last)
+	}
+	end := last.Add(p.RetryDelay(s.Failures, s.Rnd, left))
 	if hasCert && last.Before(s.NotAfter) && end.After(s.NotAfter) {
 		end = s.NotAfter
 	}

@@ -74,7 +74,7 @@ func TestRenewAtPolicy(t *testing.T) {
 }
 
 func TestValidate(t *testing.T) {
-	fields := []string{"Fraction", "Jitter", "MinBackoff", "MaxBackoff", "MaxSleep"}
+	fields := []string{"Fraction", "Jitter", "MinBackoff", "MaxBackoff", "MaxSleep", "Spread"}
 	for _, tc := range []struct {
 		name string
 		p    renew.Policy
@@ -97,6 +97,10 @@ func TestValidate(t *testing.T) {
 		{"min above default max", renew.Policy{MinBackoff: time.Hour}, []string{"MaxBackoff"}},
 		{"several bad fields", renew.Policy{Fraction: 1.5, Jitter: 0.1, MinBackoff: -1, MaxSleep: -1}, []string{"Fraction", "MinBackoff", "MaxSleep"}},
 		{"max sleep negative", renew.Policy{MaxSleep: -1}, []string{"MaxSleep"}},
+		{"spread half", renew.Policy{Spread: 0.5}, nil},
+		{"spread above half", renew.Policy{Spread: 0.6}, []string{"Spread"}},
+		{"spread negative", renew.Policy{Spread: -0.1}, []string{"Spread"}},
+		{"spread NaN", renew.Policy{Spread: math.NaN()}, []string{"Spread"}},
 	} {
 		err := tc.p.Validate()
 		if len(tc.bad) == 0 {
@@ -190,7 +194,7 @@ func TestDecide(t *testing.T) {
 		return s
 	}
 	b1 := p.Backoff(1, 0) // 2.5s
-	b6 := p.Backoff(6, 0) // 80s
+	b6 := p.RetryDelay(6, 0, exp.Sub(due)) // 80s, and part of a quarter of the 8h left
 	for _, tc := range []struct {
 		name string
 		now  time.Time

@@ -1,0 +1,4 @@
+package hostd
+
+// KRLRetry is krlRetry, for TestOutageStorm.
+var KRLRetry = krlRetry
