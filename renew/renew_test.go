@@ -193,7 +193,7 @@ func TestDecide(t *testing.T) {
 		s.Failures, s.LastFailure = n, at
 		return s
 	}
-	b1 := p.Backoff(1, 0) // 2.5s
+	b1 := p.Backoff(1, 0)                  // 2.5s
 	b6 := p.RetryDelay(6, 0, exp.Sub(due)) // 80s, and part of a quarter of the 8h left
 	for _, tc := range []struct {
 		name string
