@@ -114,14 +114,15 @@ func (ca *CA) storePending(rec pending, now time.Time) error {
 	if !stored {
 		return refused("device %s: too many attestations at once (its pending attestations changed under each of %d attempts): try again", rec.DeviceID, maxSwaps)
 	}
+	// The record, and the deletion of those dropped, in one transaction.
 	b, _ := json.Marshal(rec)
-	if err := ca.db.Set(pendingTable, rec.SecretHash, b); err != nil {
-		return fmt.Errorf("attestca: store pending attestation: %w", err)
-	}
+	tx := new(database.Tx)
+	tx.Set(pendingTable, rec.SecretHash, b)
 	for _, h := range drop {
-		if err := ca.db.Del(pendingTable, h); err != nil && !database.IsErrNotFound(err) {
-			ca.cfg.Log.Warn("pending attestation not deleted; the prune will", "device", rec.DeviceID, "err", err)
-		}
+		tx.Del(pendingTable, h)
+	}
+	if err := ca.db.Update(tx); err != nil {
+		return fmt.Errorf("attestca: store pending attestation: %w", err)
 	}
 	if len(drop) > 0 {
 		ca.cfg.Log.Info("pending attestations dropped: expired, or the oldest past the bound per device", "device", rec.DeviceID, "dropped", len(drop), "max", MaxPendingPerDevice)
