@@ -32,6 +32,11 @@
 // before the device left active has expired (no certificate is issued to a
 // device that is not active). So the KRL stays small.
 //
+// The key IDs revoked are kept in devid's own table, written in the
+// transaction of the inventory change that revokes them (see keyids.go),
+// so a rebuild reads the revoked key IDs and serials, never the whole
+// inventory: its cost does not grow with the number of devices.
+//
 // The KRL is rebuilt on every change; its krl_version only grows. It is
 // kept in the database, in two records of table devid_krl: "current", the
 // KRL as published (version, generated time, bytes, signature), and
