@@ -1,6 +1,9 @@
 package revocation
 
 import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -42,10 +45,12 @@ import (
 // A database an older devid-ca left has no such table: Open builds it once
 // from the inventory, with the record "built" (the marker) in the same
 // transaction, so that the first KRL after the upgrade revokes exactly
-// what the older devid-ca's did. Start one devid-ca of this version alone
-// on such a database first: two building it at once from an inventory
-// that changes meanwhile could write a record for a device brought back
-// in between.
+// what the older devid-ca's did. Replicas of this version starting
+// together on such a database build it once: the first to swap the marker
+// from nothing to "building" builds, the others wait (in Open, serving
+// nothing, so changing nothing) until it says "built"; a "building" older
+// than buildStale (its builder died) is taken over. (Older devid-ca
+// instances must be stopped first, as for the KRL head.)
 var (
 	keyIDsTable = []byte("devid_revoked_keyids")
 	builtKey    = []byte("built") // in keyIDsTable: the table was built
@@ -168,19 +173,69 @@ func (s *Store) prepareKeyIDsOfUsers(changes []inventory.UserChange, tx *databas
 	}
 }
 
+// buildMarker is the record builtKey: the table is built (Built), or
+// being built since Since by the Open that wrote Nonce.
+type buildMarker struct {
+	Built time.Time `json:"built,omitzero"`
+	Nonce string    `json:"nonce,omitempty"`
+	Since time.Time `json:"since,omitzero"`
+}
+
+// buildStale is how long a build may say "building" before another Open
+// takes it over; buildPoll how often a waiting Open looks.
+const (
+	buildStale = 2 * time.Minute
+	buildPoll  = 100 * time.Millisecond
+)
+
 // buildKeyIDs builds the table from the inventory if it was not built
 // (a database an older devid-ca left), in one transaction with its
-// marker, under the inventory's write lock.
+// marker, under the inventory's write lock; or waits for the replica
+// building it.
 func (s *Store) buildKeyIDs() error {
-	if _, err := s.db.Get(keyIDsTable, builtKey); err == nil {
-		return nil
-	} else if !database.IsErrNotFound(err) {
-		return fmt.Errorf("revocation: read %s/%s: %w", keyIDsTable, builtKey, err)
+	var nonce [16]byte
+	if _, err := rand.Read(nonce[:]); err != nil {
+		return fmt.Errorf("revocation: %w", err)
 	}
+	mine := mustJSON(buildMarker{Nonce: hex.EncodeToString(nonce[:]), Since: s.cfg.Now().UTC()})
+	for {
+		old, err := s.db.Get(keyIDsTable, builtKey)
+		switch {
+		case database.IsErrNotFound(err):
+			old = nil
+		case err != nil:
+			return fmt.Errorf("revocation: read %s/%s: %w", keyIDsTable, builtKey, err)
+		default:
+			var m buildMarker
+			if err := json.Unmarshal(old, &m); err != nil {
+				return fmt.Errorf("revocation: %s/%s: %w", keyIDsTable, builtKey, err)
+			}
+			if !m.Built.IsZero() {
+				return nil
+			}
+			if s.cfg.Now().Sub(m.Since) < buildStale {
+				time.Sleep(buildPoll) // another devid-ca is building it
+				continue
+			}
+			s.cfg.Log.Warn("taking over the build of the revoked key IDs table: its builder has said \"building\" too long", "since", m.Since)
+		}
+		_, swapped, err := s.db.CmpAndSwap(keyIDsTable, builtKey, old, mine)
+		if err != nil {
+			return fmt.Errorf("revocation: write %s/%s: %w", keyIDsTable, builtKey, err)
+		}
+		if swapped {
+			return s.build(mine)
+		}
+	}
+}
+
+// build writes the table from the inventory, and the marker built, in one
+// transaction, if the marker is still mine.
+func (s *Store) build(mine []byte) error {
 	n := 0
 	err := s.inv.Update("devid-ca", func(tx *database.Tx) ([]inventory.AuditEntry, error) {
-		if _, err := s.db.Get(keyIDsTable, builtKey); err == nil {
-			return nil, nil // built meanwhile
+		if cur, err := s.db.Get(keyIDsTable, builtKey); err != nil || !bytes.Equal(cur, mine) {
+			return nil, fmt.Errorf("taken over by another devid-ca (%v)", err)
 		}
 		devs, err := s.inv.Devices()
 		if err != nil {
@@ -207,9 +262,7 @@ func (s *Store) buildKeyIDs() error {
 				}
 			}
 		}
-		tx.Set(keyIDsTable, builtKey, mustJSON(struct {
-			Built time.Time `json:"built"`
-		}{now.UTC()}))
+		tx.Set(keyIDsTable, builtKey, mustJSON(buildMarker{Built: now.UTC()}))
 		return nil, nil
 	})
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	mrand "math/rand/v2"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -262,6 +263,17 @@ func TestKeyIDsBuiltAtUpgrade(t *testing.T) {
 	for range 200 {
 		ri.step()
 	}
+	// And a device quarantined just now, so both sections have entries.
+	quarantined := false
+	for _, name := range ri.devs {
+		if _, err := f.inv.Quarantine("test", name, "just now", 0); err == nil {
+			quarantined = true
+			break
+		}
+	}
+	if !quarantined {
+		t.Fatal("no device to quarantine")
+	}
 	if err := f.open(db); err != nil { // this devid-ca: builds the table
 		t.Fatal(err)
 	}
@@ -273,8 +285,8 @@ func TestKeyIDsBuiltAtUpgrade(t *testing.T) {
 		t.Fatalf("after the upgrade the KRL differs from the older devid-ca's:\n%s\nwant\n%s", dump(t, fromTable), dump(t, fromInventory))
 	}
 	k, err := krl.Parse(fromTable)
-	if err != nil || len(k.Certs) == 0 {
-		t.Fatalf("the walk left nothing revoked (%v): a test that tests little", err)
+	if err != nil || len(k.Certs) != 2 {
+		t.Fatalf("the walk left %d CA sections revoked (%v), want both: a test that tests little", len(k.Certs), err)
 	}
 	t.Logf("upgrade: %s", dump(t, fromTable))
 
@@ -295,5 +307,108 @@ func TestKeyIDsBuiltAtUpgrade(t *testing.T) {
 	}
 	if _, err := db.Get([]byte("devid_revoked_keyids"), victim); err == nil {
 		t.Fatalf("record %s written again at the second Open: the table was built twice", victim)
+	}
+}
+
+// markerReads counts the reads of the revoked key IDs table's marker.
+type markerReads struct {
+	nosql.DB
+	n atomic.Int32
+}
+
+func (m *markerReads) Get(bucket, key []byte) ([]byte, error) {
+	if string(bucket) == "devid_revoked_keyids" && string(key) == "built" {
+		m.n.Add(1)
+	}
+	return m.DB.Get(bucket, key)
+}
+
+// TestKeyIDsBuiltOnceAcrossReplicas: two devid-ca of this version starting
+// together on an older store build the table once. One that finds another
+// building it waits, serving nothing, until it is built, and builds
+// nothing itself; one that finds a build its builder left long ago takes
+// it over.
+func TestKeyIDsBuiltOnceAcrossReplicas(t *testing.T) {
+	db, err := nosql.New("bbolt", filepath.Join(t.TempDir(), "db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	clk := fakeclock.New(time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC))
+	inv, err := inventory.Open(db, clk.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ri := newRandomInventory(t, 3, inv, clk) // an older devid-ca's inventory
+	for range 3 {
+		ri.addUser()
+	}
+	for range 12 {
+		ri.addDevice()
+	}
+	for range 60 {
+		ri.step()
+	}
+	table := []byte("devid_revoked_keyids")
+	if err := db.CreateTable(table); err != nil {
+		t.Fatal(err)
+	}
+	// Another replica is building it, since now.
+	if err := db.Set(table, []byte("built"), []byte(`{"nonce":"other","since":"`+clk.Now().Format(time.RFC3339Nano)+`"}`)); err != nil {
+		t.Fatal(err)
+	}
+	m := &markerReads{DB: db}
+	f := &fixture{db: m, clk: clk, hostCA: signer(t), userCA: signer(t), serial: 100}
+	opened := make(chan error, 1)
+	go func() { opened <- f.open(m) }()
+	// It reads the marker again and again: waiting.
+	for deadline := time.Now().Add(time.Minute); m.n.Load() < 3; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("Open did not come back to the marker within a minute")
+		}
+	}
+	select {
+	case err := <-opened:
+		t.Fatalf("Open returned (%v) while another replica was building the table", err)
+	default:
+	}
+	// The other replica is done: it wrote one record, and the marker.
+	sentinel := []byte("all urn:ek:sha256:sentinel 1")
+	if err := db.Set(table, sentinel, []byte(`{"keyId":"urn:ek:sha256:sentinel","cover":"all","since":"`+clk.Now().Format(time.RFC3339Nano)+`"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Set(table, []byte("built"), []byte(`{"built":"`+clk.Now().Format(time.RFC3339Nano)+`"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-opened; err != nil {
+		t.Fatal(err)
+	}
+	entries, err := db.List(table)
+	if err != nil || len(entries) != 2 {
+		t.Fatalf("after waiting for the other replica: %d records (%v), want its 2: the waiting one built too", len(entries), err)
+	}
+
+	// A build left "building" three minutes ago: taken over, and built.
+	if err := db.DeleteTable(table); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.CreateTable(table); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Set(table, []byte("built"), []byte(`{"nonce":"dead","since":"`+clk.Now().Add(-3*time.Minute).Format(time.RFC3339Nano)+`"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.open(db); err != nil {
+		t.Fatal(err)
+	}
+	fromTable, fromInventory, err := f.rev.KRLBodies(clk.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(fromTable, fromInventory) {
+		t.Fatalf("after taking the build over, the KRL differs from the inventory's:\n%s\nwant\n%s", dump(t, fromTable), dump(t, fromInventory))
+	}
+	if k, err := krl.Parse(fromTable); err != nil || len(k.Certs) == 0 {
+		t.Fatalf("nothing revoked after the take-over (%v): a test that tests little", err)
 	}
 }
