@@ -33,10 +33,13 @@ import (
 //     sustained one.
 //
 // The per-device record is changed by compare-and-swap, so devid-ca
-// replicas sharing the database keep the bound. It is written before the
-// pending record, and an evicted record is deleted after it: a crash in
-// between leaves a hash with no record (its secret is refused) or a record
-// no device record names, which expires like any other.
+// replicas sharing the database keep the bound. The pending record is
+// written first, then the device record, then the evicted records are
+// deleted: a hash a device record names always has its record, so whichever
+// replica evicts it deletes it. (Written the other way round, a replica
+// could evict a hash whose record another has yet to write, and that
+// record would outlive the bound.) A crash in between leaves a record no
+// device record names, which expires like any other.
 //
 // An expired attestation is refused when its secret comes (Secret checks
 // the end), and its records are deleted by Prune, which devid-ca runs
@@ -70,6 +73,10 @@ func (ca *CA) storePending(rec pending, now time.Time) error {
 	ca.storing.Lock() // attestations of one instance swap in turn: a flood contends across instances only
 	defer ca.storing.Unlock()
 	key := []byte(rec.DeviceID)
+	b, _ := json.Marshal(rec)
+	if err := ca.db.Set(pendingTable, rec.SecretHash, b); err != nil {
+		return fmt.Errorf("attestca: store pending attestation: %w", err)
+	}
 	var drop [][]byte
 	stored := false
 	for i := range maxSwaps {
@@ -112,17 +119,19 @@ func (ca *CA) storePending(rec pending, now time.Time) error {
 		}
 	}
 	if !stored {
+		if err := ca.db.Del(pendingTable, rec.SecretHash); err != nil {
+			ca.cfg.Log.Warn("pending attestation not deleted; the prune will", "device", rec.DeviceID, "err", err)
+		}
 		return refused("device %s: too many attestations at once (its pending attestations changed under each of %d attempts): try again", rec.DeviceID, maxSwaps)
 	}
-	// The record, and the deletion of those dropped, in one transaction.
-	b, _ := json.Marshal(rec)
-	tx := new(database.Tx)
-	tx.Set(pendingTable, rec.SecretHash, b)
-	for _, h := range drop {
-		tx.Del(pendingTable, h)
-	}
-	if err := ca.db.Update(tx); err != nil {
-		return fmt.Errorf("attestca: store pending attestation: %w", err)
+	if len(drop) > 0 {
+		tx := new(database.Tx)
+		for _, h := range drop {
+			tx.Del(pendingTable, h)
+		}
+		if err := ca.db.Update(tx); err != nil {
+			ca.cfg.Log.Warn("dropped pending attestations not deleted; the prune will", "device", rec.DeviceID, "err", err)
+		}
 	}
 	if len(drop) > 0 {
 		ca.cfg.Log.Info("pending attestations dropped: expired, or the oldest past the bound per device", "device", rec.DeviceID, "dropped", len(drop), "max", MaxPendingPerDevice)
