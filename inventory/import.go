@@ -278,6 +278,15 @@ func (imp *deviceImport) fail(line int, e *Error) error {
 	return e
 }
 
+// failErr is fail for an error that may be an *Error.
+func (imp *deviceImport) failErr(line int, err error) error {
+	var e *Error
+	if errors.As(err, &e) {
+		return imp.fail(line, e)
+	}
+	return err
+}
+
 // match finds the device a row is about, and records the row's keys so a
 // later row about the same device is refused.
 func (imp *deviceImport) match(snap *snapshot, r row[NewDevice], f *deviceFields) (*Device, error) {
@@ -353,9 +362,11 @@ func (imp *deviceImport) apply(snap *snapshot, r row[NewDevice], now time.Time, 
 	if err != nil {
 		return nil, err
 	}
-	if f.owner, ferr = snap.owner(f.owner); ferr != nil {
-		return nil, imp.fail(r.line, ferr)
+	owner, oerr := snap.owner(f.owner)
+	if oerr != nil {
+		return nil, imp.failErr(r.line, oerr)
 	}
+	f.owner = owner
 	reason := "import " + imp.file
 	if old == nil {
 		if other, ok := imp.final[f.name]; ok {
@@ -379,8 +390,9 @@ func (imp *deviceImport) apply(snap *snapshot, r row[NewDevice], now time.Time, 
 	var bound *Device
 	if f.ek != nil && old.Pending() {
 		// The EK of a device imported before without one: bind it.
-		if bound, ferr = snap.bind(w, old, f.ek, now, "device.bind", reason); ferr != nil {
-			return nil, imp.fail(r.line, ferr)
+		var berr error
+		if bound, berr = snap.bind(w, old, f.ek, now, "device.bind", reason); berr != nil {
+			return nil, imp.failErr(r.line, berr)
 		}
 		res.Subject = bound.ID
 	}
@@ -496,21 +508,30 @@ func runImport[T any](s *Store, actor, file string, data []byte, dryRun bool, f 
 // store's lock, and commits what it adds to w in one transaction unless it
 // failed or the report is a dry run's.
 func (s *Store) applyImport(actor string, report *ImportReport, apply func(snap *snapshot, now time.Time, report *ImportReport, w *writer) error) (*ImportReport, error) {
-	s.mu.Lock()
-	defer s.unlock()
-	snap, err := s.snapshot()
+	var out *ImportReport
+	err := s.write(func(t *txn) error {
+		snap, err := t.full(true)
+		if err != nil {
+			return err
+		}
+		now := s.clock()
+		var w writer
+		r := *report
+		r.Counts = maps.Clone(report.Counts)
+		r.Results = slices.Clone(report.Results)
+		if err := apply(snap, now, &r, &w); err != nil {
+			return err
+		}
+		out = &r
+		if r.DryRun {
+			return nil
+		}
+		return s.commit(t, actor, now, &w)
+	})
 	if err != nil {
 		return nil, err
 	}
-	now := s.clock()
-	var w writer
-	if err := apply(snap, now, report, &w); err != nil {
-		return nil, err
-	}
-	if report.DryRun {
-		return report, nil
-	}
-	return report, s.commit(actor, now, &w)
+	return out, nil
 }
 
 // checkImportFile checks an import's file name, which goes into audit
