@@ -254,14 +254,16 @@ func decodeObject[T any](raw json.RawMessage, columns []string) (T, map[string]b
 // import never brings a quarantined or retired device back to active: such
 // a row is Held and changes nothing.
 func (s *Store) ImportDevices(actor, file string, data []byte, dryRun bool) (*ImportReport, error) {
-	imp := &deviceImport{file: file}
-	return runImport(s, actor, file, data, dryRun, deviceFormat, func(snap *snapshot, r row[NewDevice], now time.Time, report *ImportReport, w *writer) error {
-		res, err := imp.apply(snap, r, now, w)
-		if err != nil {
-			return err
+	return runImport(s, actor, file, data, dryRun, deviceFormat, func() func(snap *snapshot, r row[NewDevice], now time.Time, report *ImportReport, w *writer) error {
+		imp := &deviceImport{file: file}
+		return func(snap *snapshot, r row[NewDevice], now time.Time, report *ImportReport, w *writer) error {
+			res, err := imp.apply(snap, r, now, w)
+			if err != nil {
+				return err
+			}
+			report.add(*res)
+			return nil
 		}
-		report.add(*res)
-		return nil
 	})
 }
 
@@ -485,8 +487,11 @@ func nameTaken(name, id string) *Error {
 // runImport parses an import, then, holding the store's lock, applies each
 // row to a snapshot of the inventory with apply, and commits everything in
 // one transaction unless a row failed or dryRun is set.
+//
+// newApply makes the function for one attempt (see guard.go): what it
+// keeps between rows starts afresh at each.
 func runImport[T any](s *Store, actor, file string, data []byte, dryRun bool, f rowFormat[T],
-	apply func(snap *snapshot, r row[T], now time.Time, report *ImportReport, w *writer) error) (*ImportReport, error) {
+	newApply func() func(snap *snapshot, r row[T], now time.Time, report *ImportReport, w *writer) error) (*ImportReport, error) {
 	if err := checkImportFile(file); err != nil {
 		return nil, err
 	}
@@ -495,6 +500,7 @@ func runImport[T any](s *Store, actor, file string, data []byte, dryRun bool, f 
 		return nil, err
 	}
 	return s.applyImport(actor, newReport(dryRun), func(snap *snapshot, now time.Time, report *ImportReport, w *writer) error {
+		apply := newApply()
 		for _, r := range rows {
 			if err := apply(snap, r, now, report, w); err != nil {
 				return err
@@ -587,57 +593,59 @@ func deviceChanges(a, b *Device) []string {
 // the BeforeUserCommit function revokes, in the import's transaction, every
 // certificate naming the old login.
 func (s *Store) ImportUsers(actor, file string, data []byte, dryRun bool) (*ImportReport, error) {
-	var seen map[string]int
-	var logins map[string]string
-	return runImport(s, actor, file, data, dryRun, userFormat, func(snap *snapshot, r row[NewUser], now time.Time, report *ImportReport, w *writer) error {
-		if seen == nil {
-			seen, logins = map[string]int{}, maps.Clone(snap.logins)
-		}
-		nu, ferr := checkNewUser(r.v)
-		if ferr != nil {
-			ferr.File, ferr.Line = file, r.line
-			return ferr
-		}
-		if prev, dup := seen[nu.Email]; dup {
-			return &Error{Kind: ErrInvalid, File: file, Line: r.line, Field: "email", Msg: fmt.Sprintf("same user as line %d", prev)}
-		}
-		seen[nu.Email] = r.line
-		old, exists := snap.users[nu.Email]
-		if exists {
-			nu.Email = old.Email // as stored, should it predate folding
-			if logins[old.Login] == old.Email {
-				delete(logins, old.Login)
+	return runImport(s, actor, file, data, dryRun, userFormat, func() func(snap *snapshot, r row[NewUser], now time.Time, report *ImportReport, w *writer) error {
+		var seen map[string]int
+		var logins map[string]string
+		return func(snap *snapshot, r row[NewUser], now time.Time, report *ImportReport, w *writer) error {
+			if seen == nil {
+				seen, logins = map[string]int{}, maps.Clone(snap.logins)
 			}
-		}
-		if other, ok := logins[nu.Login]; ok && other != nu.Email {
-			return &Error{Kind: ErrConflict, File: file, Line: r.line, Field: "login", Msg: fmt.Sprintf("login %q already belongs to %s", nu.Login, other)}
-		}
-		logins[nu.Login] = nu.Email
-		res := ImportResult{Line: r.line, Subject: nu.Email, Name: nu.Login}
-		if !exists {
-			res.Result = Added
-			w.putUser(nil, &User{Email: nu.Email, Login: nu.Login, Groups: nu.Groups, Created: now, Updated: now}, "user.add")
+			nu, ferr := checkNewUser(r.v)
+			if ferr != nil {
+				ferr.File, ferr.Line = file, r.line
+				return ferr
+			}
+			if prev, dup := seen[nu.Email]; dup {
+				return &Error{Kind: ErrInvalid, File: file, Line: r.line, Field: "email", Msg: fmt.Sprintf("same user as line %d", prev)}
+			}
+			seen[nu.Email] = r.line
+			old, exists := snap.users[nu.Email]
+			if exists {
+				nu.Email = old.Email // as stored, should it predate folding
+				if logins[old.Login] == old.Email {
+					delete(logins, old.Login)
+				}
+			}
+			if other, ok := logins[nu.Login]; ok && other != nu.Email {
+				return &Error{Kind: ErrConflict, File: file, Line: r.line, Field: "login", Msg: fmt.Sprintf("login %q already belongs to %s", nu.Login, other)}
+			}
+			logins[nu.Login] = nu.Email
+			res := ImportResult{Line: r.line, Subject: nu.Email, Name: nu.Login}
+			if !exists {
+				res.Result = Added
+				w.putUser(nil, &User{Email: nu.Email, Login: nu.Login, Groups: nu.Groups, Created: now, Updated: now}, "user.add")
+				report.add(res)
+				return nil
+			}
+			u := *old
+			u.Login = nu.Login
+			if r.has["groups"] {
+				u.Groups = nu.Groups
+			}
+			if old.Login != u.Login {
+				res.Changes = append(res.Changes, fmt.Sprintf("login: %q → %q", old.Login, u.Login))
+			}
+			if !slices.Equal(old.Groups, u.Groups) {
+				res.Changes = append(res.Changes, fmt.Sprintf("groups: %v → %v", old.Groups, u.Groups))
+			}
+			res.Result = Unchanged
+			if len(res.Changes) > 0 {
+				u.Updated = now
+				res.Result = Updated
+				w.putUser(old, &u, "user.update")
+			}
 			report.add(res)
 			return nil
 		}
-		u := *old
-		u.Login = nu.Login
-		if r.has["groups"] {
-			u.Groups = nu.Groups
-		}
-		if old.Login != u.Login {
-			res.Changes = append(res.Changes, fmt.Sprintf("login: %q → %q", old.Login, u.Login))
-		}
-		if !slices.Equal(old.Groups, u.Groups) {
-			res.Changes = append(res.Changes, fmt.Sprintf("groups: %v → %v", old.Groups, u.Groups))
-		}
-		res.Result = Unchanged
-		if len(res.Changes) > 0 {
-			u.Updated = now
-			res.Result = Updated
-			w.putUser(old, &u, "user.update")
-		}
-		report.add(res)
-		return nil
 	})
 }

@@ -113,8 +113,8 @@ func (s *Store) ImportMDM(actor, file string, data []byte, opts MDMOptions, dryR
 	}
 	report := newReport(dryRun)
 	report.Counts[Missing], report.Counts[MissingQuarantined] = 0, 0
-	imp := &deviceImport{file: file}
 	return s.applyImport(actor, report, func(snap *snapshot, now time.Time, report *ImportReport, w *writer) error {
+		imp := &deviceImport{file: file}
 		listed := map[string]bool{}
 		for i, m := range rows {
 			owner, oerr := m.owner(snap)
