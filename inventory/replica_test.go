@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/devid-ssh/devid/inventory"
 	"github.com/devid-ssh/devid/internal/pgtest"
+	"github.com/devid-ssh/devid/inventory"
 	"github.com/smallstep/nosql"
 	"github.com/smallstep/nosql/database"
 )

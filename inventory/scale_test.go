@@ -7,15 +7,15 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/devid-ssh/devid/inventory"
 	"github.com/devid-ssh/devid/internal/pgtest"
+	"github.com/devid-ssh/devid/inventory"
 	"github.com/smallstep/nosql"
 	"github.com/smallstep/nosql/database"
 )
@@ -131,7 +131,7 @@ func importRows(n int) []byte {
 func vmHWM(b *testing.B, reset bool) int64 {
 	b.Helper()
 	if reset {
-		runtime.GC()
+		debug.FreeOSMemory()
 		if err := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0); err != nil {
 			b.Fatalf("reset VmHWM: %v", err)
 		}
