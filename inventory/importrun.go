@@ -140,7 +140,7 @@ func openImport(r io.Reader, opts ImportOptions, skip string) (*bufio.Reader, *l
 // file.
 func readErr(file string, opts ImportOptions, err error) error {
 	if errors.Is(err, errTooLarge) {
-		return &Error{Kind: ErrInvalid, File: file, Msg: fmt.Sprintf("larger than %d bytes, the most an import takes (split the file, or raise the limit: devid-ca's import.maxBytes)", opts.maxBytes())}
+		return &Error{Kind: ErrTooLarge, File: file, Msg: fmt.Sprintf("larger than %d bytes, the most an import takes (split the file, or raise the limit: devid-ca's import.maxBytes)", opts.maxBytes())}
 	}
 	var e *Error
 	if errors.As(err, &e) {
@@ -150,7 +150,7 @@ func readErr(file string, opts ImportOptions, err error) error {
 }
 
 func tooManyRows(file string, line int, opts ImportOptions) error {
-	return &Error{Kind: ErrInvalid, File: file, Line: line, Msg: fmt.Sprintf("more than %d rows, the most an import takes (split the file, or raise the limit: devid-ca's import.maxRows)", opts.maxRows())}
+	return &Error{Kind: ErrTooLarge, File: file, Line: line, Msg: fmt.Sprintf("more than %d rows, the most an import takes (split the file, or raise the limit: devid-ca's import.maxRows)", opts.maxRows())}
 }
 
 // importPlan is an import's parsed rows and how to apply them: begin

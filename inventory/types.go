@@ -244,12 +244,14 @@ var (
 	ErrNotFound = errors.New("not found")
 	ErrConflict = errors.New("conflict")
 	ErrInvalid  = errors.New("invalid")
+	// ErrTooLarge: an import over ImportOptions.MaxBytes or MaxRows.
+	ErrTooLarge = errors.New("too large")
 )
 
 // Error is an inventory error that names the field, and for imports the
 // line, it is about.
 type Error struct {
-	Kind  error  // ErrNotFound, ErrConflict or ErrInvalid
+	Kind  error  // ErrNotFound, ErrConflict, ErrInvalid or ErrTooLarge
 	File  string // import file name, if any
 	Line  int    // 1-based line in the import, 0 if none
 	Field string // the offending field, if any
