@@ -446,6 +446,10 @@ func (s *Store) setGroupTx(t *txn, actor string, old *Group, f func(g *Group, me
 	}
 	a := mustJSON(g)
 	w.puts = append(w.puts, put{groupsTable, g.ID, a})
+	if old != nil && groupKey(old.Name) != groupKey(g.Name) {
+		w.puts = append(w.puts, put{table: indexTable, key: groupKey(old.Name)})
+	}
+	w.puts = append(w.puts, put{indexTable, groupKey(g.Name), []byte(g.ID)})
 	w.audits = append(w.audits, AuditEntry{Action: action, Subject: GroupSubject(g.Name), Reason: reason, Before: optJSON(old), After: a})
 	return g, s.commit(t, actor, now, &w)
 }
@@ -482,7 +486,7 @@ func (s *Store) deleteGroup(t *txn, actor, id string) (*Group, error) {
 		nu.Updated = now
 		w.changeUser(UserChange{Before: u, After: nu}, "user.update", "group "+g.Name+" deleted")
 	}
-	w.puts = append(w.puts, put{table: groupsTable, key: g.ID})
+	w.puts = append(w.puts, put{table: groupsTable, key: g.ID}, put{table: indexTable, key: groupKey(g.Name)})
 	w.audits = append(w.audits, AuditEntry{Action: "group.delete", Subject: GroupSubject(g.Name), Before: mustJSON(g)})
 	return g, s.commit(t, actor, now, &w)
 }

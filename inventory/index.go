@@ -27,6 +27,7 @@ import (
 //	u:USER-ID         → the user's email
 //	t:DEVICE-ID       → JSON array of the hashes of the enrolment tokens
 //	                    issued for the device, or that bound its TPM
+//	g:GROUP (lower)   → the group's ID
 //
 // A key longer than the 255 bytes PostgreSQL's nosql table allows is the
 // prefix, '#' and the SHA-256 of the value, in hex. Open checks the index
@@ -51,6 +52,7 @@ func emailKey(email string) string   { return idxKey("e:", foldEmail(email)) }
 func loginKey(login string) string   { return idxKey("l:", login) }
 func userIDKey(id string) string     { return idxKey("u:", id) }
 func tokensKey(id string) string     { return idxKey("t:", id) }
+func groupKey(name string) string    { return idxKey("g:", strings.ToLower(name)) }
 
 // idxString reads an index record holding one string ("" if none).
 func (t *txn) idxString(key string) (string, error) {
@@ -469,6 +471,13 @@ func (s *Store) expectedIndex() (map[string][]byte, error) {
 		out[loginKey(u.Login)] = []byte(u.Email)
 		out[userIDKey(u.ID)] = []byte(u.Email)
 	}
+	groups, err := s.Groups()
+	if err != nil {
+		return nil, err
+	}
+	for _, g := range groups {
+		out[groupKey(g.Name)] = []byte(g.ID)
+	}
 	byDev := map[string][]string{}
 	for _, t := range tokens { // oldest first
 		for _, id := range []string{t.DeviceID, t.BoundTo} {
@@ -479,6 +488,33 @@ func (s *Store) expectedIndex() (map[string][]byte, error) {
 	}
 	for k, hs := range byDev {
 		out[k] = mustJSON(hs)
+	}
+	return out, nil
+}
+
+// GroupsNamed returns the groups with these names (a user's Groups), by
+// the index: the names no group has are left out.
+func (s *Store) GroupsNamed(names []string) ([]*Group, error) {
+	var out []*Group
+	t := s.reader()
+	for _, n := range names {
+		id, err := t.idxString(groupKey(n))
+		if err != nil {
+			return nil, err
+		}
+		if id == "" {
+			continue
+		}
+		g, err := s.GroupByID(id)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if g.Name == n {
+			out = append(out, g)
+		}
 	}
 	return out, nil
 }
