@@ -1,8 +1,6 @@
 package inventory
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -245,6 +243,3 @@ func isRetryable(err error) bool {
 	s := err.Error()
 	return strings.Contains(s, "SQLSTATE 40P01") || strings.Contains(s, "SQLSTATE 40001")
 }
-
-// rawEqual compares two JSON records as bytes.
-func rawEqual(a, b json.RawMessage) bool { return bytes.Equal(a, b) }

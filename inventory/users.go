@@ -114,18 +114,6 @@ func (w *writer) changeUser(c UserChange, action, reason string) {
 	w.audits = append(w.audits, e)
 }
 
-// ownedBy returns the devices email (a user's, as stored) owns, sorted by
-// name.
-func ownedBy(devs []*Device, email string) []*Device {
-	var out []*Device
-	for _, d := range devs {
-		if d.Owner != "" && foldEmail(d.Owner) == foldEmail(email) {
-			out = append(out, d)
-		}
-	}
-	return out
-}
-
 func deviceIDs(devs []*Device) []string {
 	ids := make([]string, len(devs))
 	for i, d := range devs {
