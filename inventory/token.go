@@ -336,8 +336,11 @@ func (s *Store) BindEnrolment(actor string, h enroltoken.Hash, claim EnrolmentCl
 		}
 		if !now.Used.IsZero() && now.BoundTo == bound.ID && now.DeviceID == d.ID {
 			// Taken for this very TPM by an attestation whose binding
-			// never committed: finish it (the device record's guard in
-			// BindEK stops a second binding).
+			// never committed (or by this one's earlier attempt): finish
+			// it (the device record's guard in BindEK stops a second
+			// binding). Written again as it is, so that the index of the
+			// TPM's tokens has it.
+			tx.Set(tokensTable, key, raw)
 			return nil
 		}
 		if err := s.checkToken(&now, bound.Updated); err != nil {
