@@ -76,7 +76,8 @@ import (
 // Prefix is where the admin API lives.
 const Prefix = "/devid/v1/"
 
-// MaxBody bounds request bodies (imports included) and the responses the
+// MaxBody bounds request bodies (but imports', read as streams within the
+// CA's limits.importMaxBytes) and the responses the
 // Client reads.
 const MaxBody = 32 << 20
 

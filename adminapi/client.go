@@ -53,6 +53,14 @@ func (e *APIError) Error() string {
 }
 
 func (c *Client) do(method, path string, query url.Values, body io.Reader, contentType string, out any) error {
+	return c.doLimit(method, path, query, body, contentType, out, MaxBody)
+}
+
+// MaxImportReport bounds the report of an import the Client reads: a
+// result per row.
+const MaxImportReport = 1 << 30
+
+func (c *Client) doLimit(method, path string, query url.Values, body io.Reader, contentType string, out any, limit int64) error {
 	u := c.base + path
 	if len(query) > 0 {
 		u += "?" + query.Encode()
@@ -69,7 +77,7 @@ func (c *Client) do(method, path string, query url.Values, body io.Reader, conte
 		return fmt.Errorf("adminapi: %s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, MaxBody))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, limit))
 	if err != nil {
 		return fmt.Errorf("adminapi: %s %s: reading response: %w", method, path, err)
 	}
@@ -148,34 +156,46 @@ func (c *Client) ChangeStatus(ref string, req StatusRequest) (*Device, error) {
 // ImportDevices sends an export (CSV or JSON) to import; file names it in
 // errors.
 func (c *Client) ImportDevices(file string, data []byte, dryRun bool) (*ImportReport, error) {
-	return c.doImport("devices", file, data, dryRun)
+	return c.ImportDevicesFrom(file, bytes.NewReader(data), dryRun)
+}
+
+// ImportDevicesFrom is ImportDevices for an export read from r as it is
+// sent (a file of any size: the CA bounds it).
+func (c *Client) ImportDevicesFrom(file string, r io.Reader, dryRun bool) (*ImportReport, error) {
+	return c.doImportQuery("devices", file, r, dryRun, url.Values{})
 }
 
 // ImportUsers sends a user export (CSV or JSON) to import.
 func (c *Client) ImportUsers(file string, data []byte, dryRun bool) (*ImportReport, error) {
-	return c.doImport("users", file, data, dryRun)
+	return c.ImportUsersFrom(file, bytes.NewReader(data), dryRun)
+}
+
+// ImportUsersFrom is ImportUsers for an export read from r as it is sent.
+func (c *Client) ImportUsersFrom(file string, r io.Reader, dryRun bool) (*ImportReport, error) {
+	return c.doImportQuery("users", file, r, dryRun, url.Values{})
 }
 
 // ImportMDM sends an MDM's device export (Jamf Pro, Intune) to import.
 func (c *Client) ImportMDM(file string, data []byte, opts MDMImport, dryRun bool) (*ImportReport, error) {
+	return c.ImportMDMFrom(file, bytes.NewReader(data), opts, dryRun)
+}
+
+// ImportMDMFrom is ImportMDM for an export read from r as it is sent.
+func (c *Client) ImportMDMFrom(file string, r io.Reader, opts MDMImport, dryRun bool) (*ImportReport, error) {
 	q := url.Values{"format": {opts.Format}}
 	for k, v := range map[string]string{"missing": opts.Missing, "kind": opts.Kind, "collection": opts.Collection} {
 		if v != "" {
 			q.Set(k, v)
 		}
 	}
-	return c.doImportQuery("devices", file, data, dryRun, q)
+	return c.doImportQuery("devices", file, r, dryRun, q)
 }
 
-func (c *Client) doImport(what, file string, data []byte, dryRun bool) (*ImportReport, error) {
-	return c.doImportQuery(what, file, data, dryRun, url.Values{})
-}
-
-func (c *Client) doImportQuery(what, file string, data []byte, dryRun bool, q url.Values) (*ImportReport, error) {
+func (c *Client) doImportQuery(what, file string, r io.Reader, dryRun bool, q url.Values) (*ImportReport, error) {
 	var rep ImportReport
 	q.Set("file", file)
 	q.Set("dry_run", strconv.FormatBool(dryRun))
-	err := c.do("POST", Prefix+"import/"+what, q, bytes.NewReader(data), "application/octet-stream", &rep)
+	err := c.doLimit("POST", Prefix+"import/"+what, q, r, "application/octet-stream", &rep, MaxImportReport)
 	return &rep, err
 }
 

@@ -147,6 +147,12 @@ type LimitsConfig struct {
 	// IdleTimeout is how long a kept-alive connection may wait for its next
 	// request. Default 2m.
 	IdleTimeout conffile.Duration `json:"idleTimeout"`
+	// ImportMaxBytes and ImportMaxRows bound an import (an admin's POST
+	// to /devid/v1/import/...), whose body is read as a stream, not held:
+	// default 268435456 (256 MiB) and 500000 rows. Its body may take ten
+	// times BodyTimeout to arrive.
+	ImportMaxBytes int64 `json:"importMaxBytes,omitzero"`
+	ImportMaxRows  int   `json:"importMaxRows,omitzero"`
 }
 
 // ConfigVersion implements conffile's version check.
@@ -227,6 +233,9 @@ func (c *Config) check(file string) error {
 	}
 	if c.Limits.MaxBody < 0 {
 		return fmt.Errorf("devid-ca config: %s: limits.maxBody %d: want a positive number of bytes", file, c.Limits.MaxBody)
+	}
+	if c.Limits.ImportMaxBytes < 0 || c.Limits.ImportMaxRows < 0 {
+		return fmt.Errorf("devid-ca config: %s: limits.importMaxBytes %d, importMaxRows %d: want positive numbers (0: the defaults)", file, c.Limits.ImportMaxBytes, c.Limits.ImportMaxRows)
 	}
 	if err := c.SCIM.check(); err != nil {
 		return fmt.Errorf("devid-ca config: %s: %w", file, err)

@@ -25,7 +25,9 @@ type scimBackend struct{ inv scimInventory }
 // ID cannot be someone else by the time it is changed.
 type scimInventory interface {
 	Users() ([]*inventory.User, error)
+	UserByID(id string) (*inventory.User, error)
 	Groups() ([]*inventory.Group, error)
+	GroupsNamed(names []string) ([]*inventory.Group, error)
 	CreateUser(actor string, u *inventory.User) (*inventory.User, error)
 	ChangeUser(actor, id string, f func(u *inventory.User) error) (*inventory.User, error)
 	DeleteUserByID(actor, id, reason string) (*inventory.UserDeletion, error)
@@ -125,6 +127,20 @@ func (b scimBackend) Users() ([]*scim.User, error) {
 	return out, nil
 }
 
+// User returns the user with this ID, read alone (package scim's
+// optional single-user lookup).
+func (b scimBackend) User(id string) (*scim.User, error) {
+	u, err := b.inv.UserByID(id)
+	if err != nil {
+		return nil, scimErr(err)
+	}
+	groups, err := b.inv.GroupsNamed(u.Groups)
+	if err != nil {
+		return nil, err
+	}
+	return toSCIMUser(u, groups), nil
+}
+
 func (b scimBackend) CreateUser(actor string, su *scim.User) (*scim.User, error) {
 	u := &inventory.User{Disabled: false}
 	fromSCIMUser(u, su, actor)
@@ -139,11 +155,13 @@ func (b scimBackend) CreateUser(actor string, su *scim.User) (*scim.User, error)
 }
 
 func (b scimBackend) UpdateUser(actor, id string, f func(*scim.User) error) (*scim.User, error) {
-	groups, err := b.inv.Groups()
-	if err != nil {
-		return nil, err
-	}
+	// The user's groups alone, by name: not every group.
+	var groups []*inventory.Group
 	u, err := b.inv.ChangeUser(actor, id, func(u *inventory.User) error {
+		var err error
+		if groups, err = b.inv.GroupsNamed(u.Groups); err != nil {
+			return err
+		}
 		su := toSCIMUser(u, groups)
 		if err := f(su); err != nil {
 			return err

@@ -359,7 +359,9 @@ func (s *Server) routes() http.Handler {
 	mux.Handle(krldist.Path, s.revoke)
 	// Admins only (serveBackup checks), routed on its own like the KRL.
 	mux.Handle(adminapi.BackupPath, http.HandlerFunc(s.serveBackup))
-	mux.Handle(adminapi.Prefix+"*", adminhttp.NewHandler(s.inv, s.revoke, s.adminRoot, s.log))
+	admin := adminhttp.NewHandler(s.inv, s.revoke, s.adminRoot, s.log)
+	admin.SetImportLimits(s.cfg.Limits.ImportMaxBytes, s.cfg.Limits.ImportMaxRows)
+	mux.Handle(adminapi.Prefix+"*", admin)
 	mux.Handle(wire.AttestationPath+"/*", s.attest)
 	if s.scimH != nil {
 		mux.Handle(scimPrefix+"/*", s.scimH) // bearer tokens (package scim), not client certificates
@@ -413,7 +415,19 @@ func (s *Server) limitBody(next http.Handler) http.Handler {
 		// larger limit: an anonymous client never makes the CA hold more
 		// than Limits.MaxBody.
 		limit := s.cfg.Limits.MaxBody
-		if _, admin := adminhttp.AdminName(r, s.adminRoot); admin && strings.HasPrefix(r.URL.Path, adminapi.Prefix) {
+		_, admin := adminhttp.AdminName(r, s.adminRoot)
+		if admin && adminhttp.IsImport(r) {
+			// An import is read as a stream by the inventory, within its
+			// own bounds (Limits.ImportMaxBytes, ImportMaxRows): not here.
+			rc := http.NewResponseController(w)
+			if err := rc.SetReadDeadline(time.Now().Add(10 * s.cfg.Limits.BodyTimeout.Duration)); err != nil {
+				s.log.Error("cannot bound the request body's read time", "err", err)
+			}
+			next.ServeHTTP(w, r)
+			rc.SetReadDeadline(time.Time{})
+			return
+		}
+		if admin && strings.HasPrefix(r.URL.Path, adminapi.Prefix) {
 			limit = adminapi.MaxBody
 		}
 		if r.ContentLength > limit {

@@ -57,10 +57,21 @@ func (s *Store) SetCollection(actor string, u CollectionUpdate) (*Collection, er
 			names = []string{}
 		}
 	}
-	s.mu.Lock()
-	defer s.unlock()
-	old, err := s.Collection(u.Name)
-	if err != nil && !errors.Is(err, ErrNotFound) {
+	var out *Collection
+	err := s.write(func(t *txn) error {
+		var err error
+		out, err = s.setCollection(t, actor, u, names)
+		return err
+	})
+	return out, err
+}
+
+func (s *Store) setCollection(t *txn, actor string, u CollectionUpdate, names []string) (*Collection, error) {
+	var old *Collection
+	var c0 Collection
+	if err := t.get(collsTable, u.Name, &c0); err == nil {
+		old = &c0
+	} else if !errors.Is(err, ErrNotFound) {
 		return nil, err
 	}
 	now := s.clock()
@@ -86,5 +97,5 @@ func (s *Store) SetCollection(actor string, u CollectionUpdate) (*Collection, er
 	c.Updated = now
 	var w writer
 	w.putCollection(old, c, action)
-	return c, s.commit(actor, now, &w)
+	return c, s.commit(t, actor, now, &w)
 }

@@ -52,9 +52,10 @@ func TestEmailCaseInsensitive(t *testing.T) {
 // A store written before emails were folded to lower case keeps working: a
 // mixed-case user is found in any case, and is still the one user.
 func TestEmailMixedCaseStore(t *testing.T) {
-	s, _, db := newStoreDB(t)
+	s, clk, db := newStoreDB(t)
 	old := `{"email":"Bob@Example.com","login":"bob","groups":["web"],"created":"2026-01-01T00:00:00Z","updated":"2026-01-01T00:00:00Z"}`
 	putRaw(t, db, "devid_users", []byte("Bob@Example.com"), old)
+	s = reopen(t, db, clk)
 	for _, e := range []string{"Bob@Example.com", "bob@example.com", "BOB@EXAMPLE.COM"} {
 		if u, err := s.User(e); err != nil || u.Login != "bob" {
 			t.Fatalf("User(%q) = %+v, %v", e, u, err)

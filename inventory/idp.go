@@ -112,17 +112,17 @@ func checkText(field, s string) *Error {
 }
 
 // UserByID returns the user with this ID.
-func (s *Store) UserByID(id string) (*User, error) {
-	users, err := s.Users()
+func (s *Store) UserByID(id string) (*User, error) { return s.reader().userByIDErr(id) }
+
+func (t *txn) userByIDErr(id string) (*User, error) {
+	u, err := t.userByID(id)
 	if err != nil {
 		return nil, err
 	}
-	for _, u := range users {
-		if u.ID == id {
-			return u, nil
-		}
+	if u == nil {
+		return nil, &Error{Kind: ErrNotFound, Msg: fmt.Sprintf("no user with ID %q", id)}
 	}
-	return nil, &Error{Kind: ErrNotFound, Msg: fmt.Sprintf("no user with ID %q", id)}
+	return u, nil
 }
 
 // CreateUser adds a user with their SCIM attributes, as an IdP
@@ -140,25 +140,26 @@ func (s *Store) CreateUser(actor string, u *User) (*User, error) {
 	if err := CheckReason(u.StatusReason); err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	defer s.unlock()
-	snap, err := s.snapshot()
+	var c *User
+	err := s.write(func(t *txn) error {
+		if err := t.lazy().userFree(nu); err != nil {
+			return err
+		}
+		now := s.clock()
+		c = cloneUser(u)
+		c.ID, c.Email, c.Login, c.Groups, c.Created, c.Updated = newID(), nu.Email, nu.Login, nu.Groups, now, now
+		c.StatusChanged = time.Time{}
+		if c.Disabled {
+			c.StatusChanged = now
+		}
+		var w writer
+		w.changeUser(UserChange{After: c}, "user.add", "")
+		return s.commit(t, actor, now, &w)
+	})
 	if err != nil {
 		return nil, err
 	}
-	if ferr := snap.userFree(nu); ferr != nil {
-		return nil, ferr
-	}
-	now := s.clock()
-	c := cloneUser(u)
-	c.ID, c.Email, c.Login, c.Groups, c.Created, c.Updated = newID(), nu.Email, nu.Login, nu.Groups, now, now
-	c.StatusChanged = time.Time{}
-	if c.Disabled {
-		c.StatusChanged = now
-	}
-	var w writer
-	w.changeUser(UserChange{After: c}, "user.add", "")
-	return c, s.commit(actor, now, &w)
+	return c, nil
 }
 
 // ChangeUser changes the user with this ID as f says, and records it in
@@ -172,21 +173,24 @@ func (s *Store) CreateUser(actor string, u *User) (*User, error) {
 // email or login is a rename (UserChange.Renames): the BeforeUserCommit
 // function revokes, in the same transaction, every certificate naming the
 // old ones. A change that changes nothing writes nothing.
+//
+// f runs once per attempt (see guard.go), on the user as that attempt read
+// them.
 func (s *Store) ChangeUser(actor, id string, f func(u *User) error) (*User, error) {
-	s.mu.Lock()
-	defer s.unlock()
-	snap, err := s.snapshot()
+	var out *User
+	err := s.write(func(t *txn) error {
+		var err error
+		out, err = s.changeUser(t, actor, id, f)
+		return err
+	})
+	return out, err
+}
+
+func (s *Store) changeUser(t *txn, actor, id string, f func(u *User) error) (*User, error) {
+	snap := t.lazy()
+	old, err := t.userByIDErr(id)
 	if err != nil {
 		return nil, err
-	}
-	var old *User
-	for _, u := range snap.users {
-		if u.ID == id {
-			old = u
-		}
-	}
-	if old == nil {
-		return nil, &Error{Kind: ErrNotFound, Msg: fmt.Sprintf("no user with ID %q", id)}
 	}
 	u := cloneUser(old)
 	if err := f(u); err != nil {
@@ -205,14 +209,24 @@ func (s *Store) ChangeUser(actor, id string, f func(u *User) error) (*User, erro
 	}
 	if nu.Email != foldEmail(old.Email) {
 		u.Email = nu.Email
-		if other, ok := snap.users[nu.Email]; ok {
+		other, err := snap.user(nu.Email)
+		if err != nil {
+			return nil, err
+		}
+		if other != nil {
 			return nil, &Error{Kind: ErrConflict, Field: "email", Msg: fmt.Sprintf("user %s already exists", other.Email)}
 		}
 	} else {
 		u.Email = old.Email // as stored
 	}
-	if other, ok := snap.logins[u.Login]; ok && other != old.Email {
-		return nil, &Error{Kind: ErrConflict, Field: "login", Msg: fmt.Sprintf("login %q already belongs to %s", u.Login, other)}
+	if u.Login != old.Login {
+		other, err := snap.login(u.Login)
+		if err != nil {
+			return nil, err
+		}
+		if other != "" && other != old.Email {
+			return nil, &Error{Kind: ErrConflict, Field: "login", Msg: fmt.Sprintf("login %q already belongs to %s", u.Login, other)}
+		}
 	}
 	if u.Disabled == old.Disabled {
 		u.StatusReason = old.StatusReason
@@ -230,12 +244,10 @@ func (s *Store) ChangeUser(actor, id string, f func(u *User) error) (*User, erro
 			action, u.DisabledBy = "user.disable", actor
 		}
 	}
-	devs := make([]*Device, 0, len(snap.byID))
-	for _, d := range snap.byID {
-		devs = append(devs, d)
+	owned, err := t.ownedBy(old.Email)
+	if err != nil {
+		return nil, err
 	}
-	slices.SortFunc(devs, func(a, b *Device) int { return strings.Compare(a.Name, b.Name) })
-	owned := ownedBy(devs, old.Email)
 	var w writer
 	if u.Email != old.Email {
 		for _, d := range owned {
@@ -245,7 +257,7 @@ func (s *Store) ChangeUser(actor, id string, f func(u *User) error) (*User, erro
 		}
 	}
 	w.changeUser(UserChange{Before: old, After: u, Devices: deviceIDs(owned)}, action, reason)
-	return u, s.commit(actor, now, &w)
+	return u, s.commit(t, actor, now, &w)
 }
 
 // GroupName makes a group's display name a name for users' Groups and
@@ -327,11 +339,19 @@ func (s *Store) ChangeGroup(actor, id string, f func(g *Group, members *[]string
 	return s.setGroup(actor, old, f)
 }
 
-// setGroup creates (old nil) or changes a group under the write lock.
+// setGroup creates (old nil) or changes a group.
 func (s *Store) setGroup(actor string, old *Group, f func(g *Group, members *[]string) error) (*Group, error) {
-	s.mu.Lock()
-	defer s.unlock()
-	snap, err := s.snapshot()
+	var out *Group
+	err := s.write(func(t *txn) error {
+		var err error
+		out, err = s.setGroupTx(t, actor, old, f)
+		return err
+	})
+	return out, err
+}
+
+func (s *Store) setGroupTx(t *txn, actor string, old *Group, f func(g *Group, members *[]string) error) (*Group, error) {
+	snap, err := t.full(false)
 	if err != nil {
 		return nil, err
 	}
@@ -426,20 +446,32 @@ func (s *Store) setGroup(actor string, old *Group, f func(g *Group, members *[]s
 	}
 	a := mustJSON(g)
 	w.puts = append(w.puts, put{groupsTable, g.ID, a})
+	if old != nil && groupKey(old.Name) != groupKey(g.Name) {
+		w.puts = append(w.puts, put{table: indexTable, key: groupKey(old.Name)})
+	}
+	w.puts = append(w.puts, put{indexTable, groupKey(g.Name), []byte(g.ID)})
 	w.audits = append(w.audits, AuditEntry{Action: action, Subject: GroupSubject(g.Name), Reason: reason, Before: optJSON(old), After: a})
-	return g, s.commit(actor, now, &w)
+	return g, s.commit(t, actor, now, &w)
 }
 
 // DeleteGroup removes a group, and its name from its members' groups
 // (user.update each), with its audit entry (group.delete).
 func (s *Store) DeleteGroup(actor, id string) (*Group, error) {
-	s.mu.Lock()
-	defer s.unlock()
-	g, err := s.GroupByID(id)
+	var out *Group
+	err := s.write(func(t *txn) error {
+		var err error
+		out, err = s.deleteGroup(t, actor, id)
+		return err
+	})
+	return out, err
+}
+
+func (s *Store) deleteGroup(t *txn, actor, id string) (*Group, error) {
+	snap, err := t.full(false)
 	if err != nil {
 		return nil, err
 	}
-	snap, err := s.snapshot()
+	g, err := s.GroupByID(id)
 	if err != nil {
 		return nil, err
 	}
@@ -454,9 +486,9 @@ func (s *Store) DeleteGroup(actor, id string) (*Group, error) {
 		nu.Updated = now
 		w.changeUser(UserChange{Before: u, After: nu}, "user.update", "group "+g.Name+" deleted")
 	}
-	w.puts = append(w.puts, put{table: groupsTable, key: g.ID})
+	w.puts = append(w.puts, put{table: groupsTable, key: g.ID}, put{table: indexTable, key: groupKey(g.Name)})
 	w.audits = append(w.audits, AuditEntry{Action: "group.delete", Subject: GroupSubject(g.Name), Before: mustJSON(g)})
-	return g, s.commit(actor, now, &w)
+	return g, s.commit(t, actor, now, &w)
 }
 
 // sortedUsers are the snapshot's users, sorted by email.

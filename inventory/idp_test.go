@@ -16,9 +16,10 @@ import (
 // same at every read, and keeps it once the record is written again, even
 // when their email changes.
 func TestLegacyUserID(t *testing.T) {
-	s, _, db := newStoreDB(t)
+	s, clk, db := newStoreDB(t)
 	putRaw(t, db, "devid_users", []byte("old@example.com"),
 		`{"email":"old@example.com","login":"old","groups":[],"created":"2025-01-01T00:00:00Z","updated":"2025-01-01T00:00:00Z"}`)
+	s = reopen(t, db, clk)
 	u1, _ := s.User("old@example.com")
 	users, _ := s.Users()
 	if len(u1.ID) != 32 || users[0].ID != u1.ID {

@@ -1,6 +1,7 @@
 package inventory
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/csv"
 	"encoding/json"
@@ -95,25 +96,45 @@ func splitList(cell string) []string {
 // a file whose first non-blank byte is '[' is JSON. Unknown columns or fields
 // are errors. Text that is not UTF-8 is left for the checks of each field,
 // which name the field and line (encoding/json turns it into U+FFFD, which
-// they refuse too).
-func parseRows[T any](file string, data []byte, f rowFormat[T]) ([]row[T], error) {
+// they refuse too). It reads r as a stream, up to opts' bounds.
+func parseRows[T any](file string, r io.Reader, f rowFormat[T], opts ImportOptions) ([]row[T], error) {
 	fail := func(line int, format string, args ...any) error {
 		return &Error{Kind: ErrInvalid, File: file, Line: line, Msg: fmt.Sprintf(format, args...)}
 	}
-	trimmed := bytes.TrimLeft(data, " \t\r\n\ufeff")
-	if len(trimmed) == 0 {
+	br, lr, first, err := openImport(r, opts, " \t\r\n\ufeff")
+	if err != nil {
+		return nil, readErr(file, opts, err)
+	}
+	var rows []row[T]
+	switch first {
+	case 0:
 		return nil, fail(0, "empty import")
+	case '[':
+		rows, err = parseJSONRows(br, lr, f, fail, opts)
+	default:
+		rows, err = parseCSVRows(br, f, fail, opts)
 	}
-	if trimmed[0] == '[' {
-		return parseJSONRows(data, f, fail)
+	if err != nil && errors.Is(err, errTooLarge) {
+		return nil, readErr(file, opts, err)
 	}
-	return parseCSVRows(data, f, fail)
+	var e *Error
+	if err != nil && e == nil && !errors.As(err, &e) {
+		return nil, readErr(file, opts, err)
+	}
+	if e != nil && e.File == "" {
+		e.File = file
+	}
+	return rows, err
 }
 
-func parseCSVRows[T any](data []byte, f rowFormat[T], fail func(int, string, ...any) error) ([]row[T], error) {
-	r := csv.NewReader(bytes.NewReader(bytes.TrimPrefix(data, []byte("\ufeff"))))
+func parseCSVRows[T any](br *bufio.Reader, f rowFormat[T], fail func(int, string, ...any) error, opts ImportOptions) ([]row[T], error) {
+	if b, _ := br.Peek(3); string(b) == "\ufeff" {
+		br.Discard(3)
+	}
+	r := csv.NewReader(br)
 	r.Comment = '#'
 	r.TrimLeadingSpace = true
+	r.ReuseRecord = true
 	header, err := r.Read()
 	if err != nil {
 		return nil, csvError(err, fail)
@@ -140,6 +161,7 @@ func parseCSVRows[T any](data []byte, f rowFormat[T], fail func(int, string, ...
 		has[c] = true
 	}
 	var rows []row[T]
+	m := make(map[string]string, len(cols))
 	for {
 		rec, err := r.Read()
 		if err == io.EOF {
@@ -149,9 +171,11 @@ func parseCSVRows[T any](data []byte, f rowFormat[T], fail func(int, string, ...
 			return nil, csvError(err, fail)
 		}
 		line, _ := r.FieldPos(0)
-		m := make(map[string]string, len(cols))
+		if len(rows) == opts.maxRows() {
+			return nil, tooManyRows("", line, opts)
+		}
 		for i, c := range cols {
-			m[c] = strings.TrimSpace(rec[i])
+			m[c] = strings.Clone(strings.TrimSpace(rec[i]))
 		}
 		rows = append(rows, row[T]{line, f.fromCSV(m), has})
 	}
@@ -164,45 +188,66 @@ func parseCSVRows[T any](data []byte, f rowFormat[T], fail func(int, string, ...
 func csvError(err error, fail func(int, string, ...any) error) error {
 	var pe *csv.ParseError
 	if errors.As(err, &pe) {
+		if errors.Is(pe.Err, errTooLarge) {
+			return errTooLarge
+		}
 		return fail(pe.Line, "%v", pe.Err)
 	}
 	if err == io.EOF {
 		return fail(0, "empty import")
 	}
+	if errors.Is(err, errTooLarge) {
+		return err
+	}
 	return fail(0, "%v", err)
 }
 
-func parseJSONRows[T any](data []byte, f rowFormat[T], fail func(int, string, ...any) error) ([]row[T], error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
+func parseJSONRows[T any](br *bufio.Reader, lr *lineReader, f rowFormat[T], fail func(int, string, ...any) error, opts ImportOptions) ([]row[T], error) {
+	dec := json.NewDecoder(br)
 	dec.DisallowUnknownFields()
-	lineAt := func(off int64) int { return 1 + bytes.Count(data[:off], []byte("\n")) }
+	// Offsets of the decoder are from the start of br, which is where lr
+	// was when it was made: at 0.
+	lineAt := lr.lineAt
+	tooLarge := func(err error) bool { return errors.Is(err, errTooLarge) }
 	if _, err := dec.Token(); err != nil { // '['
+		if tooLarge(err) {
+			return nil, err
+		}
 		return nil, fail(lineAt(dec.InputOffset()), "%v", err)
 	}
 	var rows []row[T]
 	for dec.More() {
-		off := dec.InputOffset()
-		for off < int64(len(data)) && strings.IndexByte(" \t\r\n,", data[off]) >= 0 {
-			off++
-		}
 		var raw json.RawMessage
 		if err := dec.Decode(&raw); err != nil {
+			if tooLarge(err) {
+				return nil, err
+			}
 			var se *json.SyntaxError
 			if errors.As(err, &se) {
 				return nil, fail(lineAt(se.Offset), "%v", err)
 			}
-			return nil, fail(lineAt(off), "%v", err)
+			return nil, fail(lineAt(dec.InputOffset()), "%v", err)
+		}
+		line := lineAt(dec.InputOffset() - int64(len(raw)))
+		if len(rows) == opts.maxRows() {
+			return nil, tooManyRows("", line, opts)
 		}
 		v, has, err := decodeObject[T](raw, f.columns)
 		if err != nil {
-			return nil, fail(lineAt(off), "%v", err)
+			return nil, fail(line, "%v", err)
 		}
-		rows = append(rows, row[T]{lineAt(off), v, has})
+		rows = append(rows, row[T]{line, v, has})
 	}
 	if _, err := dec.Token(); err != nil { // ']'
+		if tooLarge(err) {
+			return nil, err
+		}
 		return nil, fail(lineAt(dec.InputOffset()), "%v", err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
+		if err != nil && tooLarge(err) {
+			return nil, err
+		}
 		return nil, fail(lineAt(dec.InputOffset()), "trailing data after the JSON array")
 	}
 	if len(rows) == 0 {
@@ -254,14 +299,22 @@ func decodeObject[T any](raw json.RawMessage, columns []string) (T, map[string]b
 // import never brings a quarantined or retired device back to active: such
 // a row is Held and changes nothing.
 func (s *Store) ImportDevices(actor, file string, data []byte, dryRun bool) (*ImportReport, error) {
-	imp := &deviceImport{file: file}
-	return runImport(s, actor, file, data, dryRun, deviceFormat, func(snap *snapshot, r row[NewDevice], now time.Time, report *ImportReport, w *writer) error {
-		res, err := imp.apply(snap, r, now, w)
-		if err != nil {
-			return err
+	return s.ImportDevicesFrom(actor, file, bytes.NewReader(data), ImportOptions{DryRun: dryRun})
+}
+
+// ImportDevicesFrom is ImportDevices for an export read from r, as a
+// stream, with the bounds and batches of opts (see ImportOptions).
+func (s *Store) ImportDevicesFrom(actor, file string, r io.Reader, opts ImportOptions) (*ImportReport, error) {
+	return importRows(s, actor, file, r, opts, deviceFormat, func() func(snap *snapshot, r row[NewDevice], now time.Time, report *ImportReport, w *writer) error {
+		imp := &deviceImport{file: file}
+		return func(snap *snapshot, r row[NewDevice], now time.Time, report *ImportReport, w *writer) error {
+			res, err := imp.apply(snap, r, now, w)
+			if err != nil {
+				return err
+			}
+			report.add(*res)
+			return nil
 		}
-		report.add(*res)
-		return nil
 	})
 }
 
@@ -276,6 +329,15 @@ type deviceImport struct {
 func (imp *deviceImport) fail(line int, e *Error) error {
 	e.File, e.Line = imp.file, line
 	return e
+}
+
+// failErr is fail for an error that may be an *Error.
+func (imp *deviceImport) failErr(line int, err error) error {
+	var e *Error
+	if errors.As(err, &e) {
+		return imp.fail(line, e)
+	}
+	return err
 }
 
 // match finds the device a row is about, and records the row's keys so a
@@ -353,9 +415,11 @@ func (imp *deviceImport) apply(snap *snapshot, r row[NewDevice], now time.Time, 
 	if err != nil {
 		return nil, err
 	}
-	if f.owner, ferr = snap.owner(f.owner); ferr != nil {
-		return nil, imp.fail(r.line, ferr)
+	owner, oerr := snap.owner(f.owner)
+	if oerr != nil {
+		return nil, imp.failErr(r.line, oerr)
 	}
+	f.owner = owner
 	reason := "import " + imp.file
 	if old == nil {
 		if other, ok := imp.final[f.name]; ok {
@@ -379,8 +443,9 @@ func (imp *deviceImport) apply(snap *snapshot, r row[NewDevice], now time.Time, 
 	var bound *Device
 	if f.ek != nil && old.Pending() {
 		// The EK of a device imported before without one: bind it.
-		if bound, ferr = snap.bind(w, old, f.ek, now, "device.bind", reason); ferr != nil {
-			return nil, imp.fail(r.line, ferr)
+		var berr error
+		if bound, berr = snap.bind(w, old, f.ek, now, "device.bind", reason); berr != nil {
+			return nil, imp.failErr(r.line, berr)
 		}
 		res.Subject = bound.ID
 	}
@@ -470,47 +535,24 @@ func nameTaken(name, id string) *Error {
 	return &Error{Kind: ErrConflict, Field: "name", Msg: fmt.Sprintf("%q is already the name of device %s", name, id)}
 }
 
-// runImport parses an import, then, holding the store's lock, applies each
-// row to a snapshot of the inventory with apply, and commits everything in
-// one transaction unless a row failed or dryRun is set.
-func runImport[T any](s *Store, actor, file string, data []byte, dryRun bool, f rowFormat[T],
-	apply func(snap *snapshot, r row[T], now time.Time, report *ImportReport, w *writer) error) (*ImportReport, error) {
+// importRows parses an import, then runs it (Store.runImport). newApply
+// makes the function of one pass over the rows: what it keeps between rows
+// starts afresh at each.
+func importRows[T any](s *Store, actor, file string, r io.Reader, opts ImportOptions, f rowFormat[T],
+	newApply func() func(snap *snapshot, r row[T], now time.Time, report *ImportReport, w *writer) error) (*ImportReport, error) {
 	if err := checkImportFile(file); err != nil {
 		return nil, err
 	}
-	rows, err := parseRows(file, data, f)
+	rows, err := parseRows(file, r, f, opts)
 	if err != nil {
 		return nil, err
 	}
-	return s.applyImport(actor, newReport(dryRun), func(snap *snapshot, now time.Time, report *ImportReport, w *writer) error {
-		for _, r := range rows {
-			if err := apply(snap, r, now, report, w); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-}
-
-// applyImport runs apply on a snapshot of the inventory, holding the
-// store's lock, and commits what it adds to w in one transaction unless it
-// failed or the report is a dry run's.
-func (s *Store) applyImport(actor string, report *ImportReport, apply func(snap *snapshot, now time.Time, report *ImportReport, w *writer) error) (*ImportReport, error) {
-	s.mu.Lock()
-	defer s.unlock()
-	snap, err := s.snapshot()
-	if err != nil {
-		return nil, err
-	}
-	now := s.clock()
-	var w writer
-	if err := apply(snap, now, report, &w); err != nil {
-		return nil, err
-	}
-	if report.DryRun {
-		return report, nil
-	}
-	return report, s.commit(actor, now, &w)
+	return s.runImport(actor, newReport(opts.DryRun), opts, importPlan{rows: len(rows), begin: func() importPass {
+		apply := newApply()
+		return importPass{apply: func(snap *snapshot, i int, now time.Time, report *ImportReport, w *writer) error {
+			return apply(snap, rows[i], now, report, w)
+		}}
+	}})
 }
 
 // checkImportFile checks an import's file name, which goes into audit
@@ -566,57 +608,65 @@ func deviceChanges(a, b *Device) []string {
 // the BeforeUserCommit function revokes, in the import's transaction, every
 // certificate naming the old login.
 func (s *Store) ImportUsers(actor, file string, data []byte, dryRun bool) (*ImportReport, error) {
-	var seen map[string]int
-	var logins map[string]string
-	return runImport(s, actor, file, data, dryRun, userFormat, func(snap *snapshot, r row[NewUser], now time.Time, report *ImportReport, w *writer) error {
-		if seen == nil {
-			seen, logins = map[string]int{}, maps.Clone(snap.logins)
-		}
-		nu, ferr := checkNewUser(r.v)
-		if ferr != nil {
-			ferr.File, ferr.Line = file, r.line
-			return ferr
-		}
-		if prev, dup := seen[nu.Email]; dup {
-			return &Error{Kind: ErrInvalid, File: file, Line: r.line, Field: "email", Msg: fmt.Sprintf("same user as line %d", prev)}
-		}
-		seen[nu.Email] = r.line
-		old, exists := snap.users[nu.Email]
-		if exists {
-			nu.Email = old.Email // as stored, should it predate folding
-			if logins[old.Login] == old.Email {
-				delete(logins, old.Login)
+	return s.ImportUsersFrom(actor, file, bytes.NewReader(data), ImportOptions{DryRun: dryRun})
+}
+
+// ImportUsersFrom is ImportUsers for an export read from r, as a stream,
+// with the bounds and batches of opts (see ImportOptions).
+func (s *Store) ImportUsersFrom(actor, file string, r io.Reader, opts ImportOptions) (*ImportReport, error) {
+	return importRows(s, actor, file, r, opts, userFormat, func() func(snap *snapshot, r row[NewUser], now time.Time, report *ImportReport, w *writer) error {
+		var seen map[string]int
+		var logins map[string]string
+		return func(snap *snapshot, r row[NewUser], now time.Time, report *ImportReport, w *writer) error {
+			if seen == nil {
+				seen, logins = map[string]int{}, maps.Clone(snap.logins)
 			}
-		}
-		if other, ok := logins[nu.Login]; ok && other != nu.Email {
-			return &Error{Kind: ErrConflict, File: file, Line: r.line, Field: "login", Msg: fmt.Sprintf("login %q already belongs to %s", nu.Login, other)}
-		}
-		logins[nu.Login] = nu.Email
-		res := ImportResult{Line: r.line, Subject: nu.Email, Name: nu.Login}
-		if !exists {
-			res.Result = Added
-			w.putUser(nil, &User{Email: nu.Email, Login: nu.Login, Groups: nu.Groups, Created: now, Updated: now}, "user.add")
+			nu, ferr := checkNewUser(r.v)
+			if ferr != nil {
+				ferr.File, ferr.Line = file, r.line
+				return ferr
+			}
+			if prev, dup := seen[nu.Email]; dup {
+				return &Error{Kind: ErrInvalid, File: file, Line: r.line, Field: "email", Msg: fmt.Sprintf("same user as line %d", prev)}
+			}
+			seen[nu.Email] = r.line
+			old, exists := snap.users[nu.Email]
+			if exists {
+				nu.Email = old.Email // as stored, should it predate folding
+				if logins[old.Login] == old.Email {
+					delete(logins, old.Login)
+				}
+			}
+			if other, ok := logins[nu.Login]; ok && other != nu.Email {
+				return &Error{Kind: ErrConflict, File: file, Line: r.line, Field: "login", Msg: fmt.Sprintf("login %q already belongs to %s", nu.Login, other)}
+			}
+			logins[nu.Login] = nu.Email
+			res := ImportResult{Line: r.line, Subject: nu.Email, Name: nu.Login}
+			if !exists {
+				res.Result = Added
+				w.putUser(nil, &User{Email: nu.Email, Login: nu.Login, Groups: nu.Groups, Created: now, Updated: now}, "user.add")
+				report.add(res)
+				return nil
+			}
+			u := *old
+			u.Login = nu.Login
+			if r.has["groups"] {
+				u.Groups = nu.Groups
+			}
+			if old.Login != u.Login {
+				res.Changes = append(res.Changes, fmt.Sprintf("login: %q → %q", old.Login, u.Login))
+			}
+			if !slices.Equal(old.Groups, u.Groups) {
+				res.Changes = append(res.Changes, fmt.Sprintf("groups: %v → %v", old.Groups, u.Groups))
+			}
+			res.Result = Unchanged
+			if len(res.Changes) > 0 {
+				u.Updated = now
+				res.Result = Updated
+				w.putUser(old, &u, "user.update")
+			}
 			report.add(res)
 			return nil
 		}
-		u := *old
-		u.Login = nu.Login
-		if r.has["groups"] {
-			u.Groups = nu.Groups
-		}
-		if old.Login != u.Login {
-			res.Changes = append(res.Changes, fmt.Sprintf("login: %q → %q", old.Login, u.Login))
-		}
-		if !slices.Equal(old.Groups, u.Groups) {
-			res.Changes = append(res.Changes, fmt.Sprintf("groups: %v → %v", old.Groups, u.Groups))
-		}
-		res.Result = Unchanged
-		if len(res.Changes) > 0 {
-			u.Updated = now
-			res.Result = Updated
-			w.putUser(old, &u, "user.update")
-		}
-		report.add(res)
-		return nil
 	})
 }

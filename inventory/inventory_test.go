@@ -43,6 +43,17 @@ func newStoreDB(t testing.TB) (*inventory.Store, *fakeclock.Clock, database.DB) 
 	return s, clk, db
 }
 
+// reopen opens the store again on db: what a devid-ca starting on a
+// database an older devid wrote does (Open repairs the index).
+func reopen(t testing.TB, db database.DB, clk *fakeclock.Clock) *inventory.Store {
+	t.Helper()
+	s, err := inventory.Open(db, clk.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 // putRaw writes a record as it is, as an older devid may have.
 func putRaw(t *testing.T, db database.DB, table string, key []byte, value string) {
 	t.Helper()

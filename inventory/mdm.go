@@ -160,24 +160,40 @@ var intuneFormat = mdmFormat{
 
 // parseMDM reads an MDM export: JSON when its first non-blank byte is '{'
 // or '[', else CSV with a header line.
-func parseMDM(file string, data []byte, f *mdmFormat) ([]mdmRow, error) {
+func parseMDM(file string, r io.Reader, f *mdmFormat, opts ImportOptions) ([]mdmRow, error) {
 	fail := func(line int, format string, args ...any) error {
 		return &Error{Kind: ErrInvalid, File: file, Line: line, Msg: fmt.Sprintf(format, args...)}
 	}
-	data = bytes.TrimPrefix(data, []byte("\ufeff"))
-	trimmed := bytes.TrimLeft(data, " \t\r\n")
-	if len(trimmed) == 0 {
+	br, lr, first, err := openImport(r, opts, " \t\r\n")
+	if err != nil {
+		return nil, readErr(file, opts, err)
+	}
+	if b, _ := br.Peek(3); string(b) == "\ufeff" {
+		br.Discard(3)
+		if b, _ := br.Peek(64 << 10); len(bytes.TrimLeft(b, " \t\r\n")) > 0 {
+			first = bytes.TrimLeft(b, " \t\r\n")[0]
+		} else {
+			first = 0
+		}
+	}
+	if first == 0 {
 		return nil, fail(0, "empty %s export", f.title)
 	}
 	var rows []mdmRow
-	var err error
-	if trimmed[0] == '{' || trimmed[0] == '[' {
-		rows, err = parseMDMJSON(data, f, fail)
+	if first == '{' || first == '[' {
+		rows, err = parseMDMJSON(br, lr, f, fail, opts)
 	} else {
-		rows, err = parseMDMCSV(data, f, fail)
+		rows, err = parseMDMCSV(br, f, fail, opts)
 	}
 	if err != nil {
-		return nil, err
+		var e *Error
+		if errors.As(err, &e) {
+			if e.File == "" {
+				e.File = file
+			}
+			return nil, err
+		}
+		return nil, readErr(file, opts, err)
 	}
 	if len(rows) == 0 {
 		return nil, fail(0, "no %s in the %s export", f.what, f.title)
@@ -194,8 +210,8 @@ func parseMDM(file string, data []byte, f *mdmFormat) ([]mdmRow, error) {
 	return rows, nil
 }
 
-func parseMDMCSV(data []byte, f *mdmFormat, fail func(int, string, ...any) error) ([]mdmRow, error) {
-	r := csv.NewReader(bytes.NewReader(data))
+func parseMDMCSV(br io.Reader, f *mdmFormat, fail func(int, string, ...any) error, opts ImportOptions) ([]mdmRow, error) {
+	r := csv.NewReader(br)
 	r.TrimLeadingSpace = true
 	header, err := r.Read()
 	if err != nil {
@@ -249,6 +265,9 @@ func parseMDMCSV(data []byte, f *mdmFormat, fail func(int, string, ...any) error
 			return nil, csvError(err, fail)
 		}
 		line, _ := r.FieldPos(0)
+		if len(rows) == opts.maxRows() {
+			return nil, tooManyRows("", line, opts)
+		}
 		m := mdmRow{line: line, label: map[string]string{}}
 		get := func(field string) (string, string) {
 			for _, c := range cols[field] {
@@ -344,16 +363,19 @@ func firstNonEmpty(ss ...string) string {
 
 // parseMDMJSON reads the JSON of an MDM's API: an object with the array of
 // devices under f.listKey, or the array itself.
-func parseMDMJSON(data []byte, f *mdmFormat, fail func(int, string, ...any) error) ([]mdmRow, error) {
-	lineAt := func(off int64) int { return 1 + bytes.Count(data[:min(off, int64(len(data)))], []byte("\n")) }
-	dec := json.NewDecoder(bytes.NewReader(data))
+func parseMDMJSON(br io.Reader, lr *lineReader, f *mdmFormat, fail func(int, string, ...any) error, opts ImportOptions) ([]mdmRow, error) {
+	lineAt := lr.lineAt
+	dec := json.NewDecoder(br)
 	jsonErr := func(err error, off int64) error {
+		if errors.Is(err, errTooLarge) {
+			return err
+		}
 		var se *json.SyntaxError
 		if errors.As(err, &se) {
 			off = se.Offset
 		}
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			return fail(lineAt(int64(len(data))), "unexpected end of the JSON")
+			return fail(lineAt(lr.n), "unexpected end of the JSON")
 		}
 		return fail(lineAt(off), "%v", err)
 	}
@@ -361,14 +383,14 @@ func parseMDMJSON(data []byte, f *mdmFormat, fail func(int, string, ...any) erro
 	readArray := func() error {
 		for dec.More() {
 			off := dec.InputOffset()
-			for off < int64(len(data)) && strings.IndexByte(" \t\r\n,", data[off]) >= 0 {
-				off++
-			}
 			var raw json.RawMessage
 			if err := dec.Decode(&raw); err != nil {
 				return jsonErr(err, off)
 			}
-			line := lineAt(off)
+			line := lineAt(dec.InputOffset() - int64(len(raw)))
+			if len(rows) == opts.maxRows() {
+				return tooManyRows("", line, opts)
+			}
 			if len(raw) == 0 || raw[0] != '{' {
 				return fail(line, "a %s is a JSON object, not %s", f.what, jsonKind(raw))
 			}

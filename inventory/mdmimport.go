@@ -1,8 +1,10 @@
 package inventory
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"slices"
 	"strings"
@@ -63,6 +65,14 @@ type MDMOptions struct {
 // is final and would keep its serial number for ever: it is reported
 // Missing, left pending, and the note says to retire it if it is gone.
 func (s *Store) ImportMDM(actor, file string, data []byte, opts MDMOptions, dryRun bool) (*ImportReport, error) {
+	return s.ImportMDMFrom(actor, file, bytes.NewReader(data), opts, ImportOptions{DryRun: dryRun})
+}
+
+// ImportMDMFrom is ImportMDM for an export read from r, as a stream, with
+// the bounds and batches of iopts (see ImportOptions). Imported in
+// batches, the devices the export no longer lists are dealt with in the
+// last.
+func (s *Store) ImportMDMFrom(actor, file string, r io.Reader, opts MDMOptions, iopts ImportOptions) (*ImportReport, error) {
 	f, ferr := mdmFormatOf(opts.Format)
 	if ferr != nil {
 		return nil, ferr
@@ -88,7 +98,7 @@ func (s *Store) ImportMDM(actor, file string, data []byte, opts MDMOptions, dryR
 	if err := checkImportFile(file); err != nil {
 		return nil, err
 	}
-	rows, err := parseMDM(file, data, f)
+	rows, err := parseMDM(file, r, f, iopts)
 	if err != nil {
 		return nil, err
 	}
@@ -111,12 +121,14 @@ func (s *Store) ImportMDM(actor, file string, data []byte, opts MDMOptions, dryR
 		}
 		byName[n], names[i] = i, n
 	}
-	report := newReport(dryRun)
+	byName = nil
+	report := newReport(iopts.DryRun)
 	report.Counts[Missing], report.Counts[MissingQuarantined] = 0, 0
-	imp := &deviceImport{file: file}
-	return s.applyImport(actor, report, func(snap *snapshot, now time.Time, report *ImportReport, w *writer) error {
+	return s.runImport(actor, report, iopts, importPlan{rows: len(rows), begin: func() importPass {
+		imp := &deviceImport{file: file}
 		listed := map[string]bool{}
-		for i, m := range rows {
+		apply := func(snap *snapshot, i int, now time.Time, report *ImportReport, w *writer) error {
+			m := rows[i]
 			owner, oerr := m.owner(snap)
 			if oerr != nil {
 				oerr.File, oerr.Line = file, m.line
@@ -139,17 +151,21 @@ func (s *Store) ImportMDM(actor, file string, data []byte, opts MDMOptions, dryR
 			}
 			listed[res.Subject] = true
 			report.add(*res)
+			return nil
 		}
-		reason := fmt.Sprintf("not in %s export %s", f.source, file)
-		for _, name := range slices.Sorted(maps.Keys(snap.byName)) {
-			d := snap.byName[name]
-			if d.Source != f.source || listed[d.ID] || d.Status == StatusRetired || opts.Collection != "" && d.Collection != opts.Collection {
-				continue
+		finish := func(snap *snapshot, now time.Time, report *ImportReport, w *writer) error {
+			reason := fmt.Sprintf("not in %s export %s", f.source, file)
+			for _, name := range slices.Sorted(maps.Keys(snap.byName)) {
+				d := snap.byName[name]
+				if d.Source != f.source || listed[d.ID] || d.Status == StatusRetired || opts.Collection != "" && d.Collection != opts.Collection {
+					continue
+				}
+				report.add(missing(d, opts.Missing == MissingQuarantine, reason, now, w))
 			}
-			report.add(missing(d, opts.Missing == MissingQuarantine, reason, now, w))
+			return nil
 		}
-		return nil
-	})
+		return importPass{apply: apply, finish: finish}
+	}})
 }
 
 // missing reports a device the export no longer lists and, with

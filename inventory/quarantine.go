@@ -86,9 +86,17 @@ func (s *Store) Quarantine(actor, ref, reason string, dur time.Duration) (*Devic
 	if dur != 0 && (dur < MinQuarantineFor || dur > MaxQuarantineFor) {
 		return nil, invalid("for", "%v: a temporary quarantine lasts from %v to %v", dur, MinQuarantineFor, MaxQuarantineFor)
 	}
-	s.mu.Lock()
-	defer s.unlock()
-	old, err := s.Device(ref)
+	var out *Device
+	err := s.write(func(t *txn) error {
+		var err error
+		out, err = s.quarantine(t, actor, ref, reason, dur)
+		return err
+	})
+	return out, err
+}
+
+func (s *Store) quarantine(t *txn, actor, ref, reason string, dur time.Duration) (*Device, error) {
+	old, err := t.deviceRef(ref)
 	if err != nil {
 		return nil, err
 	}
@@ -109,7 +117,7 @@ func (s *Store) Quarantine(actor, ref, reason string, dur time.Duration) (*Devic
 	}
 	var w writer
 	w.putDevice(old, &d, "device.quarantine", reason)
-	return &d, s.commit(actor, now, &w)
+	return &d, s.commit(t, actor, now, &w)
 }
 
 // QuarantineEnds lists the ends of the temporary quarantines, soonest
@@ -146,21 +154,23 @@ func (s *Store) QuarantineEnds() ([]QuarantineEnd, error) {
 // retired, quarantined again, or lifted already, by this devid-ca or
 // another one sharing the database).
 func (s *Store) LiftQuarantine(actor, id string, until time.Time) (*Device, error) {
-	s.mu.Lock()
-	defer s.unlock()
-	old, err := s.Device(id)
-	if errors.Is(err, ErrNotFound) {
-		return nil, s.dropEnd(id, until)
-	}
-	if err != nil {
-		return nil, err
-	}
-	return s.lift(actor, old, until)
+	var out *Device
+	err := s.write(func(t *txn) error {
+		old, err := t.deviceRef(id)
+		if errors.Is(err, ErrNotFound) {
+			return s.dropEnd(id, until)
+		}
+		if err != nil {
+			return err
+		}
+		out, err = s.lift(t, actor, old, until)
+		return err
+	})
+	return out, err
 }
 
-// lift is LiftQuarantine for the device as read (old), which may be stale
-// by now if another devid-ca changed it since. Callers hold s.mu.
-func (s *Store) lift(actor string, old *Device, until time.Time) (*Device, error) {
+// lift is LiftQuarantine for the device as read (old).
+func (s *Store) lift(t *txn, actor string, old *Device, until time.Time) (*Device, error) {
 	if old.Status != StatusQuarantined || old.QuarantineUntil == nil || !old.QuarantineUntil.Equal(until) {
 		// A leftover of a change that did not delete it (none does
 		// today): drop it, or it would be looked at for ever.
@@ -190,11 +200,8 @@ func (s *Store) lift(actor string, old *Device, until time.Time) (*Device, error
 	w.tx.Get(endsTable, key)
 	w.tx.Del(endsTable, key)
 	w.putDevice(old, &d, "device.activate", reason)
-	if err := s.commit(actor, now, &w); err != nil {
-		if database.IsErrNotFound(err) {
-			return nil, nil // lifted or changed by another devid-ca meanwhile
-		}
-		return nil, err
+	if err := s.commit(t, actor, now, &w); err != nil {
+		return nil, err // errRetry: read again, and see it lifted or changed
 	}
 	return &d, nil
 }

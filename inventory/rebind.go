@@ -28,13 +28,20 @@ func (s *Store) Rebind(actor, ref, reason string, ek *deviceid.EK) (retired, dev
 	if err := CheckReason(reason); err != nil {
 		return nil, nil, err
 	}
-	s.mu.Lock()
-	defer s.unlock()
-	snap, err := s.snapshot()
+	err = s.write(func(t *txn) error {
+		var err error
+		retired, dev, err = s.rebind(t, actor, ref, reason, ek)
+		return err
+	})
 	if err != nil {
 		return nil, nil, err
 	}
-	old, err := s.Device(ref)
+	return retired, dev, nil
+}
+
+func (s *Store) rebind(t *txn, actor, ref, reason string, ek *deviceid.EK) (retired, dev *Device, err error) {
+	snap := t.lazy()
+	old, err := t.deviceRef(ref)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -49,13 +56,26 @@ func (s *Store) Rebind(actor, ref, reason string, ek *deviceid.EK) (retired, dev
 		return nil, nil, &Error{Kind: ErrConflict, Field: "device", Msg: fmt.Sprintf("device %q is quarantined: a rebind would bring it back without anyone lifting the quarantine; `devid device activate %s` first, if it should come back", old.Name, old.Name)}
 	}
 	if ek != nil {
-		if other, ok := snap.byID[ek.ID()]; ok {
+		if other, err := snap.device(ek.ID()); err != nil {
+			return nil, nil, err
+		} else if other != nil {
 			return nil, nil, &Error{Kind: ErrConflict, Field: "ek", Msg: fmt.Sprintf("this TPM is already device %q (%s, %s)", other.Name, other.ID, other.Status)}
 		}
 	}
 	now := s.clock()
 	r := *old
-	r.Name = RetiredName(old.Name, now, func(n string) bool { _, ok := snap.byName[n]; return ok })
+	var rerr error
+	r.Name = RetiredName(old.Name, now, func(n string) bool {
+		d, err := snap.named(n)
+		if err != nil {
+			rerr = err
+			return false
+		}
+		return d != nil
+	})
+	if rerr != nil {
+		return nil, nil, rerr
+	}
 	r.Status, r.StatusChanged, r.Updated = StatusRetired, now, now
 	r.StatusReason = "TPM replaced (devid device rebind " + old.Name + "): " + reason
 	r.Serial, r.AssetTag, r.Source, r.SourceID = "", "", "", ""
@@ -72,7 +92,7 @@ func (s *Store) Rebind(actor, ref, reason string, ek *deviceid.EK) (retired, dev
 	var w writer
 	w.putDevice(old, &r, "device.retire", r.StatusReason)
 	w.putDevice(old, &d, "device.rebind", reason)
-	if err := s.commit(actor, now, &w); err != nil {
+	if err := s.commit(t, actor, now, &w); err != nil {
 		return nil, nil, err
 	}
 	return &r, &d, nil

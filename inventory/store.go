@@ -27,13 +27,17 @@ var (
 )
 
 // Store is the inventory kept in a step-ca nosql database. Its methods are
-// safe for concurrent use; writes are serialised, and each write commits the
-// change and its audit entry in one transaction.
+// safe for concurrent use, by several devid-ca on one database too (see
+// guard.go: every write commits only if what it read is unchanged, or
+// starts again); each write commits the change and its audit entry in one
+// transaction.
 type Store struct {
-	db  database.DB
-	now func() time.Time
+	db    database.DB
+	now   func() time.Time
+	sleep func(time.Duration) // between the attempts of a write
 
-	mu       sync.Mutex // serialises read-modify-write
+	mu       sync.Mutex // serialises this process's writes
+	repaired *IndexRepair
 	lastSeq  uint64
 	onChange func([]DeviceChange)
 	prepare  func([]DeviceChange, *database.Tx) error
@@ -94,38 +98,56 @@ func (s *Store) RecordAudit(actor, action, subject, reason string, before, after
 // actor are filled in, and a device's name where the subject is a device
 // ID). An error from prepare, or a reason CheckReason refuses, commits
 // nothing.
+//
+// prepare runs once per attempt (see guard.go), on that attempt's tx.
 func (s *Store) Update(actor string, prepare func(tx *database.Tx) ([]AuditEntry, error)) error {
-	s.mu.Lock()
-	defer s.unlock()
-	w := writer{tx: new(database.Tx)}
-	audits, err := prepare(w.tx)
-	if err != nil {
-		return err
-	}
-	for i, e := range audits {
-		if err := CheckReason(e.Reason); err != nil {
+	return s.write(func(t *txn) error {
+		w := writer{tx: new(database.Tx)}
+		audits, err := prepare(w.tx)
+		if err != nil {
 			return err
 		}
-		if e.SubjectName == "" && strings.HasPrefix(e.Subject, "urn:") {
-			if d, err := s.Device(e.Subject); err == nil {
-				audits[i].SubjectName = d.Name
+		for i, e := range audits {
+			if err := CheckReason(e.Reason); err != nil {
+				return err
+			}
+			if e.SubjectName == "" && strings.HasPrefix(e.Subject, "urn:") {
+				if d, err := s.Device(e.Subject); err == nil {
+					audits[i].SubjectName = d.Name
+				}
 			}
 		}
-	}
-	w.audits = audits
-	return s.commit(actor, s.clock(), &w)
+		w.audits = audits
+		return s.commit(t, actor, s.clock(), &w)
+	})
 }
 
-// Open prepares the inventory tables in db. now is the clock (time.Now in
+// Open prepares the inventory tables in db, creates the guards of its
+// writes (see guard.go) if the database has none yet, and checks the index
+// (see index.go) against the tables, repairing what differs: a database
+// that an older devid-ca, which kept no index, wrote to. That check reads
+// every device, user and token once. now is the clock (time.Now in
 // production).
 func Open(db database.DB, now func() time.Time) (*Store, error) {
-	for _, t := range [][]byte{devicesTable, usersTable, auditTable, collsTable, endsTable, tokensTable, attestedTable, groupsTable} {
+	for _, t := range [][]byte{devicesTable, usersTable, auditTable, collsTable, endsTable, tokensTable, attestedTable, groupsTable, guardsTable, indexTable} {
 		if err := db.CreateTable(t); err != nil {
 			return nil, fmt.Errorf("inventory: create table %s: %w", t, err)
 		}
 	}
-	return &Store{db: db, now: now}, nil
+	if err := initGuards(db); err != nil {
+		return nil, err
+	}
+	s := &Store{db: db, now: now, sleep: time.Sleep}
+	r, err := s.repairIndex()
+	if err != nil {
+		return nil, fmt.Errorf("inventory: index: %w", err)
+	}
+	s.repaired = r
+	return s, nil
 }
+
+// reader reads without guards: for the Store's read methods.
+func (s *Store) reader() *txn { return &txn{s: s} }
 
 func (s *Store) clock() time.Time { return s.now().UTC().Round(0) }
 
@@ -138,16 +160,7 @@ func (s *Store) Device(ref string) (*Device, error) {
 		}
 		return &d, nil
 	}
-	all, err := s.Devices()
-	if err != nil {
-		return nil, err
-	}
-	for _, d := range all {
-		if d.Name == ref {
-			return d, nil
-		}
-	}
-	return nil, &Error{Kind: ErrNotFound, Msg: fmt.Sprintf("no device with name %q", ref)}
+	return s.reader().deviceRef(ref)
 }
 
 // Devices lists every device, sorted by name.
@@ -165,20 +178,19 @@ func (s *Store) User(email string) (*User, error) {
 		return u.withID(), err
 	}
 	// Stored in lower case since emails are case-insensitive: one more
-	// lookup, and a scan only for a mixed-case record an older devid wrote.
+	// lookup, and the index (e:) for a mixed-case record an older devid
+	// wrote.
 	if folded := foldEmail(email); folded != email {
 		if ferr := s.get(usersTable, folded, &u); ferr == nil || !errors.Is(ferr, ErrNotFound) {
 			return u.withID(), ferr
 		}
 	}
-	users, lerr := s.Users()
-	if lerr != nil {
-		return nil, lerr
+	found, ierr := s.reader().user(email)
+	if ierr != nil {
+		return nil, ierr
 	}
-	for _, u := range users {
-		if foldEmail(u.Email) == foldEmail(email) {
-			return u, nil
-		}
+	if found != nil {
+		return found, nil
 	}
 	return nil, err
 }
@@ -249,31 +261,39 @@ func (s *Store) AddDevice(actor string, nd NewDevice) (*Device, error) {
 	if ferr != nil {
 		return nil, ferr
 	}
-	s.mu.Lock()
-	defer s.unlock()
-	snap, err := s.snapshot()
-	if err != nil {
-		return nil, err
-	}
-	if f.ek != nil {
-		if old, ok := snap.byID[f.ek.ID()]; ok {
-			return nil, &Error{Kind: ErrConflict, Field: "ek", Msg: fmt.Sprintf("already registered as device %q (%s, %s)", old.Name, old.ID, old.Status)}
-		}
-	}
-	if err := snap.checkRefs(f, ""); err != nil {
-		return nil, err
-	}
 	if err := f.checkNew(); err != nil {
 		return nil, err
 	}
-	if f.owner, ferr = snap.owner(f.owner); ferr != nil {
-		return nil, ferr
+	var d *Device
+	err := s.write(func(t *txn) error {
+		snap := t.lazy()
+		if f.ek != nil {
+			old, err := snap.device(f.ek.ID())
+			if err != nil {
+				return err
+			}
+			if old != nil {
+				return &Error{Kind: ErrConflict, Field: "ek", Msg: fmt.Sprintf("already registered as device %q (%s, %s)", old.Name, old.ID, old.Status)}
+			}
+		}
+		if err := snap.checkRefs(f, ""); err != nil {
+			return err
+		}
+		owner, err := snap.owner(f.owner)
+		if err != nil {
+			return err
+		}
+		now := s.clock()
+		d = f.newDevice(now)
+		d.Owner = owner
+		var w writer
+		w.putDevice(nil, d, "device.add", "")
+		return s.commit(t, actor, now, &w)
+	})
+	if err != nil {
+		return nil, err
 	}
-	now := s.clock()
-	d := f.newDevice(now)
-	var w writer
-	w.putDevice(nil, d, "device.add", "")
-	return d, s.commit(actor, now, &w)
+	return d, nil
 }
 
 // SetStatus changes a device's status (quarantine, retire, activate). The
@@ -292,21 +312,26 @@ func (s *Store) SetStatus(actor, ref string, to Status, reason string) (*Device,
 	if err := CheckReason(reason); err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	defer s.unlock()
-	old, err := s.Device(ref)
+	var d Device
+	err := s.write(func(t *txn) error {
+		old, err := t.deviceRef(ref)
+		if err != nil {
+			return err
+		}
+		if !allowedTransition(old.Status, to) {
+			return &Error{Kind: ErrConflict, Field: "status", Msg: transitionMsg(old, to)}
+		}
+		now := s.clock()
+		d = *old
+		d.Status, d.StatusReason, d.StatusChanged, d.Updated = to, reason, now, now
+		var w writer
+		w.putDevice(old, &d, "device."+verb(to), reason)
+		return s.commit(t, actor, now, &w)
+	})
 	if err != nil {
 		return nil, err
 	}
-	if !allowedTransition(old.Status, to) {
-		return nil, &Error{Kind: ErrConflict, Field: "status", Msg: transitionMsg(old, to)}
-	}
-	now := s.clock()
-	d := *old
-	d.Status, d.StatusReason, d.StatusChanged, d.Updated = to, reason, now, now
-	var w writer
-	w.putDevice(old, &d, "device."+verb(to), reason)
-	return &d, s.commit(actor, now, &w)
+	return &d, nil
 }
 
 func transitionMsg(d *Device, to Status) string {
@@ -336,20 +361,21 @@ func (s *Store) AddUser(actor string, nu NewUser) (*User, error) {
 	if ferr != nil {
 		return nil, ferr
 	}
-	s.mu.Lock()
-	defer s.unlock()
-	snap, err := s.snapshot()
+	var u *User
+	err := s.write(func(t *txn) error {
+		if err := t.lazy().userFree(nu); err != nil {
+			return err
+		}
+		now := s.clock()
+		u = &User{Email: nu.Email, Login: nu.Login, Groups: nu.Groups, Created: now, Updated: now}
+		var w writer
+		w.putUser(nil, u, "user.add")
+		return s.commit(t, actor, now, &w)
+	})
 	if err != nil {
 		return nil, err
 	}
-	if ferr := snap.userFree(nu); ferr != nil {
-		return nil, ferr
-	}
-	now := s.clock()
-	u := &User{Email: nu.Email, Login: nu.Login, Groups: nu.Groups, Created: now, Updated: now}
-	var w writer
-	w.putUser(nil, u, "user.add")
-	return u, s.commit(actor, now, &w)
+	return u, nil
 }
 
 func (f *deviceFields) newDevice(now time.Time) *Device {
@@ -392,36 +418,44 @@ func (s *Store) BindEK(actor, ref string, ek *deviceid.EK, action, reason string
 	if err := CheckReason(reason); err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	defer s.unlock()
-	old, err := s.Device(ref)
-	if err != nil {
-		return nil, err
-	}
-	return s.bindRead(actor, old, ek, action, reason, extra)
+	return s.bindEK(actor, ref, nil, ek, action, reason, extra)
 }
 
-// bindRead is BindEK for the device as read (old), which may be stale by
-// now if another devid-ca bound it since. Callers hold s.mu.
-func (s *Store) bindRead(actor string, old *Device, ek *deviceid.EK, action, reason string, extra func(tx *database.Tx, d *Device) error) (*Device, error) {
-	snap, err := s.snapshot()
+// bindEK is BindEK; read, if not nil, is the device as the caller read it
+// before, used at the first attempt.
+func (s *Store) bindEK(actor, ref string, read *Device, ek *deviceid.EK, action, reason string, extra func(tx *database.Tx, d *Device) error) (*Device, error) {
+	var d *Device
+	sawPending := false
+	err := s.write(func(t *txn) error {
+		old := read
+		read = nil
+		if old != nil {
+			if err := t.see(devicesTable, old.ID); err != nil {
+				return err
+			}
+		} else {
+			var err error
+			if old, err = t.deviceRef(ref); err != nil {
+				return err
+			}
+		}
+		if sawPending && !old.Pending() {
+			return &Error{Kind: ErrConflict, Field: "ek", Msg: fmt.Sprintf("device %q was bound to a TPM meanwhile (by another devid-ca on this database)", old.Name)}
+		}
+		sawPending = old.Pending()
+		w := writer{tx: new(database.Tx)}
+		var err error
+		if d, err = t.lazy().bind(&w, old, ek, s.clock(), action, reason); err != nil {
+			return err
+		}
+		if extra != nil {
+			if err := extra(w.tx, d); err != nil {
+				return err
+			}
+		}
+		return s.commit(t, actor, d.Updated, &w)
+	})
 	if err != nil {
-		return nil, err
-	}
-	w := writer{tx: new(database.Tx)}
-	d, berr := snap.bind(&w, old, ek, s.clock(), action, reason)
-	if berr != nil {
-		return nil, berr
-	}
-	if extra != nil {
-		if err := extra(w.tx, d); err != nil {
-			return nil, err
-		}
-	}
-	if err := s.commit(actor, d.Updated, &w); err != nil {
-		if database.IsErrNotFound(err) {
-			return nil, &Error{Kind: ErrConflict, Field: "ek", Msg: fmt.Sprintf("device %q was bound to a TPM meanwhile (by another devid-ca on this database)", old.Name)}
-		}
 		return nil, err
 	}
 	return d, nil
@@ -429,11 +463,13 @@ func (s *Store) bindRead(actor string, old *Device, ek *deviceid.EK, action, rea
 
 // bind adds to w the move of pending device old to the EK's device ID,
 // active.
-func (snap *snapshot) bind(w *writer, old *Device, ek *deviceid.EK, now time.Time, action, reason string) (*Device, *Error) {
+func (snap *snapshot) bind(w *writer, old *Device, ek *deviceid.EK, now time.Time, action, reason string) (*Device, error) {
 	if !old.Pending() {
 		return nil, &Error{Kind: ErrConflict, Field: "ek", Msg: fmt.Sprintf("device %q is %s, not pending: its TPM is bound already (a new TPM is an explicit rebind)", old.Name, old.Status)}
 	}
-	if other, ok := snap.byID[ek.ID()]; ok {
+	if other, err := snap.device(ek.ID()); err != nil {
+		return nil, err
+	} else if other != nil {
 		return nil, &Error{Kind: ErrConflict, Field: "ek", Msg: fmt.Sprintf("this TPM is already device %q (%s, %s)", other.Name, other.ID, other.Status)}
 	}
 	d := *old
@@ -455,36 +491,58 @@ func (snap *snapshot) bind(w *writer, old *Device, ek *deviceid.EK, now time.Tim
 	w.tx.Del(devicesTable, []byte(old.ID))
 	w.putDevice(old, &d, action, reason)
 	snap.byID[d.ID] = &d
-	delete(snap.byID, old.ID)
+	snap.forget(old.ID)
 	snap.byName[d.Name] = &d
+	if d.Serial != "" {
+		snap.bySerial[foldSerial(d.Serial)] = &d
+	}
 	return &d, nil
 }
 
-// snapshot is the inventory read whole, for checks that span records.
+// snapshot is the inventory as a write sees it: read whole (t nil), for
+// imports and checks that span records; or read record by record through
+// the index as the checks ask (lazy, t set), for writes about one device
+// or user. Maps hold what was read (nil: known not to exist) and what the
+// write changed.
 type snapshot struct {
+	t        *txn
 	byID     map[string]*Device
 	byName   map[string]*Device
 	bySerial map[string]*Device // by serial folded to upper case
 	users    map[string]*User   // by email folded to lower case
-	logins   map[string]string  // login → email as stored
+	logins   map[string]string  // login → email as stored ("": nobody's)
 }
 
-func (s *Store) snapshot() (*snapshot, error) {
-	devs, err := s.Devices()
-	if err != nil {
+func newSnapshot(t *txn) *snapshot {
+	return &snapshot{t: t, byID: map[string]*Device{}, byName: map[string]*Device{}, bySerial: map[string]*Device{}, users: map[string]*User{}, logins: map[string]string{}}
+}
+
+// lazy is a snapshot that reads through t as it is asked.
+func (t *txn) lazy() *snapshot { return newSnapshot(t) }
+
+// full reads the whole inventory (users only, without devices), after
+// reading every guard.
+func (t *txn) full(devices bool) (*snapshot, error) {
+	if err := t.seeAll(); err != nil {
 		return nil, err
 	}
-	users, err := s.Users()
-	if err != nil {
-		return nil, err
-	}
-	snap := &snapshot{byID: map[string]*Device{}, byName: map[string]*Device{}, bySerial: map[string]*Device{}, users: map[string]*User{}, logins: map[string]string{}}
-	for _, d := range devs {
-		snap.byID[d.ID] = d
-		snap.byName[d.Name] = d
-		if d.Serial != "" {
-			snap.bySerial[foldSerial(d.Serial)] = d
+	snap := newSnapshot(nil)
+	if devices {
+		devs, err := t.s.Devices()
+		if err != nil {
+			return nil, err
 		}
+		for _, d := range devs {
+			snap.byID[d.ID] = d
+			snap.byName[d.Name] = d
+			if d.Serial != "" {
+				snap.bySerial[foldSerial(d.Serial)] = d
+			}
+		}
+	}
+	users, err := t.s.Users()
+	if err != nil {
+		return nil, err
 	}
 	for _, u := range users {
 		// Before emails were folded, two users could differ only in case:
@@ -497,12 +555,96 @@ func (s *Store) snapshot() (*snapshot, error) {
 	return snap, nil
 }
 
+// device returns the device with this ID; nil if there is none.
+func (snap *snapshot) device(id string) (*Device, error) {
+	if d, ok := snap.byID[id]; ok || snap.t == nil {
+		return d, nil
+	}
+	d, err := snap.t.device(id)
+	if err != nil {
+		return nil, err
+	}
+	snap.byID[id] = d
+	return d, nil
+}
+
+// named returns the device with this name; nil if there is none.
+func (snap *snapshot) named(name string) (*Device, error) {
+	if d, ok := snap.byName[name]; ok || snap.t == nil {
+		return d, nil
+	}
+	d, err := snap.t.deviceByName(name)
+	if err != nil {
+		return nil, err
+	}
+	snap.byName[name] = d
+	return d, nil
+}
+
+// serialed returns the device with this serial; nil if there is none.
+func (snap *snapshot) serialed(serial string) (*Device, error) {
+	k := foldSerial(serial)
+	if d, ok := snap.bySerial[k]; ok || snap.t == nil {
+		return d, nil
+	}
+	d, err := snap.t.deviceBySerial(serial)
+	if err != nil {
+		return nil, err
+	}
+	snap.bySerial[k] = d
+	return d, nil
+}
+
+// user returns the user with this email (in any case); nil if none.
+func (snap *snapshot) user(email string) (*User, error) {
+	k := foldEmail(email)
+	if u, ok := snap.users[k]; ok || snap.t == nil {
+		return u, nil
+	}
+	u, err := snap.t.user(email)
+	if err != nil {
+		return nil, err
+	}
+	snap.users[k] = u
+	return u, nil
+}
+
+// login returns the email of the user with this login; "" if none.
+func (snap *snapshot) login(login string) (string, error) {
+	if e, ok := snap.logins[login]; ok || snap.t == nil {
+		return e, nil
+	}
+	e, err := snap.t.loginOwner(login)
+	if err != nil {
+		return "", err
+	}
+	snap.logins[login] = e
+	return e, nil
+}
+
+// forget records that the device with this ID is gone.
+func (snap *snapshot) forget(id string) {
+	if snap.t == nil {
+		delete(snap.byID, id)
+		return
+	}
+	snap.byID[id] = nil
+}
+
 // userFree checks that a new user's email and login are no one's yet.
-func (snap *snapshot) userFree(nu NewUser) *Error {
-	if old, ok := snap.users[nu.Email]; ok {
+func (snap *snapshot) userFree(nu NewUser) error {
+	old, err := snap.user(nu.Email)
+	if err != nil {
+		return err
+	}
+	if old != nil {
 		return &Error{Kind: ErrConflict, Field: "email", Msg: fmt.Sprintf("user %s already exists", old.Email)}
 	}
-	if other, ok := snap.logins[nu.Login]; ok {
+	other, err := snap.login(nu.Login)
+	if err != nil {
+		return err
+	}
+	if other != "" {
 		return &Error{Kind: ErrConflict, Field: "login", Msg: fmt.Sprintf("login %q already belongs to %s", nu.Login, other)}
 	}
 	return nil
@@ -510,11 +652,21 @@ func (snap *snapshot) userFree(nu NewUser) *Error {
 
 // checkRefs checks that a device's name is free (but for the device itself,
 // self).
-func (snap *snapshot) checkRefs(f *deviceFields, self string) *Error {
-	if other, ok := snap.byName[f.name]; ok && other.ID != self {
+func (snap *snapshot) checkRefs(f *deviceFields, self string) error {
+	other, err := snap.named(f.name)
+	if err != nil {
+		return err
+	}
+	if other != nil && other.ID != self {
 		return nameTaken(f.name, other.ID)
 	}
-	if other, ok := snap.bySerial[foldSerial(f.serial)]; ok && f.serial != "" && other.ID != self {
+	if f.serial == "" {
+		return nil
+	}
+	if other, err = snap.serialed(f.serial); err != nil {
+		return err
+	}
+	if other != nil && other.ID != self {
 		return serialTaken(f.serial, other)
 	}
 	return nil
@@ -529,12 +681,15 @@ func foldSerial(s string) string { return strings.ToUpper(s) }
 
 // owner checks that a device's owner (an email, "" for none) is a user, and
 // returns the email as that user's record has it.
-func (snap *snapshot) owner(email string) (string, *Error) {
+func (snap *snapshot) owner(email string) (string, error) {
 	if email == "" {
 		return "", nil
 	}
-	u, ok := snap.users[foldEmail(email)]
-	if !ok {
+	u, err := snap.user(email)
+	if err != nil {
+		return "", err
+	}
+	if u == nil {
 		return "", &Error{Kind: ErrInvalid, Field: "owner", Msg: fmt.Sprintf("no user %s (add or import the user first)", email)}
 	}
 	return u.Email, nil
@@ -588,16 +743,46 @@ func mustJSON(v any) json.RawMessage {
 	return b
 }
 
-// commit writes w's records and audit entries in one transaction, and
-// keeps its device changes for unlock to deliver. Callers hold s.mu and
-// release it with unlock.
-func (s *Store) commit(actor string, now time.Time, w *writer) error {
-	tx := w.tx
-	if tx == nil {
-		tx = new(database.Tx)
-	}
-	if len(w.puts) == 0 && len(w.audits) == 0 && len(tx.Operations) == 0 {
+// guardedTables are the tables whose records the guards cover.
+var guardedTables = [][]byte{devicesTable, usersTable, collsTable, endsTable, tokensTable, groupsTable, indexTable}
+
+func guarded(table []byte) bool {
+	return slices.ContainsFunc(guardedTables, func(t []byte) bool { return bytes.Equal(t, table) })
+}
+
+// commit writes w's records, the index records they need and audit
+// entries in one transaction, opened by the guards of everything t read
+// and w writes; and keeps its changes for unlock to deliver. A guard that
+// moved meanwhile fails it with errRetry. Callers hold s.mu (Store.write).
+func (s *Store) commit(t *txn, actor string, now time.Time, w *writer) error {
+	if len(w.puts) == 0 && len(w.audits) == 0 && (w.tx == nil || len(w.tx.Operations) == 0) {
 		return nil
+	}
+	if err := t.indexPuts(w); err != nil {
+		return err
+	}
+	for _, p := range w.puts {
+		if guarded(p.table) {
+			if err := t.see(p.table, p.key); err != nil {
+				return err
+			}
+		}
+	}
+	if w.tx != nil {
+		for _, op := range w.tx.Operations {
+			switch op.Cmd {
+			case database.Set, database.Delete, database.CmpAndSwap:
+				if guarded(op.Bucket) {
+					if err := t.see(op.Bucket, string(op.Key)); err != nil {
+						return err
+					}
+				}
+			}
+		}
+	}
+	tx := &database.Tx{Operations: t.guardOps()}
+	if w.tx != nil {
+		tx.Operations = append(tx.Operations, w.tx.Operations...)
 	}
 	if s.prepare != nil && len(w.changes) > 0 {
 		if err := s.prepare(w.changes, tx); err != nil {
@@ -620,12 +805,18 @@ func (s *Store) commit(actor string, now time.Time, w *writer) error {
 		tx.Set(auditTable, key, mustJSON(e))
 	}
 	if err := s.db.Update(tx); err != nil {
+		if isRetryable(err) {
+			return fmt.Errorf("%w: %v", errRetry, err)
+		}
 		return fmt.Errorf("inventory: write: %w", err)
 	}
 	s.pending = append(s.pending, w.changes...)
 	s.users.pending = append(s.users.pending, w.userChanges...)
 	return nil
 }
+
+// commitPuts commits w's records alone (no audit entry, no hooks).
+func (s *Store) commitPuts(t *txn, w *writer) error { return s.commit(t, "", time.Time{}, w) }
 
 // unlock releases s.mu, taken by a write method, and then delivers the
 // device changes it committed to the OnDeviceChange function. Write methods
@@ -643,15 +834,22 @@ func (s *Store) unlock() {
 	}
 }
 
-// nextAuditKey returns a key that sorts after every earlier one: the time in
-// nanoseconds, made strictly increasing.
+// nextAuditKey returns a key that sorts after every earlier one of this
+// process: the time in nanoseconds, made strictly increasing, then 4
+// random bytes, so that two devid-ca on one database never write the same
+// key.
 func (s *Store) nextAuditKey(now time.Time) []byte {
 	seq := uint64(now.UnixNano())
 	if seq <= s.lastSeq {
 		seq = s.lastSeq + 1
 	}
 	s.lastSeq = seq
-	return binary.BigEndian.AppendUint64(nil, seq)
+	key := binary.BigEndian.AppendUint64(nil, seq)
+	var r [4]byte
+	if _, err := rand.Read(r[:]); err != nil {
+		panic(fmt.Sprintf("inventory: crypto/rand: %v", err)) // crypto/rand does not fail on Linux
+	}
+	return append(key, r[:]...)
 }
 
 func (s *Store) get(table []byte, key string, v any) error {

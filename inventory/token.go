@@ -118,18 +118,29 @@ func (s *Store) IssueToken(actor, ref string, ttl time.Duration) (enroltoken.Tok
 	if err != nil {
 		return enroltoken.Token{}, nil, err
 	}
-	s.mu.Lock()
-	defer s.unlock()
-	d, err := s.Device(ref)
+	var rec *EnrolmentToken
+	err = s.write(func(t *txn) error {
+		var err error
+		rec, err = s.issueToken(t, actor, ref, tok, ttl)
+		return err
+	})
 	if err != nil {
 		return enroltoken.Token{}, nil, err
+	}
+	return tok, rec, nil
+}
+
+func (s *Store) issueToken(t *txn, actor, ref string, tok enroltoken.Token, ttl time.Duration) (*EnrolmentToken, error) {
+	d, err := t.deviceRef(ref)
+	if err != nil {
+		return nil, err
 	}
 	if !d.Pending() {
-		return enroltoken.Token{}, nil, &Error{Kind: ErrConflict, Field: "device", Msg: notPendingMsg(d)}
+		return nil, &Error{Kind: ErrConflict, Field: "device", Msg: notPendingMsg(d)}
 	}
-	all, err := s.tokens()
+	all, err := t.tokensOf(d.ID)
 	if err != nil {
-		return enroltoken.Token{}, nil, err
+		return nil, err
 	}
 	now := s.clock()
 	rec := &EnrolmentToken{Hash: tok.Hash().String(), DeviceID: d.ID, Name: d.Name, IssuedBy: actor, Issued: now, Expires: now.Add(ttl)}
@@ -144,10 +155,10 @@ func (s *Store) IssueToken(actor, ref string, ttl time.Duration) (enroltoken.Tok
 	}
 	w.puts = append(w.puts, put{tokensTable, rec.Hash, mustJSON(rec)})
 	w.audits = append(w.audits, AuditEntry{Action: "device.token", Subject: d.ID, SubjectName: d.Name, After: mustJSON(after)})
-	if err := s.commit(actor, now, &w); err != nil {
-		return enroltoken.Token{}, nil, err
+	if err := s.commit(t, actor, now, &w); err != nil {
+		return nil, err
 	}
-	return tok, rec, nil
+	return rec, nil
 }
 
 func notPendingMsg(d *Device) string {
@@ -168,7 +179,7 @@ func (s *Store) tokens() ([]*EnrolmentToken, error) {
 // DeviceToken returns the newest token issued for a device, or that bound
 // its TPM, and its state now; nil if there is none.
 func (s *Store) DeviceToken(d *Device) (*EnrolmentToken, TokenState, error) {
-	all, err := s.tokens()
+	all, err := s.reader().tokensOf(d.ID)
 	if err != nil {
 		return nil, "", err
 	}
@@ -325,8 +336,11 @@ func (s *Store) BindEnrolment(actor string, h enroltoken.Hash, claim EnrolmentCl
 		}
 		if !now.Used.IsZero() && now.BoundTo == bound.ID && now.DeviceID == d.ID {
 			// Taken for this very TPM by an attestation whose binding
-			// never committed: finish it (the device record's guard in
-			// BindEK stops a second binding).
+			// never committed (or by this one's earlier attempt): finish
+			// it (the device record's guard in BindEK stops a second
+			// binding). Written again as it is, so that the index of the
+			// TPM's tokens has it.
+			tx.Set(tokensTable, key, raw)
 			return nil
 		}
 		if err := s.checkToken(&now, bound.Updated); err != nil {

@@ -393,6 +393,10 @@ func TestTokenClaimedNotBound(t *testing.T) {
 	if d, _, err := s.CheckEnrolment(tok.Hash(), inventory.EnrolmentClaim{}, x.ID()); err != nil || d.ID != x.ID() {
 		t.Fatalf("after: %+v, %v", d, err)
 	}
+	// Whose token, through the index, is the one that bound it.
+	if got, st, err := s.DeviceToken(d); err != nil || got == nil || got.Hash != rec.Hash || st != inventory.TokenUsed {
+		t.Fatalf("the device's token: %+v %s %v", got, st, err)
+	}
 }
 
 // TestRebindQuarantined: a quarantined device is not rebound: the new TPM

@@ -22,12 +22,26 @@
 // keeps everything in a step-ca nosql database (bbolt by default), beside
 // step-ca's own tables.
 //
-// Imports (CSV or JSON exports from an MDM or asset system) are idempotent and
-// all-or-nothing: every row is checked first, and a bad row fails the whole
-// import with its line number before anything is written. A field the file
+// Imports (CSV or JSON exports from an MDM or asset system) are idempotent,
+// and read as streams within bounds (ImportOptions: rows, bytes): every row
+// is checked first, and a bad row fails the whole import with its line
+// number before anything is written. An import of up to
+// DefaultImportBatch rows is then one transaction; a larger one is applied
+// in batches, each a transaction, and an error past the first says how many
+// rows were applied (running it again applies the rest). A field the file
 // does not give keeps its value. ImportMDM reads Jamf Pro's and Intune's
 // own exports into the same import, and reports (or quarantines) the
 // devices of that MDM its export no longer lists.
+//
+// Several devid-ca may share one database (PostgreSQL): every write is a
+// compare-and-swap of what it read, through guard records (guard.go), and
+// starts again, reading afresh, when another devid-ca changed any of it
+// meanwhile; so no change is lost and the uniqueness of names, serials,
+// EKs, emails and logins holds across them. A write about one device or
+// user reads that device or user and the index records its checks need
+// (index.go), not the whole inventory, so its cost does not grow with the
+// fleet; Open builds or repairs the index of a database an older devid-ca
+// wrote.
 //
 // A quarantine may be temporary (Quarantine with a duration): its end is
 // in the device's record, and devid-ca lifts it then (LiftQuarantine), once
@@ -244,12 +258,14 @@ var (
 	ErrNotFound = errors.New("not found")
 	ErrConflict = errors.New("conflict")
 	ErrInvalid  = errors.New("invalid")
+	// ErrTooLarge: an import over ImportOptions.MaxBytes or MaxRows.
+	ErrTooLarge = errors.New("too large")
 )
 
 // Error is an inventory error that names the field, and for imports the
 // line, it is about.
 type Error struct {
-	Kind  error  // ErrNotFound, ErrConflict or ErrInvalid
+	Kind  error  // ErrNotFound, ErrConflict, ErrInvalid or ErrTooLarge
 	File  string // import file name, if any
 	Line  int    // 1-based line in the import, 0 if none
 	Field string // the offending field, if any

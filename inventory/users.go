@@ -114,18 +114,6 @@ func (w *writer) changeUser(c UserChange, action, reason string) {
 	w.audits = append(w.audits, e)
 }
 
-// ownedBy returns the devices email (a user's, as stored) owns, sorted by
-// name.
-func ownedBy(devs []*Device, email string) []*Device {
-	var out []*Device
-	for _, d := range devs {
-		if d.Owner != "" && foldEmail(d.Owner) == foldEmail(email) {
-			out = append(out, d)
-		}
-	}
-	return out
-}
-
 func deviceIDs(devs []*Device) []string {
 	ids := make([]string, len(devs))
 	for i, d := range devs {
@@ -148,16 +136,36 @@ func (s *Store) SetUserDisabled(actor, email string, disabled bool, reason strin
 	if err := CheckReason(reason); err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	defer s.unlock()
-	old, err := s.User(email)
+	var out *User
+	err := s.write(func(t *txn) error {
+		var err error
+		out, err = s.setUserDisabled(t, actor, email, disabled, reason)
+		return err
+	})
+	return out, err
+}
+
+// userErr reads a user by email, ErrNotFound if there is none.
+func (t *txn) userErr(email string) (*User, error) {
+	u, err := t.user(email)
+	if err != nil {
+		return nil, err
+	}
+	if u == nil {
+		return nil, &Error{Kind: ErrNotFound, Msg: "no user " + email}
+	}
+	return u, nil
+}
+
+func (s *Store) setUserDisabled(t *txn, actor, email string, disabled bool, reason string) (*User, error) {
+	old, err := t.userErr(email)
 	if err != nil {
 		return nil, err
 	}
 	if old.Disabled == disabled {
 		return nil, &Error{Kind: ErrConflict, Field: "disabled", Msg: fmt.Sprintf("user %s is already %s", old.Email, userState(old))}
 	}
-	devs, err := s.Devices()
+	owned, err := t.ownedBy(old.Email)
 	if err != nil {
 		return nil, err
 	}
@@ -169,8 +177,8 @@ func (s *Store) SetUserDisabled(actor, email string, disabled bool, reason strin
 		action, u.DisabledBy = "user.disable", actor
 	}
 	var w writer
-	w.changeUser(UserChange{Before: old, After: &u, Devices: deviceIDs(ownedBy(devs, old.Email))}, action, reason)
-	return &u, s.commit(actor, now, &w)
+	w.changeUser(UserChange{Before: old, After: &u, Devices: deviceIDs(owned)}, action, reason)
+	return &u, s.commit(t, actor, now, &w)
 }
 
 func userState(u *User) string {
@@ -201,13 +209,16 @@ func (s *Store) DeleteUser(actor, email, reason string) (*UserDeletion, error) {
 	if err := CheckReason(reason); err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	defer s.unlock()
-	old, err := s.User(email)
-	if err != nil {
-		return nil, err
-	}
-	return s.deleteUser(actor, old, reason)
+	var out *UserDeletion
+	err := s.write(func(t *txn) error {
+		old, err := t.userErr(email)
+		if err != nil {
+			return err
+		}
+		out, err = s.deleteUser(t, actor, old, reason)
+		return err
+	})
+	return out, err
 }
 
 // DeleteUserByID is DeleteUser for the user with this ID (an IdP's SCIM
@@ -218,22 +229,24 @@ func (s *Store) DeleteUserByID(actor, id, reason string) (*UserDeletion, error) 
 	if err := CheckReason(reason); err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	defer s.unlock()
-	old, err := s.UserByID(id)
-	if err != nil {
-		return nil, err
-	}
-	return s.deleteUser(actor, old, reason)
+	var out *UserDeletion
+	err := s.write(func(t *txn) error {
+		old, err := t.userByIDErr(id)
+		if err != nil {
+			return err
+		}
+		out, err = s.deleteUser(t, actor, old, reason)
+		return err
+	})
+	return out, err
 }
 
-// deleteUser deletes old, read under s.mu (held).
-func (s *Store) deleteUser(actor string, old *User, reason string) (*UserDeletion, error) {
-	devs, err := s.Devices()
+// deleteUser deletes old, read in t.
+func (s *Store) deleteUser(t *txn, actor string, old *User, reason string) (*UserDeletion, error) {
+	owned, err := t.ownedBy(old.Email)
 	if err != nil {
 		return nil, err
 	}
-	owned := ownedBy(devs, old.Email)
 	now := s.clock()
 	var w writer
 	out := &UserDeletion{User: old}
@@ -255,5 +268,5 @@ func (s *Store) deleteUser(actor string, old *User, reason string) (*UserDeletio
 		out.Devices = append(out.Devices, &nd)
 	}
 	w.changeUser(UserChange{Before: old, Devices: deviceIDs(owned)}, "user.delete", reason)
-	return out, s.commit(actor, now, &w)
+	return out, s.commit(t, actor, now, &w)
 }

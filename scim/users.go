@@ -123,8 +123,18 @@ func (h *Handler) listUsers(w http.ResponseWriter, r *request) error {
 	return nil
 }
 
+// UserGetter is what a Backend may also offer: the user with this ID,
+// read alone (ErrNotFound if none), rather than found in the list of
+// every user.
+type UserGetter interface {
+	User(id string) (*User, error)
+}
+
 // user finds a user by ID.
 func (h *Handler) user(id string) (*User, error) {
+	if g, ok := h.b.(UserGetter); ok {
+		return g.User(id) // ErrNotFound: 404
+	}
 	users, err := h.b.Users()
 	return byID(users, err, func(u *User) string { return u.ID }, id, "user")
 }

@@ -62,6 +62,20 @@ type Handler struct {
 	adminRoot *x509.Certificate
 	log       *slog.Logger
 	mux       *http.ServeMux
+	importMax inventory.ImportOptions // MaxBytes and MaxRows of an import
+}
+
+// SetImportLimits bounds the imports: at most maxBytes of body and maxRows
+// rows (0: inventory's defaults). The body of an import is read as a
+// stream, never whole.
+func (h *Handler) SetImportLimits(maxBytes int64, maxRows int) {
+	h.importMax = inventory.ImportOptions{MaxBytes: maxBytes, MaxRows: maxRows}
+}
+
+// IsImport says whether r is an import, whose body the handler reads as a
+// stream (up to the limits of SetImportLimits) rather than whole.
+func IsImport(r *http.Request) bool {
+	return r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, adminapi.Prefix+"import/")
 }
 
 // NewHandler returns the admin API over store, for admins whose client
@@ -303,14 +317,15 @@ func (h *Handler) importDevices(w http.ResponseWriter, r *http.Request) {
 		h.importMDM(w, r)
 		return
 	}
-	h.doImport(w, r, h.store.ImportDevices)
+	h.doImport(w, r, h.store.ImportDevicesFrom)
 }
 
 func (h *Handler) importUsers(w http.ResponseWriter, r *http.Request) {
-	h.doImport(w, r, h.store.ImportUsers)
+	h.doImport(w, r, h.store.ImportUsersFrom)
 }
 
-func (h *Handler) doImport(w http.ResponseWriter, r *http.Request, imp func(actor, file string, data []byte, dryRun bool) (*inventory.ImportReport, error), params ...string) {
+// doImport runs an import on the request's body, read as a stream.
+func (h *Handler) doImport(w http.ResponseWriter, r *http.Request, imp func(actor, file string, body io.Reader, opts inventory.ImportOptions) (*inventory.ImportReport, error), params ...string) {
 	// A misspelt dry_run would otherwise import for real.
 	q, ok := query(w, r, append([]string{"file", "dry_run"}, params...)...)
 	if !ok {
@@ -324,16 +339,13 @@ func (h *Handler) doImport(w http.ResponseWriter, r *http.Request, imp func(acto
 			return
 		}
 	}
-	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, adminapi.MaxBody))
-	if err != nil {
-		writeError(w, http.StatusRequestEntityTooLarge, &adminapi.ErrorResponse{Error: "import: " + err.Error()})
-		return
-	}
 	file := q["file"]
 	if file == "" {
 		file = "import"
 	}
-	rep, err := imp(actor(r), file, data, dryRun)
+	opts := h.importMax
+	opts.DryRun = dryRun
+	rep, err := imp(actor(r), file, r.Body, opts)
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -519,6 +531,8 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 			code = http.StatusNotFound
 		case errors.Is(err, inventory.ErrConflict):
 			code = http.StatusConflict
+		case errors.Is(err, inventory.ErrTooLarge):
+			code = http.StatusRequestEntityTooLarge
 		}
 		writeError(w, code, &adminapi.ErrorResponse{Error: err.Error(), Field: ie.Field, Line: ie.Line})
 		return

@@ -1,6 +1,7 @@
 package adminhttp
 
 import (
+	"io"
 	"net/http"
 	"time"
 
@@ -14,8 +15,8 @@ import (
 func (h *Handler) importMDM(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	opts := inventory.MDMOptions{Format: q.Get("format"), Missing: q.Get("missing"), Kind: q.Get("kind"), Collection: q.Get("collection")}
-	h.doImport(w, r, func(actor, file string, data []byte, dryRun bool) (*inventory.ImportReport, error) {
-		return h.store.ImportMDM(actor, file, data, opts, dryRun)
+	h.doImport(w, r, func(actor, file string, body io.Reader, iopts inventory.ImportOptions) (*inventory.ImportReport, error) {
+		return h.store.ImportMDMFrom(actor, file, body, opts, iopts)
 	}, "format", "missing", "kind", "collection")
 }
 

@@ -112,6 +112,14 @@ func writeJSON(env *command.Env, v any) error {
 }
 
 // readInput reads a file, or standard input for "-".
+// openInput opens a file to send as it is read (- for standard input).
+func openInput(env *command.Env, name string) (io.ReadCloser, error) {
+	if name == "-" {
+		return io.NopCloser(env.Stdin), nil
+	}
+	return os.Open(name)
+}
+
 func readInput(env *command.Env, name string) ([]byte, error) {
 	if name == "-" {
 		return io.ReadAll(env.Stdin)

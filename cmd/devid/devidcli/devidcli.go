@@ -164,7 +164,7 @@ func importCmd(what string, c *conn) *command.Command {
 	var dryRun bool
 	return &command.Command{
 		Name: "import", Usage: "FILE [--dry-run]",
-		Summary: "add or update " + what + " from a CSV or JSON export; all or nothing",
+		Summary: "add or update " + what + " from a CSV or JSON export; every row checked before any is written",
 		Flags: func(fs *flag.FlagSet) {
 			c.flags(fs)
 			fs.BoolVar(&dryRun, "dry-run", false, "check and report, change nothing")
@@ -173,15 +173,16 @@ func importCmd(what string, c *conn) *command.Command {
 			if err := command.Args(args, 1, 1, "one file (- for standard input)"); err != nil {
 				return err
 			}
-			data, err := readInput(env, args[0])
+			in, err := openInput(env, args[0])
 			if err != nil {
 				return err
 			}
+			defer in.Close()
 			imp := func(cl *adminapi.Client) (*adminapi.ImportReport, error) {
 				if what == "users" {
-					return cl.ImportUsers(args[0], data, dryRun)
+					return cl.ImportUsersFrom(args[0], in, dryRun)
 				}
-				return cl.ImportDevices(args[0], data, dryRun)
+				return cl.ImportDevicesFrom(args[0], in, dryRun)
 			}
 			return call(env, c, imp, func(rep *adminapi.ImportReport) error {
 				printImportReport(env, rep)

@@ -16,7 +16,7 @@ func deviceImportCmd(c *conn) *command.Command {
 	var opts adminapi.MDMImport
 	return &command.Command{
 		Name: "import", Usage: "[--format devid|jamf|intune] FILE [--dry-run] [--missing keep|quarantine] [--kind K] [--collection C]",
-		Summary: "add or update devices from a CSV or JSON export (devid's, Jamf Pro's or Intune's); all or nothing",
+		Summary: "add or update devices from a CSV or JSON export (devid's, Jamf Pro's or Intune's); every row checked before any is written",
 		Flags: func(fs *flag.FlagSet) {
 			c.flags(fs)
 			fs.BoolVar(&dryRun, "dry-run", false, "check and report, change nothing")
@@ -48,15 +48,16 @@ func deviceImportCmd(c *conn) *command.Command {
 			if _, err := adminapi.ParseKind(opts.Kind); opts.Kind != "" && err != nil {
 				return command.Usagef("--kind: %v", err)
 			}
-			data, err := readInput(env, args[0])
+			in, err := openInput(env, args[0])
 			if err != nil {
 				return err
 			}
+			defer in.Close()
 			imp := func(cl *adminapi.Client) (*adminapi.ImportReport, error) {
 				if mdm {
-					return cl.ImportMDM(args[0], data, opts, dryRun)
+					return cl.ImportMDMFrom(args[0], in, opts, dryRun)
 				}
-				return cl.ImportDevices(args[0], data, dryRun)
+				return cl.ImportDevicesFrom(args[0], in, dryRun)
 			}
 			return call(env, c, imp, func(rep *adminapi.ImportReport) error {
 				printImportReport(env, rep)
