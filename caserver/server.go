@@ -54,6 +54,7 @@ import (
 	"github.com/devid-ssh/devid/attestca"
 	"github.com/devid-ssh/devid/attestca/wire"
 	"github.com/devid-ssh/devid/caserver/adminhttp"
+	"github.com/devid-ssh/devid/caserver/pgchanges"
 	"github.com/devid-ssh/devid/internal/storebackup"
 	"github.com/devid-ssh/devid/internal/task"
 	"github.com/devid-ssh/devid/inventory"
@@ -116,7 +117,8 @@ type Server struct {
 	whSecret  []byte
 	acmeDB    acme.DB
 	linker    acme.Linker
-	scimH     http.Handler // the SCIM service; nil when off
+	scimH     http.Handler        // the SCIM service; nil when off
+	notify    *pgchanges.Listener // KRL changes on PostgreSQL (pgreplica.go); nil on bbolt
 	metrics   *Metrics
 	db        nosql.DB // the store, as step-ca opened it (backup.go, Healthy)
 	unlock    func()   // releases the store's restore lock (storebackup.LockServe)
@@ -160,6 +162,14 @@ func New(cfg *Config, opts Options) (*Server, error) {
 		} else if err != nil {
 			return nil, fmt.Errorf("devid-ca: %w", err)
 		}
+	}
+	if cfg.DB.Type == "postgresql" {
+		// One devid-ca at a time creates the tables (pgreplica.go).
+		unlockStart, err := pgStartLock(context.Background(), cfg.DB)
+		if err != nil {
+			return nil, err
+		}
+		defer unlockStart()
 	}
 	authorityInit.Lock()
 	s.auth, err = authority.New(stepCfg, authority.WithQuietInit(), authority.WithWebhookClient(webhooks),
@@ -606,8 +616,13 @@ func (s *Server) openRevocation(ndb nosql.DB, now func() time.Time) (*revocation
 		}
 		signers[name] = sg
 	}
+	changes, err := s.krlChanges()
+	if err != nil {
+		return nil, err
+	}
 	return revocation.Open(revocation.Config{
-		HostCA: signers["host"].PublicKey(), UserCA: signers["user"].PublicKey(), Signer: signers["user"],
+		Changes: changes,
+		HostCA:  signers["host"].PublicKey(), UserCA: signers["user"].PublicKey(), Signer: signers["user"],
 		// A certificate may be valid as late as its device certificate
 		// (step-ca lets the request choose when it starts, within it).
 		MaxLifetime: max(c.Lifetimes.Host.Duration, c.Lifetimes.User.Duration, c.Lifetimes.Device.Duration), Now: now, Log: s.log,

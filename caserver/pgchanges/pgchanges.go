@@ -22,6 +22,13 @@
 // included, Next returns once more, as a notification may have been missed
 // while no connection listened. Reconnects are counted for metrics
 // (Config.Observer).
+//
+// The same connection listens for writes to the tables the KRL is built
+// from (RevocationTables: devices, users, revoked serials), on
+// RevocationsChannel: [Listener.NextRevocations] returns at each. A
+// devid-ca that commits a change rebuilds the KRL itself; one killed
+// between the commit and the rebuild leaves the change unpublished, and
+// another replica, woken by NextRevocations, publishes it.
 package pgchanges
 
 import (
@@ -39,8 +46,17 @@ import (
 // (revocation's "devid_krl").
 const Table = "devid_krl"
 
-// Channel is the notification channel.
+// Channel is the notification channel of Table's writes.
 const Channel = "devid_krl_changed"
+
+// RevocationTables are the tables what the KRL revokes is built from:
+// devices (their status), users (disabled or not) and revoked serials.
+// Their writes are notified on RevocationsChannel.
+var RevocationTables = []string{"devid_devices", "devid_users", "devid_revoked_serials"}
+
+// RevocationsChannel is the notification channel of RevocationTables'
+// writes.
+const RevocationsChannel = "devid_revocations_changed"
 
 // Defaults of Config.
 const (
@@ -99,6 +115,7 @@ type Listener struct {
 	cfg       Config
 	conn      *pgx.ConnConfig
 	wake      chan struct{} // buffered 1: a pending return of Next
+	revWake   chan struct{} // buffered 1: a pending return of NextRevocations
 	connected atomic.Bool
 }
 
@@ -125,7 +142,7 @@ func New(cfg Config) (*Listener, error) {
 	def(&cfg.Backoff, DefaultBackoff)
 	def(&cfg.MaxBackoff, DefaultMaxBackoff)
 	def(&cfg.KeepAlive, DefaultKeepAlive)
-	return &Listener{cfg: cfg, conn: cc, wake: make(chan struct{}, 1)}, nil
+	return &Listener{cfg: cfg, conn: cc, wake: make(chan struct{}, 1), revWake: make(chan struct{}, 1)}, nil
 }
 
 // Next returns when the stored KRL may have changed since Next last
@@ -148,12 +165,29 @@ func (l *Listener) Next(ctx context.Context) error {
 	}
 }
 
+// NextRevocations returns when what the KRL is built from may have
+// changed (a write to one of RevocationTables, by any devid-ca; a
+// devid-ca that wrote rebuilds the KRL itself, unless it died first),
+// and once after every connection; or with ctx's error once ctx is done.
+// While no connection listens it does not return: the KRL's periodic
+// rebuild is the fallback.
+func (l *Listener) NextRevocations(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-l.revWake:
+		return nil
+	}
+}
+
 // Connected reports whether a connection listens now.
 func (l *Listener) Connected() bool { return l.connected.Load() }
 
-func (l *Listener) notify() {
+func (l *Listener) notify() { wake(l.wake) }
+
+func wake(c chan struct{}) {
 	select {
-	case l.wake <- struct{}{}:
+	case c <- struct{}{}:
 	default: // one is pending already
 	}
 }
@@ -190,6 +224,7 @@ func (l *Listener) Run(ctx context.Context) error {
 		}
 		backoff, failures = l.cfg.Backoff, 0
 		l.notify() // a notification may have come while none listened
+		wake(l.revWake)
 		err = l.wait(ctx, conn)
 		conn.Close(context.Background())
 		l.setConnected(false)
@@ -221,7 +256,7 @@ func (l *Listener) listen(ctx context.Context) (*pgx.Conn, error) {
 		conn.Close(context.Background())
 		return nil, err
 	}
-	if _, err := conn.Exec(cctx, "LISTEN "+pgx.Identifier{Channel}.Sanitize()); err != nil {
+	if _, err := conn.Exec(cctx, "LISTEN "+pgx.Identifier{Channel}.Sanitize()+"; LISTEN "+pgx.Identifier{RevocationsChannel}.Sanitize()); err != nil {
 		conn.Close(context.Background())
 		return nil, fmt.Errorf("listen: %w", err)
 	}
@@ -239,8 +274,12 @@ func (l *Listener) wait(ctx context.Context, conn *pgx.Conn) error {
 		case ctx.Err() != nil:
 			return ctx.Err()
 		case err == nil:
-			if n != nil && n.Channel == Channel {
+			switch {
+			case n == nil:
+			case n.Channel == Channel:
 				l.notify()
+			case n.Channel == RevocationsChannel:
+				wake(l.revWake)
 			}
 			continue
 		case !errors.Is(err, context.DeadlineExceeded) || conn.IsClosed():
@@ -256,36 +295,42 @@ func (l *Listener) wait(ctx context.Context, conn *pgx.Conn) error {
 	}
 }
 
-// Install creates Table if missing (as step's nosql driver does) and the
-// trigger that notifies Channel after every statement that writes it, in
-// one transaction under an advisory lock: idempotent, and safe when
-// several devid-ca start at once.
+// Install creates Table and RevocationTables if missing (as step's nosql
+// driver does) and the triggers that notify Channel and
+// RevocationsChannel after every statement that writes them, in one
+// transaction under an advisory lock: idempotent, and safe when several
+// devid-ca start at once.
 func Install(ctx context.Context, conn *pgx.Conn) error {
-	table := pgx.Identifier{Table}.Sanitize()
-	fn := pgx.Identifier{Table + "_notify"}.Sanitize()
-	stmts := []string{
-		fmt.Sprintf("SELECT pg_advisory_xact_lock(%d)", LockKey),
-		// The table as smallstep/nosql's PostgreSQL driver creates it.
-		fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s (nkey BYTEA CHECK (octet_length(nkey) <= 255), nvalue BYTEA, PRIMARY KEY (nkey))", table),
-		fmt.Sprintf(`CREATE OR REPLACE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql AS $$
+	stmts := []string{fmt.Sprintf("SELECT pg_advisory_xact_lock(%d)", LockKey)}
+	add := func(table, channel string) {
+		tbl := pgx.Identifier{table}.Sanitize()
+		fn := pgx.Identifier{table + "_notify"}.Sanitize()
+		stmts = append(stmts,
+			// The table as smallstep/nosql's PostgreSQL driver creates it.
+			fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s (nkey BYTEA CHECK (octet_length(nkey) <= 255), nvalue BYTEA, PRIMARY KEY (nkey))", tbl),
+			fmt.Sprintf(`CREATE OR REPLACE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-	PERFORM pg_notify('%s', TG_OP);
+	PERFORM pg_notify('%s', TG_TABLE_NAME); -- one per table and transaction: PostgreSQL folds duplicates
 	RETURN NULL;
 END
-$$`, fn, Channel),
-		// Created once: dropping and creating it each time would lock the
-		// table against the KRL's readers. (CREATE OR REPLACE TRIGGER needs
-		// PostgreSQL 14.)
-		fmt.Sprintf(`DO $$ BEGIN
+$$`, fn, channel),
+			// Created once: dropping and creating it each time would lock
+			// the table against its readers. (CREATE OR REPLACE TRIGGER
+			// needs PostgreSQL 14.)
+			fmt.Sprintf(`DO $$ BEGIN
 	IF NOT EXISTS (SELECT FROM pg_trigger WHERE tgname = '%s' AND tgrelid = '%s'::regclass) THEN
 		CREATE TRIGGER %s AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION %s();
 	END IF;
-END $$`, Table+"_notify", table, fn, table, fn),
+END $$`, table+"_notify", tbl, fn, tbl, fn))
+	}
+	add(Table, Channel)
+	for _, t := range RevocationTables {
+		add(t, RevocationsChannel)
 	}
 	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		for _, s := range stmts {
 			if _, err := tx.Exec(ctx, s); err != nil {
-				return fmt.Errorf("install the KRL notification trigger: %w", err)
+				return fmt.Errorf("install the notification triggers: %w", err)
 			}
 		}
 		return nil

@@ -120,7 +120,9 @@ func store(t *testing.T, dsn string) nosql.DB {
 // TestNotified: every kind of write to the KRL table, by step's nosql
 // driver on a connection of its own (another devid-ca), wakes Next while
 // the listener is connected; with no write, Next does not return (the poll
-// interval is an hour: only a notification can wake it).
+// interval is an hour: only a notification can wake it). A write to the
+// tables the KRL is built from wakes NextRevocations instead; one to
+// another table wakes neither.
 func TestNotified(t *testing.T) {
 	dsn := pgtest.New(t)
 	ev := &events{}
@@ -157,19 +159,39 @@ func TestNotified(t *testing.T) {
 			t.Fatalf("a %s on the KRL table did not wake Next", w.name)
 		}
 	}
-	// A write to another table does not.
-	if err := db.CreateTable([]byte("devid_devices")); err != nil {
-		t.Fatal(err)
+	// A write to a table the KRL is built from wakes NextRevocations, and
+	// not Next.
+	nextRev := func(d time.Duration) bool {
+		ctx, cancel := context.WithTimeout(context.Background(), d)
+		defer cancel()
+		return l.NextRevocations(ctx) == nil
 	}
-	if err := db.Set([]byte("devid_devices"), []byte("d"), []byte("x")); err != nil {
-		t.Fatal(err)
+	if !nextRev(hang) {
+		t.Fatal("NextRevocations did not return once after the first connection")
 	}
-	drain(l) // the CREATE TABLE's own statements are not the table's
-	if err := db.Set([]byte("devid_devices"), []byte("e"), []byte("y")); err != nil {
-		t.Fatal(err)
+	if nextRev(300 * time.Millisecond) {
+		t.Fatal("NextRevocations returned with nothing written to the revocation tables")
+	}
+	for _, table := range pgchanges.RevocationTables {
+		if err := db.Set([]byte(table), []byte("d"), []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		if !nextRev(hang) {
+			t.Fatalf("a write to %s did not wake NextRevocations", table)
+		}
 	}
 	if next(l, 300*time.Millisecond) {
-		t.Fatal("a write to devid_devices woke Next")
+		t.Fatal("a write to the revocation tables woke Next")
+	}
+	// Nor does a write to any other table.
+	if err := db.CreateTable([]byte("devid_audit")); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Set([]byte("devid_audit"), []byte("e"), []byte("y")); err != nil {
+		t.Fatal(err)
+	}
+	if next(l, 300*time.Millisecond) || nextRev(300*time.Millisecond) {
+		t.Fatal("a write to devid_audit woke Next or NextRevocations")
 	}
 	if got := ev.list(); len(got) != 1 || got[0] != "up" {
 		t.Fatalf("observer heard %v, want [up]", got)
