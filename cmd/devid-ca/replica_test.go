@@ -223,6 +223,8 @@ func keyIDs(t *testing.T, body []byte) map[string]bool {
 	return ids
 }
 
+func krlParse(b []byte) (*krl.KRL, error) { return krl.Parse(b) }
+
 // prefixLog writes a process's standard error to the test log, each line
 // prefixed.
 type prefixLog struct {
