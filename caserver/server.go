@@ -194,6 +194,13 @@ func (s *Server) open(opts Options) error {
 	if !ok {
 		return errors.New("devid-ca: the store is not a nosql database")
 	}
+	if s.cfg.DB.Type == "postgresql" {
+		// An atomic compare-and-swap, for step-ca and devid (pgstore.go).
+		var err error
+		if raw, err = wrapPG(s.auth.GetDatabase(), s.cfg.DB); err != nil {
+			return err
+		}
+	}
 	s.db = raw
 	// devid's packages and ACME use the store through a wrapper that
 	// counts its errors (devid_ca_store_errors_total).
