@@ -111,6 +111,25 @@ func newReplicas(t *testing.T, n int) *replicas {
 
 // start starts replica i and waits until it answers /health.
 func (r *replicas) start(i int) {
+	r.t.Helper()
+	r.launch(i)
+	r.waitHealthy(i)
+}
+
+// startAll starts every replica at once, then waits until each answers
+// /health.
+func (r *replicas) startAll() {
+	r.t.Helper()
+	for i := range r.procs {
+		r.launch(i)
+	}
+	for i := range r.procs {
+		r.waitHealthy(i)
+	}
+}
+
+// launch starts replica i's process, killed when the test ends.
+func (r *replicas) launch(i int) {
 	t := r.t
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "serve", "--config", r.configs[i])
@@ -130,6 +149,13 @@ func (r *replicas) start(i int) {
 		<-done
 	})
 	r.procs[i] = p
+}
+
+// waitHealthy waits until replica i answers /health.
+func (r *replicas) waitHealthy(i int) {
+	t := r.t
+	t.Helper()
+	p := r.procs[i]
 	hc := r.client(nil)
 	deadline := time.Now().Add(hang)
 	for {
@@ -620,6 +646,27 @@ func TestReplicasKill9(t *testing.T) {
 		t.Error(err)
 	}
 	t.Logf("restarted replica 0: KRL version %d; long-polls saw up to %d", k.Version, maxSeen.Load())
+}
+
+// TestReplicasStartTogether: three replicas started at the same moment
+// on an empty database all serve (they create step-ca's and devid's
+// tables one at a time, under an advisory lock: two sessions creating the
+// same table at once make PostgreSQL fail one of them), and serve one KRL.
+func TestReplicasStartTogether(t *testing.T) {
+	r := newReplicas(t, 3)
+	r.startAll()
+	var first *krldist.Signed
+	for i := range 3 {
+		k, err := r.fetchKRL(context.Background(), i, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if first == nil {
+			first = k
+		} else if k.Version != first.Version || !bytes.Equal(k.Body, first.Body) {
+			t.Fatalf("replica %d serves KRL version %d (%d bytes), replica 0 version %d (%d bytes)", i, k.Version, len(k.Body), first.Version, len(first.Body))
+		}
+	}
 }
 
 // TestReplicasCatchUp: a change committed to the database by a devid-ca
