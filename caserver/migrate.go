@@ -435,6 +435,7 @@ func replaceTopLevel(data []byte, key string, v any) ([]byte, error) {
 	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
 		return nil, errors.New("not a JSON object")
 	}
+	start, end := -1, -1
 	for dec.More() {
 		t, err := dec.Token()
 		if err != nil {
@@ -448,19 +449,27 @@ func replaceTopLevel(data []byte, key string, v any) ([]byte, error) {
 		if t != key {
 			continue
 		}
-		end := int(dec.InputOffset())
-		start := keyEnd + bytes.IndexFunc(data[keyEnd:], func(r rune) bool { return r != ' ' && r != '\t' && r != '\n' && r != '\r' && r != ':' })
-		line := data[bytes.LastIndexByte(data[:start], '\n')+1:]
-		indent := line[:len(line)-len(bytes.TrimLeft(line, " \t"))]
-		unit := "  "
-		if bytes.Contains(indent, []byte("\t")) {
-			unit = "\t"
+		if start >= 0 {
+			return nil, fmt.Errorf("%q twice at the top level", key)
 		}
-		nv, err := json.MarshalIndent(v, string(indent), unit)
-		if err != nil {
-			return nil, err
-		}
-		return slices.Concat(data[:start], nv, data[end:]), nil
+		end = int(dec.InputOffset())
+		start = keyEnd + bytes.IndexFunc(data[keyEnd:], func(r rune) bool { return r != ' ' && r != '\t' && r != '\n' && r != '\r' && r != ':' })
 	}
-	return nil, fmt.Errorf("no %q at the top level", key)
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return nil, err
+	}
+	if start < 0 {
+		return nil, fmt.Errorf("no %q at the top level", key)
+	}
+	line := data[bytes.LastIndexByte(data[:start], '\n')+1:]
+	indent := line[:len(line)-len(bytes.TrimLeft(line, " \t"))]
+	unit := "  "
+	if bytes.Contains(indent, []byte("\t")) {
+		unit = "\t"
+	}
+	nv, err := json.MarshalIndent(v, string(indent), unit)
+	if err != nil {
+		return nil, err
+	}
+	return slices.Concat(data[:start], nv, data[end:]), nil
 }
