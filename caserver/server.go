@@ -25,9 +25,12 @@
 //
 // Init creates a new CA directory; LoadConfig reads its configuration; New
 // builds the server and Serve runs it: the HTTPS server and the background
-// tasks (KRL rebuild, KRL watch, the end of temporary quarantines), each
-// restarted after a failure
-// (internal/task).
+// tasks (KRL rebuild, KRL watch, the end of temporary quarantines; on
+// PostgreSQL, KRL notifications and catch-up), each restarted after a
+// failure (internal/task).
+//
+// Several devid-ca may serve one PostgreSQL database as replicas
+// (pgreplica.go); Migrate moves a bbolt store into PostgreSQL.
 package caserver
 
 import (
