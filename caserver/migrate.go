@@ -14,6 +14,7 @@ import (
 
 	"github.com/devid-ssh/devid/caserver/pgchanges"
 	"github.com/devid-ssh/devid/internal/atomicfile"
+	"github.com/devid-ssh/devid/internal/conffile"
 	"github.com/devid-ssh/devid/internal/storebackup"
 	"github.com/jackc/pgx/v5"
 	bolt "go.etcd.io/bbolt"
@@ -403,7 +404,7 @@ func writeDBConfig(file string, db DBConfig) error {
 	if err != nil {
 		return err
 	}
-	out, err := replaceTopLevel(data, "db", db)
+	out, err := conffile.ReplaceTopLevel(data, "db", db)
 	if err != nil {
 		return fmt.Errorf("%s: %w", file, err)
 	}
@@ -425,51 +426,4 @@ func writeDBConfig(file string, db DBConfig) error {
 		return fmt.Errorf("the config with the new db does not load: %w", err)
 	}
 	return atomicfile.WriteFile(file, out, st.Mode().Perm())
-}
-
-// replaceTopLevel returns the JSON object data with the value of its
-// top-level key replaced by v (indented as the key's line is), everything
-// else byte for byte as it was.
-func replaceTopLevel(data []byte, key string, v any) ([]byte, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return nil, errors.New("not a JSON object")
-	}
-	start, end := -1, -1
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return nil, err
-		}
-		keyEnd := int(dec.InputOffset())
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
-			return nil, err
-		}
-		if t != key {
-			continue
-		}
-		if start >= 0 {
-			return nil, fmt.Errorf("%q twice at the top level", key)
-		}
-		end = int(dec.InputOffset())
-		start = keyEnd + bytes.IndexFunc(data[keyEnd:], func(r rune) bool { return r != ' ' && r != '\t' && r != '\n' && r != '\r' && r != ':' })
-	}
-	if _, err := dec.Token(); err != nil { // the closing brace
-		return nil, err
-	}
-	if start < 0 {
-		return nil, fmt.Errorf("no %q at the top level", key)
-	}
-	line := data[bytes.LastIndexByte(data[:start], '\n')+1:]
-	indent := line[:len(line)-len(bytes.TrimLeft(line, " \t"))]
-	unit := "  "
-	if bytes.Contains(indent, []byte("\t")) {
-		unit = "\t"
-	}
-	nv, err := json.MarshalIndent(v, string(indent), unit)
-	if err != nil {
-		return nil, err
-	}
-	return slices.Concat(data[:start], nv, data[end:]), nil
 }

@@ -1,4 +1,4 @@
-package caserver
+package conffile
 
 import (
 	"encoding/json"
@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-// FuzzReplaceTopLevel: for any JSON object, replaceTopLevel either fails
+// FuzzReplaceTopLevel: for any JSON object, ReplaceTopLevel either fails
 // or returns a JSON object whose "db" is the new one and whose other
 // top-level members are as they were.
 func FuzzReplaceTopLevel(f *testing.F) {
@@ -15,9 +15,13 @@ func FuzzReplaceTopLevel(f *testing.F) {
 	f.Add([]byte(`{"a": {"db": 1}, "db": [1, 2], "z": "db"}`))
 	f.Add([]byte(`{"nodb": 1}`))
 	f.Add([]byte(`[1]`))
-	want := DBConfig{Type: "postgresql", DataSource: "host=/x dbname='a\"b'"}
+	type dbConfig struct {
+		Type       string `json:"type"`
+		DataSource string `json:"dataSource"`
+	}
+	want := dbConfig{Type: "postgresql", DataSource: "host=/x dbname='a\"b'"}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		out, err := replaceTopLevel(data, "db", want)
+		out, err := ReplaceTopLevel(data, "db", want)
 		if err != nil {
 			return
 		}
@@ -28,7 +32,7 @@ func FuzzReplaceTopLevel(f *testing.F) {
 		if err := json.Unmarshal(out, &after); err != nil {
 			t.Fatalf("output is not a JSON object: %v\n%s", err, out)
 		}
-		var got DBConfig
+		var got dbConfig
 		if err := json.Unmarshal(after["db"], &got); err != nil || got != want {
 			t.Fatalf("db is %s (%v), want %+v", after["db"], err, want)
 		}
