@@ -89,6 +89,10 @@ type DBConfig struct {
 	DataSource string `json:"dataSource"`
 	// Database is the PostgreSQL database name.
 	Database string `json:"database,omitempty"`
+	// MaxConns is the most connections to PostgreSQL one devid-ca opens
+	// for its store (the KRL notification connection aside). Default 20:
+	// mind the server's max_connections (100 by default) across replicas.
+	MaxConns int `json:"maxConns,omitempty"`
 }
 
 // Lifetimes of issued certificates. Short, since renewal is automatic.
@@ -230,6 +234,9 @@ func (c *Config) check(file string) error {
 	case "bbolt", "postgresql":
 	default:
 		return fmt.Errorf("devid-ca config: %s: db.type %q: want bbolt or postgresql", file, c.DB.Type)
+	}
+	if c.DB.MaxConns < 0 {
+		return fmt.Errorf("devid-ca config: %s: db.maxConns %d: want a positive number", file, c.DB.MaxConns)
 	}
 	if c.Limits.MaxBody < 0 {
 		return fmt.Errorf("devid-ca config: %s: limits.maxBody %d: want a positive number of bytes", file, c.Limits.MaxBody)

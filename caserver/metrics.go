@@ -42,6 +42,7 @@ type Metrics struct {
 	httpDuration  *prometheus.HistogramVec
 	storeErrors   *prometheus.CounterVec
 	state         *stateCollector
+	notify        *notifyMetrics // pgreplica.go
 }
 
 func newMetrics() *Metrics {
@@ -73,15 +74,16 @@ func newMetrics() *Metrics {
 			Name: "devid_ca_store_errors_total",
 			Help: "Store operations that failed (not-found answers aside), by operation: devid's tables and ACME's, and health (the watchdog's check).",
 		}, []string{"op"}),
-		state: newStateCollector(),
+		state:  newStateCollector(),
+		notify: newNotifyMetrics(),
 	}
 	m.reg.MustRegister(m.collectors()...)
 	return m
 }
 
 func (m *Metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.issued, m.refused, m.attestations, m.attestRefused, m.httpDuration, m.storeErrors, m.state,
-		buildmetrics.Collector("devid-ca")}
+	return append([]prometheus.Collector{m.issued, m.refused, m.attestations, m.attestRefused, m.httpDuration, m.storeErrors, m.state,
+		buildmetrics.Collector("devid-ca")}, m.notify.collectors()...)
 }
 
 // Registry is the registry the metrics are on.

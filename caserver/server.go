@@ -25,9 +25,12 @@
 //
 // Init creates a new CA directory; LoadConfig reads its configuration; New
 // builds the server and Serve runs it: the HTTPS server and the background
-// tasks (KRL rebuild, KRL watch, the end of temporary quarantines), each
-// restarted after a failure
-// (internal/task).
+// tasks (KRL rebuild, KRL watch, the end of temporary quarantines; on
+// PostgreSQL, KRL notifications and catch-up), each restarted after a
+// failure (internal/task).
+//
+// Several devid-ca may serve one PostgreSQL database as replicas
+// (pgreplica.go); Migrate moves a bbolt store into PostgreSQL.
 package caserver
 
 import (
@@ -54,6 +57,7 @@ import (
 	"github.com/devid-ssh/devid/attestca"
 	"github.com/devid-ssh/devid/attestca/wire"
 	"github.com/devid-ssh/devid/caserver/adminhttp"
+	"github.com/devid-ssh/devid/caserver/pgchanges"
 	"github.com/devid-ssh/devid/internal/storebackup"
 	"github.com/devid-ssh/devid/internal/task"
 	"github.com/devid-ssh/devid/inventory"
@@ -116,7 +120,8 @@ type Server struct {
 	whSecret  []byte
 	acmeDB    acme.DB
 	linker    acme.Linker
-	scimH     http.Handler // the SCIM service; nil when off
+	scimH     http.Handler        // the SCIM service; nil when off
+	notify    *pgchanges.Listener // KRL changes on PostgreSQL (pgreplica.go); nil on bbolt
 	metrics   *Metrics
 	db        nosql.DB // the store, as step-ca opened it (backup.go, Healthy)
 	unlock    func()   // releases the store's restore lock (storebackup.LockServe)
@@ -161,6 +166,14 @@ func New(cfg *Config, opts Options) (*Server, error) {
 			return nil, fmt.Errorf("devid-ca: %w", err)
 		}
 	}
+	if cfg.DB.Type == "postgresql" {
+		// One devid-ca at a time creates the tables (pgreplica.go).
+		unlockStart, err := pgStartLock(context.Background(), cfg.DB)
+		if err != nil {
+			return nil, err
+		}
+		defer unlockStart()
+	}
 	authorityInit.Lock()
 	s.auth, err = authority.New(stepCfg, authority.WithQuietInit(), authority.WithWebhookClient(webhooks),
 		authority.WithMeter(meter{s.metrics}))
@@ -183,6 +196,13 @@ func (s *Server) open(opts Options) error {
 	raw, ok := s.auth.GetDatabase().(nosql.DB)
 	if !ok {
 		return errors.New("devid-ca: the store is not a nosql database")
+	}
+	if s.cfg.DB.Type == "postgresql" {
+		// An atomic compare-and-swap, for step-ca and devid (pgstore.go).
+		var err error
+		if raw, err = wrapPG(s.auth.GetDatabase(), s.cfg.DB); err != nil {
+			return err
+		}
 	}
 	s.db = raw
 	// devid's packages and ACME use the store through a wrapper that
@@ -620,8 +640,13 @@ func (s *Server) openRevocation(ndb nosql.DB, now func() time.Time) (*revocation
 		}
 		signers[name] = sg
 	}
+	changes, err := s.krlChanges()
+	if err != nil {
+		return nil, err
+	}
 	return revocation.Open(revocation.Config{
-		HostCA: signers["host"].PublicKey(), UserCA: signers["user"].PublicKey(), Signer: signers["user"],
+		Changes: changes,
+		HostCA:  signers["host"].PublicKey(), UserCA: signers["user"].PublicKey(), Signer: signers["user"],
 		// A certificate may be valid as late as its device certificate
 		// (step-ca lets the request choose when it starts, within it).
 		MaxLifetime: max(c.Lifetimes.Host.Duration, c.Lifetimes.User.Duration, c.Lifetimes.Device.Duration), Now: now, Log: s.log,

@@ -30,6 +30,10 @@ const shutdownTimeout = 10 * time.Second
 //     seconds while a failed rebuild left a change unpublished.
 //   - krl-watch: serves the KRLs other devid-ca instances sharing the
 //     database publish (revocation.Store.Watch).
+//   - krl-notify: on PostgreSQL, listens for other replicas' KRLs
+//     (pgreplica.go), waking krl-watch.
+//   - krl-catchup: on PostgreSQL, rebuilds the KRL a second after any
+//     replica's change to what it revokes (pgreplica.go).
 //   - quarantine-lift: activates the devices whose temporary quarantine
 //     ended (see liftQuarantines).
 //   - attest-prune: deletes the expired pending attestations every
@@ -44,7 +48,7 @@ func (s *Server) tasks(o ServeOptions, tc *tls.Config) []task.Task {
 	if ready != nil && o.Metrics != nil {
 		ready = countdown(2, ready)
 	}
-	var extra []task.Task
+	extra := s.replicaTasks()
 	if o.Metrics != nil {
 		extra = append(extra, &metricsTask{s: s, log: s.log.With("task", "metrics"), ln: o.Metrics, ready: ready})
 	}

@@ -31,7 +31,7 @@ var layers = []struct {
 	// Services: what the CA does with the inventory (revocation, the
 	// Attestation CA, the issuance policy, the SCIM service); the host
 	// daemon.
-	{"services", []string{"revocation", "attestca", "issuance", "scim", "hostd", "agentd"}},
+	{"services", []string{"revocation", "attestca", "issuance", "scim", "hostd", "agentd", "caserver/pgchanges"}},
 	// Composition: devid-ca, step-ca and the services on one listener.
 	{"composition", []string{"caserver", "caserver/adminhttp"}},
 	// Harnesses: what tests (and the demo) start.

@@ -34,7 +34,7 @@ func root() *command.Command {
 	return &command.Command{
 		Name:    "devid-ca",
 		Summary: "devid-ca is devid's CA: device inventory and SSH certificates, built on step-ca.",
-		Sub:     []*command.Command{initCmd(), serveCmd(), {Name: "admin", Summary: "admin certificates", Sub: []*command.Command{adminIssueCmd()}}, scimTokenCmd(), restoreCmd()},
+		Sub:     []*command.Command{initCmd(), serveCmd(), {Name: "admin", Summary: "admin certificates", Sub: []*command.Command{adminIssueCmd()}}, scimTokenCmd(), restoreCmd(), migrateCmd()},
 	}
 }
 
