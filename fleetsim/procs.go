@@ -1,0 +1,192 @@
+package fleetsim
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// server is a CA process the bench runs: a devid-ca serve replica or a
+// stock step-ca.
+type server struct {
+	name string
+	bin  string
+	args []string
+	addr string // 127.0.0.1:PORT
+	log  string // its standard error
+	cmd  *exec.Cmd
+	done chan error
+}
+
+func (s *server) URL() string { return "https://" + s.addr }
+
+// start runs the process and waits until it answers /health.
+func (s *server) start(ctx context.Context, roots *x509.CertPool) error {
+	f, err := os.OpenFile(s.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("fleetsim: %s: %w", s.name, err)
+	}
+	cmd := exec.Command(s.bin, s.args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return fmt.Errorf("fleetsim: starting %s (%s): %w", s.name, s.bin, err)
+	}
+	f.Close()
+	s.cmd, s.done = cmd, make(chan error, 1)
+	go func() { s.done <- cmd.Wait() }()
+	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
+	defer hc.CloseIdleConnections()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		select {
+		case err := <-s.done:
+			s.done <- err
+			return fmt.Errorf("fleetsim: %s exited before answering (%v); its log: %s\n%s", s.name, err, s.log, tail(s.log, 20))
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		resp, err := hc.Get(s.URL() + "/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("fleetsim: %s does not answer %s/health after 2 minutes (last: %v); its log: %s", s.name, s.URL(), err, s.log)
+		}
+	}
+}
+
+// stop sends SIGTERM and waits for the process to exit.
+func (s *server) stop() error {
+	if s.cmd == nil {
+		return nil
+	}
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	var err error
+	select {
+	case err = <-s.done:
+	case <-time.After(30 * time.Second):
+		s.cmd.Process.Kill()
+		err = <-s.done
+	}
+	s.cmd = nil
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && ee.Sys().(syscall.WaitStatus).Signaled() {
+		err = nil
+	}
+	return err
+}
+
+func (s *server) pid() int {
+	if s.cmd == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
+}
+
+// ProcStats is what /proc says of a CA process.
+type ProcStats struct {
+	RSSMiB  float64 `json:"rss_mib"`
+	HWMMiB  float64 `json:"hwm_mib"`
+	Sockets int     `json:"sockets"` // every socket among its descriptors
+	// HTTPSConns are its established TCP connections on its listening
+	// port: one per long-polling host, and the rest.
+	HTTPSConns int `json:"https_conns"`
+	Threads    int `json:"threads"`
+}
+
+// procStats reads /proc for process pid, listening on port.
+func procStats(pid, port int) (ProcStats, error) {
+	var st ProcStats
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return st, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(v)
+		if len(f) == 0 {
+			continue
+		}
+		n, _ := strconv.ParseFloat(f[0], 64)
+		switch k {
+		case "VmRSS":
+			st.RSSMiB = n / 1024
+		case "VmHWM":
+			st.HWMMiB = n / 1024
+		case "Threads":
+			st.Threads = int(n)
+		}
+	}
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return st, err
+	}
+	inodes := map[string]bool{}
+	for _, e := range ents {
+		if l, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil && strings.HasPrefix(l, "socket:[") {
+			st.Sockets++
+			inodes[strings.TrimSuffix(strings.TrimPrefix(l, "socket:["), "]")] = true
+		}
+	}
+	for _, f := range []string{"tcp", "tcp6"} {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", pid, f))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			// sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+			fl := strings.Fields(line)
+			if len(fl) < 10 || fl[3] != "01" || !inodes[fl[9]] {
+				continue
+			}
+			_, lport, _ := strings.Cut(fl[1], ":")
+			if p, err := strconv.ParseUint(lport, 16, 32); err == nil && int(p) == port {
+				st.HTTPSConns++
+			}
+		}
+	}
+	return st, nil
+}
+
+func (s *server) port() int {
+	_, p, _ := strings.Cut(s.addr, ":")
+	n, _ := strconv.Atoi(p)
+	return n
+}
+
+// freePort returns a loopback address nobody listens on now.
+func freePort() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+func tail(file string, n int) string {
+	b, _ := os.ReadFile(file)
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
