@@ -41,8 +41,8 @@ type fleetHost struct {
 	// quarantined: the revocation figure quarantined this host; its
 	// refused renewals are counted apart (refused), not as the fleet's.
 	quarantined atomic.Bool
-	mu      sync.Mutex
-	krls    []install // KRL versions installed, in order
+	mu          sync.Mutex
+	krls        []install // KRL versions installed, in order
 }
 
 type install struct {
