@@ -86,8 +86,10 @@ func (t *timing) RoundTrip(r *http.Request) (*http.Response, error) {
 	return resp, err
 }
 
-// run attests with every TPM in a loop until ctx is done.
-func (p *attestPool) run(ctx context.Context, e *env) *sync.WaitGroup {
+// run attests with every TPM in a loop, each starting at most once every
+// every (a TPM making RSA keys without a pause would take a CPU from the
+// CAs), until ctx is done.
+func (p *attestPool) run(ctx context.Context, e *env, every time.Duration) *sync.WaitGroup {
 	var wg sync.WaitGroup
 	for i, sw := range p.tpms {
 		wg.Add(1)
@@ -101,12 +103,17 @@ func (p *attestPool) run(ctx context.Context, e *env) *sync.WaitGroup {
 				trs[r] = e.keepAliveClient(1).Transport.(*http.Transport)
 				defer trs[r].CloseIdleConnections()
 			}
+			var last time.Time
 			for n := i; ctx.Err() == nil; n++ {
 				r := n % len(e.replicas)
 				trs[r].CloseIdleConnections()
 				cl := enroll.New(e.replicas[r].URL(), e.ca.roots, discard())
 				tr := &timing{base: trs[r]}
 				cl.SetHTTPClient(&http.Client{Timeout: 30 * time.Second, Transport: tr})
+				if err := sleepUntil(ctx, last.Add(every)); err != nil {
+					return
+				}
+				last = time.Now()
 				t0 := time.Now()
 				att, err := cl.Attest(ctx, sw.TPM)
 				if ctx.Err() != nil {

@@ -36,6 +36,7 @@ type Options struct {
 	Concurrency    int
 	ThroughputTime time.Duration
 	SwTPMs         int           // swtpms attesting in a loop
+	AttestEvery    time.Duration // each swtpm attests at most once every AttestEvery
 	Quarantines    int           // devices quarantined, one after another, in the revocation figure
 	Steady         time.Duration // steady phase after the warm-up (default: one renewal period)
 	Recovery       time.Duration // time measured after the outage (default: half a renewal period)
@@ -47,7 +48,7 @@ type Options struct {
 func DefaultOptions() Options {
 	return Options{Hosts: 10000, Workstations: 0.1, Replicas: 2, DB: "postgresql",
 		PostgresDSN: "host=/var/run/postgresql dbname=postgres sslmode=disable",
-		Day:         4 * time.Minute, Concurrency: 8, ThroughputTime: 20 * time.Second, SwTPMs: 3, Quarantines: 5,
+		Day:         4 * time.Minute, Concurrency: 8, ThroughputTime: 20 * time.Second, SwTPMs: 3, AttestEvery: time.Second, Quarantines: 5,
 		KRLWait: 55 * time.Second}
 }
 
@@ -94,6 +95,9 @@ func (o *Options) check() error {
 	if o.SwTPMs < 1 || o.SwTPMs > 8 {
 		bad("--swtpms %d: 1 to 8", o.SwTPMs)
 	}
+	if o.AttestEvery < 0 || o.AttestEvery > time.Minute {
+		bad("--attest-every %s: from 0 to 1m", o.AttestEvery)
+	}
 	if o.Quarantines < 1 || o.Quarantines > o.Hosts/2 {
 		bad("--quarantines %d: 1 to half the hosts", o.Quarantines)
 	}
@@ -127,6 +131,7 @@ type Config struct {
 	Compression  float64 `json:"compression"`
 	Concurrency  int     `json:"concurrency"`
 	SwTPMs       int     `json:"swtpms"`
+	AttestEvery  string  `json:"attest_every"`
 	KRLWait      string  `json:"krl_wait"`
 	Dir          string  `json:"dir,omitempty"`
 }
@@ -208,7 +213,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	k := float64(24*time.Hour) / float64(o.Day)
 	res := &Result{Started: time.Now().UTC(), Goals: map[string]bool{}}
 	res.Config = Config{Hosts: o.Hosts, Workstations: int(float64(o.Hosts) * o.Workstations), Replicas: o.Replicas, DB: o.DB,
-		Day: o.Day.String(), Compression: k, Concurrency: o.Concurrency, SwTPMs: o.SwTPMs, KRLWait: o.KRLWait.String()}
+		Day: o.Day.String(), Compression: k, Concurrency: o.Concurrency, SwTPMs: o.SwTPMs, AttestEvery: o.AttestEvery.String(), KRLWait: o.KRLWait.String()}
 	if o.Keep {
 		res.Config.Dir = o.Dir
 	}
@@ -268,12 +273,12 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	fctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	t0 := time.Now()
-	attWG := pool.run(fctx, e)
 	waitFleet, err := f.run(fctx, filepath.Join(o.Dir, "hosts"), k, period, o.KRLWait)
 	if err != nil {
 		return nil, err
 	}
+	t0 := time.Now()
+	attWG := pool.run(fctx, e, o.AttestEvery)
 	log.Info("fleet started: warm-up", "period", period)
 	steadyFrom := t0.Add(period)
 	if err := sleepUntil(ctx, steadyFrom.Add(steady/4)); err != nil {

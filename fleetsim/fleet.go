@@ -136,7 +136,6 @@ func policy(k float64) renew.Policy {
 // run starts every host's tasks, host i at offsets[i] after now, and
 // returns when ctx is done and every task has returned.
 func (f *fleet) run(ctx context.Context, dir string, k float64, spread time.Duration, krlWait time.Duration) (wait func(), err error) {
-	o := f.e.o
 	clients := make([]*enroll.Client, len(f.e.replicas))
 	for i, r := range f.e.replicas {
 		clients[i] = enroll.New(r.URL(), f.e.ca.roots, discard())
@@ -150,8 +149,18 @@ func (f *fleet) run(ctx context.Context, dir string, k float64, spread time.Dura
 	if err := pol.Validate(); err != nil {
 		return nil, err
 	}
-	var wg sync.WaitGroup
+	// Everything made first, the tasks started after: a host's
+	// goroutines must not slow the making of the next.
+	type tasks struct {
+		hc   *hostd.HostCertificate
+		rk   *hostd.RevokedKeys
+		http *http.Client
+	}
+	all := make([]tasks, len(f.hosts))
 	for i, h := range f.hosts {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		hdir := filepath.Join(dir, fmt.Sprintf("%05d", i))
 		if err := os.MkdirAll(hdir, 0o755); err != nil {
 			return nil, err
@@ -172,7 +181,6 @@ func (f *fleet) run(ctx context.Context, dir string, k float64, spread time.Dura
 		http1.Transport = countingTransport{base: http1.Transport, ev: &f.krlReqs}
 		keys := &hostd.CAKeys{}
 		keys.Set([]ssh.PublicKey{f.e.ca.userCA})
-		h := h
 		rk := hostd.NewRevokedKeys(hostd.RevokedKeysConfig{
 			CAURL: f.e.replicas[h.replica].URL(), HTTP: http1, File: filepath.Join(hdir, "revoked_keys"), Files: files,
 			CAKeys: keys, Wait: krlWait, TaskOptions: opts,
@@ -185,6 +193,10 @@ func (f *fleet) run(ctx context.Context, dir string, k float64, spread time.Dura
 		if err := rk.Prepare(); err != nil {
 			return nil, err
 		}
+		all[i] = tasks{hc, rk, http1}
+	}
+	var wg sync.WaitGroup
+	for _, t := range all {
 		offset := time.Duration(rand.Float64() * float64(spread))
 		wg.Add(1)
 		go func() {
@@ -196,13 +208,12 @@ func (f *fleet) run(ctx context.Context, dir string, k float64, spread time.Dura
 			}
 			var tw sync.WaitGroup
 			tw.Add(2)
-			go func() { defer tw.Done(); hc.Run(ctx) }()
-			go func() { defer tw.Done(); rk.Run(ctx) }()
+			go func() { defer tw.Done(); t.hc.Run(ctx) }()
+			go func() { defer tw.Done(); t.rk.Run(ctx) }()
 			tw.Wait()
-			http1.CloseIdleConnections()
+			t.http.CloseIdleConnections()
 		}()
 	}
-	_ = o
 	return wg.Wait, nil
 }
 

@@ -86,7 +86,7 @@ func TestSmoke(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	code := Main([]string{"--json", "--devid-ca", devidCA, "--step-ca", step, "--postgres", dsn,
 		"--hosts", "40", "--day", "30s", "--steady", "12s", "--recovery", "6s", "--throughput-time", "2s",
-		"--concurrency", "4", "--swtpms", "1", "--quarantines", "2", "--krl-wait", "5s", "--dir", t.TempDir()}, &stdout, &stderr)
+		"--concurrency", "4", "--swtpms", "1", "--attest-every", "100ms", "--quarantines", "2", "--krl-wait", "5s", "--dir", t.TempDir()}, &stdout, &stderr)
 	if code != 0 {
 		t.Fatalf("devid-bench exited %d: %s", code, stderr.String())
 	}
