@@ -109,6 +109,9 @@ func TestSmoke(t *testing.T) {
 	pos("devid certificates/s", i.Devid.PerSecond)
 	pos("step-ca certificates/s", i.Step.PerSecond)
 	pos("ratio", i.Ratio)
+	pos("devid CPU per certificate", i.Devid.CPUPerCert)
+	pos("step-ca CPU per certificate", i.Step.CPUPerCert)
+	pos("CPU ratio", i.CPURatio)
 	if i.Devid.Errors+i.Step.Errors > 0 {
 		t.Errorf("figure 1 errors: devid %d (%s), step-ca %d (%s)", i.Devid.Errors, i.Devid.FirstError, i.Step.Errors, i.Step.FirstError)
 	}

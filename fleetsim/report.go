@@ -10,8 +10,8 @@ import (
 // WriteTable prints the figures as a table, each beside its goal.
 func (r *Result) WriteTable(w io.Writer) error {
 	c := r.Config
-	fmt.Fprintf(w, "devid-bench: %d devices (%d workstations), %d devid-ca replica(s) on %s, stock step-ca on %s; 24h = %s (×%.0f)\n\n",
-		c.Hosts, c.Workstations, c.Replicas, c.DB, c.DB, c.Day, c.Compression)
+	fmt.Fprintf(w, "devid-bench: %d devices (%d workstations), %d devid-ca replica(s) on %s, stock step-ca on %s; 24h = %s (×%.0f); load average %.1f → %.1f\n\n",
+		c.Hosts, c.Workstations, c.Replicas, c.DB, c.DB, c.Day, c.Compression, c.LoadAvg[0], c.LoadAvg[1])
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	ok := func(key string) string {
 		if r.Goals[key] {
@@ -23,6 +23,7 @@ func (r *Result) WriteTable(w io.Writer) error {
 	fmt.Fprintln(tw, "figure\tdevid\tstock step-ca / detail\tgoal\t")
 	fmt.Fprintf(tw, "1. SSH certs/s, X5C /ssh/sign, %d workers\t%.1f/s (p50 %.1f, p99 %.1f ms)\t%.1f/s (p50 %.1f, p99 %.1f ms); ratio %.2f\t≥ 0.9× %s\t\n",
 		c.Concurrency, i.Devid.PerSecond, i.Devid.Latency.P50, i.Devid.Latency.P99, i.Step.PerSecond, i.Step.Latency.P50, i.Step.Latency.P99, i.Ratio, ok("issuance_ratio_ge_0.9"))
+	fmt.Fprintf(tw, "   CA process CPU per certificate\t%.2f ms\t%.2f ms; ratio %.2f\t\t\n", i.Devid.CPUPerCert, i.Step.CPUPerCert, i.CPURatio)
 	rn := r.Renewals
 	fmt.Fprintf(tw, "2. issuance latency, fleet renewing\tp50 %.1f ms, p99 %.1f ms\t%d issued at %.1f/s, %d failed\tp99 < 200 ms %s\t\n",
 		rn.Issuance.P50, rn.Issuance.P99, rn.Issuance.Count, rn.RatePerSecond, rn.IssuanceFailed, ok("issuance_p99_lt_200ms"))

@@ -27,6 +27,11 @@ type Throughput struct {
 	Seconds   float64 `json:"seconds"`
 	PerSecond float64 `json:"per_second"`
 	Latency   Summary `json:"latency"`
+	// CPUPerCert is the CA process's CPU time (user and system, from
+	// /proc) per certificate issued: what each costs it, whatever else
+	// runs on the machine. The database's is not counted.
+	CPUPerCert float64 `json:"cpu_ms_per_cert"`
+	CPUSeconds float64 `json:"cpu_s"`
 	// FirstError is the first failure, if any.
 	FirstError string `json:"first_error,omitempty"`
 }
@@ -85,7 +90,12 @@ func (e *env) keepAliveClient(n int) *http.Client {
 
 // throughput runs enroll.Client.SSHCertificate — devid's own request, an
 // X5C token signed by the device key — against url with c workers for d.
-func (e *env) throughput(ctx context.Context, name, url string, signers []*signer, c int, d time.Duration) (*Throughput, error) {
+func (e *env) throughput(ctx context.Context, srv *server, signers []*signer, c int, d time.Duration) (*Throughput, error) {
+	name, url := srv.name, srv.URL()
+	cpu0, err := cpuTime(srv.pid())
+	if err != nil {
+		return nil, err
+	}
 	cl := enroll.New(url, e.ca.roots, discard())
 	hc := e.keepAliveClient(c)
 	defer hc.CloseIdleConnections()
@@ -117,8 +127,15 @@ func (e *env) throughput(ctx context.Context, name, url string, signers []*signe
 	}
 	wg.Wait()
 	el := time.Since(start).Seconds()
+	cpu1, err := cpuTime(srv.pid())
+	if err != nil {
+		return nil, err
+	}
 	t := &Throughput{CA: name, URL: url, Issued: int(issued.Load()), Errors: int(failed.Load()), Seconds: el,
-		PerSecond: float64(issued.Load()) / el, Latency: lat.Summary()}
+		PerSecond: float64(issued.Load()) / el, Latency: lat.Summary(), CPUSeconds: (cpu1 - cpu0).Seconds()}
+	if t.Issued > 0 {
+		t.CPUPerCert = t.CPUSeconds * 1000 / float64(t.Issued)
+	}
 	if v, ok := firstErr.Load().(string); ok {
 		t.FirstError = v
 	}
