@@ -169,6 +169,7 @@ type RevocationFigure struct {
 	ByReplica []Summary `json:"by_replica"`
 	Missed    int       `json:"missed"` // host × event pairs not delivered
 	Versions  []uint64  `json:"versions"`
+	Error     string    `json:"error,omitempty"` // why the figure is missing
 }
 
 // OutageFigure is figure 4.
@@ -294,7 +295,13 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	log.Info("figure 3: revocation")
 	if err := e.revocationFigure(ctx, f, res); err != nil {
-		return nil, err
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		// The other figures are still worth having: this one says why
+		// it has none.
+		res.Revocation.Error = err.Error()
+		log.Error("figure 3", "err", err)
 	}
 	if err := sleepUntil(ctx, steadyFrom.Add(steady)); err != nil {
 		return nil, err
@@ -443,7 +450,13 @@ func (e *env) revocationFigure(ctx context.Context, f *fleet, res *Result) error
 		if err != nil {
 			return fmt.Errorf("fleetsim: quarantining %s: %w", d.name, err)
 		}
-		k, err := krldist.Fetch(ctx, hc, e.replicas[0].URL(), 0, 0)
+		var k *krldist.Signed
+		for try := 0; try < 5; try++ {
+			if k, err = krldist.Fetch(ctx, hc, e.replicas[0].URL(), 0, 0); err == nil {
+				break
+			}
+			hc.CloseIdleConnections()
+		}
 		if err != nil {
 			return fmt.Errorf("fleetsim: KRL version after quarantining %s: %w", d.name, err)
 		}

@@ -125,6 +125,9 @@ func TestSmoke(t *testing.T) {
 		t.Errorf("attestations by replica %v: want some on each of 2 (first error: %s)", rn.AttestsByReplica, rn.AttestationFirstErr)
 	}
 	rv := r.Revocation
+	if rv.Error != "" {
+		t.Errorf("figure 3: %s", rv.Error)
+	}
 	if rv.Hosts != hosts || rv.Events != quarantines || rv.Missed != 0 || rv.Latency.Count != hosts*quarantines {
 		t.Errorf("figure 3: %d hosts × %d events, %d missed, %d delivered; want %d × %d, all delivered",
 			rv.Hosts, rv.Events, rv.Missed, rv.Latency.Count, hosts, quarantines)

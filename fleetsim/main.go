@@ -82,7 +82,7 @@ flags:
 	o.Log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	// Ten thousand hosts' goroutines make a large heap: collect less
 	// often, so that the bench's GC takes less CPU from the CAs.
-	debug.SetGCPercent(400)
+	debug.SetGCPercent(1000)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	res, err := Run(ctx, o)

@@ -47,6 +47,9 @@ func (r *Result) WriteTable(w io.Writer) error {
 		return err
 	}
 	fmt.Fprintln(w)
+	if r.Revocation.Error != "" {
+		fmt.Fprintln(w, "figure 3 failed: "+r.Revocation.Error)
+	}
 	for _, n := range r.Notes {
 		fmt.Fprintln(w, "note: "+n)
 	}
