@@ -436,14 +436,21 @@ func (e *env) revocationFigure(ctx context.Context, f *fleet, res *Result) error
 		h.quarantined.Store(true)
 		var t0 time.Time
 		var err error
-		// A retry, at most twice: the admin client's kept-alive
+		// A retry, at most four times, on a new connection: the admin
+		// client's kept-alive
 		// connection may have been closed by the CA while idle, and a
 		// POST is not retried by net/http. Setting a status twice is
 		// harmless; the time counts from the attempt that succeeded.
-		for try := 0; try < 3; try++ {
+		for try := 0; try < 5; try++ {
+			admin := e.admin
+			if try > 0 { // a new connection
+				if admin, err = e.newAdminClient(); err != nil {
+					return err
+				}
+			}
 			t0 = time.Now()
 			var ae *adminapi.APIError
-			if _, err = e.admin.SetStatus(d.name, adminapi.StatusQuarantined, "devid-bench revocation figure"); err == nil || errors.As(err, &ae) {
+			if _, err = admin.SetStatus(d.name, adminapi.StatusQuarantined, "devid-bench revocation figure"); err == nil || errors.As(err, &ae) {
 				break
 			}
 		}

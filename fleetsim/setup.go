@@ -28,6 +28,8 @@ type env struct {
 	replicas []*server
 	stepca   *server
 	admin    *adminapi.Client
+	adminCrt string // the first admin's certificate and key files
+	adminKey string
 	devices  []*device
 	dropDBs  []string // PostgreSQL databases to drop at the end
 	log      *slog.Logger
@@ -109,7 +111,8 @@ func setup(ctx context.Context, o *Options) (*env, error) {
 	if err := e.stepca.start(ctx, e.ca.roots); err != nil {
 		return e, err
 	}
-	if e.admin, err = adminClient(e.replicas[0].URL(), caDir, res, e.ca); err != nil {
+	e.adminCrt, e.adminKey = res.AdminCert, res.AdminKey
+	if e.admin, err = e.newAdminClient(); err != nil {
 		return e, err
 	}
 	return e, e.register(ctx)
@@ -167,12 +170,13 @@ func (e *env) stepCAServer(caDir, dbType, source, database string, day time.Dura
 	return &server{name: "step-ca", bin: e.o.StepCA, args: []string{file}, addr: addr, log: filepath.Join(e.dir, "step-ca.log")}, nil
 }
 
-func adminClient(url, caDir string, res *caserver.InitResult, f *caFiles) (*adminapi.Client, error) {
-	cert, err := loadKeyPair(res.AdminCert, res.AdminKey)
+// newAdminClient is an admin API client of replica 1, as the first admin.
+func (e *env) newAdminClient() (*adminapi.Client, error) {
+	cert, err := loadKeyPair(e.adminCrt, e.adminKey)
 	if err != nil {
 		return nil, err
 	}
-	return adminapi.NewClient(url, f.roots, cert)
+	return adminapi.NewClient(e.replicas[0].URL(), e.ca.roots, cert)
 }
 
 // register imports the simulated devices (and the owner of the
