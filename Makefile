@@ -7,7 +7,7 @@ GOFLAGS ?= -trimpath
 # linker: `PROG --version`, devid_build_info. Empty outside a git checkout.
 LDFLAGS = $(shell $(GO) run ./packaging/version -ldflags 2>/dev/null)
 
-.PHONY: all build test demo lint bench clean packages images compose
+.PHONY: all build test demo lint bench bench-fleet clean packages images compose
 
 all: build
 
@@ -52,6 +52,15 @@ bench:
 	$(GO) test -run '^$$' -bench Login -benchtime 30x ./agentd/e2e/
 	$(GO) test -run '^$$' -bench AgentIdle -benchtime 1x ./agentd/e2e/
 	$(GO) test -run '^$$' -bench Login -benchtime 40x ./cmd/devid-principals/
+
+## bench-fleet: the fleet simulation the README quotes: 10,000 simulated
+## hosts against two devid-ca replicas on PostgreSQL and a stock step-ca
+## v0.30.2 built from the module proxy (never committed); ~12 minutes.
+## BENCHFLAGS adds devid-bench flags (--json, --db bbolt --replicas 1, ...).
+bench-fleet:
+	$(GO) build $(GOFLAGS) -o $(BIN)/ ./cmd/devid-ca ./cmd/devid-bench
+	cd $${TMPDIR:-/tmp} && CGO_ENABLED=0 GOFLAGS= GOBIN=$(abspath $(BIN))/stock $(GO) install github.com/smallstep/certificates/cmd/step-ca@v0.30.2
+	$(BIN)/devid-bench --devid-ca $(BIN)/devid-ca --step-ca $(BIN)/stock/step-ca $(BENCHFLAGS)
 
 ## lint: formatting and vet
 lint:

@@ -15,7 +15,7 @@ var update = flag.Bool("update", false, "rewrite cmd/*/deps.txt from go list")
 const module = "github.com/devid-ssh/devid"
 
 // binaries are the module's commands, each with a cmd/NAME/deps.txt.
-var binaries = []string{"devid", "devid-ca", "devid-hostd", "devid-principals", "devid-agent", "devid-demo", "devid-images"}
+var binaries = []string{"devid", "devid-ca", "devid-hostd", "devid-principals", "devid-agent", "devid-demo", "devid-images", "devid-bench"}
 
 // hostBinaries run on every host (or an operator's laptop): they must not
 // depend on github.com/smallstep/certificates, whose dependency tree would

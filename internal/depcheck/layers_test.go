@@ -35,7 +35,7 @@ var layers = []struct {
 	// Composition: devid-ca, step-ca and the services on one listener.
 	{"composition", []string{"caserver", "caserver/adminhttp"}},
 	// Harnesses: what tests (and the demo) start.
-	{"harnesses", []string{"tpm/swtpmtest", "caserver/catest", "internal/sshdtest", "internal/clitest", "internal/gobuild", "sshagent/sshagenttest", "agentd/agenttest", "scim/scimtest", "internal/sdnotify/sdnotifytest", "internal/debimage", "internal/dockertest", "internal/pgtest"}},
+	{"harnesses", []string{"tpm/swtpmtest", "caserver/catest", "internal/sshdtest", "internal/clitest", "internal/gobuild", "sshagent/sshagenttest", "agentd/agenttest", "scim/scimtest", "internal/sdnotify/sdnotifytest", "internal/debimage", "internal/dockertest", "internal/pgtest", "fleetsim"}},
 	// Top: the commands, packaging checks, this package, the end-to-end
 	// tests (caserver/stepcli: step's CLI against devid-ca; contrib/compose/e2e:
 	// the compose set).
