@@ -168,17 +168,7 @@ func TestReplicasBatchedImport(t *testing.T) {
 		}()
 		go func() {
 			defer wg.Done()
-			for i := range 30 {
-				for {
-					_, serr = s2.SetStatus("op", fmt.Sprintf("m-%04d", i*10), inventory.StatusRetired, "gone")
-					if !gaveUp(serr) {
-						break
-					}
-				}
-				if serr != nil {
-					return
-				}
-			}
+			serr = retireEach(s2, 30, func(i int) string { return fmt.Sprintf("m-%04d", i*10) })
 		}()
 		wg.Wait()
 		if ierr != nil || serr != nil {

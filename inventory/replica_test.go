@@ -374,17 +374,7 @@ func TestReplicasImportAndStatus(t *testing.T) {
 		}()
 		go func() {
 			defer wg.Done()
-			for i := range 20 {
-				for {
-					_, serr = s2.SetStatus("op", fmt.Sprintf("m-%03d", i*10), inventory.StatusRetired, "gone")
-					if !gaveUp(serr) {
-						break
-					}
-				}
-				if serr != nil {
-					return
-				}
-			}
+			serr = retireEach(s2, 20, func(i int) string { return fmt.Sprintf("m-%03d", i*10) })
 		}()
 		wg.Wait()
 		if ierr != nil || serr != nil {
@@ -481,4 +471,22 @@ func TestIndexRepairedAtOpen(t *testing.T) {
 			t.Fatalf("carol owns nothing now: %+v %v", del, err)
 		}
 	})
+}
+
+// retireEach retires the devices named name(0) … name(n-1), each as soon as
+// the inventory, busy with another replica's writes, lets it.
+func retireEach(s *inventory.Store, n int, name func(int) string) error {
+	for i := range n {
+		for {
+			_, err := s.SetStatus("op", name(i), inventory.StatusRetired, "gone")
+			if gaveUp(err) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			break
+		}
+	}
+	return nil
 }
