@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -30,6 +31,13 @@ type attestPool struct {
 	mu   sync.Mutex
 	err  string // the first failure
 	n    []int  // attestations per replica
+}
+
+// counts returns the first failure and the attestations per replica so far.
+func (p *attestPool) counts() (string, []int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err, slices.Clone(p.n)
 }
 
 // newAttestPool manufactures n swtpms and registers them as hosts.

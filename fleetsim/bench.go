@@ -309,10 +309,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	steadyTo := time.Now()
 	e.resourcesFigure(res)
 	att, attFailed := pool.lat.summary(t0, steadyTo)
+	attFirstErr, attByReplica := pool.counts()
 	iss, issFailed := f.issuances.summary(steadyFrom, steadyTo)
 	res.Renewals = RenewalFigure{Window: steadyTo.Sub(steadyFrom).Seconds(), RatePerSecond: f.attempts.Rate(steadyFrom, steadyTo),
 		Issuance: iss, IssuanceFailed: issFailed, Attestation: att, AttestationFailed: attFailed + pool.errs.Count(t0, steadyTo),
-		AttestationFirstErr: pool.err, AttestsByReplica: pool.n}
+		AttestationFirstErr: attFirstErr, AttestsByReplica: attByReplica}
 	log.Info("figure 2", "issuance", iss, "attestation", att)
 
 	// Figure 4.

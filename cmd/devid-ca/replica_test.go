@@ -35,6 +35,7 @@ import (
 	"github.com/devid-ssh/devid/inventory"
 	"github.com/devid-ssh/devid/krl"
 	"github.com/devid-ssh/devid/krldist"
+	"github.com/devid-ssh/devid/revocation"
 	"github.com/devid-ssh/devid/tpm/swtpmtest"
 	"github.com/google/go-attestation/attest"
 	"github.com/smallstep/nosql"
@@ -696,6 +697,24 @@ func TestReplicasCatchUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The dead replica is a devid-ca: its revocation store writes the
+	// revoked key ID in the change's transaction; it dies before the
+	// rebuild that would have published it (no OnDeviceChange).
+	signers := map[string]ssh.Signer{}
+	for _, kind := range []string{"host", "user"} {
+		k, err := pemutil.Read(filepath.Join(r.dir, "secrets", "ssh_"+kind+"_ca.key"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if signers[kind], err = ssh.NewSignerFromKey(k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := revocation.Open(revocation.Config{HostCA: signers["host"].PublicKey(), UserCA: signers["user"].PublicKey(), Signer: signers["user"],
+		MaxLifetime: 24 * time.Hour, Now: time.Now, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}, db, inv); err != nil {
+		t.Fatal(err)
+	}
+	inv.OnDeviceChange(func([]inventory.DeviceChange) {})
 	if _, err := inv.SetStatus("dead-replica", ids[0], inventory.StatusQuarantined, "committed, never published"); err != nil {
 		t.Fatal(err)
 	}

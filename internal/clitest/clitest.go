@@ -20,6 +20,7 @@ import (
 
 	"github.com/devid-ssh/devid/internal/command"
 
+	"github.com/devid-ssh/devid/internal/pgtest"
 	"github.com/devid-ssh/devid/internal/sshdrun"
 	"github.com/devid-ssh/devid/tpm/swtpmtest"
 	"github.com/rogpeppe/go-internal/testscript"
@@ -52,6 +53,7 @@ func Params(dir string) testscript.Params {
 			"subst":       subst,
 			"needtools":   needTools,
 			"swtpm":       swtpmServe,
+			"pgdb":        pgDatabase,
 		},
 	}
 }
@@ -187,6 +189,26 @@ func swtpmServe(ts *testscript.TestScript, neg bool, args []string) {
 	ts.Check(err)
 	ts.Defer(func() { ts.Check(sw.Stop()) })
 	ts.Setenv(args[1], sw.Addr)
+}
+
+// pgdb VAR: create an empty PostgreSQL database (internal/pgtest), dropped
+// when the script ends, and set VAR to its connection string; skip the
+// script without a server, but fail when CI=true.
+func pgDatabase(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 1 {
+		ts.Fatalf("usage: pgdb VAR")
+	}
+	admin, err := pgtest.Server()
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			ts.Fatalf("pgtest: %v, and CI=true", err)
+		}
+		ts.Value(tKey{}).(testscript.T).Skip(err.Error())
+	}
+	dsn, drop, err := pgtest.Create(admin)
+	ts.Check(err)
+	ts.Defer(func() { ts.Check(drop()) })
+	ts.Setenv(args[0], dsn)
 }
 
 type tKey struct{}

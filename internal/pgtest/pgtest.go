@@ -55,14 +55,24 @@ var (
 // (a role that may create databases), or skips t (fails it when CI=true).
 func Need(t testing.TB) string {
 	t.Helper()
+	dsn, err := Server()
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("pgtest: %v, and CI=true", err)
+		}
+		t.Skipf("pgtest: %v", err)
+	}
+	return dsn
+}
+
+// Server finds (or starts) the server once, and returns the connection
+// string of its maintenance database.
+func Server() (string, error) {
 	once.Do(func() { serverDSN, serverErr = server() })
 	if serverErr != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("pgtest: no PostgreSQL server: %v, and CI=true", serverErr)
-		}
-		t.Skipf("pgtest: no PostgreSQL server: %v", serverErr)
+		return "", fmt.Errorf("no PostgreSQL server: %w", serverErr)
 	}
-	return serverDSN
+	return serverDSN, nil
 }
 
 // New creates an empty database for t and returns its connection string
@@ -70,24 +80,41 @@ func Need(t testing.TB) string {
 func New(t testing.TB) string {
 	t.Helper()
 	admin := Need(t)
+	dsn, drop, err := Create(admin)
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := drop(); err != nil {
+			t.Errorf("pgtest: %v", err)
+		}
+	})
+	return dsn
+}
+
+// Create creates an empty database on the server admin names, and returns
+// its connection string and the function that drops it (closing its
+// connections by force).
+func Create(admin string) (dsn string, drop func() error, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var b [6]byte
 	if _, err := rand.Read(b[:]); err != nil {
-		t.Fatal(err)
+		return "", nil, err
 	}
 	name := "devid_test_" + hex.EncodeToString(b[:])
 	if err := exec1(ctx, admin, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
-		t.Fatalf("pgtest: create database %s: %v", name, err)
+		return "", nil, fmt.Errorf("create database %s: %w", name, err)
 	}
-	t.Cleanup(func() {
+	drop = func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		if err := exec1(ctx, admin, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
-			t.Errorf("pgtest: drop database %s: %v", name, err)
+			return fmt.Errorf("drop database %s: %w", name, err)
 		}
-	})
-	return WithDatabase(admin, name)
+		return nil
+	}
+	return WithDatabase(admin, name), drop, nil
 }
 
 // WithDatabase returns dsn with its database set to name.
