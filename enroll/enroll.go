@@ -104,7 +104,7 @@ func (c *Client) Attest(ctx context.Context, t *tpm.TPM) (*Attestation, error) {
 	if err != nil {
 		return nil, err
 	}
-	att, err := c.attestAK(ctx, ek, info, ak)
+	att, err := c.AttestAK(ctx, ek, info, ak)
 	if err != nil {
 		ak.Close()
 		return nil, err
@@ -112,7 +112,11 @@ func (c *Client) Attest(ctx context.Context, t *tpm.TPM) (*Attestation, error) {
 	return att, nil
 }
 
-func (c *Client) attestAK(ctx context.Context, ek *tpm.EK, info tpm.Info, ak *tpm.AK) (*Attestation, error) {
+// AttestAK has the Attestation CA certify ak, an AK already made in the
+// TPM whose EK and Info are given: the same two requests as Attest,
+// without making a key. The caller keeps ak (the returned Attestation's
+// Close flushes it).
+func (c *Client) AttestAK(ctx context.Context, ek *tpm.EK, info tpm.Info, ak *tpm.AK) (*Attestation, error) {
 	req := wire.AttestRequest{TPMInfo: wire.TPMInfo{
 		Version: 2, Manufacturer: strconv.FormatUint(uint64(info.Manufacturer), 10),
 		Model: info.Model, FirmwareVersion: info.FirmwareVersion(),

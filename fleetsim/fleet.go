@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/devid-ssh/devid/enroll"
 	"github.com/devid-ssh/devid/hostd"
 	"github.com/devid-ssh/devid/krl"
+	"github.com/devid-ssh/devid/krldist"
 	"github.com/devid-ssh/devid/renew"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/ssh"
@@ -43,6 +45,12 @@ type fleetHost struct {
 	quarantined atomic.Bool
 	mu          sync.Mutex
 	krls        []install // KRL versions installed, in order
+	// delivered: KRL versions the CA answered with, when the answer's
+	// headers arrived: before the host's own work (signature check,
+	// decoding, the file write), which a real host does on its own CPU
+	// and the bench does for every host on the same CPUs as the CAs.
+	delivered []install
+	rx        atomic.Int64 // kernel receive time of the KRL connection's newest data (rxConn)
 }
 
 type install struct {
@@ -52,10 +60,16 @@ type install struct {
 
 // installedAt is when the host first installed a KRL of version v or
 // newer, and whether it has.
-func (h *fleetHost) installedAt(v uint64) (time.Time, bool) {
+func (h *fleetHost) installedAt(v uint64) (time.Time, bool) { return h.first(h.krls, v) }
+
+// deliveredAt is when the CA's answer with a KRL of version v or newer
+// first reached the host, and whether one has.
+func (h *fleetHost) deliveredAt(v uint64) (time.Time, bool) { return h.first(h.delivered, v) }
+
+func (h *fleetHost) first(list []install, v uint64) (time.Time, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for _, in := range h.krls {
+	for _, in := range list {
 		if in.v >= v {
 			return in.t, true
 		}
@@ -99,15 +113,31 @@ func (nopRegisterer) Register(prometheus.Collector) error  { return nil }
 func (nopRegisterer) MustRegister(...prometheus.Collector) {}
 func (nopRegisterer) Unregister(prometheus.Collector) bool { return true }
 
-// countingTransport records every request sent.
+// countingTransport records every KRL request sent, and every KRL
+// answer's arrival (its version header) on the host.
 type countingTransport struct {
 	base http.RoundTripper
 	ev   *Events
+	h    *fleetHost
 }
 
 func (c countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	c.ev.Add(time.Now())
-	return c.base.RoundTrip(r)
+	resp, err := c.base.RoundTrip(r)
+	if err == nil && resp.StatusCode == http.StatusOK {
+		if v, perr := strconv.ParseUint(resp.Header.Get(krldist.HeaderVersion), 10, 64); perr == nil {
+			// The answer's receive time in the kernel; the response has
+			// been read, so it is the newest data on the connection.
+			t := time.Now()
+			if rx := c.h.rx.Load(); rx > 0 {
+				t = time.Unix(0, rx)
+			}
+			c.h.mu.Lock()
+			c.h.delivered = append(c.h.delivered, install{v, t})
+			c.h.mu.Unlock()
+		}
+	}
+	return resp, err
 }
 
 // newFleet makes the hosts' signers (device keys and certificates).
@@ -133,9 +163,25 @@ func policy(k float64) renew.Policy {
 	}
 }
 
-// run starts every host's tasks, host i at offsets[i] after now, and
-// returns when ctx is done and every task has returned.
-func (f *fleet) run(ctx context.Context, dir string, k float64, spread time.Duration, krlWait time.Duration) (wait func(), err error) {
+// userLifetime is a workstation's SSH user certificate lifetime, 16 hours
+// compressed k times (host certificates last Options.Day).
+func userLifetime(k float64) time.Duration { return time.Duration(float64(16*time.Hour) / k) }
+
+// cycle is the mean time from one renewal to the next of a certificate
+// lasting lifetime: hostd renews at renew.Policy's Fraction of the
+// lifetime counted from the issuance, minus a random part of Jitter.
+// A fleet whose devices start at uniform times over their cycle renews
+// at a steady rate from the first cycle on; started over any other span,
+// its rate swells where one round of renewals overlaps the next.
+func cycle(lifetime time.Duration) time.Duration {
+	return time.Duration(float64(lifetime) * (renew.DefaultFraction - renew.DefaultJitter/2))
+}
+
+// run starts every host's tasks, each at a uniform random time within
+// its certificate's cycle (hostCycle for hosts, userCycle for
+// workstations), and returns when ctx is done and every task has
+// returned.
+func (f *fleet) run(ctx context.Context, dir string, k float64, hostCycle, userCycle time.Duration, krlWait time.Duration) (wait func(), err error) {
 	clients := make([]*enroll.Client, len(f.e.replicas))
 	for i, r := range f.e.replicas {
 		clients[i] = enroll.New(r.URL(), f.e.ca.roots, discard())
@@ -152,9 +198,10 @@ func (f *fleet) run(ctx context.Context, dir string, k float64, spread time.Dura
 	// Everything made first, the tasks started after: a host's
 	// goroutines must not slow the making of the next.
 	type tasks struct {
-		hc   *hostd.HostCertificate
-		rk   *hostd.RevokedKeys
-		http *http.Client
+		hc     *hostd.HostCertificate
+		rk     *hostd.RevokedKeys
+		http   *http.Client
+		spread time.Duration
 	}
 	all := make([]tasks, len(f.hosts))
 	for i, h := range f.hosts {
@@ -178,7 +225,8 @@ func (f *fleet) run(ctx context.Context, dir string, k float64, spread time.Dura
 		})
 		http1 := hostd.NewHTTPClient(f.e.ca.roots)
 		http1.Timeout = 0 // as devid-hostd: the long-poll's wait bounds it
-		http1.Transport = countingTransport{base: http1.Transport, ev: &f.krlReqs}
+		http1.Transport.(*http.Transport).DialContext = dialRX(&h.rx)
+		http1.Transport = countingTransport{base: http1.Transport, ev: &f.krlReqs, h: h}
 		keys := &hostd.CAKeys{}
 		keys.Set([]ssh.PublicKey{f.e.ca.userCA})
 		rk := hostd.NewRevokedKeys(hostd.RevokedKeysConfig{
@@ -193,11 +241,15 @@ func (f *fleet) run(ctx context.Context, dir string, k float64, spread time.Dura
 		if err := rk.Prepare(); err != nil {
 			return nil, err
 		}
-		all[i] = tasks{hc, rk, http1}
+		spread := hostCycle
+		if certType == ssh.UserCert {
+			spread = userCycle
+		}
+		all[i] = tasks{hc, rk, http1, spread}
 	}
 	var wg sync.WaitGroup
 	for _, t := range all {
-		offset := time.Duration(rand.Float64() * float64(spread))
+		offset := time.Duration(rand.Float64() * float64(t.spread))
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

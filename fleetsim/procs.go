@@ -216,3 +216,10 @@ func tail(file string, n int) string {
 	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
+
+// selfCPU is the CPU time the bench's own process has used (0 if /proc
+// cannot be read).
+func selfCPU() time.Duration {
+	d, _ := cpuTime(os.Getpid())
+	return d
+}

@@ -85,7 +85,7 @@ func setup(ctx context.Context, o *Options) (*env, error) {
 		}
 		err := editJSON(res.Config, cfgFile, func(m map[string]any) {
 			m["address"] = addr
-			m["lifetimes"] = map[string]any{"host": dur(day), "user": dur(time.Duration(float64(16*time.Hour) / k)), "device": "720h"}
+			m["lifetimes"] = map[string]any{"host": dur(day), "user": dur(userLifetime(k)), "device": "720h"}
 			db := map[string]any{"type": dbType, "dataSource": dataSource}
 			if database != "" {
 				db["database"] = database
@@ -136,7 +136,7 @@ func (e *env) stepCAServer(caDir, dbType, source, database string, day time.Dura
 	if err != nil {
 		return nil, err
 	}
-	userDur := dur(time.Duration(float64(16*time.Hour) / k))
+	userDur := dur(userLifetime(k))
 	db := map[string]any{"type": dbType, "dataSource": source}
 	if database != "" {
 		db["database"] = database
