@@ -45,10 +45,11 @@ type fleetHost struct {
 	quarantined atomic.Bool
 	mu          sync.Mutex
 	krls        []install // KRL versions installed, in order
-	// delivered: KRL versions the CA answered with, when the answer's
-	// headers arrived: before the host's own work (signature check,
-	// decoding, the file write), which a real host does on its own CPU
-	// and the bench does for every host on the same CPUs as the CAs.
+	// delivered: KRL versions the CA answered with, when the answer
+	// reached the host's socket (rx; the time it was read if the kernel
+	// gave none): before the host's own work (signature check, decoding,
+	// the file write), which a real host does on its own CPU and the
+	// bench does for every host on the same CPUs as the CAs.
 	delivered []install
 	rx        atomic.Int64 // kernel receive time of the KRL connection's newest data (rxConn)
 }
