@@ -61,16 +61,18 @@ type install struct {
 
 // installedAt is when the host first installed a KRL of version v or
 // newer, and whether it has.
-func (h *fleetHost) installedAt(v uint64) (time.Time, bool) { return h.first(h.krls, v) }
+func (h *fleetHost) installedAt(v uint64) (time.Time, bool) { return h.first(&h.krls, v) }
 
 // deliveredAt is when the CA's answer with a KRL of version v or newer
 // first reached the host, and whether one has.
-func (h *fleetHost) deliveredAt(v uint64) (time.Time, bool) { return h.first(h.delivered, v) }
+func (h *fleetHost) deliveredAt(v uint64) (time.Time, bool) { return h.first(&h.delivered, v) }
 
-func (h *fleetHost) first(list []install, v uint64) (time.Time, bool) {
+// first is the time of the first of *list (read under h.mu) with version
+// v or newer.
+func (h *fleetHost) first(list *[]install, v uint64) (time.Time, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for _, in := range list {
+	for _, in := range *list {
 		if in.v >= v {
 			return in.t, true
 		}

@@ -43,7 +43,7 @@ func TestRXConnTimestamps(t *testing.T) {
 	// The kernel turns receive timestamps on for the system shortly
 	// after the first socket asks: until then a read has none, and
 	// says so (0), rather than keep an older one.
-	for try := 0; ; try++ {
+	for deadline := time.Now().Add(30 * time.Second); ; {
 		if _, err := srv.Write([]byte("hello!")); err != nil {
 			t.Fatal(err)
 		}
@@ -53,10 +53,10 @@ func TestRXConnTimestamps(t *testing.T) {
 		if last.Load() != 0 {
 			break
 		}
-		if try == 200 {
-			t.Fatal("no receive timestamp after 200 reads")
+		if time.Now().After(deadline) { // bounds a hang only
+			t.Fatal("no receive timestamp after 30 s of reads")
 		}
-		time.Sleep(10 * time.Millisecond) // a hang bound is the 200 tries
+		time.Sleep(10 * time.Millisecond) // a poll interval
 	}
 
 	before := time.Now()
@@ -64,7 +64,8 @@ func TestRXConnTimestamps(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Read only once the data has been waiting a while: the receive
-	// time must be before the read, not at it.
+	// time must be before the read, not at it. (Nothing is asserted of
+	// how long this takes; a loaded machine only makes the wait longer.)
 	time.Sleep(50 * time.Millisecond)
 	readAt := time.Now()
 	if _, err := io.ReadFull(c, buf); err != nil {
